@@ -1,0 +1,44 @@
+# robotflow: `make demo` and `make test` each do the whole set-up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-install
+# Debian packages: EGL + Mesa (and OSMesa as fallback) for MuJoCo offscreen rendering; libusb for librealsense.
+DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0
+PYTEST_ARGS ?=
+
+.PHONY: install sysdeps demo test test-all bench clean
+
+install: sysdeps $(STAMP)
+
+sysdeps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "robotflow: missing Debian packages:$$missing (install them as root: apt-get install$$missing)"; exit 0; fi; \
+	echo "robotflow: installing Debian packages:$$missing"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip wheel
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/robotflow launch graphs/demo_runtime.yaml --duration 5 --stats
+
+test: install
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m benchmarks.channels --json
+	$(PY) -m benchmarks.scheduler --json
+
+clean:
+	rm -rf $(VENV) *.egg-info

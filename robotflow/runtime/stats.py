@@ -1,0 +1,101 @@
+"""Live statistics: per node tick timing, per channel delivery counts."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+class Samples:
+    """A fixed-size ring of the most recent samples (bounded memory on long runs)."""
+
+    def __init__(self, size: int = 50_000):
+        self._buf = np.zeros(size, dtype=np.float64)
+        self._n = 0
+
+    def add(self, value: float) -> None:
+        self._buf[self._n % len(self._buf)] = value
+        self._n += 1
+
+    def values(self) -> np.ndarray:
+        return self._buf[: min(self._n, len(self._buf))]
+
+    def percentile(self, q: float) -> float | None:
+        v = self.values()
+        return float(np.percentile(v, q)) if len(v) else None
+
+
+class NodeStats:
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.overruns = 0
+        self.lateness_us = Samples()  # start of a periodic tick minus its deadline
+        self.step_us = Samples()
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+
+    def record(self, start_ns: int, end_ns: int) -> None:
+        self.ticks += 1
+        if self.first_ns is None:
+            self.first_ns = start_ns
+        self.last_ns = start_ns
+        self.step_us.add((end_ns - start_ns) / 1e3)
+
+    def rate_hz(self) -> float | None:
+        if self.ticks < 2 or self.first_ns is None or self.last_ns == self.first_ns:
+            return None
+        return (self.ticks - 1) / ((self.last_ns - self.first_ns) / 1e9)
+
+    def summary(self) -> dict:
+        return {
+            "ticks": self.ticks,
+            "rate_hz": self.rate_hz(),
+            "period_error_p50_us": self.lateness_us.percentile(50),
+            "period_error_p99_us": self.lateness_us.percentile(99),
+            "overruns": self.overruns,
+            "step_p50_us": self.step_us.percentile(50),
+            "step_p99_us": self.step_us.percentile(99),
+        }
+
+
+def _fmt(v, spec: str = ".0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(summary: dict) -> str:
+    """Render the stats dict from Scheduler.stats() as the exit table."""
+    lines = []
+    nodes = summary.get("nodes", {})
+    w = max([len("node")] + [len(n) for n in nodes])
+    lines.append(f"{'node':<{w}}  {'rate Hz':>8} {'ticks':>8} {'err p50 us':>10} {'err p99 us':>10} "
+                 f"{'overruns':>8} {'step p50 ms':>11} {'step p99 ms':>11}")
+    for name, s in nodes.items():
+        lines.append(
+            f"{name:<{w}}  {_fmt(s['rate_hz'], '.1f'):>8} {s['ticks']:>8} {_fmt(s['period_error_p50_us']):>10} "
+            f"{_fmt(s['period_error_p99_us']):>10} {s['overruns']:>8} "
+            f"{_fmt(s['step_p50_us'] and s['step_p50_us'] / 1e3, '.2f'):>11} "
+            f"{_fmt(s['step_p99_us'] and s['step_p99_us'] / 1e3, '.2f'):>11}"
+        )
+    chans = summary.get("channels", {})
+    if chans:
+        rows = []
+        for ch, c in chans.items():
+            if not c["inputs"]:
+                rows.append((ch, c["sent"], "(no reader)", "-", "-", "-"))
+            for reader, i in c["inputs"].items():
+                rows.append((ch, c["sent"], reader, i["received"], i["skipped"], i["dropped"]))
+        cw = max(len("channel"), *(len(r[0]) for r in rows))
+        rw = max(len("reader"), *(len(r[2]) for r in rows))
+        lines.append("")
+        lines.append(f"{'channel':<{cw}}  {'sent':>8}  {'reader':<{rw}} {'received':>9} {'skipped':>8} {'dropped':>8}")
+        for r in rows:
+            lines.append(f"{r[0]:<{cw}}  {r[1]:>8}  {r[2]:<{rw}} {r[3]:>9} {r[4]:>8} {r[5]:>8}")
+    return "\n".join(lines)
+
+
+def format_live(summary: dict) -> str:
+    parts = []
+    for name, s in summary.get("nodes", {}).items():
+        parts.append(f"{name} {_fmt(s['rate_hz'], '.1f')}Hz p99 {_fmt(s['period_error_p99_us'])}us ovr {s['overruns']}")
+    dropped = sum(i["dropped"] for c in summary.get("channels", {}).values() for i in c["inputs"].values())
+    return f"[{time.strftime('%H:%M:%S')}] " + " | ".join(parts) + f" | dropped {dropped}"

@@ -1,0 +1,160 @@
+"""Small nodes for tests, benchmarks and the runtime demo graph (graphs/demo_runtime.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .node import Input, Node, register
+
+
+@dataclass
+class CounterParams:
+    start: int = 0
+    stop_after: int = 0  # ends the graph after this many ticks (0: never)
+
+
+@register("test.counter")
+class Counter(Node):
+    """Emits an increasing integer and a small array each tick."""
+
+    Params = CounterParams
+    outputs = ("count",)
+
+    def setup(self) -> None:
+        self.n = self.params.start
+
+    def step(self) -> None:
+        self.emit("count", value=self.n, vec=np.full(4, self.n, dtype=np.float64))
+        self.n += 1
+        if self.params.stop_after and self.n - self.params.start >= self.params.stop_after:
+            self.request_stop(f"counted {self.params.stop_after}")
+
+
+@dataclass
+class FramesParams:
+    width: int = 640
+    height: int = 480
+
+
+@register("test.frames")
+class Frames(Node):
+    """Publishes a fresh HxWx3 uint8 frame each tick, like a camera driver."""
+
+    Params = FramesParams
+    outputs = ("frame",)
+
+    def setup(self) -> None:
+        self.k = 0
+
+    def step(self) -> None:
+        img = np.empty((self.params.height, self.params.width, 3), dtype=np.uint8)
+        img[...] = self.k % 256  # a real copy of pixel data per frame, as a camera would make
+        self.emit("frame", image=img, index=self.k)
+        self.k += 1
+
+
+@dataclass
+class SinkParams:
+    expect_every: bool = False  # fail if a sequence gap is seen (queue inputs)
+
+
+@register("test.sink")
+class Sink(Node):
+    """Reads whatever it is given; keeps counts (and the last message) for tests."""
+
+    Params = SinkParams
+    any_inputs = True
+
+    def setup(self) -> None:
+        self.received: dict[str, int] = {}
+        self.last: dict[str, object] = {}
+        self.seqs: dict[str, list[int]] = {}
+
+    def step(self) -> None:
+        for port, sub in self._subs.items():
+            msgs = sub.read_all() if sub.delivery == "queue" else [m for m in [sub.read_new()] if m is not None]
+            for m in msgs:
+                self.received[port] = self.received.get(port, 0) + 1
+                self.seqs.setdefault(port, []).append(m.seq)
+                self.last[port] = m
+
+
+@register("test.relay")
+class Relay(Node):
+    """Triggered on `x`: re-emits its value + 1 on `y` (for chains and cycles)."""
+
+    inputs = {"x": Input()}
+    outputs = ("y",)
+    trigger = "x"
+
+    def step(self) -> None:
+        m = self.read_new("x")
+        if m is not None:
+            self.emit("y", value=m["value"] + 1)
+
+
+@dataclass
+class BusyParams:
+    size: int = 256  # numpy matrix side: keeps a core busy with GIL-releasing BLAS work
+
+
+@register("test.busy")
+class Busy(Node):
+    """Burns CPU with numpy matrix products (the load a vision or policy node adds)."""
+
+    Params = BusyParams
+
+    def setup(self) -> None:
+        self.a = np.random.default_rng(0).standard_normal((self.params.size, self.params.size))
+
+    def step(self) -> None:
+        for _ in range(4):
+            self.a = np.tanh(self.a @ self.a.T / self.params.size)
+
+
+@dataclass
+class FailParams:
+    after: int = 3
+    message: str = "simulated driver fault"
+    in_setup: bool = False
+
+
+@register("test.fail")
+class Fail(Node):
+    """Raises after `after` ticks (or in setup): exercises safe shutdown."""
+
+    Params = FailParams
+    outputs = ("out",)
+
+    def setup(self) -> None:
+        if self.params.in_setup:
+            raise RuntimeError(self.params.message)
+        self.k = 0
+
+    def step(self) -> None:
+        self.k += 1
+        if self.k >= self.params.after:
+            raise RuntimeError(self.params.message)
+        self.emit("out", value=self.k)
+
+
+@dataclass
+class EchoParams:
+    fail_at: int = 0  # raise when a value reaches this (0: never)
+
+
+@register("test.echo")
+class Echo(Node):
+    """Triggered on `x` (queue delivery): re-emits each value with a small frame; fails on request."""
+
+    Params = EchoParams
+    inputs = {"x": Input(delivery="queue")}
+    outputs = ("echo",)
+    trigger = "x"
+
+    def step(self) -> None:
+        for m in self.read_all("x"):
+            if self.params.fail_at and m["value"] >= self.params.fail_at:
+                raise RuntimeError(f"value {m['value']} out of range")
+            self.emit("echo", value=m["value"], frame=np.full((120, 160, 3), m["value"] % 255, np.uint8))
