@@ -140,6 +140,9 @@ BUILTIN_TYPES: dict[str, str] = {
     "test.fail": "robotflow.runtime.testnodes",
     "test.relay": "robotflow.runtime.testnodes",
     "test.echo": "robotflow.runtime.testnodes",
+    "test.episodes": "robotflow.runtime.testnodes",
+    "record.hdf5": "robotflow.runtime.recorder",
+    "record.replay": "robotflow.runtime.replay",
 }
 
 

@@ -158,3 +158,44 @@ class Echo(Node):
             if self.params.fail_at and m["value"] >= self.params.fail_at:
                 raise RuntimeError(f"value {m['value']} out of range")
             self.emit("echo", value=m["value"], frame=np.full((120, 160, 3), m["value"] % 255, np.uint8))
+
+
+@dataclass
+class EpisodesParams:
+    episodes: int = 2
+    length_s: float = 1.0   # episode duration on the graph clock
+    gap_s: float = 0.2      # reset time between episodes (not recorded)
+    task: str = "count things"
+    seed: int = 0
+
+
+@register("test.episodes")
+class Episodes(Node):
+    """Starts and ends fixed-length episodes (the recorder's episode source without a simulator)."""
+
+    Params = EpisodesParams
+    outputs = ("episode",)
+
+    def setup(self) -> None:
+        self.results: list[dict] = []
+        self.index = 0
+        self.t_start: int | None = None
+        self.t_next = 0
+
+    def step(self) -> None:
+        now = self.now_ns()
+        p = self.params
+        if self.t_start is None and now >= self.t_next:
+            if self.index >= p.episodes:
+                self.request_stop(f"{p.episodes} episodes done")
+                return
+            self.t_start = now
+            self.emit("episode", event="start", index=self.index, seed=p.seed + self.index, task=p.task)
+        elif self.t_start is not None and now - self.t_start >= p.length_s * 1e9:
+            dur = (now - self.t_start) / 1e9
+            self.emit("episode", event="end", index=self.index, seed=p.seed + self.index, outcome="success",
+                      duration_s=dur, task=p.task)
+            self.results.append({"seed": p.seed + self.index, "success": True, "duration_s": dur})
+            self.index += 1
+            self.t_start = None
+            self.t_next = now + int(p.gap_s * 1e9)

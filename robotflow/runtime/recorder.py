@@ -1,0 +1,416 @@
+"""The recorder node (`record.hdf5`): every message of the channels it reads, one HDF5 file per episode.
+
+Nothing is lost and the control loop is not disturbed:
+- Inputs use `queue` delivery: every message arrives, or a gap is counted and written into the episode.
+- The node thread only moves messages (zero-copy views) onto a writer thread; JPEG encoding and h5py
+  writes happen there. The recorder measures its own backlog (messages waiting for the writer).
+- Episodes are written as `episode_NNNNNN.h5.partial`, flushed every `flush_s`, and renamed when the
+  episode closes, so finished episodes are always complete files; `robotflow recover` handles a partial.
+
+Episode boundaries come from `task/episode` events (`event: start|end`, see docs/contracts.md). Messages
+are routed by their runtime timestamp, after a short reorder window, so a frame stamped just before an
+`end` event still lands in its episode even if it reaches the recorder a moment later. Without an
+episode input, the whole run is one episode.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import importlib.metadata
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .channels import Message
+from .node import Input, Node, register
+
+log = logging.getLogger("robotflow.recorder")
+
+EPISODE_FORMAT = "robotflow.episode/1"
+OUTCOMES = ("success", "failure", "aborted", "discarded")
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def is_image(value: Any) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (1, 3, 4)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """A standard JPEG (any decoder returns RGB) as a uint8 array."""
+    import cv2
+
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.shape[-1] == 3 else rgb
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.reshape(-1)
+
+
+def episode_name(index: int) -> str:
+    return f"episode_{index:06d}.h5"
+
+
+def next_episode_index(directory: Path) -> int:
+    """One past the highest episode index in the directory (finished or partial), so sessions append."""
+    best = -1
+    for p in directory.glob("episode_*.h5*"):
+        stem = p.name.split(".")[0]
+        try:
+            best = max(best, int(stem.split("_")[1]))
+        except (IndexError, ValueError):
+            continue
+    return best + 1
+
+
+class _ChannelBuffer:
+    """Per-channel pending rows, appended to resizable datasets in batches."""
+
+    def __init__(self) -> None:
+        self.ts: list[int] = []
+        self.seq: list[int] = []
+        self.fields: dict[str, list] = {}
+        self.count = 0
+
+
+class EpisodeWriter:
+    """Owns one open HDF5 episode file. Used only by the writer thread."""
+
+    def __init__(self, path: Path, attrs: dict, image_encoding: str, jpeg_quality: int):
+        import h5py
+
+        self.final_path = path
+        self.partial_path = path.with_name(path.name + ".partial")
+        self.file = h5py.File(self.partial_path, "w")
+        self.image_encoding = image_encoding
+        self.jpeg_quality = jpeg_quality
+        for k, v in attrs.items():
+            self.file.attrs[k] = v
+        self.file.attrs["outcome"] = "aborted"  # until closed properly: what a crash leaves behind
+        self.channels = self.file.require_group("channels")
+        self.buffers: dict[str, _ChannelBuffer] = {}
+        self.kinds: dict[tuple[str, str], str] = {}
+
+    def append(self, channel: str, msg: Message) -> None:
+        buf = self.buffers.get(channel)
+        if buf is None:
+            buf = self.buffers[channel] = _ChannelBuffer()
+        buf.ts.append(msg.timestamp_ns)
+        buf.seq.append(msg.seq)
+        for name, value in msg.fields.items():
+            col = buf.fields.setdefault(name, [None] * (len(buf.ts) - 1))
+            col.append(value)
+        for name, col in buf.fields.items():  # a field missing from this message: keep columns aligned
+            if len(col) < len(buf.ts):
+                col.append(None)
+
+    def flush(self) -> None:
+        import h5py
+
+        for channel, buf in self.buffers.items():
+            n = len(buf.ts)
+            if not n:
+                continue
+            grp = self.channels.require_group(channel)
+            self._extend(grp, "timestamp_ns", np.asarray(buf.ts, dtype=np.int64))
+            self._extend(grp, "seq", np.asarray(buf.seq, dtype=np.int64))
+            for name, col in buf.fields.items():
+                kind = self.kinds.get((channel, name))
+                sample = next((v for v in col if v is not None), None)
+                if kind is None and sample is not None:
+                    kind = self._kind(sample)
+                    self.kinds[(channel, name)] = kind
+                if kind is None:
+                    continue
+                if kind == "jpeg":
+                    data = np.empty(n, dtype=object)
+                    for i, v in enumerate(col):
+                        data[i] = encode_jpeg(v, self.jpeg_quality) if v is not None else np.zeros(0, np.uint8)
+                    if name not in grp:
+                        ds = grp.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(64,),
+                                                dtype=h5py.vlen_dtype(np.uint8))
+                        ds.attrs["encoding"] = "jpeg"
+                        ds.attrs["shape"] = list(sample.shape)
+                    self._extend(grp, name, data)
+                elif kind == "str":
+                    data = np.array(["" if v is None else str(v) for v in col], dtype=object)
+                    if name not in grp:
+                        grp.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,),
+                                           dtype=h5py.string_dtype())
+                    self._extend(grp, name, data)
+                else:
+                    arr = np.stack([np.asarray(v if v is not None else np.zeros_like(np.asarray(sample)))
+                                    for v in col])
+                    if name not in grp:
+                        opts = {}
+                        if kind == "raw_image":
+                            opts = {"compression": "lzf"}
+                        grp.create_dataset(name, shape=(0, *arr.shape[1:]), maxshape=(None, *arr.shape[1:]),
+                                           dtype=arr.dtype, chunks=(max(1, min(256, 2**20 // max(1, arr[0].nbytes))),
+                                                                    *arr.shape[1:]), **opts)
+                        if kind == "raw_image":
+                            grp[name].attrs["encoding"] = "raw"
+                    self._extend(grp, name, arr)
+            buf.count += n
+            buf.ts.clear()
+            buf.seq.clear()
+            for name in buf.fields:
+                buf.fields[name] = []
+        self.file.flush()
+
+    def _kind(self, sample: Any) -> str:
+        if is_image(sample):
+            return "jpeg" if self.image_encoding == "jpeg" else "raw_image"
+        if isinstance(sample, str):
+            return "str"
+        if isinstance(sample, (list, tuple)) and sample and isinstance(sample[0], str):
+            return "str"
+        return "array"
+
+    @staticmethod
+    def _extend(grp, name: str, data: np.ndarray) -> None:
+        if name not in grp:
+            grp.create_dataset(name, shape=(0, *data.shape[1:]), maxshape=(None, *data.shape[1:]), dtype=data.dtype,
+                               chunks=(max(1, min(4096, 2**20 // max(1, data[0:1].nbytes))), *data.shape[1:]))
+        ds = grp[name]
+        old = ds.shape[0]
+        ds.resize(old + len(data), axis=0)
+        if ds.dtype.kind == "O" and h5py_check_vlen(ds):
+            # h5py would broadcast a batch of equal-length byte arrays as 2-D; write rows one by one.
+            for i, row in enumerate(data):
+                ds[old + i] = row
+        else:
+            ds[old:] = data
+
+    def close(self, attrs: dict) -> Path:
+        self.flush()
+        for k, v in attrs.items():
+            self.file.attrs[k] = v
+        self.file.close()
+        os.replace(self.partial_path, self.final_path)
+        return self.final_path
+
+
+@dataclass
+class RecorderParams:
+    output_dir: str = "data/episodes"
+    image_encoding: str = "jpeg"     # jpeg | raw (lzf-compressed uint8)
+    jpeg_quality: int = 90
+    task: str = ""                   # task text stored with each episode (overrides the episode event's)
+    episode_input: str = "episode"   # input carrying task/episode events; unconnected: one episode per run
+    max_episodes: int = 0            # end the graph after this many closed episodes (0: never)
+    flush_s: float = 1.0             # wall seconds between file flushes (bounds what a crash can lose)
+    reorder_s: float = 0.1           # graph-clock window for routing late messages into the right episode
+    progress: bool = False           # a live status line on stderr
+
+
+@register("record.hdf5")
+class Recorder(Node):
+    """Records every input channel into HDF5 episode files (see module docs)."""
+
+    Params = RecorderParams
+    any_inputs = True
+
+    @classmethod
+    def declare_inputs(cls, params: RecorderParams) -> dict[str, Input]:
+        return {params.episode_input: Input(delivery="queue", required=False)}
+
+    def setup(self) -> None:
+        p = self.params
+        if p.image_encoding not in ("jpeg", "raw"):
+            raise ValueError(f"image_encoding must be jpeg or raw, not {p.image_encoding!r}")
+        self.out_dir = Path(p.output_dir).expanduser()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.next_index = next_episode_index(self.out_dir)
+        self.channel_of = {port: sub.topic for port, sub in self._subs.items()}
+        self.data_ports = [port for port in self._subs if port != p.episode_input]
+        self._pending: list = []  # heap of (timestamp_ns, order, port, msg) awaiting routing
+        self._order = 0
+        self._commands: queue.Queue = queue.Queue()
+        self._writer_error: BaseException | None = None
+        self.backlog_max = 0
+        self.episodes: list[dict] = []  # closed episodes: index, path, outcome, duration_s, frames
+        self._open: dict | None = None
+        self._closed = 0
+        self._last_progress = 0.0
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.name}:writer", daemon=True)
+        self._writer.start()
+        graph = self._runtime.graph if self._runtime is not None else None
+        self._graph_text = graph.text if graph else ""
+        self._params_json = json.dumps(
+            {n.name: {"type": n.type_name, "rate": n.rate, "params": _jsonable(n.params)} for n in graph.nodes}
+            if graph else {}, default=str)
+        self._rates = {}
+        if graph:
+            for n in graph.nodes:
+                for o in n.outputs:
+                    self._rates[f"{n.name}/{o}"] = n.rate
+        if not self.connected(p.episode_input):
+            self._start_episode(self.now_ns(), {"index": None, "seed": -1, "task": p.task})
+
+    # ---- node thread ----------------------------------------------------------------------------
+    def step(self) -> None:
+        if self._writer_error is not None:
+            raise RuntimeError(f"episode writer failed: {self._writer_error}") from self._writer_error
+        for port in self._subs:
+            for msg in self.read_all(port):
+                heapq.heappush(self._pending, (msg.timestamp_ns, self._order, port, msg))
+                self._order += 1
+        self._route(self.now_ns() - int(self.params.reorder_s * 1e9))
+        backlog = self._commands.qsize()
+        self.backlog_max = max(self.backlog_max, backlog)
+        if self.params.progress and time.monotonic() - self._last_progress > 1.0:
+            self._last_progress = time.monotonic()
+            print("\r" + self.status_line(), end="", file=sys.stderr, flush=True)
+
+    def _route(self, until_ns: int | None) -> None:
+        ep_port = self.params.episode_input
+        while self._pending and (until_ns is None or self._pending[0][0] <= until_ns):
+            t, _, port, msg = heapq.heappop(self._pending)
+            if port == ep_port:
+                self._on_event(t, msg)
+            elif self._open is not None:
+                self._open["frames"][self.channel_of[port]] = self._open["frames"].get(self.channel_of[port], 0) + 1
+                self._commands.put(("data", self.channel_of[port], msg))
+
+    def _on_event(self, t: int, msg: Message) -> None:
+        event = msg.get("event")
+        if event == "start":
+            if self._open is not None:
+                self._end_episode(t, "aborted", {})
+            self._start_episode(t, msg.fields)
+        elif event in ("end", "discard"):
+            if self._open is None:
+                return
+            outcome = "discarded" if event == "discard" else msg.get("outcome", "success")
+            if outcome not in OUTCOMES:
+                outcome = "failure"
+            self._end_episode(t, outcome, msg.fields)
+
+    def _start_episode(self, t: int, fields: dict) -> None:
+        index = self.next_index
+        self.next_index += 1
+        task = self.params.task or fields.get("task") or ""
+        attrs = {
+            "format": EPISODE_FORMAT,
+            "robotflow_version": _version("robotflow"),
+            "lerobot_version": _version("lerobot"),
+            "graph_yaml": self._graph_text,
+            "params_json": self._params_json,
+            "task": str(task),
+            "episode_index": index,
+            "seed": int(fields.get("seed", -1) if fields.get("seed") is not None else -1),
+            "start_time_unix_ns": time.time_ns(),
+            "start_timestamp_ns": t,
+            "rates_json": json.dumps({self.channel_of[p]: self._rates.get(self.channel_of[p]) for p in self.data_ports}),
+        }
+        self._open = {"index": index, "t0": t, "frames": {}, "attrs": attrs,
+                      "dropped0": {p: self._subs[p].stats.dropped for p in self.data_ports}}
+        self._commands.put(("open", self.out_dir / episode_name(index), attrs))
+
+    def _end_episode(self, t: int, outcome: str, fields: dict) -> None:
+        ep = self._open
+        self._open = None
+        duration = float(fields.get("duration_s") or (t - ep["t0"]) / 1e9)
+        counts = {}
+        for p in self.data_ports:
+            ch = self.channel_of[p]
+            counts[ch] = {"received": ep["frames"].get(ch, 0),
+                          "gaps": self._subs[p].stats.dropped - ep["dropped0"][p]}
+        attrs = {"outcome": outcome, "duration_s": duration, "end_timestamp_ns": t, "counts_json": json.dumps(counts)}
+        info = {"index": ep["index"], "path": str(self.out_dir / episode_name(ep["index"])), "outcome": outcome,
+                "duration_s": duration, "frames": dict(ep["frames"]),
+                "gaps": sum(c["gaps"] for c in counts.values())}
+        self._commands.put(("close", attrs, info))
+        self._closed += 1
+        if self.params.max_episodes and self._closed >= self.params.max_episodes:
+            self.request_stop(f"{self.params.max_episodes} episodes recorded")
+
+    def status_line(self) -> str:
+        ep = self._open
+        if ep is None:
+            return f"[{self.name}] waiting for an episode | closed {len(self.episodes)} | backlog {self._commands.qsize()}"
+        dur = (self.now_ns() - ep["t0"]) / 1e9
+        frames = " ".join(f"{ch}={n}" for ch, n in ep["frames"].items())
+        drops = sum(self._subs[p].stats.dropped - ep["dropped0"][p] for p in self.data_ports)
+        return (f"[{self.name}] episode {ep['index']} {dur:6.1f}s | {frames} | drops {drops} "
+                f"| backlog {self._commands.qsize()}")
+
+    def teardown(self) -> None:
+        try:
+            if hasattr(self, "_pending"):
+                for port in self._subs:
+                    for msg in self.read_all(port):
+                        heapq.heappush(self._pending, (msg.timestamp_ns, self._order, port, msg))
+                        self._order += 1
+                self._route(None)
+                if self._open is not None:
+                    failed = self._runtime is not None and self._runtime._failure is not None
+                    whole_run = not self.connected(self.params.episode_input)
+                    self._end_episode(self.now_ns(), "success" if whole_run and not failed else "aborted", {})
+        finally:
+            if hasattr(self, "_writer"):
+                self._commands.put(("stop", None, None))
+                self._writer.join(timeout=60)
+                if self.params.progress:
+                    print(file=sys.stderr)
+
+    # ---- writer thread --------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        writer: EpisodeWriter | None = None
+        last_flush = time.monotonic()
+        while True:
+            try:
+                cmd = self._commands.get(timeout=0.2)
+            except queue.Empty:
+                cmd = None
+            try:
+                if cmd is not None:
+                    kind, a, b = cmd
+                    if kind == "open":
+                        if writer is not None:  # cannot happen: start closes first; keep the data anyway
+                            writer.close({"outcome": "aborted"})
+                        writer = EpisodeWriter(a, b, self.params.image_encoding, self.params.jpeg_quality)
+                    elif kind == "data" and writer is not None:
+                        writer.append(a, b)
+                    elif kind == "close" and writer is not None:
+                        writer.close(a)
+                        writer = None
+                        self.episodes.append(b)
+                    elif kind == "stop":
+                        if writer is not None:
+                            writer.close({"outcome": "aborted"})
+                        return
+                if writer is not None and time.monotonic() - last_flush >= self.params.flush_s:
+                    writer.flush()
+                    last_flush = time.monotonic()
+            except BaseException as e:  # noqa: BLE001 - surfaced on the node thread, which stops the graph
+                self._writer_error = e
+                log.error("episode writer failed: %s", e)
+                return
+
+
+def h5py_check_vlen(ds) -> bool:
+    import h5py
+
+    return h5py.check_vlen_dtype(ds.dtype) is not None and h5py.check_string_dtype(ds.dtype) is None
+
+
+def _jsonable(params: Any) -> Any:
+    if dataclasses.is_dataclass(params):
+        return dataclasses.asdict(params)
+    return str(params)

@@ -1,0 +1,266 @@
+"""Data collection commands: record, info, replay, recover."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from robotflow.runtime.graph import GraphError, GraphSpec, load_graph, parse_graph
+from robotflow.runtime.recorder import episode_name
+
+RECORDER_TYPE = "record.hdf5"
+
+
+def _load(graph: str, sets) -> GraphSpec:
+    try:
+        return load_graph(graph, tuple(sets))
+    except GraphError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def with_recorder(spec: GraphSpec, sets: tuple[str, ...], recorder_params: dict) -> tuple[GraphSpec, str]:
+    """The graph with a recorder: the one it has, or a `recorder` node reading every channel.
+
+    By default every output of every node is recorded (driver outputs and commands alike); the episode
+    input is wired to the node that publishes `episode` events, when there is one.
+    """
+    existing = [n for n in spec.nodes if n.type_name == RECORDER_TYPE]
+    doc = yaml.safe_load(spec.text)
+    if existing:
+        name = existing[0].name
+    else:
+        name = "recorder"
+        taken = {n.name for n in spec.nodes}
+        while name in taken:
+            name += "_"
+        inputs = {}
+        for n in spec.nodes:
+            for o in n.outputs:
+                port = f"{n.name}.{o}"
+                if o == "episode":
+                    inputs["episode"] = {"source": f"{n.name}/{o}", "delivery": "queue"}
+                else:
+                    inputs[port] = {"source": f"{n.name}/{o}", "delivery": "queue", "queue_size": 2048}
+        doc["nodes"].append({"name": name, "type": RECORDER_TYPE, "rate": 50, "inputs": inputs, "params": {}})
+    sets = tuple(sets) + tuple(f"{name}.{k}={json.dumps(v)}" for k, v in recorder_params.items())
+    text = yaml.safe_dump(doc, sort_keys=False)
+    try:
+        return parse_graph(text, spec.path, sets), name
+    except GraphError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command()
+@click.argument("graph", type=click.Path(dir_okay=False))
+@click.option("--episodes", type=int, required=True, help="Number of episodes to record.")
+@click.option("--output-dir", type=click.Path(file_okay=False), required=True, help="Where episode files go.")
+@click.option("--task", default="", help="Task text stored with each episode (e.g. 'stack the green cube').")
+@click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help="Override a node param (repeatable).")
+@click.option("--image-encoding", type=click.Choice(["jpeg", "raw"]), default="jpeg", show_default=True)
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True)
+@click.option("--stats", is_flag=True, help="Print the runtime stats table at exit.")
+def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality, stats):
+    """Record N episodes of GRAPH into HDF5 episode files.
+
+    Episodes start and stop from the graph's episode source: the simulated task (success or timeout) or
+    the teleop device's start/stop/discard keys. A live line shows the episode, its duration, frames per
+    stream, drops and the writer backlog; a table of episodes follows at the end.
+    """
+    from robotflow.scripts.cli import exit_for, run_and_report
+
+    if episodes < 1:
+        raise click.ClickException("--episodes must be at least 1")
+    spec = _load(graph, sets)
+    extra = [f"{n.name}.episodes={episodes}" for n in spec.nodes
+             if "episodes" in getattr(n.params, "__dataclass_fields__", {}) and n.type_name != RECORDER_TYPE]
+    rec_params = {"output_dir": str(output_dir), "image_encoding": image_encoding, "jpeg_quality": jpeg_quality,
+                  "progress": sys.stderr.isatty()}
+    if task:
+        rec_params["task"] = task
+    if not extra:  # no task node counts episodes: the recorder ends the run after N
+        rec_params["max_episodes"] = episodes
+    spec, rec_name = with_recorder(_load(graph, tuple(sets) + tuple(extra)), tuple(sets) + tuple(extra), rec_params)
+    result, sched = run_and_report(spec, duration=None, stats=stats, quiet=True)
+    rec = sched.nodes[rec_name]
+    _print_episode_table(getattr(rec, "episodes", []))
+    click.echo(f"episodes in {output_dir}: {len(getattr(rec, 'episodes', []))} recorded this run, "
+               f"writer backlog max {getattr(rec, 'backlog_max', 0)} messages")
+    exit_for(result)
+
+
+def _print_episode_table(episodes: list[dict]) -> None:
+    if not episodes:
+        click.echo("no episode recorded")
+        return
+    click.echo(f"{'episode':>7}  {'outcome':<9} {'duration s':>10} {'gaps':>5}  frames")
+    for e in episodes:
+        frames = " ".join(f"{ch}={n}" for ch, n in sorted(e["frames"].items()))
+        click.echo(f"{e['index']:>7}  {e['outcome']:<9} {e['duration_s']:>10.2f} {e['gaps']:>5}  {frames}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def info(directory, as_json):
+    """Summarise the episodes in DIRECTORY: durations, outcomes, streams with rates, gaps."""
+    from robotflow.codecs.episode import EpisodeError, EpisodeFile, find_episode_files
+
+    files = find_episode_files(directory)
+    partials = sorted(Path(directory).rglob("*.h5.partial")) if Path(directory).is_dir() else []
+    rows, streams = [], {}
+    for path in files:
+        try:
+            ep = EpisodeFile(path)
+        except EpisodeError as e:
+            click.echo(f"warning: {e}", err=True)
+            continue
+        with ep:
+            i = ep.info
+            rows.append({"file": path.name, "index": i.episode_index, "outcome": i.outcome, "duration_s": i.duration_s,
+                         "task": i.task, "seed": i.seed,
+                         "gaps": int(sum(c.get("gaps", 0) for c in i.counts.values()))})
+            for ch in ep.channels():
+                ts = ep.timestamps(ch)
+                s = streams.setdefault(ch, {"messages": 0, "seconds": 0.0, "gaps": 0, "nominal_hz": i.rates.get(ch)})
+                s["messages"] += len(ts)
+                if len(ts) > 1:
+                    s["seconds"] += (ts[-1] - ts[0]) / 1e9
+                s["gaps"] += int(i.counts.get(ch, {}).get("gaps", 0))
+    for s in streams.values():
+        s["rate_hz"] = round(s["messages"] / s["seconds"], 2) if s["seconds"] > 0 else None
+    outcomes = {}
+    for r in rows:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    total = float(np.nansum([r["duration_s"] for r in rows])) if rows else 0.0
+    if as_json:
+        click.echo(json.dumps({"episodes": rows, "streams": streams, "outcomes": outcomes, "total_duration_s": total,
+                               "partial_files": [str(p) for p in partials]}, indent=2))
+        return
+    click.echo(f"{len(rows)} episodes, {total:.1f} s, outcomes: "
+               + (", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none"))
+    if rows:
+        click.echo(f"\n{'episode':>7}  {'outcome':<9} {'duration s':>10} {'seed':>6} {'gaps':>5}  task")
+        for r in rows:
+            click.echo(f"{r['index']:>7}  {r['outcome']:<9} {r['duration_s']:>10.2f} {r['seed']:>6} {r['gaps']:>5}  {r['task']}")
+    if streams:
+        w = max(len("stream"), *(len(c) for c in streams))
+        click.echo(f"\n{'stream':<{w}}  {'messages':>9} {'rate Hz':>8} {'nominal':>8} {'gaps':>5}")
+        for ch, s in sorted(streams.items()):
+            nominal = "-" if s["nominal_hz"] is None else f"{s['nominal_hz']:g}"
+            rate = "-" if s["rate_hz"] is None else f"{s['rate_hz']:.1f}"
+            click.echo(f"{ch:<{w}}  {s['messages']:>9} {rate:>8} {nominal:>8} {s['gaps']:>5}")
+    for p in partials:
+        click.echo(f"warning: {p} is an unfinished episode; run `robotflow recover {directory}`", err=True)
+
+
+@click.command()
+@click.argument("episode", type=click.Path(exists=True, dir_okay=False))
+@click.option("--graph", "graph_file", type=click.Path(dir_okay=False), default=None,
+              help="Graph with a record.replay node to drive (default: graphs/sim_stack_cubes_replay.yaml).")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Playback speed factor.")
+@click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE")
+@click.option("--rerun", "rerun_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the episode to a Rerun recording (.rrd) instead of running a graph.")
+def replay(episode, graph_file, speed, sets, rerun_file):
+    """Publish EPISODE's recorded channels into a graph with their original timing."""
+    from robotflow.scripts.cli import exit_for, run_and_report
+
+    if speed <= 0:
+        raise click.ClickException("--speed must be positive")
+    if rerun_file:
+        _to_rerun(episode, rerun_file)
+        return
+    graph_file = graph_file or "graphs/sim_stack_cubes_replay.yaml"
+    spec = _load(graph_file, sets)
+    nodes = [n for n in spec.nodes if n.type_name == "record.replay"]
+    if not nodes:
+        raise click.ClickException(f"{graph_file} has no record.replay node to feed the episode into")
+    extra = (f"{nodes[0].name}.episode={json.dumps(str(episode))}", f"{nodes[0].name}.speed={speed}")
+    spec = _load(graph_file, tuple(sets) + extra)
+    result, _ = run_and_report(spec, duration=None, stats=False, quiet=True)
+    click.echo(f"replay finished: {result.reason}")
+    exit_for(result)
+
+
+def _to_rerun(episode: str, out: str) -> None:
+    """Log every recorded stream into a .rrd file (open with `rerun FILE`)."""
+    import rerun as rr
+
+    from robotflow.codecs.episode import EpisodeFile
+    from robotflow.runtime.replay import _is_image
+
+    rr.init("robotflow-replay", spawn=False)
+    rr.save(out)
+    with EpisodeFile(episode) as ep:
+        for ch in ep.channels():
+            ts = ep.timestamps(ch)
+            t0 = ts[0] if len(ts) else 0
+            for name in ep.fields(ch):
+                if _is_image(ep, ch, name):
+                    for i in range(len(ts)):
+                        rr.set_time("time", duration=(ts[i] - t0) / 1e9)
+                        rr.log(f"{ch}/{name}", rr.Image(ep.images(ch, [i], name)[0]))
+                    continue
+                col = ep.field(ch, name)
+                if col.dtype.kind not in "fiub":
+                    continue
+                flat = col.reshape(len(col), -1).astype(np.float64)
+                for i in range(len(ts)):
+                    rr.set_time("time", duration=(ts[i] - t0) / 1e9)
+                    rr.log(f"{ch}/{name}", rr.Scalars(flat[i]))
+    click.echo(f"wrote {out}")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def recover(directory):
+    """Turn unfinished episodes (*.h5.partial) in DIRECTORY into episodes marked aborted.
+
+    A partial file that HDF5 can still read keeps everything flushed before the crash; one that cannot be
+    read is moved to DIRECTORY/unrecoverable/ (never deleted) with a message.
+    """
+    import h5py
+
+    partials = sorted(Path(directory).rglob("*.h5.partial"))
+    if not partials:
+        click.echo(f"nothing to recover in {directory}")
+        return
+    for p in partials:
+        final = p.with_name(p.name[: -len(".partial")])
+        try:
+            with h5py.File(p, "r+") as f:
+                counts, t_first, t_last = {}, None, None
+                chans = f.get("channels")
+                if chans is not None:
+                    for node in chans:
+                        for out in chans[node]:
+                            ts = chans[node][out].get("timestamp_ns")
+                            seq = chans[node][out].get("seq")
+                            n = 0 if ts is None else ts.shape[0]
+                            gaps = int(np.sum(np.diff(seq[()]) - 1)) if seq is not None and seq.shape[0] > 1 else 0
+                            counts[f"{node}/{out}"] = {"received": n, "gaps": gaps}
+                            if n:
+                                t_first = ts[0] if t_first is None else min(t_first, ts[0])
+                                t_last = ts[-1] if t_last is None else max(t_last, ts[-1])
+                f.attrs["outcome"] = "aborted"
+                f.attrs["recovered"] = True
+                f.attrs["counts_json"] = json.dumps(counts)
+                f.attrs["duration_s"] = float((t_last - t_first) / 1e9) if t_first is not None else 0.0
+            if final.exists():
+                raise OSError(f"{final.name} already exists")
+            p.rename(final)
+            n = sum(c["received"] for c in counts.values())
+            click.echo(f"recovered {final.name}: {n} messages, marked aborted")
+        except OSError as e:
+            dest = Path(directory) / "unrecoverable"
+            dest.mkdir(exist_ok=True)
+            shutil.move(str(p), dest / p.name)
+            click.echo(f"{p.name} is not readable ({str(e).splitlines()[0]}); moved to {dest / p.name}", err=True)
+
+
+__all__ = ["record", "info", "replay", "recover", "with_recorder", "episode_name"]
