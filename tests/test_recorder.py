@@ -1,5 +1,6 @@
 """Recording: every field round-trips, gaps are counted, a SIGKILL loses no finished episode."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def test_jpeg_images_are_standard_jpeg(tmp_path):
 def test_gaps_are_counted_when_the_recorder_queue_overflows(tmp_path):
     g = parse_graph(f"""
 nodes:
-  - {{name: task, type: test.episodes, rate: 100, params: {{episodes: 1, length_s: 1.0}}}}
+  - {{name: task, type: test.episodes, rate: 100, params: {{episodes: 1, length_s: 2.5}}}}
   - {{name: fast, type: test.counter, rate: 1000}}
   - name: rec
     type: record.hdf5
@@ -168,7 +169,7 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
     g.write_text(KILL_GRAPH.replace("LEN", "0.6"))
     p = subprocess.Popen([sys.executable, "-m", "robotflow.scripts.cli", "record", str(g), "--episodes", "5",
                           "--output-dir", str(out), "--set", "task.length_s=0.6"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         done = list(out.glob("episode_*.h5")) if out.exists() else []
@@ -177,8 +178,9 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
             break
         time.sleep(0.05)
     time.sleep(0.3)  # let the open episode get some data flushed (or not): both must be handled
-    p.send_signal(signal.SIGKILL)
+    os.killpg(p.pid, signal.SIGKILL)  # the runtime and its recorder process die at once, as in a crash
     p.wait(10)
+    time.sleep(0.2)
     finished = sorted(out.glob("episode_*.h5"))
     assert len(finished) >= 2
     for f in finished:

@@ -99,6 +99,7 @@ class GraphSpec:
     nodes: list[NodeSpec]  # in start order: topological over non-delayed edges, file order on ties
     clock: str = "wall"
     channels: dict[str, str] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()  # the --set items applied (process groups re-parse text + overrides)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -377,7 +378,7 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
                              f"{_did_you_mean(ch, all_channels)}")
         if not isinstance(ep, str) or not ep.startswith(("inproc://", "ipc://", "tcp://")):
             raise GraphError(f"endpoint for {ch!r} at {path}:{doc['channels'].lines[ch]} must start with inproc://, ipc:// or tcp://")
-    return GraphSpec(path, text, ordered, clock, channels)
+    return GraphSpec(path, text, ordered, clock, channels, tuple(overrides))
 
 
 def _topological(specs: list[NodeSpec], path: str) -> list[NodeSpec]:

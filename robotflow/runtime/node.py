@@ -82,6 +82,10 @@ class Node:
     def teardown(self) -> None:
         """Release resources and put hardware in a safe state. Always called, even after a failure."""
 
+    def report(self) -> dict | None:
+        """Results to hand back after the run (JSON-able); also collected from other processes."""
+        return None
+
     # ---- runtime services -----------------------------------------------------------------------
     def now_ns(self) -> int:
         """The runtime clock: virtual time in simulation, monotonic wall time otherwise."""

@@ -7,6 +7,9 @@ Nothing is lost and the control loop is not disturbed:
 - Episodes are written as `episode_NNNNNN.h5.partial`, flushed every `flush_s`, and renamed when the
   episode closes, so finished episodes are always complete files; `robotflow recover` handles a partial.
 
+A loss shows as a sequence gap when the channel's next message arrives; a loss in the last instants of an
+episode is therefore counted in the channel's totals (the run's stats table) rather than in that episode.
+
 Episode boundaries come from `task/episode` events (`event: start|end`, see docs/contracts.md). Messages
 are routed by their runtime timestamp, after a short reorder window, so a frame stamped just before an
 `end` event still lands in its episode even if it reaches the recorder a moment later. Without an
@@ -340,6 +343,9 @@ class Recorder(Node):
         if self.params.max_episodes and self._closed >= self.params.max_episodes:
             self.request_stop(f"{self.params.max_episodes} episodes recorded")
 
+    def report(self) -> dict:
+        return {"episodes": list(getattr(self, "episodes", [])), "backlog_max": getattr(self, "backlog_max", 0)}
+
     def status_line(self) -> str:
         ep = self._open
         if ep is None:
@@ -390,6 +396,8 @@ class Recorder(Node):
                     elif kind == "close" and writer is not None:
                         writer.close(a)
                         writer = None
+                        b["closed_monotonic_ns"] = time.monotonic_ns()
+                        b["end_timestamp_ns"] = a["end_timestamp_ns"]
                         self.episodes.append(b)
                     elif kind == "stop":
                         if writer is not None:

@@ -102,14 +102,13 @@ class Scheduler:
 
     def __init__(self, graph: GraphSpec, *, duration_s: float | None = None, stats_every_s: float | None = None,
                  group: str | None = None, endpoints: dict[str, str] | None = None, control=None,
-                 connect_timeout_s: float = 60.0, overrides: tuple[str, ...] = ()):
+                 connect_timeout_s: float = 60.0):
         self.graph = graph
         self.group = group
         self.duration_s = duration_s
         self.stats_every_s = stats_every_s
         self.endpoints = endpoints or assign_endpoints(graph)
         self.connect_timeout_s = connect_timeout_s
-        self._overrides = tuple(overrides)
         self._control = control  # pipe to the parent when this is a child process group
         self.clock: Clock = VirtualClock() if graph.clock == "virtual" else WallClock()
         self._stop = threading.Event()
@@ -121,6 +120,8 @@ class Scheduler:
         self._subs: list[tuple[str, str, Subscriber]] = []  # (node, port, sub)
         self._children: list[tuple[str, multiprocessing.Process, object]] = []
         self._child_stats: list[dict] = []
+        # Node.report() results by node name, from this process and from process groups (after the run).
+        self.reports: dict[str, dict] = {}
         local = [s for s in graph.nodes if s.process == group]
         self.runtimes: list[_NodeRuntime] = []
         for i, spec in enumerate(local):
@@ -194,7 +195,7 @@ class Scheduler:
         for g in groups:
             parent_conn, child_conn = ctx.Pipe()
             p = ctx.Process(target=_child_main, name=f"robotflow-{g}",
-                            args=(self.graph.text, self.graph.path, self._overrides, g, self.endpoints, child_conn),
+                            args=(self.graph.text, self.graph.path, self.graph.overrides, g, self.endpoints, child_conn),
                             daemon=True)
             p.start()
             child_conn.close()
@@ -211,6 +212,8 @@ class Scheduler:
                         self.request_stop(payload or f"process {g}", "finished")
                     elif kind == "stats":
                         self._child_stats.append(payload)
+                    elif kind == "reports":
+                        self.reports.update(payload)
             except (EOFError, OSError):
                 pass
             if not p.is_alive() and p.exitcode not in (0, None) and not self._stop.is_set():
@@ -260,6 +263,13 @@ class Scheduler:
         return self._result()
 
     def _result(self) -> RunResult:
+        for rt in self.runtimes:
+            try:
+                rep = rt.node.report()
+            except Exception as e:  # noqa: BLE001 - a report must never hide the run's outcome
+                rep = {"error": f"{type(e).__name__}: {e}"}
+            if rep is not None:
+                self.reports[rt.spec.name] = rep
         stats = self.stats()
         if self._failure:
             node, err = self._failure
@@ -513,6 +523,7 @@ def _child_main(text: str, path: str, overrides: tuple[str, ...], group: str, en
     result = sched.run()
     try:
         conn.send(("stats", result.stats))
+        conn.send(("reports", sched.reports))
         if result.failed_node:
             conn.send(("failed", (result.failed_node, result.error)))
         elif result.ok and not result.reason.startswith(("stopped by parent", "parent gone")):

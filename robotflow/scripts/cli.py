@@ -26,10 +26,10 @@ def episode_nodes(sched: Scheduler) -> list:
     return [n for n in sched.nodes.values() if hasattr(n, "results")]
 
 
-def run_and_report(graph: GraphSpec, *, duration: float | None, stats: bool, overrides: tuple[str, ...] = (),
+def run_and_report(graph: GraphSpec, *, duration: float | None, stats: bool,
                    quiet: bool = False) -> tuple[RunResult, Scheduler]:
     """Run a graph, print the stats table, and turn a failure into a one-line error and exit code."""
-    sched = Scheduler(graph, duration_s=duration, stats_every_s=3.0 if stats else None, overrides=overrides)
+    sched = Scheduler(graph, duration_s=duration, stats_every_s=3.0 if stats else None)
     result = sched.run()
     if stats or not quiet:
         click.echo(format_table(result.stats), err=True)
@@ -80,7 +80,7 @@ def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime):
     sets = tuple(sets) + tuple(extra)
     if extra:
         spec = _load(graph, sets)
-    result, sched = run_and_report(spec, duration=duration, stats=stats, overrides=sets)
+    result, sched = run_and_report(spec, duration=duration, stats=stats)
     results = [r for node in episode_nodes(sched) for r in node.results]
     if results:
         _print_episodes(results)
