@@ -36,6 +36,7 @@ from robotflow.codecs.export import (
     convert,
     load_dataset_codec,
     read_dataset_codec_spec,
+    video_backend,
     write_codec_spec,
 )
 
@@ -62,5 +63,6 @@ __all__ = [
     "convert",
     "load_dataset_codec",
     "read_dataset_codec_spec",
+    "video_backend",
     "write_codec_spec",
 ]

@@ -85,7 +85,13 @@ def decode_jpeg(data: np.ndarray | bytes) -> np.ndarray:
 
         with Image.open(io.BytesIO(buf.tobytes())) as img:
             return np.asarray(img.convert("RGB"))
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if buf.size == 0:
+        # The recorder writes an empty row when a message on an image channel lacked the image.
+        raise ValueError("empty image buffer")
+    try:
+        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise ValueError("not a decodable JPEG buffer")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -156,6 +162,10 @@ class EpisodeFile:
             rates=_attr_json(a.get("rates_json"), {}),
             counts=_attr_json(a.get("counts_json"), {}),
         )
+
+    def attr(self, name: str) -> str:
+        """A root attribute as text ('' when absent), e.g. a custom task field written by a recorder."""
+        return _attr_str(self._h5.attrs.get(name))
 
     def channels(self) -> list[str]:
         """All recorded channels as ``node/output``."""
@@ -233,8 +243,8 @@ class EpisodeFile:
             for i in unique:
                 try:
                     frames.append(decode_jpeg(ds[int(i)]))
-                except ValueError:
-                    raise EpisodeError(f"{self.name}: {channel} image {int(i)} is not a valid JPEG") from None
+                except ValueError as exc:
+                    raise EpisodeError(f"{self.name}: {channel} image {int(i)} is not a valid JPEG ({exc})") from None
             decoded = np.stack(frames)
         else:
             raise EpisodeError(f"{self.name}: {channel}/{name} has unknown image encoding '{encoding}'")

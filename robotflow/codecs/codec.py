@@ -1,0 +1,462 @@
+"""Codecs: the contract between recorded channels, LeRobot datasets, training and the policy node.
+
+A codec has three sides, all derived from one small layout table (``LAYOUTS``):
+
+- observation encoder: channel messages (recorded, or the latest live ones) -> policy features
+  ``observation.state`` (float32), ``observation.images.<camera>`` (uint8 HWC, resized) and the task text;
+- training labels: which recorded signal becomes ``action`` (the commanded target, or for the ``_traj``
+  variants the trajectory the arm actually followed);
+- action decoder: policy action vector -> ``{"ee_pose": (7,), "width": float}`` for the arm and gripper.
+
+Keeping the three sides in one object is what lets ``convert``, ``train`` and the policy node agree: the
+codec's :meth:`Codec.spec` is stored with the dataset and the checkpoint, and :func:`codec_from_spec`
+rebuilds the identical codec at deployment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from robotflow.codecs.rotation import canonical_quat, continuous_quats, quat_to_rot6d, rot6d_to_quat
+
+__all__ = [
+    "CODEC_SPEC_FORMAT",
+    "DEFAULT_CAMERAS",
+    "DEFAULT_IMAGE_SIZE",
+    "ARM_STATE",
+    "ARM_COMMAND",
+    "GRIPPER_STATE",
+    "GRIPPER_COMMAND",
+    "TASK_CHANNEL",
+    "CodecError",
+    "CodecLayout",
+    "CodecParams",
+    "Codec",
+    "LAYOUTS",
+    "ALIASES",
+    "available_codecs",
+    "canonical_name",
+    "get_codec",
+    "codec_from_spec",
+    "spec_differences",
+]
+
+CODEC_SPEC_FORMAT = "robotflow.codec/1"
+
+# Channel names from docs/contracts.md.
+ARM_STATE = "arm/state"
+ARM_COMMAND = "arm/command"
+GRIPPER_STATE = "gripper/state"
+GRIPPER_COMMAND = "gripper/command"
+TASK_CHANNEL = "task/episode"
+
+DEFAULT_CAMERAS: dict[str, str] = {"wrist": "wrist_camera/frame", "front": "front_camera/frame"}
+# (height, width). 240x320 keeps the 4:3 aspect of every camera we drive (sim renders 320x240 natively,
+# RealSense/OpenCV 640x480 downsample by exactly 2), and ACT's resnet18 on two 240x320 images runs a
+# chunk in about 140 ms on our 2-core CPUs; 480x480 (the upstream default) is 3x the pixels, stretches
+# the image, and makes both video encoding at conversion and the backbone at inference ~3x slower.
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (240, 320)
+GRIP_THRESHOLD = 0.5
+
+# Element names for each state/action part, written as LeRobot feature ``names``.
+_PART_NAMES: dict[str, list[str]] = {
+    "ee_pose": ["ee.x", "ee.y", "ee.z", "ee.qw", "ee.qx", "ee.qy", "ee.qz"],
+    "ee_rot6d": ["ee.x", "ee.y", "ee.z", "ee.r00", "ee.r10", "ee.r20", "ee.r01", "ee.r11", "ee.r21"],
+    "grip": ["grip"],
+    "joints": [f"joint_{i}" for i in range(7)],
+}
+
+
+class CodecError(ValueError):
+    """Bad codec name/params, or an input the codec cannot encode; the message is one line."""
+
+
+class MessageLike(Protocol):
+    """What the encoder needs from a runtime ``Message``: field access by name."""
+
+    def __getitem__(self, name: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class CodecLayout:
+    """What one named codec puts in the state, which rotation the action uses, and its label source."""
+
+    state: tuple[str, ...]  # parts from _PART_NAMES, in order
+    rotation: str  # "quat" (7-d pose) or "rot6d" (9-d pose) for the EE part of state and action
+    labels: str  # "command" (arm/command + gripper/command) or "trajectory" (next observed state)
+    description: str
+
+
+LAYOUTS: dict[str, CodecLayout] = {
+    "eepose_absolute": CodecLayout(("ee_pose", "grip"), "quat", "command", "EE pose + grip -> absolute EE pose + grip"),
+    "joints_absolute": CodecLayout(("joints", "grip"), "quat", "command", "joints + grip -> absolute EE pose + grip"),
+    "ee_joints": CodecLayout(("ee_pose", "grip", "joints"), "quat", "command", "EE pose + grip + joints -> absolute EE pose + grip"),
+    "ee_traj": CodecLayout(("ee_pose", "grip"), "quat", "trajectory", "EE pose + grip -> next observed EE pose + binarised grip"),
+    "joints_traj": CodecLayout(("joints", "grip"), "quat", "trajectory", "joints + grip -> next observed EE pose + binarised grip"),
+    "ee_joints_traj": CodecLayout(("ee_pose", "grip", "joints"), "quat", "trajectory", "EE pose + grip + joints -> next observed EE pose + binarised grip"),
+    "ee_rot6d_joints": CodecLayout(("ee_rot6d", "grip", "joints"), "rot6d", "command", "EE pos + 6D rotation + grip + joints -> absolute EE pos + 6D rotation + grip"),
+}
+ALIASES: dict[str, str] = {"ee": "eepose_absolute", "joints": "joints_absolute"}
+
+
+def available_codecs() -> list[str]:
+    """Canonical codec names followed by their aliases."""
+    return sorted(LAYOUTS) + sorted(ALIASES)
+
+
+def canonical_name(name: str) -> str:
+    """Resolve an alias (``ee`` -> ``eepose_absolute``); unknown names raise :class:`CodecError`."""
+    resolved = ALIASES.get(name, name)
+    if resolved not in LAYOUTS:
+        raise CodecError(f"unknown codec '{name}'; available: {', '.join(available_codecs())}")
+    return resolved
+
+
+@dataclass(frozen=True)
+class CodecParams:
+    """Tunable parameters shared by every codec (all JSON-able; they go into the spec)."""
+
+    cameras: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CAMERAS))
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE  # (height, width) of the stored/fed images
+    task_field: str | None = "task"  # field of task/episode (and root attr of episode files) with the task text
+    fps: int = 15
+
+    def __post_init__(self) -> None:
+        cams = dict(self.cameras)
+        for cam, channel in cams.items():
+            if not cam or not cam.replace("_", "").isalnum():
+                raise CodecError(f"camera name '{cam}' must be alphanumeric/underscore (it becomes a feature key)")
+            if channel.count("/") != 1:
+                raise CodecError(f"camera '{cam}': channel '{channel}' is not 'node/output'")
+        object.__setattr__(self, "cameras", cams)
+        size = tuple(int(s) for s in self.image_size)
+        if len(size) != 2 or min(size) < 8:
+            raise CodecError(f"image_size must be (height, width) with both >= 8, got {self.image_size!r}")
+        object.__setattr__(self, "image_size", size)
+        if int(self.fps) <= 0:
+            raise CodecError(f"fps must be positive, got {self.fps}")
+        object.__setattr__(self, "fps", int(self.fps))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cameras": dict(self.cameras),
+            "image_size": list(self.image_size),
+            "task_field": self.task_field,
+            "fps": self.fps,
+        }
+
+
+def _get_field(msg: Any, name: str) -> Any:
+    """Field access for runtime Messages (``msg[name]`` / ``msg.fields``) and plain dicts."""
+    fields = getattr(msg, "fields", None)
+    if isinstance(fields, Mapping):
+        return fields[name]
+    return msg[name]
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an HWC uint8 RGB image to ``size`` = (height, width); returns a fresh, writable array.
+
+    INTER_AREA when shrinking (it averages, so no aliasing on the 2x RealSense downsample) and
+    INTER_LINEAR when growing. The same function runs at conversion and at inference, so the policy
+    sees identically resampled pixels in both.
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise CodecError(f"expected an (H, W, 3) uint8 image, got {img.shape} {img.dtype}")
+    h, w = size
+    if img.shape[:2] == (h, w):
+        return np.array(img, copy=True)
+    import cv2
+
+    interp = cv2.INTER_AREA if (img.shape[0] >= h and img.shape[1] >= w) else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+class Codec:
+    """One observation encoder + action decoder + label rule. Build with :func:`get_codec`."""
+
+    def __init__(self, name: str, params: CodecParams | None = None):
+        self.name = canonical_name(name)
+        self.layout = LAYOUTS[self.name]
+        self.params = params or CodecParams()
+        self._prev_quat: np.ndarray | None = None  # live quaternion continuity, see reset()
+
+    # -- description -----------------------------------------------------------------------------
+    @property
+    def state_names(self) -> list[str]:
+        return [n for part in self.layout.state for n in _PART_NAMES[part]]
+
+    @property
+    def action_names(self) -> list[str]:
+        pose = "ee_rot6d" if self.layout.rotation == "rot6d" else "ee_pose"
+        return _PART_NAMES[pose] + _PART_NAMES["grip"]
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.state_names)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.action_names)
+
+    @property
+    def camera_keys(self) -> dict[str, str]:
+        """Feature key -> channel, e.g. ``observation.images.wrist`` -> ``wrist_camera/frame``."""
+        return {f"observation.images.{cam}": ch for cam, ch in self.params.cameras.items()}
+
+    def features(self) -> dict[str, dict[str, Any]]:
+        """LeRobot feature dict (dtype/shape/names) for ``LeRobotDataset.create``.
+
+        Images are ``video`` features (LeRobot's default storage); shapes are tuples as LeRobot expects.
+        """
+        h, w = self.params.image_size
+        feats: dict[str, dict[str, Any]] = {}
+        for key in self.camera_keys:
+            feats[key] = {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
+        feats["observation.state"] = {"dtype": "float32", "shape": (self.state_dim,), "names": self.state_names}
+        feats["action"] = {"dtype": "float32", "shape": (self.action_dim,), "names": self.action_names}
+        return feats
+
+    def required_streams(self) -> list[tuple[str, str, str]]:
+        """``(channel, field, why)`` for every recorded stream this codec reads from an episode."""
+        need: list[tuple[str, str, str]] = []
+        parts = set(self.layout.state)
+        if parts & {"ee_pose", "ee_rot6d"} or self.layout.labels == "trajectory":
+            need.append((ARM_STATE, "ee_pose", "EE pose state/labels"))
+        if "joints" in parts:
+            need.append((ARM_STATE, "joint_pos", "joint state"))
+        need.append((GRIPPER_STATE, "width", "grip state"))
+        if self.layout.labels == "command":
+            need.append((ARM_COMMAND, "ee_pose", "action labels (commanded EE pose)"))
+            need.append((GRIPPER_COMMAND, "width", "action labels (commanded grip)"))
+        for cam, channel in self.params.cameras.items():
+            need.append((channel, "image", f"camera '{cam}'"))
+        return need
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description: name, every param, and the feature shapes it produces."""
+        feats = {
+            k: {"dtype": v["dtype"], "shape": list(v["shape"]), "names": list(v["names"])}
+            for k, v in self.features().items()
+        }
+        return {
+            "format": CODEC_SPEC_FORMAT,
+            "name": self.name,
+            "params": self.params.to_json(),
+            "rotation": self.layout.rotation,
+            "labels": self.layout.labels,
+            "features": feats,
+        }
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r}, {json.dumps(self.params.to_json())})"
+
+    # -- shared math -----------------------------------------------------------------------------
+    def _pose_vectors(self, ee_pose: np.ndarray) -> np.ndarray:
+        """(N, 7) pose with continuous quaternions -> (N, 7) or (N, 9) in the codec's rotation."""
+        if self.layout.rotation == "rot6d":
+            return np.concatenate([ee_pose[:, :3], quat_to_rot6d(ee_pose[:, 3:7])], axis=1)
+        return ee_pose
+
+    def _state_matrix(self, ee_pose: np.ndarray | None, grip: np.ndarray, joints: np.ndarray | None) -> np.ndarray:
+        cols: list[np.ndarray] = []
+        for part in self.layout.state:
+            if part in ("ee_pose", "ee_rot6d"):
+                assert ee_pose is not None
+                cols.append(self._pose_vectors(ee_pose))
+            elif part == "grip":
+                cols.append(grip.reshape(-1, 1))
+            elif part == "joints":
+                assert joints is not None
+                cols.append(joints)
+        return np.concatenate(cols, axis=1).astype(np.float32)
+
+    # -- offline (episode) encoding -------------------------------------------------------------
+    def encode_arrays(
+        self,
+        *,
+        state_ee_pose: np.ndarray | None,
+        state_grip: np.ndarray,
+        state_joints: np.ndarray | None,
+        command_ee_pose: np.ndarray | None = None,
+        command_grip: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """State and action matrices for one episode already resampled onto the frame grid.
+
+        Inputs are (N, 7) poses/joints and (N,) grip widths. Quaternions are made sign-continuous
+        along the episode; the action chain is seeded with the first state quaternion so state and
+        action share a hemisphere (the network then regresses nearby numbers, not sign flips).
+        Trajectory labels take the state at the next frame (the last frame repeats itself) and the
+        observed grip binarised at 0.5.
+        """
+        n = state_grip.shape[0]
+        ee = None
+        if state_ee_pose is not None:
+            ee = np.array(state_ee_pose, dtype=np.float64)
+            ee[:, 3:7] = continuous_quats(canonical_quat(ee[:, 3:7]))
+        state = self._state_matrix(ee, np.asarray(state_grip, np.float64), None if state_joints is None else np.asarray(state_joints, np.float64))
+
+        if self.layout.labels == "trajectory":
+            if ee is None:
+                raise CodecError(f"codec '{self.name}' needs the observed EE pose for trajectory labels")
+            nxt = np.minimum(np.arange(n) + 1, n - 1)
+            act_pose = ee[nxt]
+            act_grip = (np.asarray(state_grip, np.float64)[nxt] > GRIP_THRESHOLD).astype(np.float64)
+        else:
+            if command_ee_pose is None or command_grip is None:
+                raise CodecError(f"codec '{self.name}' needs commanded EE pose and grip for its labels")
+            act_pose = np.array(command_ee_pose, dtype=np.float64)
+            seed = ee[0, 3:7] if ee is not None else None
+            act_pose[:, 3:7] = continuous_quats(canonical_quat(act_pose[:, 3:7]), previous=seed)
+            act_grip = np.asarray(command_grip, np.float64)
+        action = np.concatenate([self._pose_vectors(act_pose), act_grip.reshape(-1, 1)], axis=1).astype(np.float32)
+        return state, action
+
+    def encode_images(self, images: np.ndarray) -> np.ndarray:
+        """Resize a stack of (N, H, W, 3) frames to the codec's image size."""
+        h, w = self.params.image_size
+        if images.shape[1:3] == (h, w):
+            return np.ascontiguousarray(images)
+        return np.stack([resize_image(img, (h, w)) for img in images]) if len(images) else np.zeros((0, h, w, 3), np.uint8)
+
+    # -- live encoding ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the live quaternion history; call at the start of every episode/rollout."""
+        self._prev_quat = None
+
+    def encode_live(self, latest: Mapping[str, MessageLike]) -> dict[str, np.ndarray]:
+        """Encode the newest message of each channel into one policy observation.
+
+        ``latest`` maps channel (``arm/state``...) to a runtime ``Message`` (or any object with
+        ``.fields`` or ``__getitem__``). Returns ``observation.state`` float32 ``(D,)`` and
+        ``observation.images.<cam>`` uint8 ``(H, W, 3)`` resized: exactly the numpy observation
+        LeRobot's ``predict_action``/``prepare_observation_for_inference`` take. The task text is
+        separate (:meth:`live_task`). Raises :class:`CodecError` naming a missing channel or field.
+        """
+
+        def get(channel: str, name: str) -> Any:
+            msg = latest.get(channel)
+            if msg is None:
+                raise CodecError(f"codec '{self.name}': no message yet on '{channel}'")
+            try:
+                return _get_field(msg, name)
+            except (KeyError, TypeError):
+                raise CodecError(f"codec '{self.name}': channel '{channel}' has no field '{name}'") from None
+
+        parts = set(self.layout.state)
+        ee = None
+        if parts & {"ee_pose", "ee_rot6d"}:
+            ee = np.array(get(ARM_STATE, "ee_pose"), dtype=np.float64).reshape(1, 7)
+            q = canonical_quat(ee[0, 3:7])
+            if self._prev_quat is not None and float(np.dot(q, self._prev_quat)) < 0.0:
+                q = -q
+            self._prev_quat = q
+            ee[0, 3:7] = q
+        joints = np.array(get(ARM_STATE, "joint_pos"), dtype=np.float64).reshape(1, 7) if "joints" in parts else None
+        grip = np.array([float(get(GRIPPER_STATE, "width"))])
+        out: dict[str, np.ndarray] = {"observation.state": self._state_matrix(ee, grip, joints)[0]}
+        for key, channel in self.camera_keys.items():
+            out[key] = resize_image(get(channel, "image"), self.params.image_size)
+        return out
+
+    def live_task(self, latest: Mapping[str, MessageLike], default: str | None = None) -> str | None:
+        """Task text from the latest ``task/episode`` message (field ``task_field``), else ``default``.
+
+        ACT ignores it; language-conditioned LeRobot policies take it as ``predict_action(..., task=)``.
+        """
+        msg = latest.get(TASK_CHANNEL)
+        if not self.params.task_field or msg is None:
+            return default
+        try:
+            text = str(_get_field(msg, self.params.task_field))
+        except (KeyError, TypeError):
+            return default
+        return text or default
+
+    # -- decoding ----------------------------------------------------------------------------------
+    def decode(self, action: np.ndarray) -> dict[str, Any]:
+        """Policy action vector -> ``{"ee_pose": (7,) float64 [x,y,z,qw,qx,qy,qz], "width": float}``.
+
+        The quaternion is normalised with ``w >= 0`` (a 6D rotation is orthonormalised by
+        Gram-Schmidt first); the width is clipped to the contract's 0..1 range.
+        """
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape[0] != self.action_dim:
+            raise CodecError(f"codec '{self.name}' decodes {self.action_dim}-d actions, got shape {np.shape(action)}")
+        if self.layout.rotation == "rot6d":
+            quat = rot6d_to_quat(a[3:9])
+        else:
+            quat = canonical_quat(a[3:7])
+        pose = np.concatenate([a[:3], quat])
+        width = float(np.clip(a[-1], 0.0, 1.0))
+        return {"ee_pose": pose, "width": width}
+
+
+def get_codec(
+    name: str,
+    *,
+    cameras: Mapping[str, str] | None = None,
+    image_size: tuple[int, int] | list[int] | None = None,
+    task_field: str | None = "task",
+    fps: int = 15,
+) -> Codec:
+    """Build a codec by name (``eepose_absolute``/``ee``, ``joints_absolute``/``joints``, ``ee_joints``,
+    ``ee_traj``, ``joints_traj``, ``ee_joints_traj``, ``ee_rot6d_joints``)."""
+    params = CodecParams(
+        cameras=dict(DEFAULT_CAMERAS if cameras is None else cameras),
+        image_size=tuple(image_size) if image_size is not None else DEFAULT_IMAGE_SIZE,  # type: ignore[arg-type]
+        task_field=task_field,
+        fps=fps,
+    )
+    return Codec(name, params)
+
+
+def codec_from_spec(spec: Mapping[str, Any] | str) -> Codec:
+    """Rebuild a codec from :meth:`Codec.spec` output (a dict or its JSON text) and verify its features.
+
+    A spec whose recorded feature shapes differ from what this version of the codec produces is
+    refused: a checkpoint trained on one layout must never be driven through another.
+    """
+    if isinstance(spec, str):
+        spec = json.loads(spec)
+    if spec.get("format", CODEC_SPEC_FORMAT) != CODEC_SPEC_FORMAT:
+        raise CodecError(f"unsupported codec spec format {spec.get('format')!r}")
+    params = dict(spec.get("params", {}))
+    codec = get_codec(
+        spec["name"],
+        cameras=params.get("cameras"),
+        image_size=params.get("image_size"),
+        task_field=params.get("task_field", "task"),
+        fps=params.get("fps", 15),
+    )
+    if "features" in spec:
+        diffs = spec_differences(spec, codec.spec())
+        if diffs:
+            raise CodecError(f"codec spec for '{codec.name}' does not match this robotflow version: {diffs[0]}")
+    return codec
+
+
+def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two codec specs (empty when compatible)."""
+    out: list[str] = []
+    name_a, name_b = ALIASES.get(a.get("name", ""), a.get("name")), ALIASES.get(b.get("name", ""), b.get("name"))
+    if name_a != name_b:
+        out.append(f"codec '{name_a}' != '{name_b}'")
+    pa, pb = a.get("params", {}), b.get("params", {})
+    for key in sorted(set(pa) | set(pb)):
+        if pa.get(key) != pb.get(key):
+            out.append(f"param {key}: {json.dumps(pa.get(key))} != {json.dumps(pb.get(key))}")
+    fa, fb = a.get("features", {}), b.get("features", {})
+    for key in sorted(set(fa) | set(fb)):
+        if key not in fa or key not in fb:
+            out.append(f"feature {key} only in {'first' if key in fa else 'second'}")
+        elif list(fa[key].get("shape", [])) != list(fb[key].get("shape", [])) or fa[key].get("dtype") != fb[key].get("dtype"):
+            out.append(f"feature {key}: {fa[key].get('dtype')}{list(fa[key].get('shape', []))} != {fb[key].get('dtype')}{list(fb[key].get('shape', []))}")
+        elif list(fa[key].get("names") or []) != list(fb[key].get("names") or []):
+            out.append(f"feature {key}: names differ")
+    return out
