@@ -27,8 +27,13 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+DEMO_DIR ?= out/demo
+
 demo: install
-	$(VENV)/bin/robotflow launch graphs/demo_runtime.yaml --duration 5 --stats
+	rm -rf $(DEMO_DIR)/episodes
+	$(VENV)/bin/robotflow record graphs/sim_stack_cubes.yaml --episodes 3 --output-dir $(DEMO_DIR)/episodes \
+		--task "stack the red cube on the green cube"
+	$(VENV)/bin/robotflow info $(DEMO_DIR)/episodes
 
 test: install
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)

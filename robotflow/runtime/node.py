@@ -147,6 +147,15 @@ BUILTIN_TYPES: dict[str, str] = {
     "test.episodes": "robotflow.runtime.testnodes",
     "record.hdf5": "robotflow.runtime.recorder",
     "record.replay": "robotflow.runtime.replay",
+    "sim.world": "robotflow.drivers.sim.nodes",
+    "sim.arm": "robotflow.drivers.sim.nodes",
+    "sim.gripper": "robotflow.drivers.sim.nodes",
+    "sim.camera": "robotflow.drivers.sim.nodes",
+    "sim.task": "robotflow.drivers.sim.nodes",
+    "teleop.scripted": "robotflow.drivers.teleop_scripted",
+    "teleop.keyboard": "robotflow.drivers.teleop_keyboard",
+    "policy.act": "robotflow.policies.nodes",
+    "policy.lerobot": "robotflow.policies.nodes",
 }
 
 

@@ -185,10 +185,27 @@ def replay(episode, graph_file, speed, sets, rerun_file):
     nodes = [n for n in spec.nodes if n.type_name == "record.replay"]
     if not nodes:
         raise click.ClickException(f"{graph_file} has no record.replay node to feed the episode into")
-    extra = (f"{nodes[0].name}.episode={json.dumps(str(episode))}", f"{nodes[0].name}.speed={speed}")
-    spec = _load(graph_file, tuple(sets) + extra)
-    result, _ = run_and_report(spec, duration=None, stats=False, quiet=True)
+    extra = [f"{nodes[0].name}.episode={json.dumps(str(episode))}", f"{nodes[0].name}.speed={speed}"]
+    from robotflow.codecs.episode import EpisodeError, EpisodeFile
+
+    try:
+        with EpisodeFile(episode) as ep:
+            seed = ep.info.seed
+    except EpisodeError as e:
+        raise click.ClickException(str(e)) from None
+    # A simulated task node resets the scene with the episode's own seed, so objects start where they did.
+    user_set = {s.split("=", 1)[0] for s in sets}
+    for n in spec.nodes:
+        if n.type_name == "sim.task" and seed >= 0 and f"{n.name}.seed" not in user_set:
+            extra.append(f"{n.name}.seed={seed}")
+    spec = _load(graph_file, tuple(sets) + tuple(extra))
+    result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)
     click.echo(f"replay finished: {result.reason}")
+    from robotflow.scripts.cli import _print_episodes, episode_nodes
+
+    results = [r for node in episode_nodes(sched) for r in node.results]
+    if results:
+        _print_episodes(results)
     exit_for(result)
 
 
