@@ -1,0 +1,309 @@
+"""Simulation nodes: `sim.world`, `sim.arm`, `sim.gripper`, `sim.camera`, `sim.task`.
+
+Why sharing one MuJoCo model/data between nodes is safe: `sim.world` sets `virtual_clock = True`, so the
+scheduler runs every node of the graph in one thread, in the graph's fixed order, at the virtual instants
+their rates call for. Physics stepping (world), command application (arm, gripper), rendering (cameras)
+and resets (task) therefore never run concurrently: each node sees the state the world stepped to at the
+current virtual instant, and the same seed gives the same run. The other sim nodes reach the world with
+`self.peer(params.world)`; the world builds its model on first access, so their setup does not depend
+on the start order.
+
+Commands are stamped by the runtime clock. After the task resets the robot, the arm and gripper ignore
+commands stamped before they saw the reset, so a stale target from the previous episode never drags the
+arm back.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from robotflow.runtime.node import Input, Node, register
+
+from .render import OffscreenCamera
+from .scene import TASKS
+from .tasks import TaskRunner
+from .world import ArmController, GripperController, SimWorld
+
+
+@dataclass
+class WorldParams:
+    task: str = "stack_cubes"   # which scene to build: stack_cubes | pick_place (must match sim.task)
+    timestep: float = 0.002     # physics step (s); give the node `rate: 1/timestep`
+    realtime: bool = False      # pace virtual time to the wall clock (for a person watching or teleoperating)
+    viewer: bool = False        # open MuJoCo's passive viewer when a display exists
+    visual_cell: float = 0.004  # visual meshes simplified to this grid (m) for CPU rendering; 0 = original
+
+
+@register("sim.world")
+class SimWorldNode(Node):
+    """Owns the MuJoCo model and data and steps physics up to the runtime's virtual time each tick."""
+
+    Params = WorldParams
+    outputs = ()
+    virtual_clock = True
+
+    def __init__(self, name: str, params: WorldParams):
+        super().__init__(name, params)
+        if params.task not in TASKS:
+            raise ValueError(f"sim.world {name!r}: unknown task {params.task!r}; choose one of {', '.join(TASKS)}")
+        self.realtime = bool(params.realtime)  # read by the scheduler to pace virtual time
+        self._sim: SimWorld | None = None
+        self._viewer = None
+        self._t0_ns: int | None = None
+
+    @property
+    def sim(self) -> SimWorld:
+        """The world, built on first access (peers may set up before this node)."""
+        if self._sim is None:
+            self._sim = SimWorld(self.params.task, self.params.timestep, self.params.visual_cell)
+        return self._sim
+
+    def setup(self) -> None:
+        self.sim
+        if self.params.viewer:
+            if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+                self.log("viewer requested but no display found; running headless")
+            else:
+                import mujoco.viewer
+                self._viewer = mujoco.viewer.launch_passive(self.sim.model, self.sim.data)
+                self._next_sync = 0.0
+
+    def step(self) -> None:
+        now = self.now_ns()
+        if self._t0_ns is None:
+            self._t0_ns = now
+            self._wall0 = time.perf_counter()
+        self.sim.step_to((now - self._t0_ns) * 1e-9)
+        self._wall_last = time.perf_counter()
+        if self._viewer is not None and self.sim.time >= self._next_sync:
+            if not self._viewer.is_running():
+                self.request_stop("viewer closed")
+                return
+            self._viewer.sync()
+            self._next_sync = self.sim.time + 1 / 60
+
+    def report(self) -> dict | None:
+        """Simulated vs wall time of the run (the real-time factor includes every node of the graph)."""
+        if self._t0_ns is None or self._sim is None:
+            return None
+        wall = self._wall_last - self._wall0
+        return {"sim_time_s": round(self._sim.time, 4), "wall_s": round(wall, 4),
+                "real_time_factor": round(self._sim.time / wall, 3) if wall > 0 else None}
+
+    def teardown(self) -> None:
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
+
+
+class _WorldUser(Node):
+    """A node that drives the shared world; tracks resets so stale commands are dropped."""
+
+    def _attach(self) -> SimWorld:
+        world = self.peer(self.params.world)
+        if not isinstance(world, SimWorldNode):
+            raise TypeError(f"{self.name}: node {self.params.world!r} is not a sim.world")
+        self.world_node = world
+        self._seen_reset = world.sim.reset_count
+        self._valid_after_ns = -1
+        return world.sim
+
+    def _fresh(self, msg) -> bool:
+        return msg is not None and msg.timestamp_ns >= self._valid_after_ns
+
+    def _check_reset(self) -> bool:
+        if self.world_node.sim.reset_count != self._seen_reset:
+            self._seen_reset = self.world_node.sim.reset_count
+            self._valid_after_ns = self.now_ns()
+            return True
+        return False
+
+
+@dataclass
+class ArmParams:
+    world: str = "world"        # the sim.world node
+    ik_iterations: int = 3      # damped least-squares iterations per tick
+    speed_scale: float = 0.5    # fraction of the Panda's joint speed limits commands may use
+
+
+@register("sim.arm")
+class SimArmNode(_WorldUser):
+    """The simulated Panda: absolute EE targets (differential IK) or joint targets -> position servos."""
+
+    Params = ArmParams
+    inputs = {"ee_target": Input(delayed=True, required=False), "joint_target": Input(delayed=True, required=False)}
+    outputs = ("state", "command")
+
+    def setup(self) -> None:
+        sim = self._attach()
+        self.sim = sim
+        self.controller = ArmController(sim, self.params.ik_iterations, self.params.speed_scale)
+        self._last_ns: int | None = None
+
+    def step(self) -> None:
+        now = self.now_ns()
+        dt = 0.0 if self._last_ns is None else (now - self._last_ns) * 1e-9
+        self._last_ns = now
+        if self._check_reset():
+            self.controller.reset()
+        msg = self.read_new("ee_target")
+        if self._fresh(msg):
+            self.controller.set_ee_target(np.asarray(msg["ee_pose"], float))
+        msg = self.read_new("joint_target")
+        if self._fresh(msg):
+            self.controller.set_joint_target(np.asarray(msg["joint_pos"], float))
+        self.controller.update(dt)
+        sim = self.sim
+        self.emit("state", joint_pos=sim.arm_qpos(), joint_vel=sim.arm_qvel(), ee_pose=sim.ee_pose())
+        if self.controller.mode == "ee":
+            self.emit("command", ee_pose=self.controller.target.copy(), mode="ee")
+        elif self.controller.mode == "joints":
+            self.emit("command", joint_pos=self.controller.target.copy(), mode="joints")
+
+
+@dataclass
+class GripperParams:
+    world: str = "world"
+
+
+@register("sim.gripper")
+class SimGripperNode(_WorldUser):
+    """The simulated gripper (Robotiq 2F-85 of the gym-hil Panda): width 0 = closed .. 1 = open."""
+
+    Params = GripperParams
+    inputs = {"target": Input(delayed=True, required=False)}
+    outputs = ("state", "command")
+
+    def setup(self) -> None:
+        self.sim = self._attach()
+        self.controller = GripperController(self.sim)
+        self._commanded = False
+
+    def step(self) -> None:
+        if self._check_reset():
+            self.controller.reset()
+            self._commanded = False
+        msg = self.read_new("target")
+        if self._fresh(msg):
+            self.controller.set_target(float(msg["width"]))
+            self._commanded = True
+        self.emit("state", width=self.sim.gripper_width())
+        if self._commanded:
+            self.emit("command", width=self.controller.target)
+
+
+@dataclass
+class CameraParams:
+    world: str = "world"
+    camera: str = "front"       # a camera of the scene: front | wrist
+    width: int = 320
+    height: int = 240
+    fps: float = 15.0           # frames per second; give the node the same `rate:` (faster rates are decimated)
+
+
+@register("sim.camera")
+class SimCameraNode(_WorldUser):
+    """Renders a scene camera offscreen (EGL or OSMesa, chosen automatically) into RGB uint8 frames."""
+
+    Params = CameraParams
+    outputs = ("frame",)
+
+    def setup(self) -> None:
+        sim = self._attach()
+        self.sim = sim
+        self.camera = OffscreenCamera(sim.model, self.params.camera, self.params.width, self.params.height)
+        self._period_ns = int(round(1e9 / self.params.fps))
+        self._next_ns: int | None = None
+        self.render_ms: list[float] = []
+
+    def step(self) -> None:
+        now = self.now_ns()
+        last, self._last_tick_ns = getattr(self, "_last_tick_ns", None), now
+        if last is not None and now - last > 1.5 * self._period_ns and not getattr(self, "_warned", False):
+            self._warned = True  # the graph's `rate:` is below fps: frames come at the node rate
+            self.log("ticked every %.1f ms but fps=%g asks for %.1f ms; set `rate: %g` in the graph",
+                     (now - last) / 1e6, self.params.fps, self._period_ns / 1e6, self.params.fps)
+        if self._next_ns is not None and now < self._next_ns - self._period_ns // 10:
+            return
+        self._next_ns = now + self._period_ns if self._next_ns is None else self._next_ns + self._period_ns
+        t0 = time.perf_counter()
+        image = self.camera.render(self.sim.data)  # a new array every time: receivers hold views of it
+        self.render_ms.append((time.perf_counter() - t0) * 1e3)
+        self.emit("frame", image=image)
+
+    def report(self) -> dict | None:
+        if not getattr(self, "render_ms", None):
+            return None
+        ms = np.asarray(self.render_ms)
+        return {"frames": len(ms), "backend": self.camera.backend,
+                "render_ms_p50": round(float(np.percentile(ms, 50)), 2),
+                "render_ms_p99": round(float(np.percentile(ms, 99)), 2)}
+
+    def teardown(self) -> None:
+        cam = getattr(self, "camera", None)
+        if cam is not None:
+            cam.close()
+
+
+@dataclass
+class TaskParams:
+    world: str = "world"
+    task: str = "stack_cubes"   # stack_cubes | pick_place
+    seed: int = 0               # episode k is randomised with seed + k
+    episodes: int = 1           # stop the graph after this many (non-discarded) episodes
+    timeout_s: float = 20.0     # an episode not solved by then is a failure
+    hold_s: float = 1.0         # the goal must hold this long (objects resting, robot not touching)
+
+
+@register("sim.task")
+class SimTaskNode(_WorldUser):
+    """Episode cycle of a simulated task: reset + randomise, success check, timeout, `episode` events.
+
+    `results` lists every finished episode as {index, seed, success, outcome, duration_s} for the CLI's
+    summary. The optional `control` input takes episode events from a teleop device: an `end` with
+    outcome `discarded` discards the episode, any other `end` stops it (success if the goal holds now).
+    """
+
+    Params = TaskParams
+    inputs = {"control": Input(delivery="queue", delayed=True, required=False)}
+    outputs = ("episode", "objects")
+
+    def setup(self) -> None:
+        sim = self._attach()
+        p = self.params
+        self.runner = TaskRunner(sim, p.task, p.seed, p.episodes, p.timeout_s, p.hold_s)
+        self._stop_next = False
+
+    @property
+    def results(self) -> list[dict]:
+        runner = getattr(self, "runner", None)
+        return [r.as_dict() for r in runner.results] if runner is not None else []
+
+    def report(self) -> dict | None:
+        res = self.results
+        n = len([r for r in res if r["outcome"] != "discarded"])
+        return {"task": self.params.task, "episodes": n,
+                "success_rate": (sum(r["success"] for r in res) / n) if n else None, "results": res}
+
+    def step(self) -> None:
+        control = None
+        for msg in self.read_all("control"):
+            if msg["event"] == "end":
+                control = "discard" if msg["outcome"] == "discarded" else "stop"
+        t = self.now_ns() * 1e-9
+        for ev in self.runner.update(t, control):
+            self.emit("episode", **ev)
+            if ev["event"] == "end":
+                self.log("episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"],
+                         ev["duration_s"])
+        if self.runner.done:
+            # Stop one tick after the last `end` event, so the nodes after us (recorder, teleop) receive it.
+            if self._stop_next:
+                self.request_stop("done")
+                return
+            self._stop_next = True
+        names, poses = self.runner.objects()
+        self.emit("objects", names=names, poses=poses)

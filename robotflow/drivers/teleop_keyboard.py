@@ -1,0 +1,169 @@
+"""`teleop.keyboard`: drive the arm from a terminal keyboard.
+
+Each key press moves the absolute EE target by a fixed step (x/y/z, yaw), opens or closes the gripper, or
+starts/stops/discards an episode. stdin is read without blocking in cbreak mode (termios/tty) and restored
+on teardown. The key -> command logic is the pure `KeyboardTeleop` class, testable without a terminal.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robotflow.drivers.sim.ik import quat_canonical, quat_mul, yaw_quat
+from robotflow.runtime.node import Input, Node, register
+
+# key: (action, argument). Movements are in the robot base frame.
+KEYMAP: dict[str, tuple[str, object]] = {
+    "w": ("move", (1, 0, 0)), "s": ("move", (-1, 0, 0)),
+    "a": ("move", (0, 1, 0)), "d": ("move", (0, -1, 0)),
+    "r": ("move", (0, 0, 1)), "f": ("move", (0, 0, -1)),
+    "q": ("yaw", 1), "e": ("yaw", -1),
+    "o": ("grip", 1.0), "c": ("grip", 0.0), " ": ("grip", "toggle"),
+    "n": ("episode", "start"), "m": ("episode", "stop"), "x": ("episode", "discard"),
+}
+HELP = """keyboard teleop keys:
+  w/s  +x/-x (forward/back)     a/d  +y/-y (left/right)     r/f  up/down
+  q/e  yaw left/right           o/c  open/close gripper     space  toggle gripper
+  n    start episode            m    stop episode (keep)    x  discard episode"""
+
+WORKSPACE_LO = np.array([0.2, -0.5, 0.01])  # clamp targets to a box above the table (m)
+WORKSPACE_HI = np.array([0.8, 0.5, 0.6])
+
+
+@dataclass
+class KeyboardTeleop:
+    """Key presses -> absolute EE target, gripper width and episode events."""
+
+    step_m: float = 0.01
+    yaw_step_rad: float = np.radians(5.0)
+    pos: np.ndarray | None = None
+    base_quat: np.ndarray | None = None
+    yaw: float = 0.0
+    grip: float = 1.0
+    recording: bool = False
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.pos is not None
+
+    def init_from(self, ee_pose: np.ndarray) -> None:
+        """Start from the arm's current pose so the first command does not move it."""
+        self.pos = np.asarray(ee_pose[:3], float).copy()
+        self.base_quat = quat_canonical(ee_pose[3:7])
+        self.yaw = 0.0
+
+    def target(self) -> np.ndarray:
+        return np.concatenate([self.pos, quat_canonical(quat_mul(yaw_quat(self.yaw), self.base_quat))])
+
+    def press(self, key: str) -> str | None:
+        """Apply one key; returns an episode event (`start`, `stop`, `discard`) or None."""
+        action = KEYMAP.get(key.lower())
+        if action is None:
+            return None
+        kind, arg = action
+        if kind == "episode":
+            if arg == "start" and not self.recording:
+                self.recording = True
+                return "start"
+            if arg in ("stop", "discard") and self.recording:
+                self.recording = False
+                return arg
+            return None
+        if kind == "grip":
+            self.grip = (0.0 if self.grip > 0.5 else 1.0) if arg == "toggle" else float(arg)
+            return None
+        if not self.ready:
+            return None
+        if kind == "move":
+            self.pos = np.clip(self.pos + self.step_m * np.asarray(arg, float), WORKSPACE_LO, WORKSPACE_HI)
+        elif kind == "yaw":
+            self.yaw = float(np.clip(self.yaw + self.yaw_step_rad * int(arg), -np.pi / 2, np.pi / 2))
+        return None
+
+
+@dataclass
+class KeyboardParams:
+    step_m: float = 0.01        # EE step per key press (m)
+    yaw_step_deg: float = 5.0   # yaw step per key press (degrees)
+    task: str = ""              # written into episode events
+
+
+@register("teleop.keyboard")
+class KeyboardTeleopNode(Node):
+    """Terminal keyboard teleop (see HELP for the keys); needs `arm/state` to start from the current pose."""
+
+    Params = KeyboardParams
+    # task_episode (optional): the sim task's events; after its reset the target restarts from the arm.
+    inputs = {"state": Input(), "task_episode": Input(delivery="queue", required=False)}
+    outputs = ("ee_target", "grip", "episode")
+
+    def setup(self) -> None:
+        self.keys = KeyboardTeleop(self.params.step_m, np.radians(self.params.yaw_step_deg))
+        self._fd: int | None = None
+        self._saved = None
+        self._index = -1
+        self._start_ns = 0
+        self._reset_ns = -1
+        if sys.stdin is not None and sys.stdin.isatty():
+            import termios
+            import tty
+            self._fd = sys.stdin.fileno()
+            self._saved = termios.tcgetattr(self._fd)
+            tty.setcbreak(self._fd)  # keys arrive one by one, no echo; Ctrl-C still works
+        else:
+            self.log("stdin is not a terminal: keyboard teleop receives no keys")
+        print(HELP, file=sys.stderr, flush=True)
+
+    def _read_keys(self) -> str:
+        if self._fd is None:
+            return ""
+        import select
+        chunks = []
+        while select.select([self._fd], [], [], 0)[0]:
+            data = os.read(self._fd, 64)
+            if not data:
+                break
+            chunks.append(data.decode(errors="ignore"))
+        return "".join(chunks)
+
+    def handle(self, keys: str) -> None:
+        """Apply key presses and emit what they produce (used by step; callable from tests)."""
+        for k in keys:
+            ev = self.keys.press(k)
+            if ev is None:
+                continue
+            now = self.now_ns()
+            if ev == "start":
+                self._index += 1
+                self._start_ns = now
+                self.emit("episode", event="start", index=self._index, seed=-1, outcome="", duration_s=0.0,
+                          task=self.params.task)
+            else:
+                self.emit("episode", event="end", index=self._index, seed=-1,
+                          outcome="discarded" if ev == "discard" else "success",
+                          duration_s=(now - self._start_ns) * 1e-9, task=self.params.task)
+
+    def step(self) -> None:
+        for msg in self.read_all("task_episode"):
+            if msg["event"] == "start":
+                self.keys.pos = None  # the robot was reset: start again from its new pose
+                self.keys.recording = False
+                self._reset_ns = msg.timestamp_ns
+        if not self.keys.ready:
+            state = self.read("state")
+            if state is None or state.timestamp_ns <= self._reset_ns:
+                return
+            self.keys.init_from(np.asarray(state["ee_pose"], float))
+        self.handle(self._read_keys())
+        self.emit("ee_target", ee_pose=self.keys.target())
+        self.emit("grip", width=self.keys.grip)
+
+    def teardown(self) -> None:
+        if self._fd is not None and self._saved is not None:
+            import termios
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._saved = None
