@@ -164,11 +164,11 @@ def _attach_optional_commands() -> None:
     """Commands owned by other subpackages; attached when their module is present."""
     import importlib
 
-    for mod_name, attr in [
-        ("robotflow.scripts.record", "record"), ("robotflow.scripts.record", "info"),
-        ("robotflow.scripts.record", "replay"), ("robotflow.scripts.record", "recover"),
-        ("robotflow.scripts.convert", "convert"), ("robotflow.scripts.train", "train"),
-        ("robotflow.scripts.rollout", "rollout"),
+    for mod_name, attr, name in [
+        ("robotflow.scripts.record", "record", "record"), ("robotflow.scripts.record", "info", "info"),
+        ("robotflow.scripts.record", "replay", "replay"), ("robotflow.scripts.record", "recover", "recover"),
+        ("robotflow.scripts.convert", "convert", "convert"), ("robotflow.scripts.train", "train_command", "train"),
+        ("robotflow.scripts.rollout", "rollout", "rollout"),
     ]:
         try:
             mod = importlib.import_module(mod_name)
@@ -178,7 +178,7 @@ def _attach_optional_commands() -> None:
             raise
         cmd = getattr(mod, attr, None)
         if isinstance(cmd, click.Command):
-            main.add_command(cmd, attr)
+            main.add_command(cmd, name)
 
 
 _attach_optional_commands()
