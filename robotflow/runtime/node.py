@@ -156,6 +156,10 @@ BUILTIN_TYPES: dict[str, str] = {
     "teleop.keyboard": "robotflow.drivers.teleop_keyboard",
     "policy.act": "robotflow.policies.nodes",
     "policy.lerobot": "robotflow.policies.nodes",
+    "franka.arm": "robotflow.drivers.franka",
+    "franka.gripper": "robotflow.drivers.franka",
+    "realsense.camera": "robotflow.drivers.realsense",
+    "opencv.camera": "robotflow.drivers.opencv_camera",
 }
 
 

@@ -1,0 +1,434 @@
+"""Franka arm and gripper nodes over franky (`pip install franky-control`).
+
+The 1 kHz control loop stays inside franky's C++ (libfranka + Ruckig or franky's impedance controller).
+These nodes only hand it a new target when one arrives (at the graph's rate, 30-100 Hz) and publish the
+robot state, so Python jitter never reaches the real-time loop: a late tick delays a target update, it
+never starves the controller.
+
+Conventions (docs/contracts.md): EE pose `[x, y, z, qw, qx, qy, qz]` in the robot base frame; franky's
+`Affine` takes and returns quaternions as `[x, y, z, w]`, converted in `quat_wxyz_from_xyzw` /
+`quat_xyzw_from_wxyz` only. Gripper width is normalised 0 (closed) .. 1 (open, `gripper.max_width`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from robotflow.runtime.node import Input, Node, register
+
+log = logging.getLogger("robotflow")
+
+# Franka's "ready" pose (rad): elbow up, flange pointing down.
+READY_JOINTS = [0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4]
+
+# Joint position limits (rad) from Franka's datasheets; targets are clamped a little inside them.
+JOINT_LIMITS = {
+    "panda": (np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]),
+              np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])),
+    "fr3": (np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159]),
+            np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159])),
+}
+JOINT_LIMIT_MARGIN = 0.05  # rad kept away from each limit
+
+
+def import_franky():
+    """franky, imported on first use so graphs without a Franka never need it."""
+    try:
+        import franky
+    except ImportError as e:
+        raise RuntimeError(f"the Franka nodes need franky: pip install franky-control "
+                           f"(matching your robot's libfranka version) [{e}]") from None
+    return franky
+
+
+# ---- quaternion convention: the one place franky's [x, y, z, w] meets our [w, x, y, z] -------------
+
+def quat_wxyz_from_xyzw(q_xyzw) -> np.ndarray:
+    """franky/Eigen `[x, y, z, w]` -> robotflow `[w, x, y, z]`, unit length, sign with w >= 0."""
+    q = np.asarray(q_xyzw, dtype=np.float64).reshape(4)
+    out = np.array([q[3], q[0], q[1], q[2]])
+    n = np.linalg.norm(out)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"invalid quaternion {q.tolist()}")
+    out /= n
+    return -out if out[0] < 0 else out
+
+
+def quat_xyzw_from_wxyz(q_wxyz) -> np.ndarray:
+    """robotflow `[w, x, y, z]` -> franky/Eigen `[x, y, z, w]`, unit length, sign with w >= 0."""
+    q = np.asarray(q_wxyz, dtype=np.float64).reshape(4)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-9:
+        raise ValueError(f"invalid quaternion {q.tolist()}")
+    q = q / n
+    if q[0] < 0:
+        q = -q
+    return np.array([q[1], q[2], q[3], q[0]])
+
+
+def pose_from_affine(affine) -> np.ndarray:
+    """franky `Affine` -> EE pose `[x, y, z, qw, qx, qy, qz]` (a fresh array)."""
+    return np.concatenate([np.asarray(affine.translation, dtype=np.float64).reshape(3),
+                           quat_wxyz_from_xyzw(affine.quaternion)])
+
+
+def affine_from_pose(franky, pose) -> Any:
+    """EE pose `[x, y, z, qw, qx, qy, qz]` -> franky `Affine`."""
+    pose = np.asarray(pose, dtype=np.float64).reshape(7)
+    return franky.Affine(pose[:3].copy(), quat_xyzw_from_wxyz(pose[3:]))
+
+
+# ---- arm --------------------------------------------------------------------------------------------
+
+@dataclass
+class FrankaArmParams:
+    host: str                                      # FCI address of the robot (Desk > Settings > Network)
+    # Scales franky's velocity, acceleration and jerk limits, (0, 1]: one value or [velocity, accel, jerk].
+    dynamics_factor: float | list[float] = 0.1
+    # cartesian: franky's time-optimal (Ruckig) pose motions, each new target replaces the running one.
+    # impedance: franky's Cartesian impedance tracking controller, compliant on contact.
+    control: Literal["cartesian", "impedance"] = "cartesian"
+    translational_stiffness: float = 500.0         # impedance only (N/m)
+    rotational_stiffness: float = 50.0             # impedance only (Nm/rad)
+    robot_model: Literal["panda", "fr3"] = "panda"  # selects the joint limits joint targets are clamped to
+    home_joints: list[float] = field(default_factory=lambda: list(READY_JOINTS))
+    home_on_start: bool = False                    # move to home_joints (blocking) before the graph starts
+    recover_on_start: bool = True                  # clear a previous reflex (robot.recover_from_errors)
+    torque_threshold: float = 20.0                 # collision reflex threshold, all joints (Nm)
+    force_threshold: float = 30.0                  # collision reflex threshold, Cartesian (N)
+    # EE targets are clamped to this box in the base frame (m): keep it above the table.
+    workspace_min: list[float] = field(default_factory=lambda: [0.2, -0.5, 0.01])
+    workspace_max: list[float] = field(default_factory=lambda: [0.8, 0.5, 0.6])
+    stop_timeout_s: float = 3.0                    # teardown waits this long for the arm to come to rest
+    realtime_kernel: bool = True                   # False: let franky run without a PREEMPT_RT kernel
+
+    def __post_init__(self) -> None:
+        df = self.dynamics_factor if isinstance(self.dynamics_factor, list) else [self.dynamics_factor]
+        if len(df) not in (1, 3) or not all(0.0 < float(v) <= 1.0 for v in df):
+            raise ValueError(f"dynamics_factor must be in (0, 1], one value or [velocity, accel, jerk]; "
+                             f"got {self.dynamics_factor!r}")
+        if len(self.home_joints) != 7:
+            raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
+        if len(self.workspace_min) != 3 or len(self.workspace_max) != 3 or \
+                not all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
+            raise ValueError("workspace_min/workspace_max must be [x, y, z] with min < max on every axis")
+
+
+@register("franka.arm")
+class FrankaArmNode(Node):
+    """A Franka Panda/FR3 arm through franky: absolute EE or joint targets in, robot state out.
+
+    Targets are clamped (EE position to the workspace box, joints to the limits) and sent to franky as
+    asynchronous motions that replace each other; an unchanged target is not re-sent. Any franky error
+    (a reflex, a limit violation, a lost connection) raises, which stops the graph; teardown brings the
+    arm to rest and never leaves a motion running.
+    """
+
+    Params = FrankaArmParams
+    inputs = {"ee_target": Input(delayed=True, required=False), "joint_target": Input(delayed=True, required=False)}
+    outputs = ("state", "command")
+
+    def setup(self) -> None:
+        p = self.params
+        self.franky = franky = import_franky()
+        self.robot = None
+        self._mode: str | None = None   # running motion: "ee" (cartesian), "impedance", "joints"
+        self._motion = None             # the impedance tracking motion, updated in place
+        self._target: np.ndarray | None = None
+        self.counts = {"targets": 0, "unchanged": 0, "clamped": 0, "mode_switches": 0}
+        self._ws_lo = np.asarray(p.workspace_min, float)
+        self._ws_hi = np.asarray(p.workspace_max, float)
+        if p.control == "impedance" and not hasattr(franky, "CartesianImpedanceTrackingMotion"):
+            raise RuntimeError("control: impedance needs franky-control >= 2.0 (CartesianImpedanceTrackingMotion); "
+                               "upgrade franky or use control: cartesian")
+        lo, hi = JOINT_LIMITS[p.robot_model]
+        self._q_lo, self._q_hi = lo + JOINT_LIMIT_MARGIN, hi - JOINT_LIMIT_MARGIN
+        try:
+            if p.realtime_kernel:
+                self.robot = franky.Robot(p.host)
+            else:
+                self.robot = franky.Robot(p.host, realtime_config=franky.RealtimeConfig.Ignore)
+        except Exception as e:  # noqa: BLE001 - any connection failure gets the same advice
+            raise RuntimeError(f"cannot connect to the Franka at {p.host!r}: {type(e).__name__}: {e}; check the "
+                               f"network, that FCI is activated in Desk and the joints are unlocked") from None
+        robot = self.robot
+        if p.recover_on_start:
+            robot.recover_from_errors()
+        df = p.dynamics_factor if isinstance(p.dynamics_factor, list) else [p.dynamics_factor] * 3
+        robot.relative_dynamics_factor = franky.RelativeDynamicsFactor(*[float(v) for v in df])
+        robot.set_collision_behavior(p.torque_threshold, p.force_threshold)
+        if p.home_on_start:
+            home = self._clamp_joints(np.asarray(p.home_joints, float))
+            self.log("moving to home joints %s", np.round(home, 3).tolist())
+            robot.move(franky.JointMotion(home, franky.ReferenceType.Absolute), asynchronous=False)
+
+    # ---- targets --------------------------------------------------------------------------------
+    def _clamp_joints(self, q: np.ndarray) -> np.ndarray:
+        return np.clip(q, self._q_lo, self._q_hi)
+
+    def _check_target(self, name: str, value, size: int) -> np.ndarray:
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != (size,) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} target must be {size} finite floats, got shape {arr.shape}: {arr.tolist()}")
+        return arr
+
+    def _apply_ee(self, pose) -> None:
+        franky = self.franky
+        pose = self._check_target("ee_pose", pose, 7)
+        pos = np.clip(pose[:3], self._ws_lo, self._ws_hi)
+        if not np.array_equal(pos, pose[:3]):
+            self.counts["clamped"] += 1
+        target = np.concatenate([pos, quat_wxyz_from_xyzw(quat_xyzw_from_wxyz(pose[3:]))])
+        mode = "impedance" if self.params.control == "impedance" else "ee"
+        if self._mode == mode and self._target is not None and np.allclose(target, self._target, rtol=0, atol=1e-6):
+            self.counts["unchanged"] += 1
+            return
+        affine = affine_from_pose(franky, target)
+        if self._mode != mode:
+            self._switch_from()
+        if mode == "impedance":
+            if self._mode != "impedance":
+                p = self.params
+                self._motion = franky.CartesianImpedanceTrackingMotion(
+                    translational_stiffness=p.translational_stiffness, rotational_stiffness=p.rotational_stiffness)
+                self._motion.set_reference(franky.CartesianReference(target=affine))
+                self.robot.move(self._motion, asynchronous=True)
+            else:
+                self._motion.set_reference(franky.CartesianReference(target=affine))
+        else:
+            # return_when_finished=False: hold the target until the next one replaces this motion.
+            motion = franky.CartesianMotion(affine, franky.ReferenceType.Absolute, return_when_finished=False)
+            self.robot.move(motion, asynchronous=True)
+        self._mode = mode
+        self._target = target
+        self.counts["targets"] += 1
+
+    def _apply_joints(self, q) -> None:
+        franky = self.franky
+        q = self._check_target("joint_pos", q, 7)
+        target = self._clamp_joints(q)
+        if not np.array_equal(target, q):
+            self.counts["clamped"] += 1
+        if self._mode == "joints" and np.allclose(target, self._target, rtol=0, atol=1e-6):
+            self.counts["unchanged"] += 1
+            return
+        if self._mode != "joints":
+            self._switch_from()
+        motion = franky.JointMotion(target, franky.ReferenceType.Absolute, return_when_finished=False)
+        self.robot.move(motion, asynchronous=True)
+        self._mode = "joints"
+        self._target = target
+        self.counts["targets"] += 1
+
+    def _switch_from(self) -> None:
+        if self._mode is not None:
+            self.counts["mode_switches"] += 1
+            self.log("switching control from %s targets: stopping the running motion first", self._mode)
+            self._stop_motion()
+
+    def _stop_motion(self) -> None:
+        """Bring a running motion to rest with the stop motion of its control signal type, then join it.
+
+        franky cannot change the control signal type (pose, joints, torque) of a running motion, so a
+        switch between EE and joint targets passes through here, as does teardown.
+        """
+        robot, franky = self.robot, self.franky
+        mode, self._mode, self._motion, self._target = self._mode, None, None, None
+        if mode is None or robot is None:
+            return
+        stop = {"ee": franky.CartesianStopMotion, "joints": franky.JointStopMotion,
+                "impedance": franky.TorqueStopMotion}[mode]
+        if robot.is_in_control:
+            robot.move(stop(), asynchronous=True)
+        if not robot.join_motion(self.params.stop_timeout_s):
+            log.warning("[%s] arm did not stop within %.1f s: preempting with robot.stop()", self.name,
+                        self.params.stop_timeout_s)
+            robot.stop()
+            try:
+                robot.join_motion(1.0)
+            except Exception as e:  # noqa: BLE001 - the preemption itself surfaces as a ControlException
+                log.warning("[%s] after robot.stop(): %s: %s", self.name, type(e).__name__, e)
+
+    # ---- tick -----------------------------------------------------------------------------------
+    def step(self) -> None:
+        robot = self.robot
+        try:
+            robot.poll_motion()  # re-raises what the running async motion hit (reflex, limits, network)
+            ee = self.read_new("ee_target")
+            jt = self.read_new("joint_target")
+            if ee is not None and (jt is None or ee.timestamp_ns >= jt.timestamp_ns):
+                self._apply_ee(ee["ee_pose"])
+            elif jt is not None:
+                self._apply_joints(jt["joint_pos"])
+            js = robot.current_joint_state
+            cs = robot.current_cartesian_state
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - franky's errors, reported with what to do next
+            raise RuntimeError(f"Franka at {self.params.host}: {type(e).__name__}: {e} (the robot stopped; "
+                               f"check for obstacles, then clear the error in Desk or restart the graph, which "
+                               f"calls recover_from_errors)") from e
+        self.emit("state",
+                  joint_pos=np.array(js.position, dtype=np.float64).reshape(7),
+                  joint_vel=np.array(js.velocity, dtype=np.float64).reshape(7),
+                  ee_pose=pose_from_affine(cs.pose.end_effector_pose))
+        if self._mode in ("ee", "impedance"):
+            self.emit("command", ee_pose=self._target.copy(), mode="ee")
+        elif self._mode == "joints":
+            self.emit("command", joint_pos=self._target.copy(), mode="joints")
+
+    def teardown(self) -> None:
+        if getattr(self, "robot", None) is None:
+            return
+        try:
+            self._stop_motion()
+        except Exception as e:  # noqa: BLE001 - a faulted motion re-raises here; make sure nothing runs on
+            log.warning("[%s] stopping the arm: %s: %s", self.name, type(e).__name__, e)
+            try:
+                if self.robot.is_in_control:
+                    self.robot.stop()
+            except Exception as e2:  # noqa: BLE001
+                log.warning("[%s] robot.stop(): %s: %s", self.name, type(e2).__name__, e2)
+
+    def report(self) -> dict | None:
+        return dict(self.counts) if hasattr(self, "counts") else None
+
+
+# ---- gripper ----------------------------------------------------------------------------------------
+
+@dataclass
+class FrankaGripperParams:
+    host: str                       # FCI address of the robot the gripper is attached to
+    speed: float = 0.1              # finger speed (m/s)
+    force: float = 20.0             # grasp force (N)
+    # binary: a target below close_below grasps (with `force`, whatever the object's size), one above
+    # open_above opens; the band between is hysteresis, so a noisy policy output does not chatter.
+    # continuous: move to target * max_width, re-issued only when the target moves more than deadband.
+    binary: bool = True
+    close_below: float = 0.4
+    open_above: float = 0.6
+    deadband: float = 0.05
+    homing_on_start: bool = False   # home the fingers first (needed after changing fingers)
+    max_width_m: float = 0.08       # used when the gripper reports max_width 0 (never homed)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.close_below <= self.open_above <= 1.0:
+            raise ValueError("need 0 <= close_below <= open_above <= 1")
+
+
+@register("franka.gripper")
+class FrankaGripperNode(Node):
+    """The Franka Hand through franky: normalised width target (0 closed .. 1 open) in, width out.
+
+    libfranka runs one gripper command at a time and a `move` cannot be interrupted, so commands are
+    issued only when the decision changes (hysteresis), and a newer decision waits for the running
+    command to finish instead of queueing behind it.
+    """
+
+    Params = FrankaGripperParams
+    inputs = {"target": Input(delayed=True, required=False)}
+    outputs = ("state", "command")
+
+    def setup(self) -> None:
+        p = self.params
+        franky = import_franky()
+        self.gripper = None
+        self._future = None
+        self._pending: tuple[str, float] | None = None   # decided, not yet issued
+        self._issued: tuple[str, float] | None = None    # last command sent
+        self._closed: bool | None = None
+        self.counts = {"commands": 0, "targets": 0, "failed": 0}
+        try:
+            self.gripper = franky.Gripper(p.host)
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError(f"cannot connect to the Franka Hand at {p.host!r}: {type(e).__name__}: {e}; check "
+                               f"the network and that the hand is enabled in Desk") from None
+        if p.homing_on_start:
+            self.log("homing the gripper")
+            self.gripper.homing()
+        self.max_width = float(self.gripper.max_width)
+        if self.max_width <= 0:
+            self.log("gripper reports max_width 0 (not homed): normalising with %.3f m", p.max_width_m)
+            self.max_width = p.max_width_m
+
+    def _decide(self, target: float) -> tuple[str, float] | None:
+        p = self.params
+        target = float(np.clip(target, 0.0, 1.0))
+        if p.binary:
+            if target < p.close_below and self._closed is not True:
+                self._closed = True
+                return ("grasp", 0.0)
+            if target > p.open_above and self._closed is not False:
+                self._closed = False
+                return ("open", 1.0)
+            if self._closed is None:  # first target inside the band: take the nearer side
+                self._closed = target < 0.5
+                return ("grasp", 0.0) if self._closed else ("open", 1.0)
+            return None
+        last = self._pending or self._issued
+        if last is None or abs(target - last[1]) > p.deadband:
+            return ("move", target)
+        return None
+
+    def _issue(self, cmd: tuple[str, float]) -> None:
+        kind, width = cmd
+        g, p = self.gripper, self.params
+        if kind == "grasp":
+            # width 0 with an outer tolerance of the full stroke: holds any object with `force`.
+            self._future = g.grasp_async(0.0, p.speed, p.force, epsilon_inner=0.005, epsilon_outer=self.max_width)
+        elif kind == "open":
+            self._future = g.open_async(p.speed)
+        else:
+            self._future = g.move_async(width * self.max_width, p.speed)
+        self._issued = cmd
+        self.counts["commands"] += 1
+
+    def _check_future(self) -> bool:
+        """True when no command is running; re-raises a command's exception."""
+        if self._future is None:
+            return True
+        if not self._future.wait(0.0):
+            return False
+        fut, self._future = self._future, None
+        ok = fut.get()
+        if not ok and self._issued and self._issued[0] != "grasp":
+            self.counts["failed"] += 1
+            self.log("gripper command %s did not succeed", self._issued)
+        return True
+
+    def step(self) -> None:
+        try:
+            idle = self._check_future()
+            msg = self.read_new("target")
+            if msg is not None:
+                self.counts["targets"] += 1
+                cmd = self._decide(float(msg["width"]))
+                if cmd is not None:
+                    self._pending = cmd
+            if self._pending is not None and idle:
+                if self._pending != self._issued:
+                    self._issue(self._pending)
+                self._pending = None
+            width = float(self.gripper.width)
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError(f"Franka Hand at {self.params.host}: {type(e).__name__}: {e}") from e
+        self.emit("state", width=float(np.clip(width / self.max_width, 0.0, 1.0)))
+        if self._issued is not None:
+            self.emit("command", width=float(self._issued[1]))
+
+    def teardown(self) -> None:
+        # A running command is allowed to finish (bounded); the hand is not opened or stopped, because
+        # stop() releases a grasp and would drop what the arm is holding.
+        fut = getattr(self, "_future", None)
+        if fut is not None:
+            try:
+                if not fut.wait(2.0):
+                    log.warning("[%s] gripper command still running at shutdown", self.name)
+            except Exception as e:  # noqa: BLE001
+                log.warning("[%s] gripper: %s: %s", self.name, type(e).__name__, e)
+
+    def report(self) -> dict | None:
+        return dict(self.counts) if hasattr(self, "counts") else None

@@ -1,0 +1,101 @@
+"""`opencv.camera`: any camera (or video file, or image sequence) OpenCV's VideoCapture can open.
+
+OpenCV delivers BGR; the BGR -> RGB conversion writes a fresh array, which is the only copy a frame
+gets before it travels zero-copy to its readers. `cap.read()` blocks until the camera's next frame, so
+set the node's `rate:` to the camera's fps.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from robotflow.runtime.node import Node, register
+
+log = logging.getLogger("robotflow")
+
+
+def import_cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise RuntimeError(f"opencv.camera needs OpenCV: pip install opencv-python-headless [{e}]") from None
+    return cv2
+
+
+@dataclass
+class OpenCVCameraParams:
+    # Device index (0 = /dev/video0), or a path/URL: a video file, an image sequence ("frames/%04d.png"),
+    # an RTSP/HTTP stream.
+    source: int | str = 0
+    width: int = 640        # requested from the device; frames of another size are resized to this
+    height: int = 480
+    fps: float = 30.0       # requested from the device
+    loop: bool = False      # files: restart at the end instead of ending the graph
+    timeout_s: float = 2.0  # a live camera that delivers nothing for this long is an error
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
+            raise ValueError("width, height and fps must be positive")
+
+
+@register("opencv.camera")
+class OpenCVCameraNode(Node):
+    """A camera through cv2.VideoCapture: `frame` {image: (height, width, 3) uint8 RGB}."""
+
+    Params = OpenCVCameraParams
+    outputs = ("frame",)
+
+    def setup(self) -> None:
+        p = self.params
+        cv2 = self.cv2 = import_cv2()
+        self.cap = None
+        src = p.source
+        self._is_file = isinstance(src, str) and not src.startswith(("rtsp://", "http://", "https://", "/dev/"))
+        cap = cv2.VideoCapture(src)
+        if not cap.isOpened():
+            raise RuntimeError(f"OpenCV cannot open {src!r}" + (
+                "; check `ls /dev/video*` and that no other program holds the camera" if not self._is_file
+                else "; check the path"))
+        self.cap = cap
+        if not self._is_file:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, p.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, p.height)
+            cap.set(cv2.CAP_PROP_FPS, p.fps)
+        self._last_frame_t = time.monotonic()
+        self._resize_logged = False
+        self.frames = 0
+
+    def step(self) -> None:
+        p, cv2 = self.params, self.cv2
+        ok, bgr = self.cap.read()
+        if not ok:
+            if self._is_file:
+                if p.loop and self.frames:
+                    self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    return
+                self.request_stop(f"end of {p.source}")
+                return
+            if time.monotonic() - self._last_frame_t > p.timeout_s:
+                raise RuntimeError(f"OpenCV camera {p.source!r}: no frame for {p.timeout_s:g} s")
+            return
+        self._last_frame_t = time.monotonic()
+        if bgr.shape[:2] != (p.height, p.width):
+            if not self._resize_logged:
+                self.log("source delivers %dx%d, resizing to %dx%d", bgr.shape[1], bgr.shape[0], p.width, p.height)
+                self._resize_logged = True
+            bgr = cv2.resize(bgr, (p.width, p.height), interpolation=cv2.INTER_AREA)
+        if bgr.ndim == 2:
+            image = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+        else:
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # a fresh array: the frame's one copy
+        self.frames += 1
+        self.emit("frame", image=image)
+
+    def teardown(self) -> None:
+        if getattr(self, "cap", None) is not None:
+            self.cap.release()
+            self.cap = None
+
+    def report(self) -> dict | None:
+        return {"frames": self.frames} if hasattr(self, "frames") else None

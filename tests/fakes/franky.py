@@ -1,0 +1,413 @@
+"""A fake `franky` (franky-control 2.0) for tests without a robot.
+
+It defines only what robotflow.drivers.franka uses, under the real names and with the real parameter
+names (tests/test_drivers_fakes.py checks every public name here against the installed franky).
+The robot is ideal: a motion's target becomes the measured state at once. Test hooks start with `_`.
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+
+# ---- exceptions (same hierarchy as franky._franky) -------------------------------------------------
+
+class Exception(builtins.Exception):  # noqa: A001 - franky's own base class has this name
+    """Base class for all exceptions used by libfranka."""
+
+
+class ControlException(Exception):
+    """Raised for errors during motion generation or control (reflexes, limit violations)."""
+
+
+class NetworkException(Exception):
+    """Raised when the connection cannot be established or times out."""
+
+
+class CommandException(Exception):
+    """Raised when a command fails."""
+
+
+class InvalidMotionTypeException(builtins.Exception):
+    """Raised when a motion's control signal type differs from the running one."""
+
+
+# ---- value types ------------------------------------------------------------------------------------
+
+class ReferenceType:
+    def __init__(self, value):
+        self._value = int(value)
+
+    def __repr__(self):
+        return f"ReferenceType.{'Absolute' if self._value == 0 else 'Relative'}"
+
+
+ReferenceType.Absolute = ReferenceType(0)
+ReferenceType.Relative = ReferenceType(1)
+
+
+class RealtimeConfig:
+    def __init__(self, value):
+        self._value = int(value)
+
+
+RealtimeConfig.Enforce = RealtimeConfig(0)
+RealtimeConfig.Ignore = RealtimeConfig(1)
+
+
+class RelativeDynamicsFactor:
+    def __init__(self, velocity, acceleration, jerk):
+        for v in (velocity, acceleration, jerk):
+            if not 0.0 < float(v) <= 1.0:
+                raise ValueError("relative dynamics factors must be in (0, 1]")
+        self._v, self._a, self._j = float(velocity), float(acceleration), float(jerk)
+
+    @property
+    def velocity(self):
+        return self._v
+
+    @property
+    def acceleration(self):
+        return self._a
+
+    @property
+    def jerk(self):
+        return self._j
+
+
+class Affine:
+    """Translation [m] and rotation quaternion in [x, y, z, w] order, as franky's Affine."""
+
+    def __init__(self, translation=None, quaternion=None):
+        self._t = np.zeros(3) if translation is None else np.asarray(translation, float).reshape(3).copy()
+        q = np.array([0.0, 0.0, 0.0, 1.0]) if quaternion is None else np.asarray(quaternion, float).reshape(4)
+        self._q = q / np.linalg.norm(q)
+
+    @property
+    def translation(self):
+        return self._t.copy()
+
+    @property
+    def quaternion(self):
+        return self._q.copy()
+
+    @property
+    def matrix(self):
+        x, y, z, w = self._q
+        m = np.eye(4)
+        m[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+        m[:3, 3] = self._t
+        return m
+
+
+class RobotPose:
+    def __init__(self, end_effector_pose, elbow_state=None):
+        self._ee = end_effector_pose
+
+    @property
+    def end_effector_pose(self):
+        return self._ee
+
+
+class CartesianState:
+    def __init__(self, pose):
+        self._pose = pose if isinstance(pose, RobotPose) else RobotPose(pose)
+
+    @property
+    def pose(self):
+        return self._pose
+
+
+class JointState:
+    def __init__(self, position, velocity):
+        self._p = np.asarray(position, float).reshape(7).copy()
+        self._v = np.asarray(velocity, float).reshape(7).copy()
+
+    @property
+    def position(self):
+        return self._p.copy()
+
+    @property
+    def velocity(self):
+        return self._v.copy()
+
+
+class CartesianReference:
+    def __init__(self, target=None, target_twist=None, target_acceleration=None):
+        self._target = Affine() if target is None else target
+
+    @property
+    def target(self):
+        return self._target
+
+
+# ---- motions ----------------------------------------------------------------------------------------
+
+class CartesianMotion:
+    _signal = "pose"
+
+    def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
+                 return_when_finished=True, ee_frame=None):
+        self._target = target if isinstance(target, CartesianState) else CartesianState(target)
+        self._reference_type = reference_type
+        self._return = bool(return_when_finished)
+
+    @property
+    def target(self):
+        return self._target
+
+    @property
+    def reference_type(self):
+        return self._reference_type
+
+    @property
+    def return_when_finished(self):
+        return self._return
+
+
+class JointMotion:
+    _signal = "joints"
+
+    def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
+                 return_when_finished=True):
+        self._target = target if isinstance(target, JointState) else JointState(target, np.zeros(7))
+        self._reference_type = reference_type
+        self._return = bool(return_when_finished)
+
+    @property
+    def target(self):
+        return self._target
+
+    @property
+    def reference_type(self):
+        return self._reference_type
+
+    @property
+    def return_when_finished(self):
+        return self._return
+
+
+class CartesianImpedanceTrackingMotion:
+    _signal = "torque"
+
+    def __init__(self, translational_stiffness=500, rotational_stiffness=50):
+        self._stiffness = (float(translational_stiffness), float(rotational_stiffness))
+        self._reference = None
+
+    def set_reference(self, reference):
+        self._reference = reference
+
+    def get_reference(self):
+        return self._reference
+
+
+class CartesianStopMotion:
+    _signal = "pose"
+
+    def __init__(self, relative_dynamics_factor=1.0):
+        pass
+
+
+class JointStopMotion:
+    _signal = "joints"
+
+    def __init__(self, relative_dynamics_factor=1.0):
+        pass
+
+
+class TorqueStopMotion:
+    _signal = "torque"
+
+    def __init__(self, damping=None):
+        pass
+
+
+_STOP_MOTIONS = (CartesianStopMotion, JointStopMotion, TorqueStopMotion)
+READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
+
+
+# ---- robot ------------------------------------------------------------------------------------------
+
+class Robot:
+    """An ideal robot: the latest motion's target is the measured state."""
+
+    _instances: list = []
+    _refuse_connection = False       # test hook: the constructor raises NetworkException
+    _reflex_after_moves: int | None = None  # test hook: the running motion faults after this many moves
+
+    def __init__(self, fci_hostname, relative_dynamics_factor=1.0, default_torque_threshold=20.0,
+                 default_force_threshold=30.0, controller_mode=None, realtime_config=None):
+        if Robot._refuse_connection:
+            raise NetworkException("libfranka: Connection timeout")
+        self._host = fci_hostname
+        self._realtime_config = realtime_config
+        self._dynamics = relative_dynamics_factor
+        self._collision = None
+        self._q = READY.copy()
+        self._pose = Affine(np.array([0.4, 0.0, 0.4]), np.array([1.0, 0.0, 0.0, 0.0]))  # flange down
+        self._moves: list = []           # every motion passed to move(), in order
+        self._running = None             # the motion in control, None when idle
+        self._error: builtins.Exception | None = None
+        self._has_errors = False
+        self._recovered = 0
+        self._stop_calls = 0
+        Robot._instances.append(self)
+
+    @property
+    def relative_dynamics_factor(self):
+        return self._dynamics
+
+    @relative_dynamics_factor.setter
+    def relative_dynamics_factor(self, value):
+        self._dynamics = value
+
+    @property
+    def fci_hostname(self):
+        return self._host
+
+    def set_collision_behavior(self, torque_thresholds, force_thresholds):
+        self._collision = (torque_thresholds, force_thresholds)
+
+    def recover_from_errors(self):
+        self._has_errors = False
+        self._error = None
+        self._recovered += 1
+        return True
+
+    def move(self, motion, asynchronous=False, limit_rate=False, cutoff_frequency=100.0):
+        if self._has_errors:
+            raise ControlException("libfranka: Move command rejected: robot has errors; call recover_from_errors")
+        if self._running is not None and self._running._signal != motion._signal:
+            raise InvalidMotionTypeException("the control signal type must not change during a motion")
+        self._moves.append(motion)
+        if isinstance(motion, _STOP_MOTIONS):
+            self._running = None
+        elif isinstance(motion, CartesianMotion):
+            self._pose = motion.target.pose.end_effector_pose
+            self._running = None if motion.return_when_finished else motion
+        elif isinstance(motion, JointMotion):
+            self._q = motion.target.position
+            self._running = None if (motion.return_when_finished or not asynchronous) else motion
+        else:
+            self._running = motion
+        n = Robot._reflex_after_moves
+        if n is not None and len(self._moves) >= n and self._running is not None:
+            self._error = ControlException('libfranka: Move command aborted: motion aborted by reflex! '
+                                           '["cartesian_reflex"]')
+            self._has_errors = True
+            self._running = None
+
+    def poll_motion(self):
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        return self._running is not None
+
+    def join_motion(self, timeout=None):
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        return self._running is None  # a held motion never finishes by itself
+
+    def stop(self):
+        self._stop_calls += 1
+        if self._running is not None:
+            self._running = None
+            self._error = ControlException("libfranka: Move command preempted!")
+
+    @property
+    def is_in_control(self):
+        return self._running is not None
+
+    @property
+    def has_errors(self):
+        return self._has_errors
+
+    @property
+    def current_joint_state(self):
+        return JointState(self._q, np.zeros(7))
+
+    @property
+    def current_cartesian_state(self):
+        pose = self._pose
+        if isinstance(self._running, CartesianImpedanceTrackingMotion) and self._running.get_reference():
+            pose = self._running.get_reference().target
+        return CartesianState(RobotPose(pose))
+
+
+# ---- gripper ----------------------------------------------------------------------------------------
+
+class BoolFuture:
+    def __init__(self, result=True, done=True):
+        self._result = result
+        self._done = done
+
+    def wait(self, timeout=None):
+        return self._done
+
+    def get(self):
+        if isinstance(self._result, builtins.Exception):
+            raise self._result
+        return self._result
+
+
+class Gripper:
+    """Franka Hand: 0.08 m stroke; a grasp stops on an object `_object_width` wide."""
+
+    _instances: list = []
+    _object_width = 0.03
+    _hold_commands = False  # test hook: futures stay pending until _finish()
+
+    def __init__(self, fci_hostname):
+        self._host = fci_hostname
+        self._width = 0.08
+        self._max_width = 0.08
+        self._commands: list = []   # ("move", width, speed) / ("grasp", width, speed, force, ei, eo) / ("open", speed)
+        self._futures: list = []
+        self._homed = 0
+        Gripper._instances.append(self)
+
+    def _future(self, width):
+        self._width = width
+        fut = BoolFuture(True, not Gripper._hold_commands)
+        self._futures.append(fut)
+        return fut
+
+    def _finish(self):
+        for f in self._futures:
+            f._done = True
+
+    def move_async(self, width, speed):
+        self._commands.append(("move", float(width), float(speed)))
+        return self._future(float(np.clip(width, 0.0, self._max_width)))
+
+    def grasp_async(self, width, speed, force, epsilon_inner=0.005, epsilon_outer=0.005):
+        self._commands.append(("grasp", float(width), float(speed), float(force), epsilon_inner, epsilon_outer))
+        return self._future(Gripper._object_width)
+
+    def open_async(self, speed):
+        self._commands.append(("open", float(speed)))
+        return self._future(self._max_width)
+
+    def homing(self):
+        self._homed += 1
+        return True
+
+    def stop(self):
+        self._commands.append(("stop",))
+        return True
+
+    @property
+    def width(self):
+        return self._width
+
+    @property
+    def max_width(self):
+        return self._max_width
+
+    @property
+    def is_grasped(self):
+        return self._width < self._max_width - 0.005
