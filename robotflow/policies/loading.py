@@ -1,0 +1,81 @@
+"""Load a LeRobot checkpoint with its saved pre/post-processors, the way LeRobot's own scripts do."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .checkpoints import check_codec, read_codec_spec, resolve_checkpoint
+
+log = logging.getLogger("robotflow.policies")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """`auto` picks CUDA, then Apple MPS, then CPU; anything else is passed through to torch."""
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available (use device: auto or cpu)")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class LoadedPolicy:
+    """A LeRobot policy ready for inference, with the pipelines that were saved beside it."""
+
+    policy: Any  # lerobot.policies.pretrained.PreTrainedPolicy
+    preprocessor: Any  # PolicyProcessorPipeline: batch, device, normalise
+    postprocessor: Any  # PolicyProcessorPipeline: unnormalise, to CPU
+    path: Path  # the pretrained_model directory
+    device: str
+    codec_spec: dict[str, Any] | None
+
+    @property
+    def config(self) -> Any:
+        return self.policy.config
+
+    @property
+    def policy_type(self) -> str:
+        return self.policy.config.type
+
+
+def load_policy(path: str | Path, *, step: int | str | None = None, device: str = "auto",
+                codec: Any = None, require_codec: bool = True) -> LoadedPolicy:
+    """Load a checkpoint of any LeRobot policy type.
+
+    path: a run dir, a step dir or a `pretrained_model` dir (see `resolve_checkpoint`).
+    codec: the graph's codec (name, spec dict or codec object). When given, a checkpoint trained with
+        another codec raises `CodecMismatchError` before any weights are read.
+    """
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+
+    model_dir = resolve_checkpoint(path, step)
+    spec = check_codec(model_dir, codec, require_spec=require_codec) if codec is not None else read_codec_spec(model_dir)
+
+    dev = resolve_device(device)
+    cfg = PreTrainedConfig.from_pretrained(model_dir)
+    cfg.device = dev
+    # The checkpoint holds the trained backbone; asking torchvision for ImageNet weights first would only
+    # download (and, offline, fail on) weights that load_state_dict overwrites a moment later.
+    if getattr(cfg, "pretrained_backbone_weights", None) is not None:
+        cfg.pretrained_backbone_weights = None
+    policy = get_policy_class(cfg.type).from_pretrained(model_dir, config=cfg)
+    policy.eval()
+    # Same overrides as lerobot_record / the async policy server: the saved device may be the training GPU.
+    preprocessor, postprocessor = make_pre_post_processors(
+        policy_cfg=cfg,
+        pretrained_path=str(model_dir),
+        preprocessor_overrides={"device_processor": {"device": dev}},
+        postprocessor_overrides={"device_processor": {"device": "cpu"}},
+    )
+    log.info("loaded %s policy from %s on %s", cfg.type, model_dir, dev)
+    return LoadedPolicy(policy, preprocessor, postprocessor, model_dir, dev, spec)

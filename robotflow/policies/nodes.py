@@ -1,0 +1,196 @@
+"""Policy nodes: `policy.act` (asynchronous chunk execution) and `policy.lerobot` (any LeRobot policy).
+
+Both read the codec's channels with `latest` delivery, encode them with the codec the checkpoint was
+trained with, take one action per tick and emit `ee_target` {ee_pose} and `grip` {width}
+(docs/contracts.md). Ports:
+
+    arm_state       <- arm/state             (required)
+    gripper_state   <- gripper/state         (required)
+    <camera>        <- <camera node>/frame   one per camera of the codec, e.g. `wrist`, `front`
+    episode         <- task/episode          (optional, queue) resets the policy on `start`, gives the task text
+
+The graph names the codec (`codec: ee`); the checkpoint's stored codec spec must have the same name
+(else `CodecMismatchError`), and the node rebuilds the codec from that spec so image size and camera
+set are exactly what the policy was trained on.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .checkpoints import CodecMismatchError, canonical_codec_name as _canonical, check_codec, read_codec_spec, \
+    resolve_checkpoint
+
+log = logging.getLogger("robotflow.policies")
+
+try:  # the runtime core is developed alongside; keep the pure-Python layer importable without it
+    from robotflow.runtime.node import Input, Node, register
+except ImportError:  # pragma: no cover
+    Input = Node = None  # type: ignore[assignment,misc]
+
+    def register(_name: str):  # type: ignore[no-redef]
+        return lambda cls: cls
+
+ARM_STATE, GRIPPER_STATE, TASK_CHANNEL = "arm/state", "gripper/state", "task/episode"
+
+
+@dataclass
+class LeRobotNodeParams:
+    """Params of `policy.lerobot`.
+
+    checkpoint: a run dir (`<output-dir>/<run-name>`), a step dir, or a `pretrained_model` dir.
+    codec: the graph's codec name (`ee`, `eepose_absolute`, ...); must match the checkpoint's.
+    checkpoint_step: with a run dir, which step (None: the newest).
+    device: `auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`, `mps`.
+    warmup: run one forward pass in setup so the first tick does not pay for kernel selection.
+    """
+
+    checkpoint: str
+    codec: str
+    checkpoint_step: int | None = None
+    device: str = "auto"
+    warmup: bool = True
+
+
+@dataclass
+class ACTNodeParams(LeRobotNodeParams):
+    """Params of `policy.act` (see ChunkExecutorConfig for the execution options).
+
+    n_action_steps: actions used per chunk (None: the checkpoint's).
+    temporal_ensemble_coeff: None: the checkpoint's setting (usually off); a float turns ACT's temporal
+        ensembling on (n_action_steps must then be None or 1).
+    refill_at: queue level that requests the next chunk (None: half of n_action_steps).
+    async_inference: None = on with a wall clock, off on a virtual clock (in lock-step simulation a
+        synchronous forward pass costs no simulated time, and the run stays deterministic).
+    inference_threads: torch threads of the inference worker (None: all cores but one).
+    """
+
+    n_action_steps: int | None = None
+    temporal_ensemble_coeff: float | None = None
+    refill_at: int | None = None
+    async_inference: bool | None = None
+    inference_threads: int | None = None
+
+
+def graph_codec(params: LeRobotNodeParams):
+    """The codec this node encodes with: rebuilt from the checkpoint's spec when it can be read."""
+    from robotflow.codecs import codec_from_spec, get_codec
+
+    spec = None  # without a readable checkpoint (a template graph), ports come from the codec name
+    if params.checkpoint:
+        try:
+            spec = read_codec_spec(resolve_checkpoint(params.checkpoint, params.checkpoint_step))
+        except (FileNotFoundError, ValueError):
+            pass  # setup() reports the bad checkpoint with its own message
+    if spec is not None and _canonical(spec.get("name", "")) == _canonical(params.codec):
+        return codec_from_spec(spec)
+    return get_codec(params.codec)
+
+
+if Node is not None:
+
+    class _PolicyNode(Node):
+        Params = LeRobotNodeParams
+        outputs = ("ee_target", "grip")
+
+        @classmethod
+        def declare_inputs(cls, params: LeRobotNodeParams) -> dict[str, Input]:
+            codec = graph_codec(params)
+            inputs = {"arm_state": Input(), "gripper_state": Input()}
+            for cam in codec.params.cameras:
+                inputs[cam] = Input()
+            inputs["episode"] = Input(delivery="queue", required=False)
+            return inputs
+
+        def _make_runner(self, loaded: Any) -> Any:
+            raise NotImplementedError
+
+        def setup(self) -> None:
+            from robotflow.codecs import codec_from_spec
+
+            from .loading import load_policy
+
+            p = self.params
+            if not p.checkpoint:
+                raise ValueError(f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir "
+                                 "(robotflow rollout sets it from --checkpoints-dir)")
+            model_dir = resolve_checkpoint(p.checkpoint, p.checkpoint_step)
+            # Name check first: a mismatch is refused before torch loads anything.
+            check_codec(model_dir, _canonical(p.codec), require_spec=True)
+            self.loaded = load_policy(model_dir, device=p.device)
+            self.codec = codec_from_spec(self.loaded.codec_spec)
+            self.codec.reset()
+            self._ports = {ARM_STATE: "arm_state", GRIPPER_STATE: "gripper_state",
+                           **{ch: cam for cam, ch in self.codec.params.cameras.items()}}
+            self._episode_msg = None
+            self.runner = self._make_runner(self.loaded)
+            if p.warmup:
+                self.log("warm-up forward pass took %.0f ms", 1e3 * self.runner.warmup())
+
+        def step(self) -> None:
+            for msg in self.read_all("episode"):
+                self._episode_msg = msg
+                if msg["event"] == "start":
+                    self.runner.reset()
+                    self.codec.reset()
+            latest = {}
+            for channel, port in self._ports.items():
+                msg = self.read(port)
+                if msg is None:
+                    return  # a sensor has not published yet: no observation, no action
+                latest[channel] = msg
+            if self._episode_msg is not None:
+                latest[TASK_CHANNEL] = self._episode_msg
+            obs = self.codec.encode_live(latest)
+            live_task = getattr(self.codec, "live_task", None)
+            task = live_task(latest) if live_task is not None else None
+            if task:
+                obs["task"] = task  # ACT ignores it; language-conditioned policies read it
+            cmd = self.codec.decode(self.runner.step(obs))
+            self.emit("ee_target", ee_pose=cmd["ee_pose"])
+            self.emit("grip", width=cmd["width"])
+
+        def teardown(self) -> None:
+            runner = getattr(self, "runner", None)
+            if runner is not None:
+                runner.close()
+                stats = getattr(runner, "stats", None)
+                if stats is not None:
+                    self.log("policy stats: %s", stats.as_dict())
+
+    @register("policy.act")
+    class ACTNode(_PolicyNode):
+        """ACT with asynchronous chunk execution: ticks pop precomputed actions; chunks are inferred ahead."""
+
+        Params = ACTNodeParams
+
+        def _make_runner(self, loaded: Any) -> Any:
+            from .chunking import ChunkExecutor, ChunkExecutorConfig
+
+            p: ACTNodeParams = self.params
+            if loaded.policy_type != "act":
+                raise ValueError(f"policy.act needs an ACT checkpoint, {loaded.path} is {loaded.policy_type!r} "
+                                 "(use policy.lerobot)")
+            coeff = p.temporal_ensemble_coeff if p.temporal_ensemble_coeff is not None else loaded.config.temporal_ensemble_coeff
+            use_async = p.async_inference
+            if use_async is None:
+                use_async = getattr(self._clock, "kind", "wall") != "virtual"
+            cfg = ChunkExecutorConfig(n_action_steps=p.n_action_steps, temporal_ensemble_coeff=coeff,
+                                      refill_at=p.refill_at, async_inference=use_async,
+                                      inference_threads=p.inference_threads)
+            return ChunkExecutor(loaded.policy, loaded.preprocessor, loaded.postprocessor, cfg, device=loaded.device)
+
+    @register("policy.lerobot")
+    class LeRobotNode(_PolicyNode):
+        """Any LeRobot policy type (act, diffusion, ...) through its own synchronous `select_action`."""
+
+        Params = LeRobotNodeParams
+
+        def _make_runner(self, loaded: Any) -> Any:
+            from .chunking import SyncPolicyRunner
+
+            return SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor, device=loaded.device)
+
+
+__all__ = ["ACTNodeParams", "LeRobotNodeParams", "CodecMismatchError", "graph_codec"]

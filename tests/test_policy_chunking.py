@@ -1,0 +1,200 @@
+"""ChunkExecutor against LeRobot's own inference path, with real (tiny, randomly initialised) ACT policies."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lerobot")
+
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.policies.act.configuration_act import ACTConfig
+from lerobot.policies.act.modeling_act import ACTPolicy, ACTTemporalEnsembler
+from lerobot.policies.factory import make_pre_post_processors
+from lerobot.utils.control_utils import predict_action
+
+from robotflow.policies.chunking import ChunkExecutor, ChunkExecutorConfig, NumpyTemporalEnsembler, TemporalEnsembler
+
+H, W = 48, 64
+CAMS = ("observation.images.wrist", "observation.images.front")
+
+
+def tiny_config(**kw) -> ACTConfig:
+    feats = {"observation.state": PolicyFeature(FeatureType.STATE, (8,))}
+    for cam in CAMS:
+        feats[cam] = PolicyFeature(FeatureType.VISUAL, (3, H, W))
+    args = dict(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+                dim_model=64, n_heads=4, dim_feedforward=128, n_encoder_layers=1, n_decoder_layers=1,
+                n_vae_encoder_layers=1, chunk_size=10, n_action_steps=10, pretrained_backbone_weights=None,
+                device="cpu")
+    args.update(kw)
+    return ACTConfig(**args)
+
+
+def tiny_stats() -> dict:
+    g = torch.Generator().manual_seed(3)
+    stats = {"observation.state": {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5},
+             "action": {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5}}
+    for cam in CAMS:
+        stats[cam] = {"mean": torch.full((3, 1, 1), 0.45), "std": torch.full((3, 1, 1), 0.25)}
+    return stats
+
+
+def make_pair(**kw):
+    """Two ACT policies with the same weights: one for the executor, one for LeRobot's native path."""
+    torch.manual_seed(0)
+    cfg = tiny_config(**kw)
+    ours = ACTPolicy(cfg)
+    native = ACTPolicy(tiny_config(**kw))
+    native.load_state_dict(ours.state_dict())
+    pre, post = make_pre_post_processors(cfg, dataset_stats=tiny_stats())
+    npre, npost = make_pre_post_processors(native.config, dataset_stats=tiny_stats())
+    return (ours, pre, post), (native, npre, npost)
+
+
+def observations(n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        obs = {"observation.state": rng.standard_normal(8).astype(np.float32)}
+        for cam in CAMS:
+            obs[cam] = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        yield obs
+
+
+@pytest.mark.parametrize("kw, cfg", [
+    ({}, ChunkExecutorConfig(async_inference=False)),  # LeRobot's n_action_steps = chunk size
+    ({"n_action_steps": 4}, ChunkExecutorConfig(async_inference=False)),
+    ({"n_action_steps": 1, "temporal_ensemble_coeff": 0.01},
+     ChunkExecutorConfig(async_inference=False, temporal_ensemble_coeff=0.01)),
+    ({"n_action_steps": 1, "temporal_ensemble_coeff": -0.2},
+     ChunkExecutorConfig(async_inference=False, temporal_ensemble_coeff=-0.2)),
+])
+def test_sync_equals_lerobot_select_action(kw, cfg):
+    (ours, pre, post), (native, npre, npost) = make_pair(**kw)
+    ex = ChunkExecutor(ours, pre, post, cfg)
+    native.reset()
+    # Crosses several chunk boundaries (10 and 4 steps); ensembling (a pass per tick) until entries
+    # have averaged a full chunk_size of predictions.
+    n = 12 if cfg.temporal_ensemble_coeff is not None else 23
+    for i, obs in enumerate(observations(n)):
+        got = ex.step(dict(obs))
+        want = predict_action(dict(obs), native, torch.device("cpu"), npre, npost, use_amp=False)
+        assert torch.equal(torch.from_numpy(got), want[0]), f"tick {i}: {got} != {want[0].numpy()}"
+    assert ex.stats.cold_starts == 1 and ex.stats.stalls == 0
+    ex.reset()
+    native.reset()
+    for obs in observations(3, seed=9):
+        want = predict_action(dict(obs), native, torch.device("cpu"), npre, npost, use_amp=False)
+        assert torch.equal(torch.from_numpy(ex.step(dict(obs))), want[0])
+
+
+def test_ensembler_matches_lerobot_and_handles_late_chunks():
+    torch.manual_seed(0)
+    ref, ours = ACTTemporalEnsembler(0.05, 6), TemporalEnsembler(0.05, 6)
+    for _ in range(15):
+        chunk = torch.randn(1, 6, 3)
+        a = ref.update(chunk)
+        ours.update(chunk)
+        assert torch.equal(a, ours.pop())
+    # A chunk predicted 2 ticks ago: its first 2 actions are for executed ticks and are dropped.
+    ours.reset()
+    first = torch.randn(1, 6, 3)
+    ours.update(first)
+    popped = [ours.pop() for _ in range(3)]
+    assert torch.equal(popped[2], first[:, 2])
+    late = torch.randn(1, 6, 3)
+    ours.update(late, skip=2)  # predicted at tick 1, now tick 3
+    w = torch.exp(-0.05 * torch.arange(6))
+    expected = (first[:, 3] * w[0] + late[:, 2] * w[1]) / (w[0] + w[1])
+    assert torch.allclose(ours.pop(), expected)
+    assert len(ours) == 6 - 3  # late chunk covers ticks 1..6; tick 3 consumed
+
+
+def test_numpy_ensembler_matches_torch_one_on_unnormalized_chunks():
+    """The async executor ensembles unnormalized numpy chunks; affine unnormalization commutes with it."""
+    torch.manual_seed(1)
+    std, mean = torch.rand(3) + 0.5, torch.randn(3)
+    ref, ours = TemporalEnsembler(0.01, 8), NumpyTemporalEnsembler(0.01, 8)
+    for skip in [0, 0, 2, 0, 1, 3, 0, 0, 5, 1]:
+        chunk = torch.randn(1, 8, 3)
+        ref.update(chunk, skip)
+        ours.update((chunk[0] * std + mean).numpy(), skip)
+        for _ in range(2):
+            want = ref.pop()[0] * std + mean
+            assert np.allclose(ours.pop(), want.numpy(), atol=1e-5)
+        assert len(ours) == len(ref)
+
+
+def test_async_latency_skip_and_no_stall():
+    (ours, pre, post), _ = make_pair(n_action_steps=10)
+    ex = ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=True, refill_at=5, inference_threads=1))
+    try:
+        # A control period as long as one forward pass (this machine is shared: measure, don't assume),
+        # so refill_at=5 leaves about five passes of margin.
+        period = min(0.25, max(0.02, ex.warmup()))
+        actions = []
+        for obs in observations(40):
+            actions.append(ex.step(obs))
+            time.sleep(period)
+        st = ex.stats
+        assert st.cold_starts == 1
+        assert st.chunks >= 4
+        assert st.stalls == 0, st.as_dict()
+        assert st.stale_chunks == 0
+        # Every installed chunk after the first came from an observation some ticks old.
+        assert st.skipped_actions >= st.chunks - 1
+        assert all(a.shape == (8,) and a.dtype == np.float32 for a in actions)
+    finally:
+        ex.close()
+
+
+def test_async_actions_are_the_chunk_of_the_observed_tick():
+    """Async actions are the chunk of the observed tick, from the elapsed index on (bit for bit when the
+    worker uses as many threads as the reference: reduction order depends on the thread count)."""
+    (ours, pre, post), (native, npre, npost) = make_pair(n_action_steps=10)
+    ex = ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=True, refill_at=6,
+                                                                 inference_threads=torch.get_num_threads()))
+    try:
+        obs_list = list(observations(14))
+        got = [ex.step(obs_list[0])]
+        for t in range(1, 4):
+            got.append(ex.step(obs_list[t]))  # tick 3 leaves 6 actions: refill requested with obs 3
+        while ex._inflight and ex._worker._result is None:
+            time.sleep(0.005)
+        got += [ex.step(obs_list[t]) for t in range(4, 8)]  # chunk from obs 3 installed at tick 4: skip 1
+        assert ex.stats.skipped_actions == 1
+        # Reference: the chunk LeRobot predicts for observation 3, from index 1 on.
+        native.reset()
+        with torch.inference_mode():
+            from lerobot.policies.utils import prepare_observation_for_inference
+            batch = npre(prepare_observation_for_inference(dict(obs_list[3]), torch.device("cpu")))
+            ref = npost(native.predict_action_chunk(batch))[0]
+        for k, t in enumerate(range(4, 8)):
+            assert torch.equal(torch.from_numpy(got[t]), ref[1 + k])
+    finally:
+        ex.close()
+
+
+def test_async_temporal_ensembling_runs():
+    (ours, pre, post), _ = make_pair(n_action_steps=1, temporal_ensemble_coeff=0.01)
+    ex = ChunkExecutor(ours, pre, post, ChunkExecutorConfig(temporal_ensemble_coeff=0.01, inference_threads=1))
+    try:
+        period = min(0.1, max(0.01, ex.warmup() / 3))  # a chunk spans ~3 ticks: well inside its 10-step horizon
+        for obs in observations(25):
+            a = ex.step(obs)
+            assert a.shape == (8,) and np.isfinite(a).all()
+            time.sleep(period)
+        assert ex.stats.chunks >= 3 and ex.stats.stale_chunks == 0
+    finally:
+        ex.close()
+
+
+def test_config_validation():
+    (ours, pre, post), _ = make_pair()
+    with pytest.raises(ValueError, match="n_action_steps must be 1"):
+        ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=False, n_action_steps=5,
+                                                           temporal_ensemble_coeff=0.01))
+    with pytest.raises(ValueError, match="chunk_size"):
+        ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=False, n_action_steps=11))

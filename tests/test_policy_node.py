@@ -1,0 +1,175 @@
+"""`policy.act` / `policy.lerobot` inside a real robotflow graph (real scheduler, channels, codec, LeRobot)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lerobot")
+
+import torch
+from lerobot.policies.act.modeling_act import ACTPolicy
+from lerobot.policies.factory import make_pre_post_processors
+
+from robotflow.codecs import get_codec
+from robotflow.policies import nodes  # noqa: F401  (registers policy.act and policy.lerobot)
+from robotflow.policies.checkpoints import write_codec_spec
+from robotflow.runtime.graph import parse_graph
+from robotflow.runtime.node import Node, register
+from robotflow.runtime.scheduler import Scheduler
+
+from test_policy_chunking import H, W, tiny_config, tiny_stats
+
+
+@dataclass
+class _NoParams:
+    pass
+
+
+@register("testpolicy.arm")
+class ArmState(Node):
+    """Stands in for sim.arm's `state` output (docs/contracts.md fields)."""
+
+    Params = _NoParams
+    outputs = ("state",)
+
+    def step(self) -> None:
+        self.emit("state", joint_pos=np.zeros(7), joint_vel=np.zeros(7),
+                  ee_pose=np.array([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]))
+
+
+@register("testpolicy.gripper")
+class GripperState(Node):
+    Params = _NoParams
+    outputs = ("state",)
+
+    def step(self) -> None:
+        self.emit("state", width=0.7)
+
+
+def save_checkpoint(model_dir: Path, codec_name: str = "ee") -> Path:
+    """A pretrained_model dir as LeRobot's trainer writes it (weights, config, processors) + codec spec."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    policy = ACTPolicy(cfg)
+    pre, post = make_pre_post_processors(cfg, dataset_stats=tiny_stats())
+    policy.save_pretrained(model_dir)
+    pre.save_pretrained(model_dir)
+    post.save_pretrained(model_dir)
+    write_codec_spec(model_dir, get_codec(codec_name, image_size=(H, W)).spec())
+    return model_dir
+
+
+GRAPH = """
+nodes:
+  - name: arm
+    type: testpolicy.arm
+    rate: 30
+  - name: gripper
+    type: testpolicy.gripper
+    rate: 30
+  - name: wrist_camera
+    type: test.frames
+    rate: 15
+    params: {{width: 128, height: 96}}
+  - name: front_camera
+    type: test.frames
+    rate: 15
+    params: {{width: 128, height: 96}}
+  - name: policy
+    type: {node_type}
+    rate: 15
+    params: {{checkpoint: "{ckpt}", codec: {codec}, device: cpu}}
+    inputs: {{arm_state: arm/state, gripper_state: gripper/state, wrist: wrist_camera/frame, front: front_camera/frame}}
+  - name: sink
+    type: test.sink
+    rate: 15
+    inputs: {{target: policy/ee_target, grip: policy/grip}}
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "pretrained_model")
+
+
+@pytest.mark.parametrize("node_type", ["policy.act", "policy.lerobot"])
+def test_policy_node_drives_arm_and_gripper(checkpoint, node_type):
+    graph = parse_graph(GRAPH.format(node_type=node_type, ckpt=checkpoint, codec="ee"))
+    spec = next(s for s in graph.nodes if s.name == "policy")
+    assert set(spec.inputs) == {"arm_state", "gripper_state", "wrist", "front"}
+    sched = Scheduler(graph, duration_s=2.5)
+    result = sched.run()
+    assert result.ok, result.error
+    sink = sched.nodes["sink"]
+    assert sink.received.get("target", 0) >= 5 and sink.received.get("grip", 0) >= 5
+    pose = np.asarray(sink.last["target"]["ee_pose"])
+    assert pose.shape == (7,) and pose[3] >= 0 and abs(np.linalg.norm(pose[3:]) - 1) < 1e-6
+    assert 0.0 <= float(sink.last["grip"]["width"]) <= 1.0
+
+
+def test_policy_node_refuses_other_codec(checkpoint):
+    graph = parse_graph(GRAPH.format(node_type="policy.act", ckpt=checkpoint, codec="joints"))
+    result = Scheduler(graph, duration_s=2.0).run()
+    assert not result.ok and result.failed_node == "policy"
+    assert "eepose_absolute" in result.error and "joints_absolute" in result.error
+
+
+def test_load_policy_reads_weights_without_fetching_imagenet(checkpoint, tmp_path):
+    """A checkpoint trained from ImageNet weights names them in config.json; loading must not fetch them."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from robotflow.policies.loading import load_policy
+
+    model_dir = tmp_path / "pretrained_model"
+    shutil.copytree(checkpoint, model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["pretrained_backbone_weights"] = "ResNet18_Weights.IMAGENET1K_V1"
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    loaded = load_policy(model_dir, device="auto", codec="eepose_absolute")
+    saved = load_file(str(model_dir / "model.safetensors"))
+    state = loaded.policy.state_dict()
+    assert saved and all(torch.equal(state[k], v) for k, v in saved.items())
+    assert loaded.codec_spec["name"] == "eepose_absolute"
+
+
+def test_lerobot_runner_serves_a_diffusion_checkpoint(tmp_path):
+    """`policy.lerobot`'s runner: any policy type from the checkpoint's config, through its own queues."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    from robotflow.policies.chunking import SyncPolicyRunner
+    from robotflow.policies.loading import load_policy
+
+    feats = {"observation.state": PolicyFeature(FeatureType.STATE, (8,)),
+             "observation.images.wrist": PolicyFeature(FeatureType.VISUAL, (3, H, W))}
+    cfg = DiffusionConfig(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+                          crop_shape=None, down_dims=(16, 32), diffusion_step_embed_dim=16, n_groups=4,
+                          spatial_softmax_num_keypoints=8, num_inference_steps=3, horizon=8, n_action_steps=4,
+                          device="cpu")
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(cfg)
+    stats = {k: v for k, v in tiny_stats().items() if k in ("observation.state", "action", "observation.images.wrist")}
+    stats["action"] = {"min": -torch.ones(8), "max": torch.ones(8)}
+    stats["observation.state"] = {"min": -torch.ones(8), "max": torch.ones(8)}
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    model_dir = tmp_path / "pretrained_model"
+    policy.save_pretrained(model_dir)
+    pre.save_pretrained(model_dir)
+    post.save_pretrained(model_dir)
+    write_codec_spec(model_dir, get_codec("ee", image_size=(H, W), cameras={"wrist": "wrist_camera/frame"}).spec())
+
+    loaded = load_policy(model_dir, device="cpu", codec="ee")
+    assert type(loaded.policy).__name__ == "DiffusionPolicy"
+    runner = SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor)
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # crosses a chunk boundary (n_action_steps 4)
+        a = runner.step({"observation.state": rng.standard_normal(8).astype(np.float32),
+                         "observation.images.wrist": rng.integers(0, 256, (H, W, 3), dtype=np.uint8)})
+        assert a.shape == (8,) and np.isfinite(a).all()
