@@ -1,0 +1,166 @@
+"""Control-tick latency: asynchronous chunk execution vs LeRobot's blocking `select_action`.
+
+    python -m benchmarks.policy --json
+
+One randomly initialised ACT (resnet18, dim 512, chunk 100, two 240x320 cameras by default) serves a
+fake 15 Hz observation stream twice in the same process: first through LeRobot's own inference path
+(`predict_action`: prepare -> preprocessor -> select_action -> postprocessor, a forward pass inline
+every n_action_steps ticks), then through `ChunkExecutor` (forward passes on a worker thread, started
+when the queue falls to refill_at). Only the call that produces the tick's action is timed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+
+@dataclass
+class BenchConfig:
+    height: int = 240
+    width: int = 320
+    cameras: int = 2
+    dim_model: int = 512
+    chunk_size: int = 100
+    n_action_steps: int = 50
+    refill_at: int | None = None
+    rate_hz: float = 15.0
+    ticks: int = 225
+    inference_threads: int | None = None
+    switch_interval_s: float | None = None
+    temporal_ensemble_coeff: float | None = None  # set it with --n-action-steps 1
+    seed: int = 0
+
+
+def make_policy(cfg: BenchConfig):
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    cams = [f"observation.images.cam{i}" for i in range(cfg.cameras)]
+    feats = {"observation.state": PolicyFeature(FeatureType.STATE, (8,))}
+    feats.update({c: PolicyFeature(FeatureType.VISUAL, (3, cfg.height, cfg.width)) for c in cams})
+    acfg = ACTConfig(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+                     dim_model=cfg.dim_model, chunk_size=cfg.chunk_size, n_action_steps=cfg.n_action_steps,
+                     pretrained_backbone_weights=None, temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
+                     device="cpu")
+    torch.manual_seed(cfg.seed)
+    policy = ACTPolicy(acfg)
+    stats = {"observation.state": {"mean": torch.zeros(8), "std": torch.ones(8)},
+             "action": {"mean": torch.zeros(8), "std": torch.ones(8)}}
+    stats.update({c: {"mean": torch.full((3, 1, 1), 0.45), "std": torch.full((3, 1, 1), 0.25)} for c in cams})
+    pre, post = make_pre_post_processors(acfg, dataset_stats=stats)
+    return policy, pre, post, cams
+
+
+def observation_stream(cfg: BenchConfig, cams: list[str], n: int):
+    """Fresh arrays each tick, as a camera driver publishes them (made outside the timed region)."""
+    rng = np.random.default_rng(cfg.seed)
+    frames = [rng.integers(0, 256, (cfg.height, cfg.width, 3), dtype=np.uint8) for _ in range(4)]
+    for i in range(n):
+        obs = {"observation.state": rng.standard_normal(8).astype(np.float32)}
+        for j, c in enumerate(cams):
+            obs[c] = frames[(i + j) % len(frames)].copy()
+        yield obs
+
+
+def run_ticks(step, cfg: BenchConfig, cams: list[str]) -> list[float]:
+    """Call `step(obs)` at rate_hz on absolute deadlines; returns each call's duration in ms."""
+    period = 1.0 / cfg.rate_hz
+    out = []
+    stream = observation_stream(cfg, cams, cfg.ticks)
+    obs = next(stream)
+    deadline = time.perf_counter()
+    for i in range(cfg.ticks):
+        t0 = time.perf_counter()
+        step(obs)
+        out.append((time.perf_counter() - t0) * 1e3)
+        obs = next(stream, obs)  # next tick's observation, prepared outside the timing
+        deadline += period
+        delay = deadline - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            deadline = time.perf_counter()  # overran (blocking forward pass): do not try to catch up
+    return out
+
+
+def pct(xs, q) -> float:
+    return round(float(np.percentile(xs, q)), 3) if len(xs) else float("nan")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    for f in fields(BenchConfig):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=float if "float" in str(f.type) else int, default=f.default)
+    args = ap.parse_args(argv)
+    cfg = BenchConfig(**{f: getattr(args, f) for f in asdict(BenchConfig())})
+    if cfg.switch_interval_s:
+        sys.setswitchinterval(cfg.switch_interval_s)
+
+    from lerobot.utils.control_utils import predict_action
+
+    from robotflow.policies.chunking import ChunkExecutor, ChunkExecutorConfig
+
+    load_before = os.getloadavg()[0]
+    policy, pre, post, cams = make_policy(cfg)
+    cpu = torch.device("cpu")
+    warm = next(observation_stream(cfg, cams, 1))
+
+    # 1. LeRobot's blocking path. Warm it once so neither run pays for first-call allocation.
+    predict_action(dict(warm), policy, cpu, pre, post, use_amp=False)
+    policy.reset()
+    blocking = run_ticks(lambda o: predict_action(o, policy, cpu, pre, post, use_amp=False), cfg, cams)
+    infer_ticks = sorted(blocking)[-max(1, cfg.ticks // cfg.n_action_steps):]
+
+    # 2. The asynchronous executor on the same weights.
+    ex = ChunkExecutor(policy, pre, post, ChunkExecutorConfig(
+        n_action_steps=cfg.n_action_steps, refill_at=cfg.refill_at, inference_threads=cfg.inference_threads or None,
+        temporal_ensemble_coeff=cfg.temporal_ensemble_coeff))
+    ex.warmup(warm)
+    try:
+        ticks = run_ticks(ex.step, cfg, cams)
+    finally:
+        ex.close()
+    steady = ticks[1:]  # tick 0 waits for the episode's first chunk (cold start), as LeRobot's does
+    st = ex.stats
+    result = {
+        "chunk_infer_ms_p50": round(float(np.percentile(list(st.infer_ms), 50)), 1),
+        "tick_ms_p50": pct(steady, 50),
+        "tick_ms_p99": pct(steady, 99),
+        "tick_ms_max": round(max(steady), 3),
+        "blocking_tick_ms_p50": pct(blocking, 50),
+        "blocking_tick_ms_p99": pct(blocking, 99),
+        "blocking_tick_ms_max": round(max(blocking), 3),
+        "blocking_infer_tick_ms_p50": pct(infer_ticks, 50),
+        "cold_start_tick_ms": round(ticks[0], 1),
+        "chunks": st.chunks,
+        "stalls": st.stalls,
+        "stale_chunks": st.stale_chunks,
+        "skipped_actions": st.skipped_actions,
+        "refill_at": ex.refill_at,
+        "worker_threads": cfg.inference_threads or max(1, (os.cpu_count() or 2) - 1),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # Other processes on the machine change every number here; keep the load beside them.
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "config": asdict(cfg),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:28s} {v}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
