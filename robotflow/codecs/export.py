@@ -528,19 +528,7 @@ def convert(input_path: str | Path, output_dir: str | Path, codec: Codec, opts: 
         os.replace(built, output_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ConvertSummary(
-        output_dir=output_dir,
-        codec=codec.name,
-        episodes=len(planned),
-        frames=frames,
-        fps=fps,
-        duration_s=frames / fps,
-        wall_s=time.perf_counter() - t0,
-        size_bytes=dir_size_bytes(output_dir),
-        skipped=skipped,
-        total_episodes=len(planned),
-        total_frames=frames,
-    )
+    return _summary(output_dir, codec, planned, frames, fps, t0, skipped, len(planned), frames)
 
 
 def _existing_vcodec(info: dict[str, Any]) -> str | None:
@@ -615,16 +603,12 @@ def append(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     merged_info = json.loads((output_dir / "meta" / "info.json").read_text())
-    return ConvertSummary(
-        output_dir=output_dir,
-        codec=codec.name,
-        episodes=len(planned),
-        frames=frames,
-        fps=fps,
-        duration_s=frames / fps,
-        wall_s=time.perf_counter() - t0,
-        size_bytes=dir_size_bytes(output_dir),
-        skipped=skipped,
-        total_episodes=int(merged_info["total_episodes"]),
-        total_frames=int(merged_info["total_frames"]),
-    )
+    return _summary(output_dir, codec, planned, frames, fps, t0, skipped,
+                    int(merged_info["total_episodes"]), int(merged_info["total_frames"]))
+
+
+def _summary(output_dir, codec, planned, frames, fps, t0, skipped, total_episodes, total_frames) -> ConvertSummary:
+    return ConvertSummary(output_dir=output_dir, codec=codec.name, episodes=len(planned), frames=frames, fps=fps,
+                          duration_s=frames / fps, wall_s=time.perf_counter() - t0,
+                          size_bytes=dir_size_bytes(output_dir), skipped=skipped,
+                          total_episodes=total_episodes, total_frames=total_frames)

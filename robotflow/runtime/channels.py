@@ -8,7 +8,8 @@ A message is multipart: frame 0 is a msgpack header (topic, seq, timestamp_ns, a
 inline scalar or the dtype/shape of a payload frame); frames 1..n are array buffers sent with
 `copy=False`. Over inproc, ZeroMQ hands the receiver the sender's buffer itself, so the receiver's
 `np.frombuffer` view shares memory with the array the sender emitted: a 640x480 frame is never copied.
-Received arrays are read-only.
+Received arrays are read-only. (pyzmq still copies frames below `zmq.COPY_THRESHOLD`, 64 KiB: for a
+joint-state vector a copy is cheaper than tracking a shared buffer; images and point clouds are above it.)
 
 XPUB is used instead of PUB so the publisher can count subscriptions and the scheduler can wait until
 every subscriber is connected before the first message: ZeroMQ would otherwise drop messages sent

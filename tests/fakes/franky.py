@@ -146,7 +146,23 @@ class CartesianReference:
 
 # ---- motions ----------------------------------------------------------------------------------------
 
-class CartesianMotion:
+class _TargetMotion:
+    """What franky's target motions have in common: target, reference type, whether move() waits."""
+
+    @property
+    def target(self):
+        return self._target
+
+    @property
+    def reference_type(self):
+        return self._reference_type
+
+    @property
+    def return_when_finished(self):
+        return self._return
+
+
+class CartesianMotion(_TargetMotion):
     _signal = "pose"
 
     def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
@@ -155,20 +171,9 @@ class CartesianMotion:
         self._reference_type = reference_type
         self._return = bool(return_when_finished)
 
-    @property
-    def target(self):
-        return self._target
-
-    @property
-    def reference_type(self):
-        return self._reference_type
-
-    @property
-    def return_when_finished(self):
-        return self._return
 
 
-class JointMotion:
+class JointMotion(_TargetMotion):
     _signal = "joints"
 
     def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
@@ -177,17 +182,6 @@ class JointMotion:
         self._reference_type = reference_type
         self._return = bool(return_when_finished)
 
-    @property
-    def target(self):
-        return self._target
-
-    @property
-    def reference_type(self):
-        return self._reference_type
-
-    @property
-    def return_when_finished(self):
-        return self._return
 
 
 class CartesianImpedanceTrackingMotion:
