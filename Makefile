@@ -41,9 +41,11 @@ test: install
 test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Each prints one JSON object; run them on an otherwise idle machine (figures in the README).
+BENCHMARKS := channels scheduler recording sim convert policy
 bench: install
-	$(PY) -m benchmarks.channels --json
-	$(PY) -m benchmarks.scheduler --json
+	@mkdir -p out/bench
+	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m benchmarks.$$b --json | tee out/bench/$$b.json; done
 
 clean:
 	rm -rf $(VENV) *.egg-info
