@@ -95,10 +95,11 @@ nodes:
     assert res.ok and res.exit_code == 0, res
     sink = s.nodes["sink"]
     src_ticks = res.stats["nodes"]["src"]["ticks"]
-    assert 100 <= src_ticks <= 260
+    assert 50 <= src_ticks <= 260  # a loaded machine skips (and counts) ticks
     vals = [m for m in sink.seqs["y"]]
     assert vals == list(range(len(vals))), "queue delivery: every relayed message, in order"
-    assert sink.last["y"]["value"] == sink.last["y"].seq + 1
+    # The relay reads `latest`: under load it may skip counts (counted), so value - 1 >= its own seq.
+    assert sink.last["y"].seq + 1 <= sink.last["y"]["value"] <= src_ticks
     ch = res.stats["channels"]["inc/y"]["inputs"]["sink.y"]
     assert ch["dropped"] == 0
     assert ch["received"] + ch["unread"] == res.stats["channels"]["inc/y"]["sent"]

@@ -248,6 +248,7 @@ class Recorder(Node):
         self.backlog_max = 0
         self.episodes: list[dict] = []  # closed episodes: index, path, outcome, duration_s, frames
         self._open: dict | None = None
+        self._last_seq: dict[str, int] = {}
         self._closed = 0
         self._last_progress = 0.0
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.name}:writer", daemon=True)
@@ -286,9 +287,17 @@ class Recorder(Node):
             t, _, port, msg = heapq.heappop(self._pending)
             if port == ep_port:
                 self._on_event(t, msg)
-            elif self._open is not None:
-                self._open["frames"][self.channel_of[port]] = self._open["frames"].get(self.channel_of[port], 0) + 1
-                self._commands.put(("data", self.channel_of[port], msg))
+            else:
+                # A sequence gap belongs to the episode that receives the message after it.
+                prev = self._last_seq.get(port)
+                self._last_seq[port] = msg.seq
+                if self._open is None:
+                    continue
+                ch = self.channel_of[port]
+                if prev is not None and msg.seq > prev + 1:
+                    self._open["gaps"][ch] = self._open["gaps"].get(ch, 0) + msg.seq - prev - 1
+                self._open["frames"][ch] = self._open["frames"].get(ch, 0) + 1
+                self._commands.put(("data", ch, msg))
 
     def _on_event(self, t: int, msg: Message) -> None:
         event = msg.get("event")
@@ -321,8 +330,7 @@ class Recorder(Node):
             "start_timestamp_ns": t,
             "rates_json": json.dumps({self.channel_of[p]: self._rates.get(self.channel_of[p]) for p in self.data_ports}),
         }
-        self._open = {"index": index, "t0": t, "frames": {}, "attrs": attrs,
-                      "dropped0": {p: self._subs[p].stats.dropped for p in self.data_ports}}
+        self._open = {"index": index, "t0": t, "frames": {}, "gaps": {}, "attrs": attrs}
         self._commands.put(("open", self.out_dir / episode_name(index), attrs))
 
     def _end_episode(self, t: int, outcome: str, fields: dict) -> None:
@@ -332,8 +340,7 @@ class Recorder(Node):
         counts = {}
         for p in self.data_ports:
             ch = self.channel_of[p]
-            counts[ch] = {"received": ep["frames"].get(ch, 0),
-                          "gaps": self._subs[p].stats.dropped - ep["dropped0"][p]}
+            counts[ch] = {"received": ep["frames"].get(ch, 0), "gaps": ep["gaps"].get(ch, 0)}
         attrs = {"outcome": outcome, "duration_s": duration, "end_timestamp_ns": t, "counts_json": json.dumps(counts)}
         info = {"index": ep["index"], "path": str(self.out_dir / episode_name(ep["index"])), "outcome": outcome,
                 "duration_s": duration, "frames": dict(ep["frames"]),
@@ -352,7 +359,7 @@ class Recorder(Node):
             return f"[{self.name}] waiting for an episode | closed {len(self.episodes)} | backlog {self._commands.qsize()}"
         dur = (self.now_ns() - ep["t0"]) / 1e9
         frames = " ".join(f"{ch}={n}" for ch, n in ep["frames"].items())
-        drops = sum(self._subs[p].stats.dropped - ep["dropped0"][p] for p in self.data_ports)
+        drops = sum(ep["gaps"].values())
         return (f"[{self.name}] episode {ep['index']} {dur:6.1f}s | {frames} | drops {drops} "
                 f"| backlog {self._commands.qsize()}")
 
