@@ -103,3 +103,9 @@ def test_import_path_type_and_missing_file(tmp_path):
     assert g.nodes[0].cls.__name__ == "Counter"
     with pytest.raises(GraphError, match="not found"):
         load_graph(tmp_path / "nope.yaml")
+
+
+def test_priority_is_validated():
+    g = _check("nodes:\n  - {name: a, type: test.counter, rate: 500, priority: 50}\n")
+    assert g.nodes[0].priority == 50
+    assert "must be an integer 1..99" in _error("nodes:\n  - {name: a, type: test.counter, rate: 5, priority: 200}\n")

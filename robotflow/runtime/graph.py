@@ -13,6 +13,7 @@ A graph file is YAML:
         inputs:               # port: node/output   or   port: {source: node/output, delivery: queue}
           x: other/y
         process: vision       # optional: run in a separate process (channels become ipc://)
+        priority: 50          # optional: real-time (SCHED_FIFO) priority of the node's thread
 
 Every error is one line naming file:line and the fix.
 """
@@ -90,6 +91,7 @@ class NodeSpec:
     process: str | None = None
     line: int = 0
     params_raw: dict = field(default_factory=dict)
+    priority: int | None = None  # SCHED_FIFO priority of the node's thread (wall clock, Linux)
 
 
 @dataclass
@@ -254,7 +256,7 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
         if node not in names_in_file:
             raise GraphError(f"--set {node}.{param}: no node named {node!r} in {path}{_did_you_mean(node, names_in_file)}")
 
-    node_keys = {"name", "type", "params", "rate", "inputs", "process", "trigger"}
+    node_keys = {"name", "type", "params", "rate", "inputs", "process", "trigger", "priority"}
     specs: list[NodeSpec] = []
     seen: dict[str, int] = {}
     for raw in raw_nodes:
@@ -346,8 +348,13 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
         process = raw.get("process")
         if process is not None and not isinstance(process, str):
             raise GraphError(f"`process:` of node {name!r} at {where} must be a name")
+        priority = raw.get("priority")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                     or not 1 <= priority <= 99):
+            raise GraphError(f"`priority:` of node {name!r} at {path}:{raw.lines['priority']} must be an integer "
+                             f"1..99 (real-time SCHED_FIFO priority), got {priority!r}")
         specs.append(NodeSpec(name, type_name, cls, params, rate, trigger, inputs, outputs, process, raw.line,
-                              dict(params_raw)))
+                              dict(params_raw), priority))
 
     by_name = {s.name: s for s in specs}
     for s in specs:
