@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stamp-install
 DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps demo test test-all bench clean
+.PHONY: install sysdeps lint demo test test-all bench clean
 
 install: sysdeps $(STAMP)
 
@@ -35,7 +35,11 @@ demo: install
 		--task "stack the red cube on the green cube"
 	$(VENV)/bin/robotflow info $(DEMO_DIR)/episodes
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 test-all: install

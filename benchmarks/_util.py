@@ -1,18 +1,22 @@
 """Shared helpers for `python -m benchmarks.NAME --json`."""
+
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
+import platform
 
 import numpy as np
 
 
 def percentiles_us(samples_ns) -> dict:
     a = np.asarray(samples_ns, dtype=np.float64) / 1e3
-    return {"p50_us": round(float(np.percentile(a, 50)), 1), "p99_us": round(float(np.percentile(a, 99)), 1),
-            "msgs": int(len(a))}
+    return {
+        "p50_us": round(float(np.percentile(a, 50)), 1),
+        "p99_us": round(float(np.percentile(a, 99)), 1),
+        "msgs": int(len(a)),
+    }
 
 
 def machine() -> dict:

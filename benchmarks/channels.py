@@ -6,6 +6,7 @@ spaced 1 ms apart so this measures latency, not queueing. Sizes: 64 B, 4 KB, 640
 
     python -m benchmarks.channels --json
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -46,11 +47,12 @@ def bench_inproc(size: int, n: int) -> dict:
 
     t = threading.Thread(target=receiver)
     t.start()
-    for i in range(n):
+    for _i in range(n):
         pub.send(time.monotonic_ns(), {"data": payload})
         time.sleep(GAP_S)
     t.join()
-    pub.close(); sub.close()
+    pub.close()
+    sub.close()
     return percentiles_us(lat[10:])
 
 
@@ -127,9 +129,13 @@ def main() -> None:
     inp = result["inproc"]
     result["checks"] = {
         "p50_ratio_4MB_vs_640x480": round(inp["4000000"]["p50_us"] / inp["921600"]["p50_us"], 3),
-        "targets_met": bool(inp["921600"]["p50_us"] <= 100 and inp["4000000"]["p50_us"] <= 100
-                            and inp["921600"]["p99_us"] <= 250 and inp["4000000"]["p99_us"] <= 250
-                            and inp["4000000"]["p50_us"] / inp["921600"]["p50_us"] <= 1.2),
+        "targets_met": bool(
+            inp["921600"]["p50_us"] <= 100
+            and inp["4000000"]["p50_us"] <= 100
+            and inp["921600"]["p99_us"] <= 250
+            and inp["4000000"]["p99_us"] <= 250
+            and inp["4000000"]["p50_us"] / inp["921600"]["p50_us"] <= 1.2
+        ),
     }
     result["machine"] = machine()
     emit(result, args.json)

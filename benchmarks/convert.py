@@ -100,7 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         episodes_dir = work / "episodes"
         if not episodes_dir.exists():
-            write_episodes(episodes_dir, args.episodes, duration_s=args.seconds, image_shape=(args.height, args.width), textured=True)
+            write_episodes(
+                episodes_dir,
+                args.episodes,
+                duration_s=args.seconds,
+                image_shape=(args.height, args.width),
+                textured=True,
+            )
         codec = get_codec(args.codec, image_size=(args.height, args.width), fps=args.fps)
         for d in ("robotflow", "baseline"):
             shutil.rmtree(work / d, ignore_errors=True)

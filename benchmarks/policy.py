@@ -8,6 +8,7 @@ fake 15 Hz observation stream twice in the same process: first through LeRobot's
 every n_action_steps ticks), then through `ChunkExecutor` (forward passes on a worker thread, started
 when the queue falls to refill_at). Only the call that produces the tick's action is timed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,22 @@ def make_policy(cfg: BenchConfig):
     cams = [f"observation.images.cam{i}" for i in range(cfg.cameras)]
     feats = {"observation.state": PolicyFeature(FeatureType.STATE, (8,))}
     feats.update({c: PolicyFeature(FeatureType.VISUAL, (3, cfg.height, cfg.width)) for c in cams})
-    acfg = ACTConfig(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
-                     dim_model=cfg.dim_model, chunk_size=cfg.chunk_size, n_action_steps=cfg.n_action_steps,
-                     pretrained_backbone_weights=None, temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
-                     device="cpu")
+    acfg = ACTConfig(
+        input_features=feats,
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+        dim_model=cfg.dim_model,
+        chunk_size=cfg.chunk_size,
+        n_action_steps=cfg.n_action_steps,
+        pretrained_backbone_weights=None,
+        temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
+        device="cpu",
+    )
     torch.manual_seed(cfg.seed)
     policy = ACTPolicy(acfg)
-    stats = {"observation.state": {"mean": torch.zeros(8), "std": torch.ones(8)},
-             "action": {"mean": torch.zeros(8), "std": torch.ones(8)}}
+    stats = {
+        "observation.state": {"mean": torch.zeros(8), "std": torch.ones(8)},
+        "action": {"mean": torch.zeros(8), "std": torch.ones(8)},
+    }
     stats.update({c: {"mean": torch.full((3, 1, 1), 0.45), "std": torch.full((3, 1, 1), 0.25)} for c in cams})
     pre, post = make_pre_post_processors(acfg, dataset_stats=stats)
     return policy, pre, post, cams
@@ -78,7 +87,7 @@ def run_ticks(step, cfg: BenchConfig, cams: list[str]) -> list[float]:
     stream = observation_stream(cfg, cams, cfg.ticks)
     obs = next(stream)
     deadline = time.perf_counter()
-    for i in range(cfg.ticks):
+    for _i in range(cfg.ticks):
         t0 = time.perf_counter()
         step(obs)
         out.append((time.perf_counter() - t0) * 1e3)
@@ -100,7 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     for f in fields(BenchConfig):
-        ap.add_argument("--" + f.name.replace("_", "-"), type=float if "float" in str(f.type) else int, default=f.default)
+        ap.add_argument(
+            "--" + f.name.replace("_", "-"), type=float if "float" in str(f.type) else int, default=f.default
+        )
     args = ap.parse_args(argv)
     cfg = BenchConfig(**{f: getattr(args, f) for f in asdict(BenchConfig())})
     if cfg.switch_interval_s:
@@ -119,12 +130,20 @@ def main(argv: list[str] | None = None) -> dict:
     predict_action(dict(warm), policy, cpu, pre, post, use_amp=False)
     policy.reset()
     blocking = run_ticks(lambda o: predict_action(o, policy, cpu, pre, post, use_amp=False), cfg, cams)
-    infer_ticks = sorted(blocking)[-max(1, cfg.ticks // cfg.n_action_steps):]
+    infer_ticks = sorted(blocking)[-max(1, cfg.ticks // cfg.n_action_steps) :]
 
     # 2. The asynchronous executor on the same weights.
-    ex = ChunkExecutor(policy, pre, post, ChunkExecutorConfig(
-        n_action_steps=cfg.n_action_steps, refill_at=cfg.refill_at, inference_threads=cfg.inference_threads or None,
-        temporal_ensemble_coeff=cfg.temporal_ensemble_coeff))
+    ex = ChunkExecutor(
+        policy,
+        pre,
+        post,
+        ChunkExecutorConfig(
+            n_action_steps=cfg.n_action_steps,
+            refill_at=cfg.refill_at,
+            inference_threads=cfg.inference_threads or None,
+            temporal_ensemble_coeff=cfg.temporal_ensemble_coeff,
+        ),
+    )
     ex.warmup(warm)
     try:
         ticks = run_ticks(ex.step, cfg, cams)

@@ -5,6 +5,7 @@
 Runs the same graph twice in one process, with and without the recorder, and reports drops, how long
 after the episode's end its file was closed, and the 500 Hz control node's p99 period error in both.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,11 @@ def run(duration: float, in_process: bool = False) -> dict:
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--in-process", action="store_true",
-                    help="run the recorder in the control loop's process (default: its own process group)")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the recorder in the control loop's process (default: its own process group)",
+    )
     args = ap.parse_args()
     emit(run(args.duration, args.in_process), args.json)
 

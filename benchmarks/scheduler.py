@@ -6,6 +6,7 @@ The control node runs with `priority: 50` (SCHED_FIFO); the same graph at normal
 in the same process, as the baseline. Reports the 500 Hz node's period error (tick start minus its absolute deadline) and overruns, and checks
 that no message on any channel was dropped without being counted.
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ real_time_factor: simulated seconds per wall second over the run (all nodes incl
 and the GL backend probe are done before timing). render_ms_p50: median time to render and read back one
 320x240 frame, over both cameras.
 """
+
 from __future__ import annotations
 
 import os

@@ -14,9 +14,9 @@ function of time, so a test can compute what the converter must produce at any g
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -66,7 +66,9 @@ def _texture(shape: tuple[int, int], seed: int) -> np.ndarray:
     return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def make_image(k: int, shape: tuple[int, int], texture: np.ndarray | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+def make_image(
+    k: int, shape: tuple[int, int], texture: np.ndarray | None = None, rng: np.random.Generator | None = None
+) -> np.ndarray:
     h, w = shape
     if texture is None:
         img = np.full((h, w, 3), frame_level(k), dtype=np.uint8)
@@ -159,7 +161,7 @@ def write_episode(path: str | Path, spec: EpisodeSpec | None = None) -> Path:
         a["rates_json"] = json.dumps(spec.rates)
         channels = f.create_group("channels")
 
-        def group(channel: str, t: np.ndarray) -> "h5py.Group":
+        def group(channel: str, t: np.ndarray) -> h5py.Group:
             g = channels.require_group(channel)
             g.create_dataset("timestamp_ns", data=np.round((spec.t0_s + t) * 1e9).astype(np.int64))
             g.create_dataset("seq", data=np.arange(t.shape[0], dtype=np.int64))

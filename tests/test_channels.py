@@ -1,4 +1,5 @@
 """Channels: zero-copy inproc, the same API over ipc and tcp, delivery modes, gap accounting."""
+
 import multiprocessing
 import socket
 
@@ -32,14 +33,16 @@ def test_inproc_image_is_not_copied_and_is_read_only():
     assert not msg["image"].flags.writeable
     with pytest.raises(ValueError):
         msg["image"][0, 0, 0] = 1
-    pub.close(); sub.close()
+    pub.close()
+    sub.close()
 
 
 def test_header_roundtrip_keeps_dtype_shape_and_scalars():
     fields = {"q": np.arange(7, dtype=np.float32), "m": np.eye(3)[:, :2], "n": np.int64(4), "s": "x", "l": [1, 2]}
     msg = decode(encode("a/b", 9, 77, fields))
     assert msg.seq == 9 and msg.timestamp_ns == 77
-    np.testing.assert_array_equal(msg["q"], fields["q"]); assert msg["q"].dtype == np.float32
+    np.testing.assert_array_equal(msg["q"], fields["q"])
+    assert msg["q"].dtype == np.float32
     np.testing.assert_array_equal(msg["m"], fields["m"])  # non-contiguous input made contiguous
     assert msg["n"] == 4 and msg["s"] == "x" and msg["l"] == [1, 2]
 
@@ -53,7 +56,8 @@ def test_latest_delivery_counts_skipped_messages():
     assert sub.stats.skipped == 4 and sub.stats.dropped == 0 and sub.stats.received == 5
     assert sub.read()["v"] == 4, "latest keeps returning the newest value"
     assert sub.read_new() is None, "read_new reports nothing new"
-    pub.close(); sub.close()
+    pub.close()
+    sub.close()
 
 
 def test_queue_delivery_gives_every_message_in_order():
@@ -65,7 +69,8 @@ def test_queue_delivery_gives_every_message_in_order():
         got += _recv(sub)
     assert [m["v"][0] for m in got] == list(range(100))
     assert sub.stats.dropped == 0 and sub.stats.skipped == 0
-    pub.close(); sub.close()
+    pub.close()
+    sub.close()
 
 
 def test_queue_overflow_is_counted_as_dropped_never_silent():
@@ -82,7 +87,8 @@ def test_queue_overflow_is_counted_as_dropped_never_silent():
     assert got[-1].seq == sent
     assert len(got) + sub.stats.dropped == sent + 1, "every lost message is counted"
     assert sub.stats.dropped > 0 and sub.stats.gaps
-    pub.close(); sub.close()
+    pub.close()
+    sub.close()
 
 
 def _free_port():
@@ -93,12 +99,15 @@ def _free_port():
 
 def _remote_sender(endpoint, n):
     import numpy as np
+
     from robotflow.runtime.channels import Publisher
+
     pub = Publisher("remote/frame", endpoint)
     assert pub.wait_for_subscribers(1, 20.0)
     for i in range(n):
         pub.send(1000 + i, {"image": np.full((48, 64, 3), i, np.uint8), "i": i})
     import time
+
     time.sleep(0.5)
     pub.close()
 

@@ -1,5 +1,5 @@
 """The robotflow command line: launch, graph check/show, errors and signals."""
-import os
+
 import signal
 import subprocess
 import sys
@@ -11,8 +11,14 @@ DEMO = str(ROOT / "graphs" / "demo_runtime.yaml")
 
 
 def rf(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "robotflow.scripts.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "robotflow.scripts.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_launch_demo_graph_prints_stats_table():
@@ -43,8 +49,10 @@ def test_bad_graph_is_one_line_without_traceback(tmp_path):
 
 def test_failing_node_exits_nonzero_naming_it(tmp_path):
     g = tmp_path / "fail.yaml"
-    g.write_text("nodes:\n  - {name: arm, type: test.fail, rate: 100, params: {after: 5, message: joint limit}}\n"
-                 "  - {name: n, type: test.counter, rate: 100}\n")
+    g.write_text(
+        "nodes:\n  - {name: arm, type: test.fail, rate: 100, params: {after: 5, message: joint limit}}\n"
+        "  - {name: n, type: test.counter, rate: 100}\n"
+    )
     r = rf("launch", str(g), "--duration", "5")
     assert r.returncode == 1
     assert "error: node 'arm' failed: RuntimeError: joint limit" in r.stderr
@@ -52,8 +60,13 @@ def test_failing_node_exits_nonzero_naming_it(tmp_path):
 
 
 def test_sigterm_stops_the_graph_with_teardown(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "robotflow.scripts.cli", "launch", DEMO], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "robotflow.scripts.cli", "launch", DEMO],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3.0)
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from episode_factory import EpisodeSpec, ee_pose, grip, joints, write_episode
+
 from robotflow.codecs import (
     LAYOUTS,
     CodecError,
@@ -85,7 +85,11 @@ def test_feature_shapes(name, state_dim, action_dim):
     assert f["observation.state"]["shape"] == (state_dim,)
     assert f["action"]["shape"] == (action_dim,)
     assert len(f["observation.state"]["names"]) == state_dim
-    assert f["observation.images.wrist"] == {"dtype": "video", "shape": (96, 128, 3), "names": ["height", "width", "channels"]}
+    assert f["observation.images.wrist"] == {
+        "dtype": "video",
+        "shape": (96, 128, 3),
+        "names": ["height", "width", "channels"],
+    }
     assert set(f) == {"observation.images.wrist", "observation.images.front", "observation.state", "action"}
 
 
@@ -95,7 +99,12 @@ def test_spec_round_trip_is_json(name):
     spec = json.loads(json.dumps(codec.spec()))
     again = codec_from_spec(spec)
     assert again.spec() == codec.spec()
-    assert spec["params"] == {"cameras": {"top": "top_camera/frame"}, "image_size": [64, 80], "task_field": None, "fps": 10}
+    assert spec["params"] == {
+        "cameras": {"top": "top_camera/frame"},
+        "image_size": [64, 80],
+        "task_field": None,
+        "fps": 10,
+    }
     assert codec_from_spec(json.dumps(spec)).name == name
 
 
@@ -117,8 +126,12 @@ def test_required_streams():
     need = {(c, f) for c, f, _ in get_codec("ee_traj").required_streams()}
     assert ("arm/command", "ee_pose") not in need and ("arm/state", "ee_pose") in need
     need = {(c, f) for c, f, _ in get_codec("joints", cameras={"top": "top_camera/frame"}).required_streams()}
-    assert {("arm/state", "joint_pos"), ("arm/command", "ee_pose"), ("gripper/command", "width"),
-            ("top_camera/frame", "image")} <= need
+    assert {
+        ("arm/state", "joint_pos"),
+        ("arm/command", "ee_pose"),
+        ("gripper/command", "width"),
+        ("top_camera/frame", "image"),
+    } <= need
     assert ("wrist_camera/frame", "image") not in need
 
 
@@ -203,7 +216,11 @@ def test_live_encoding(name):
     # Live and offline encoders produce the same state for the same inputs.
     t = np.array([1.0])
     offline, _ = codec.encode_arrays(
-        state_ee_pose=ee_pose(t), state_grip=grip(t), state_joints=joints(t), command_ee_pose=ee_pose(t), command_grip=grip(t)
+        state_ee_pose=ee_pose(t),
+        state_grip=grip(t),
+        state_joints=joints(t),
+        command_ee_pose=ee_pose(t),
+        command_grip=grip(t),
     )
     assert np.allclose(obs["observation.state"], offline[0], atol=1e-6)
 

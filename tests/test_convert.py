@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from episode_factory import EpisodeSpec, frame_level, write_episode, write_episodes
+
 from robotflow.codecs import ConvertOptions, convert, get_codec, load_dataset_codec, read_dataset_codec_spec
 from robotflow.codecs.export import INFO_CODEC_KEY, video_backend
 from robotflow.scripts.convert import convert as convert_cli
@@ -28,7 +28,11 @@ def load(root: Path):
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_cli(*args: str):
@@ -43,8 +47,16 @@ def converted(tmp_path_factory):
     write_episode(eps / "episode_000000.h5", EpisodeSpec(duration_s=3.0, image_shape=SIZE, episode_index=0))
     write_episode(
         eps / "episode_000001.h5",
-        EpisodeSpec(duration_s=2.0, image_shape=SIZE, episode_index=1, seed=1, jitter_s=0.004,
-                    start_offsets={"front_camera/frame": 0.2}, end_trims={"arm/state": 0.3}, task="place"),
+        EpisodeSpec(
+            duration_s=2.0,
+            image_shape=SIZE,
+            episode_index=1,
+            seed=1,
+            jitter_s=0.004,
+            start_offsets={"front_camera/frame": 0.2},
+            end_trims={"arm/state": 0.3},
+            task="place",
+        ),
     )
     write_episode(eps / "episode_000002.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE, outcome="discarded"))
     write_episode(eps / "episode_000003.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE, outcome="aborted"))
@@ -137,8 +149,18 @@ def test_convert_at_other_fps(tmp_path, fps):
 
 def test_cli_convert_include_aborted_and_summary(tmp_path, converted):
     out = tmp_path / "with_aborted"
-    res = run_cli("--input", str(converted["episodes"]), "--output-dir", str(out), "--codec", "ee",
-                  "--image-size", "48x64", "--include-aborted", "--json")
+    res = run_cli(
+        "--input",
+        str(converted["episodes"]),
+        "--output-dir",
+        str(out),
+        "--codec",
+        "ee",
+        "--image-size",
+        "48x64",
+        "--include-aborted",
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip())
     assert summary["episodes"] == 3 and summary["frames"] == 46 + 23 + 16 and summary["size_bytes"] > 0
@@ -158,7 +180,9 @@ def _one_line_error(res) -> str:
 
 def test_cli_bad_inputs(tmp_path):
     runner = CliRunner()
-    msg = _one_line_error(runner.invoke(convert_cli, ["--input", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")]))
+    msg = _one_line_error(
+        runner.invoke(convert_cli, ["--input", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")])
+    )
     assert "does not exist" in msg
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -167,19 +191,39 @@ def test_cli_bad_inputs(tmp_path):
     assert "episode_000000.h5" in msg and "not an HDF5 episode file" in msg
     lacking = tmp_path / "lacking"
     write_episode(lacking / "episode_000000.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE))
-    write_episode(lacking / "episode_000001.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE, omit=("front_camera/frame",)))
+    write_episode(
+        lacking / "episode_000001.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE, omit=("front_camera/frame",))
+    )
     msg = _one_line_error(runner.invoke(convert_cli, ["--input", str(lacking), "--output-dir", str(tmp_path / "o")]))
     assert "episode_000001.h5" in msg and "front_camera/frame" in msg
     # With only the wrist camera selected, the same episodes are fine.
-    ok = runner.invoke(convert_cli, ["--input", str(lacking), "--output-dir", str(tmp_path / "wrist_only"), "--quiet",
-                                     "--image-size", "48x64", "--camera", "wrist=wrist_camera/frame"])
+    ok = runner.invoke(
+        convert_cli,
+        [
+            "--input",
+            str(lacking),
+            "--output-dir",
+            str(tmp_path / "wrist_only"),
+            "--quiet",
+            "--image-size",
+            "48x64",
+            "--camera",
+            "wrist=wrist_camera/frame",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "observation.images.front" not in load(tmp_path / "wrist_only").meta.features
     nojoints = tmp_path / "nojoints"
-    write_episode(nojoints / "episode_000000.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE, omit=("arm/state:joint_pos",)))
-    msg = _one_line_error(runner.invoke(convert_cli, ["--input", str(nojoints), "--output-dir", str(tmp_path / "o"), "--codec", "joints"]))
+    write_episode(
+        nojoints / "episode_000000.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE, omit=("arm/state:joint_pos",))
+    )
+    msg = _one_line_error(
+        runner.invoke(convert_cli, ["--input", str(nojoints), "--output-dir", str(tmp_path / "o"), "--codec", "joints"])
+    )
     assert "episode_000000.h5" in msg and "joint_pos" in msg
-    msg = _one_line_error(runner.invoke(convert_cli, ["--input", str(lacking), "--output-dir", str(tmp_path / "o"), "--codec", "nope"]))
+    msg = _one_line_error(
+        runner.invoke(convert_cli, ["--input", str(lacking), "--output-dir", str(tmp_path / "o"), "--codec", "nope"])
+    )
     assert "unknown codec 'nope'" in msg
     assert not (tmp_path / "o").exists(), "a refused conversion must not leave an output behind"
     assert not any(p.name.startswith(".o.") for p in tmp_path.iterdir()), "temp dirs are cleaned up"
@@ -190,7 +234,12 @@ def test_append_adds_episodes_and_refuses_mismatch(tmp_path):
     write_episodes(first, 1, duration_s=1.0, image_shape=SIZE)
     write_episodes(more, 2, duration_s=1.0, image_shape=SIZE, task="other task")
     out = tmp_path / "ds"
-    assert run_cli("--input", str(first), "--output-dir", str(out), "--codec", "ee", "--image-size", "48x64", "--quiet").exit_code == 0
+    assert (
+        run_cli(
+            "--input", str(first), "--output-dir", str(out), "--codec", "ee", "--image-size", "48x64", "--quiet"
+        ).exit_code
+        == 0
+    )
     before = tree_digest(out)
 
     # Codec mismatch, image-size mismatch, fps mismatch: one-line error, dataset byte-identical.
@@ -217,7 +266,9 @@ def test_append_adds_episodes_and_refuses_mismatch(tmp_path):
 def test_append_to_non_dataset_is_refused(tmp_path):
     eps = tmp_path / "eps"
     write_episodes(eps, 1, duration_s=1.0, image_shape=SIZE)
-    res = CliRunner().invoke(convert_cli, ["append", "--input", str(eps), "--output-dir", str(tmp_path / "none"), "--codec", "ee"])
+    res = CliRunner().invoke(
+        convert_cli, ["append", "--input", str(eps), "--output-dir", str(tmp_path / "none"), "--codec", "ee"]
+    )
     assert "not an existing LeRobot dataset" in _one_line_error(res)
 
 
@@ -236,23 +287,39 @@ def test_parallel_workers_match_sequential(tmp_path):
 
 def test_reads_files_written_by_the_recorder(tmp_path):
     """The runtime recorder's own EpisodeWriter output converts (the format contract, both sides)."""
+    from episode_factory import ee_pose, grip, joints, make_image
+
     from robotflow.runtime.channels import Message
     from robotflow.runtime.recorder import EpisodeWriter
 
-    from episode_factory import ee_pose, grip, joints, make_image
-
     path = tmp_path / "eps" / "episode_000000.h5"
     path.parent.mkdir()
-    writer = EpisodeWriter(path, {"format": "robotflow.episode/1", "task": "recorded", "episode_index": 0},
-                           image_encoding="jpeg", jpeg_quality=90)
+    writer = EpisodeWriter(
+        path,
+        {"format": "robotflow.episode/1", "task": "recorded", "episode_index": 0},
+        image_encoding="jpeg",
+        jpeg_quality=90,
+    )
     t0 = 7_000_000_000
     for k in range(150):  # 1.5 s of arm at 100 Hz, gripper at 50 Hz, cameras at 15 Hz (shifted 3 ms)
         t = k / 100.0
         ts = t0 + k * 10_000_000
-        writer.append("arm/state", Message("arm/state", k, ts, {"ee_pose": ee_pose(np.array([t]))[0], "joint_pos": joints(np.array([t]))[0], "joint_vel": np.zeros(7)}))
-        writer.append("arm/command", Message("arm/command", k, ts, {"ee_pose": ee_pose(np.array([t + 0.1]))[0], "mode": "ee"}))
+        writer.append(
+            "arm/state",
+            Message(
+                "arm/state",
+                k,
+                ts,
+                {"ee_pose": ee_pose(np.array([t]))[0], "joint_pos": joints(np.array([t]))[0], "joint_vel": np.zeros(7)},
+            ),
+        )
+        writer.append(
+            "arm/command", Message("arm/command", k, ts, {"ee_pose": ee_pose(np.array([t + 0.1]))[0], "mode": "ee"})
+        )
         if k % 2 == 0:
-            writer.append("gripper/state", Message("gripper/state", k // 2, ts, {"width": float(grip(np.array([t]))[0])}))
+            writer.append(
+                "gripper/state", Message("gripper/state", k // 2, ts, {"width": float(grip(np.array([t]))[0])})
+            )
             writer.append("gripper/command", Message("gripper/command", k // 2, ts, {"width": 1.0}))
         if k % 7 == 0:
             for cam in ("wrist_camera/frame", "front_camera/frame"):

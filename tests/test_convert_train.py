@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from episode_factory import write_episodes
+
 from robotflow.codecs import ConvertOptions, convert, get_codec, load_dataset_codec
 from robotflow.codecs.export import video_backend
 
@@ -27,16 +27,31 @@ def test_lerobot_train_runs_on_converted_dataset(tmp_path: Path, codec_name: str
     convert(tmp_path / "eps", data, get_codec(codec_name, image_size=(48, 64)), ConvertOptions(progress=False))
     out = tmp_path / "train"
     cmd = [
-        sys.executable, "-m", "lerobot.scripts.lerobot_train",
-        "--dataset.repo_id=robotflow/test", f"--dataset.root={data}",
+        sys.executable,
+        "-m",
+        "lerobot.scripts.lerobot_train",
+        "--dataset.repo_id=robotflow/test",
+        f"--dataset.root={data}",
         f"--dataset.video_backend={video_backend()}",
-        "--policy.type=act", "--policy.push_to_hub=false", "--policy.device=cpu",
-        "--policy.dim_model=64", "--policy.dim_feedforward=128", "--policy.n_heads=4",
-        "--policy.n_encoder_layers=1", "--policy.n_decoder_layers=1",
-        "--policy.chunk_size=5", "--policy.n_action_steps=5",
+        "--policy.type=act",
+        "--policy.push_to_hub=false",
+        "--policy.device=cpu",
+        "--policy.dim_model=64",
+        "--policy.dim_feedforward=128",
+        "--policy.n_heads=4",
+        "--policy.n_encoder_layers=1",
+        "--policy.n_decoder_layers=1",
+        "--policy.chunk_size=5",
+        "--policy.n_action_steps=5",
         "--policy.pretrained_backbone_weights=null",
-        "--batch_size=2", "--steps=2", "--num_workers=0", "--save_freq=2", "--log_freq=1", "--eval_freq=0",
-        "--wandb.enable=false", f"--output_dir={out}",
+        "--batch_size=2",
+        "--steps=2",
+        "--num_workers=0",
+        "--save_freq=2",
+        "--log_freq=1",
+        "--eval_freq=0",
+        "--wandb.enable=false",
+        f"--output_dir={out}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -52,11 +67,10 @@ def test_lerobot_train_runs_on_converted_dataset(tmp_path: Path, codec_name: str
     # Deployment path: live messages -> codec.encode_live -> LeRobot predict_action -> codec.decode.
     import numpy as np
     import torch
+    from episode_factory import ee_pose, joints, make_image
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.policies.factory import make_pre_post_processors
     from lerobot.utils.control_utils import predict_action
-
-    from episode_factory import ee_pose, joints, make_image
 
     policy = ACTPolicy.from_pretrained(model)
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(model))

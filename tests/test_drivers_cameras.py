@@ -1,4 +1,5 @@
 """realsense.camera (fake pyrealsense2) and opencv.camera (real OpenCV on a PNG sequence) in real graphs."""
+
 from __future__ import annotations
 
 import json
@@ -6,21 +7,25 @@ import sys
 
 import numpy as np
 import pytest
-
 from fakes import install
+
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.scheduler import run_graph
 
 
 def camera_graph(node_type: str, params: dict, rate: float = 60):
-    doc = {"clock": "wall", "nodes": [
-        {"name": "cam", "type": node_type, "rate": rate, "params": params},
-        {"name": "sink", "type": "testdrv.collect", "rate": 50, "inputs": {"frame": "cam/frame"}},
-    ]}
+    doc = {
+        "clock": "wall",
+        "nodes": [
+            {"name": "cam", "type": node_type, "rate": rate, "params": params},
+            {"name": "sink", "type": "testdrv.collect", "rate": 50, "inputs": {"frame": "cam/frame"}},
+        ],
+    }
     return parse_graph(json.dumps(doc), "<camera-test>")
 
 
 # ---- RealSense --------------------------------------------------------------------------------------
+
 
 def test_realsense_publishes_fresh_rgb_frames_copied_once(monkeypatch):
     rs = install(monkeypatch, "pyrealsense2")
@@ -40,10 +45,10 @@ def test_realsense_publishes_fresh_rgb_frames_copied_once(monkeypatch):
     for m in msgs:
         img = m["image"]
         assert img.dtype == np.uint8 and img.shape == (144, 192, 3)
-        assert (img[..., 1] == 100).all() and (img[..., 2] == 200).all()   # RGB order as the device sent it
-        assert not np.shares_memory(img, pipe._pool)   # copied out of librealsense's pooled buffer
+        assert (img[..., 1] == 100).all() and (img[..., 2] == 200).all()  # RGB order as the device sent it
+        assert not np.shares_memory(img, pipe._pool)  # copied out of librealsense's pooled buffer
         reds.append(int(img[0, 0, 0]))
-        assert (img[..., 0] == reds[-1]).all()         # one whole frame, not a mix of two
+        assert (img[..., 0] == reds[-1]).all()  # one whole frame, not a mix of two
     assert reds == sorted(set(reds)), "each device frame is published once, in order"
     rep = sched.reports["cam"]
     assert rep["frames"] == len(msgs)
@@ -76,8 +81,7 @@ def test_realsense_no_camera(monkeypatch):
 def test_realsense_stalled_stream_fails(monkeypatch):
     rs = install(monkeypatch, "pyrealsense2")
     rs._frozen = True
-    result, _ = run_graph(camera_graph("realsense.camera", {"width": 32, "height": 24, "timeout_s": 0.2}),
-                          duration_s=3)
+    result, _ = run_graph(camera_graph("realsense.camera", {"width": 32, "height": 24, "timeout_s": 0.2}), duration_s=3)
     assert not result.ok and result.failed_node == "cam" and "no frame for 0.2 s" in result.error
     assert rs._pipelines[0]._stopped
 
@@ -91,6 +95,7 @@ def test_missing_pyrealsense2_gives_one_line_error(monkeypatch):
 
 
 # ---- OpenCV -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def png_sequence(tmp_path):
@@ -111,7 +116,7 @@ def test_opencv_camera_converts_bgr_to_rgb_and_resizes(png_sequence):
     for i, m in enumerate(msgs):
         img = m["image"]
         assert img.dtype == np.uint8 and img.shape == (15, 20, 3)
-        assert tuple(img[7, 10]) == (200, 50, 10 * i)   # R, G, B
+        assert tuple(img[7, 10]) == (200, 50, 10 * i)  # R, G, B
     assert sched.reports["cam"]["frames"] == 5
 
 

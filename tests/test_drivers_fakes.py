@@ -4,6 +4,7 @@ same parameter names in the same order (read from pybind11's signature docstring
 
 Also runs graphs/franka_stack_cubes.yaml end to end on the fakes.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -11,8 +12,8 @@ import re
 
 import numpy as np
 import pytest
-
 from fakes import FAKES_DIR, install, load
+
 from robotflow.runtime.graph import load_graph
 from robotflow.runtime.scheduler import run_graph
 
@@ -21,9 +22,19 @@ ROOT = FAKES_DIR.parents[1]
 # Classes whose constructors the drivers call (the others are only returned by the SDK, and their fake
 # constructors are a test detail).
 CONSTRUCTED = {
-    "franky": {"Robot", "Gripper", "Affine", "CartesianMotion", "JointMotion", "CartesianStopMotion",
-               "JointStopMotion", "TorqueStopMotion", "CartesianImpedanceTrackingMotion", "CartesianReference",
-               "RelativeDynamicsFactor"},
+    "franky": {
+        "Robot",
+        "Gripper",
+        "Affine",
+        "CartesianMotion",
+        "JointMotion",
+        "CartesianStopMotion",
+        "JointStopMotion",
+        "TorqueStopMotion",
+        "CartesianImpedanceTrackingMotion",
+        "CartesianReference",
+        "RelativeDynamicsFactor",
+    },
     "pyrealsense2": {"context", "config", "pipeline"},
 }
 
@@ -62,8 +73,13 @@ def real_overloads(func, name: str) -> list[list[tuple[str, bool]]]:
         out.append(params)
     if not out:  # a plain Python function (franky.Robot's own methods)
         sig = inspect.signature(func)
-        out.append([(p.name, p.default is not inspect.Parameter.empty) for p in sig.parameters.values()
-                    if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)])
+        out.append(
+            [
+                (p.name, p.default is not inspect.Parameter.empty)
+                for p in sig.parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+        )
     return out
 
 
@@ -72,14 +88,13 @@ def compatible(fake_func, overloads) -> bool:
     fake = [p.name for p in inspect.signature(fake_func).parameters.values() if p.name != "self"]
     for real in overloads:
         names = [n for n, _ in real]
-        if names[:len(fake)] == fake and all(d for _, d in real[len(fake):]):
+        if names[: len(fake)] == fake and all(d for _, d in real[len(fake) :]):
             return True
     return False
 
 
 def public_members(cls) -> dict[str, object]:
-    return {k: v for k, v in vars(cls).items()
-            if not k.startswith("_") or k in ("__init__", "__bool__")}
+    return {k: v for k, v in vars(cls).items() if not k.startswith("_") or k in ("__init__", "__bool__")}
 
 
 @pytest.mark.parametrize("sdk", ["franky", "pyrealsense2"])
@@ -96,8 +111,9 @@ def test_fake_matches_real_sdk(sdk):
         if issubclass(obj, BaseException):
             for base in ("Exception",):
                 if hasattr(fake, base) and obj is not getattr(fake, base):
-                    assert issubclass(obj, getattr(fake, base)) == issubclass(real_cls, getattr(real, base)), \
+                    assert issubclass(obj, getattr(fake, base)) == issubclass(real_cls, getattr(real, base)), (
                         f"{sdk}.{name}: exception hierarchy differs from the real one"
+                    )
             continue
         for attr, value in public_members(obj).items():
             if attr == "__init__" and name not in CONSTRUCTED[sdk]:
@@ -135,12 +151,18 @@ def test_signature_check_catches_a_wrong_name():
 
 # ---- the hardware graph file ------------------------------------------------------------------------
 
+
 def test_franka_stack_cubes_graph_validates():
     spec = load_graph(ROOT / "graphs" / "franka_stack_cubes.yaml")
     assert spec.clock == "wall"
     types = {n.name: n.type_name for n in spec.nodes}
-    assert types == {"arm": "franka.arm", "gripper": "franka.gripper", "wrist_camera": "realsense.camera",
-                     "front_camera": "realsense.camera", "teleop": "teleop.keyboard"}
+    assert types == {
+        "arm": "franka.arm",
+        "gripper": "franka.gripper",
+        "wrist_camera": "realsense.camera",
+        "front_camera": "realsense.camera",
+        "teleop": "teleop.keyboard",
+    }
     assert spec.node("arm").inputs["ee_target"].source == "teleop/ee_target"
     assert spec.node("gripper").inputs["target"].source == "teleop/grip"
     assert spec.node("teleop").inputs["state"].source == "arm/state"
@@ -149,13 +171,19 @@ def test_franka_stack_cubes_graph_validates():
 def test_franka_stack_cubes_graph_runs_on_fakes(monkeypatch):
     franky = install(monkeypatch, "franky")
     rs = install(monkeypatch, "pyrealsense2")
-    sets = ["wrist_camera.serial=111111111111", "front_camera.serial=222222222222",
-            "wrist_camera.width=64", "wrist_camera.height=48", "front_camera.width=64", "front_camera.height=48"]
+    sets = [
+        "wrist_camera.serial=111111111111",
+        "front_camera.serial=222222222222",
+        "wrist_camera.width=64",
+        "wrist_camera.height=48",
+        "front_camera.width=64",
+        "front_camera.height=48",
+    ]
     spec = load_graph(ROOT / "graphs" / "franka_stack_cubes.yaml", sets)
     result, sched = run_graph(spec, duration_s=1.0)
     assert result.ok, result
     robot = franky.Robot._instances[0]
-    assert type(robot._moves[0]).__name__ == "JointMotion"          # home_on_start
+    assert type(robot._moves[0]).__name__ == "JointMotion"  # home_on_start
     # teleop starts from the measured pose, so its first target is where the arm already is
     cart = [m for m in robot._moves if isinstance(m, franky.CartesianMotion)]
     assert cart, "teleop targets reached the arm"
@@ -164,7 +192,7 @@ def test_franka_stack_cubes_graph_runs_on_fakes(monkeypatch):
     assert [p._config._serial for p in rs._pipelines] == ["111111111111", "222222222222"]
     assert all(p._stopped for p in rs._pipelines)
     assert sched.reports["wrist_camera"]["frames"] > 5 and sched.reports["front_camera"]["frames"] > 5
-    assert franky.Gripper._instances[0]._commands[0][0] == "open"   # teleop starts with the gripper open
+    assert franky.Gripper._instances[0]._commands[0][0] == "open"  # teleop starts with the gripper open
 
 
 def test_record_adds_a_recorder_to_the_franka_graph(tmp_path):
@@ -173,14 +201,21 @@ def test_record_adds_a_recorder_to_the_franka_graph(tmp_path):
     spec = load_graph(ROOT / "graphs" / "franka_stack_cubes.yaml")
     rec_spec, name = with_recorder(spec, (), {"output_dir": str(tmp_path), "task": "stack", "max_episodes": 2})
     rec = rec_spec.node(name)
-    assert rec.process == "recorder"   # wall clock: the writer runs in its own process
+    assert rec.process == "recorder"  # wall clock: the writer runs in its own process
     assert rec.inputs["episode"].source == "teleop/episode"
     sources = {i.source for i in rec.inputs.values()}
-    assert {"arm/state", "arm/command", "gripper/state", "gripper/command", "wrist_camera/frame",
-            "front_camera/frame"} <= sources
+    assert {
+        "arm/state",
+        "arm/command",
+        "gripper/state",
+        "gripper/command",
+        "wrist_camera/frame",
+        "front_camera/frame",
+    } <= sources
 
 
 # ---- the real SDKs, where no hardware is needed ----------------------------------------------------
+
 
 @pytest.mark.parametrize("node_type", ["franka.arm", "franka.gripper"])
 def test_real_franky_refused_connection_is_actionable(node_type):

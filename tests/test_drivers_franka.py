@@ -2,6 +2,7 @@
 
 The quaternion helpers are also checked against the real franky's Affine, which needs no robot.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
 from fakes import install
+
 from robotflow.drivers import franka as drv
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.scheduler import run_graph
@@ -25,20 +26,36 @@ def yaw_wxyz(a: float) -> list[float]:
 
 def rotmat_wxyz(q) -> np.ndarray:
     w, x, y, z = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def arm_graph(steps, arm_params=None, hold=5, port="ee_target", rate_script=20, duration=None):
     params = {"host": HOST, **(arm_params or {})}
-    doc = {"clock": "wall", "nodes": [
-        {"name": "arm", "type": "franka.arm", "rate": 100, "params": params,
-         "inputs": {"ee_target": "script/ee_target", "joint_target": "script/joint_target"}},
-        {"name": "script", "type": "testdrv.script", "rate": rate_script, "params": {"steps": steps, "hold": hold}},
-        {"name": "sink", "type": "testdrv.collect", "rate": 50,
-         "inputs": {"state": "arm/state", "command": "arm/command"}},
-    ]}
+    doc = {
+        "clock": "wall",
+        "nodes": [
+            {
+                "name": "arm",
+                "type": "franka.arm",
+                "rate": 100,
+                "params": params,
+                "inputs": {"ee_target": "script/ee_target", "joint_target": "script/joint_target"},
+            },
+            {"name": "script", "type": "testdrv.script", "rate": rate_script, "params": {"steps": steps, "hold": hold}},
+            {
+                "name": "sink",
+                "type": "testdrv.collect",
+                "rate": 50,
+                "inputs": {"state": "arm/state", "command": "arm/command"},
+            },
+        ],
+    }
     return parse_graph(yaml.safe_dump(doc, sort_keys=False), "<franka-test>")
 
 
@@ -47,6 +64,7 @@ def repeat(entry, n=4):
 
 
 # ---- conventions ------------------------------------------------------------------------------------
+
 
 def test_quaternion_helpers_round_trip_and_sign():
     q = np.array([0.3, -0.5, 0.2, 0.7])
@@ -68,7 +86,7 @@ def test_pose_conversion_matches_real_franky_affine():
     affine = drv.affine_from_pose(franky, pose)
     m = np.asarray(affine.matrix)
     np.testing.assert_allclose(m[:3, 3], pose[:3])
-    np.testing.assert_allclose(m[:3, :3], rotmat_wxyz(q), atol=1e-12)   # franky read our wxyz correctly
+    np.testing.assert_allclose(m[:3, :3], rotmat_wxyz(q), atol=1e-12)  # franky read our wxyz correctly
     np.testing.assert_allclose(drv.pose_from_affine(affine), pose, atol=1e-12)
     # An Affine built by franky itself from a matrix comes back as the same wxyz.
     back = drv.pose_from_affine(franky.Affine(m))
@@ -77,13 +95,16 @@ def test_pose_conversion_matches_real_franky_affine():
 
 # ---- arm --------------------------------------------------------------------------------------------
 
+
 def test_arm_publishes_state_and_applies_converted_targets(monkeypatch):
     franky = install(monkeypatch, "franky")
     yaw = 0.6
     t1 = [0.45, 0.05, 0.30] + yaw_wxyz(yaw)
     t2 = [1.50, 0.00, -0.20] + [-c for c in yaw_wxyz(-yaw)]  # outside the box, and w < 0
-    graph = arm_graph(repeat({"ee_target": {"ee_pose": t1}}) + repeat({"ee_target": {"ee_pose": t2}}),
-                      {"dynamics_factor": [0.1, 0.2, 0.3], "torque_threshold": 15.0, "force_threshold": 25.0})
+    graph = arm_graph(
+        repeat({"ee_target": {"ee_pose": t1}}) + repeat({"ee_target": {"ee_pose": t2}}),
+        {"dynamics_factor": [0.1, 0.2, 0.3], "torque_threshold": 15.0, "force_threshold": 25.0},
+    )
     result, sched = run_graph(graph, duration_s=10)
     assert result.ok, result
     robot = franky.Robot._instances[0]
@@ -100,7 +121,7 @@ def test_arm_publishes_state_and_applies_converted_targets(monkeypatch):
     np.testing.assert_allclose(a1.translation, t1[:3])
     np.testing.assert_allclose(a1.quaternion, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], atol=1e-12)  # xyzw
     a2 = motions[1].target.pose.end_effector_pose
-    np.testing.assert_allclose(a2.translation, [0.8, 0.0, 0.01])        # clamped to the default workspace
+    np.testing.assert_allclose(a2.translation, [0.8, 0.0, 0.01])  # clamped to the default workspace
     np.testing.assert_allclose(a2.quaternion, [0, 0, -np.sin(yaw / 2), np.cos(yaw / 2)], atol=1e-12)
 
     sink = sched.nodes["sink"]
@@ -127,16 +148,25 @@ def test_arm_joint_targets_clamped_and_mode_switch_stops_first(monkeypatch):
     q1 = [0.1, -0.5, 0.0, -2.0, 0.0, 1.6, 0.7]
     q_bad = [0.1, -0.5, 0.0, 0.5, 0.0, 1.6, 0.7]  # joint 4 above its upper limit (-0.0698)
     ee = [0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]
-    steps = (repeat({"joint_target": {"joint_pos": q1}}) + repeat({"joint_target": {"joint_pos": q_bad}})
-             + repeat({"ee_target": {"ee_pose": ee}}))
+    steps = (
+        repeat({"joint_target": {"joint_pos": q1}})
+        + repeat({"joint_target": {"joint_pos": q_bad}})
+        + repeat({"ee_target": {"ee_pose": ee}})
+    )
     result, sched = run_graph(arm_graph(steps, {"home_on_start": True}), duration_s=10)
     assert result.ok, result
     robot = franky.Robot._instances[0]
     kinds = [type(m).__name__ for m in robot._moves]
     # homing (blocking), two joint targets, a joint stop before the switch to pose control, the EE
     # target, and the teardown stop
-    assert kinds == ["JointMotion", "JointMotion", "JointMotion", "JointStopMotion", "CartesianMotion",
-                     "CartesianStopMotion"], kinds
+    assert kinds == [
+        "JointMotion",
+        "JointMotion",
+        "JointMotion",
+        "JointStopMotion",
+        "CartesianMotion",
+        "CartesianStopMotion",
+    ], kinds
     np.testing.assert_allclose(robot._moves[0].target.position, drv.READY_JOINTS)
     np.testing.assert_allclose(robot._moves[1].target.position, q1)
     lo, hi = drv.JOINT_LIMITS["panda"]
@@ -151,8 +181,9 @@ def test_arm_impedance_updates_one_tracking_motion(monkeypatch):
     t1 = [0.45, 0.05, 0.30, 1.0, 0.0, 0.0, 0.0]
     t2 = [0.50, 0.05, 0.25] + yaw_wxyz(0.3)
     steps = repeat({"ee_target": {"ee_pose": t1}}) + repeat({"ee_target": {"ee_pose": t2}})
-    result, sched = run_graph(arm_graph(steps, {"control": "impedance", "translational_stiffness": 800.0}),
-                              duration_s=10)
+    result, sched = run_graph(
+        arm_graph(steps, {"control": "impedance", "translational_stiffness": 800.0}), duration_s=10
+    )
     assert result.ok, result
     robot = franky.Robot._instances[0]
     kinds = [type(m).__name__ for m in robot._moves]
@@ -176,7 +207,7 @@ def test_reflex_stops_graph_naming_the_arm(monkeypatch):
     assert result.failed_node == "arm"
     assert "reflex" in result.error and "ControlException" in result.error
     robot = franky.Robot._instances[0]
-    assert not robot.is_in_control            # no motion left running after teardown
+    assert not robot.is_in_control  # no motion left running after teardown
     assert robot.has_errors
 
 
@@ -206,8 +237,10 @@ def test_missing_franky_gives_one_line_error(monkeypatch, node_type):
 
 def test_bad_params_are_refused_before_start():
     from robotflow.runtime.graph import GraphError
-    doc = {"nodes": [{"name": "arm", "type": "franka.arm", "rate": 10,
-                      "params": {"host": HOST, "dynamics_factor": 1.5}}]}
+
+    doc = {
+        "nodes": [{"name": "arm", "type": "franka.arm", "rate": 10, "params": {"host": HOST, "dynamics_factor": 1.5}}]
+    }
     with pytest.raises(GraphError, match="dynamics_factor"):
         parse_graph(json.dumps(doc))
     doc["nodes"][0]["params"] = {"dynamics_factor": 0.1}
@@ -217,15 +250,28 @@ def test_bad_params_are_refused_before_start():
 
 # ---- gripper ----------------------------------------------------------------------------------------
 
+
 def gripper_graph(widths, params=None, hold=5):
     steps = [{"grip": {"width": w}} for w in widths]
-    doc = {"clock": "wall", "nodes": [
-        {"name": "gripper", "type": "franka.gripper", "rate": 100, "params": {"host": HOST, **(params or {})},
-         "inputs": {"target": "script/grip"}},
-        {"name": "script", "type": "testdrv.script", "rate": 20, "params": {"steps": steps, "hold": hold}},
-        {"name": "sink", "type": "testdrv.collect", "rate": 50,
-         "inputs": {"state": "gripper/state", "command": "gripper/command"}},
-    ]}
+    doc = {
+        "clock": "wall",
+        "nodes": [
+            {
+                "name": "gripper",
+                "type": "franka.gripper",
+                "rate": 100,
+                "params": {"host": HOST, **(params or {})},
+                "inputs": {"target": "script/grip"},
+            },
+            {"name": "script", "type": "testdrv.script", "rate": 20, "params": {"steps": steps, "hold": hold}},
+            {
+                "name": "sink",
+                "type": "testdrv.collect",
+                "rate": 50,
+                "inputs": {"state": "gripper/state", "command": "gripper/command"},
+            },
+        ],
+    }
     return parse_graph(yaml.safe_dump(doc, sort_keys=False), "<gripper-test>")
 
 
@@ -241,7 +287,7 @@ def test_gripper_binary_hysteresis_and_normalisation(monkeypatch):
     states = sched.nodes["sink"].messages["state"]
     ws = [m["width"] for m in states]
     assert all(0.0 <= w <= 1.0 for w in ws)
-    assert any(w == pytest.approx(0.03 / 0.08) for w in ws)   # holding the 3 cm cube
+    assert any(w == pytest.approx(0.03 / 0.08) for w in ws)  # holding the 3 cm cube
     assert ws[-1] == pytest.approx(1.0)
     cmds = [m["width"] for m in sched.nodes["sink"].messages["command"]]
     assert cmds[0] == 1.0 and 0.0 in cmds and cmds[-1] == 1.0
@@ -254,7 +300,7 @@ def test_gripper_continuous_deadband(monkeypatch):
     assert result.ok, result
     g = franky.Gripper._instances[0]
     moves = [c for c in g._commands if c[0] == "move"]
-    assert [round(c[1], 6) for c in moves] == [0.04, 0.056, 0.08], g._commands   # metres; 1.4 clipped to 1
+    assert [round(c[1], 6) for c in moves] == [0.04, 0.056, 0.08], g._commands  # metres; 1.4 clipped to 1
 
 
 def test_gripper_waits_for_running_command_instead_of_queueing(monkeypatch):
@@ -264,7 +310,7 @@ def test_gripper_waits_for_running_command_instead_of_queueing(monkeypatch):
     node.setup()
     node._issue(node._decide(0.0))
     assert node._decide(1.0) == ("open", 1.0)
-    assert node._check_future() is False                       # the grasp is still running
+    assert node._check_future() is False  # the grasp is still running
     franky.Gripper._instances[0]._finish()
     assert node._check_future() is True
     assert node._decide(0.9) is None and node._decide(0.5) is None  # hysteresis band: no new command

@@ -1,4 +1,5 @@
 """Graph files: every validation error is one line naming file:line and the fix."""
+
 import textwrap
 
 import pytest
@@ -44,30 +45,52 @@ def test_set_overrides_params_and_rate():
     assert g.node("counter").params.start == 5 and g.node("counter").rate == 250
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("nodes:\n  - name: a\n    type: test.countr\n    rate: 1\n",
-     "unknown node type 'test.countr' for node 'a' at graphs/x.yaml:3; did you mean 'test.counter'?"),
-    ("nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n    params:\n      strat: 3\n",
-     "unknown param 'strat' for test.counter at graphs/x.yaml:6; did you mean 'start'?"),
-    ("nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n    params:\n      start: fast\n",
-     "param 'start' of node 'a' (test.counter) at graphs/x.yaml:6 must be int, got str 'fast'"),
-    ("nodes:\n  - name: a\n    type: test.relay\n",
-     "node 'a' (test.relay) at graphs/x.yaml:2 is missing required input 'x'; add `x: <node>/<output>` under inputs"),
-    ("nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n  - name: b\n    type: test.relay\n    inputs:\n      x: a/cont\n",
-     "input 'x' of node 'b' at graphs/x.yaml:8 reads 'a/cont', but 'a' has no output 'cont'; did you mean 'count'?"),
-    ("nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n  - name: a\n    type: test.counter\n    rate: 1\n",
-     "duplicate node name 'a' at graphs/x.yaml:5 (first at line 2); names must be unique"),
-    ("nodes:\n  - name: a\n    type: test.relay\n    inputs: {x: b/y}\n  - name: b\n    type: test.relay\n    inputs: {x: a/y}\n",
-     "with no delayed edge"),
-    ("nodes:\n  - name: a\n    type: test.counter\n   rate: 1\n",
-     "invalid YAML at graphs/x.yaml:"),
-    ("nodes:\n  - name: a\n    type: test.counter\n",
-     "node 'a' (test.counter) at graphs/x.yaml:2 needs `rate:` (Hz) or `trigger: <input>`"),
-    ("nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n    prams: {}\n",
-     "unknown key 'prams' at graphs/x.yaml:5; did you mean 'params'?"),
-    ("nodes:\n  - name: a\n    type: test.relay\n    inputs: {y: b/count}\n  - name: b\n    type: test.counter\n    rate: 1\n",
-     "node 'a' (test.relay) has no input 'y' at graphs/x.yaml:4"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "nodes:\n  - name: a\n    type: test.countr\n    rate: 1\n",
+            "unknown node type 'test.countr' for node 'a' at graphs/x.yaml:3; did you mean 'test.counter'?",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n    params:\n      strat: 3\n",
+            "unknown param 'strat' for test.counter at graphs/x.yaml:6; did you mean 'start'?",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n    params:\n      start: fast\n",
+            "param 'start' of node 'a' (test.counter) at graphs/x.yaml:6 must be int, got str 'fast'",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.relay\n",
+            "node 'a' (test.relay) at graphs/x.yaml:2 is missing required input 'x'; add `x: <node>/<output>` under inputs",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n  - name: b\n    type: test.relay\n    inputs:\n      x: a/cont\n",
+            "input 'x' of node 'b' at graphs/x.yaml:8 reads 'a/cont', but 'a' has no output 'cont'; did you mean 'count'?",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n  - name: a\n    type: test.counter\n    rate: 1\n",
+            "duplicate node name 'a' at graphs/x.yaml:5 (first at line 2); names must be unique",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.relay\n    inputs: {x: b/y}\n  - name: b\n    type: test.relay\n    inputs: {x: a/y}\n",
+            "with no delayed edge",
+        ),
+        ("nodes:\n  - name: a\n    type: test.counter\n   rate: 1\n", "invalid YAML at graphs/x.yaml:"),
+        (
+            "nodes:\n  - name: a\n    type: test.counter\n",
+            "node 'a' (test.counter) at graphs/x.yaml:2 needs `rate:` (Hz) or `trigger: <input>`",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.counter\n    rate: 1\n    prams: {}\n",
+            "unknown key 'prams' at graphs/x.yaml:5; did you mean 'params'?",
+        ),
+        (
+            "nodes:\n  - name: a\n    type: test.relay\n    inputs: {y: b/count}\n  - name: b\n    type: test.counter\n    rate: 1\n",
+            "node 'a' (test.relay) has no input 'y' at graphs/x.yaml:4",
+        ),
+    ],
+)
 def test_validation_errors(text, expected):
     assert expected in _error(text)
 
@@ -86,8 +109,10 @@ def test_cycle_with_delayed_edge_is_accepted():
 
 
 def test_cycle_error_names_the_loop_and_the_fix():
-    msg = _error("nodes:\n  - name: a\n    type: test.relay\n    inputs: {x: b/y}\n"
-                 "  - name: b\n    type: test.relay\n    inputs: {x: a/y}\n")
+    msg = _error(
+        "nodes:\n  - name: a\n    type: test.relay\n    inputs: {x: b/y}\n"
+        "  - name: b\n    type: test.relay\n    inputs: {x: a/y}\n"
+    )
     assert "a -> b" in msg or "b -> a" in msg
     assert "mark one input of the loop `delayed: true`" in msg and "graphs/x.yaml:" in msg
 

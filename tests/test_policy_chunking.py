@@ -1,4 +1,5 @@
 """ChunkExecutor against LeRobot's own inference path, with real (tiny, randomly initialised) ACT policies."""
+
 from __future__ import annotations
 
 import time
@@ -25,18 +26,30 @@ def tiny_config(**kw) -> ACTConfig:
     feats = {"observation.state": PolicyFeature(FeatureType.STATE, (8,))}
     for cam in CAMS:
         feats[cam] = PolicyFeature(FeatureType.VISUAL, (3, H, W))
-    args = dict(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
-                dim_model=64, n_heads=4, dim_feedforward=128, n_encoder_layers=1, n_decoder_layers=1,
-                n_vae_encoder_layers=1, chunk_size=10, n_action_steps=10, pretrained_backbone_weights=None,
-                device="cpu")
+    args = dict(
+        input_features=feats,
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+        dim_model=64,
+        n_heads=4,
+        dim_feedforward=128,
+        n_encoder_layers=1,
+        n_decoder_layers=1,
+        n_vae_encoder_layers=1,
+        chunk_size=10,
+        n_action_steps=10,
+        pretrained_backbone_weights=None,
+        device="cpu",
+    )
     args.update(kw)
     return ACTConfig(**args)
 
 
 def tiny_stats() -> dict:
     g = torch.Generator().manual_seed(3)
-    stats = {"observation.state": {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5},
-             "action": {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5}}
+    stats = {
+        "observation.state": {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5},
+        "action": {"mean": torch.randn(8, generator=g), "std": torch.rand(8, generator=g) + 0.5},
+    }
     for cam in CAMS:
         stats[cam] = {"mean": torch.full((3, 1, 1), 0.45), "std": torch.full((3, 1, 1), 0.25)}
     return stats
@@ -63,14 +76,21 @@ def observations(n: int, seed: int = 1):
         yield obs
 
 
-@pytest.mark.parametrize("kw, cfg", [
-    ({}, ChunkExecutorConfig(async_inference=False)),  # LeRobot's n_action_steps = chunk size
-    ({"n_action_steps": 4}, ChunkExecutorConfig(async_inference=False)),
-    ({"n_action_steps": 1, "temporal_ensemble_coeff": 0.01},
-     ChunkExecutorConfig(async_inference=False, temporal_ensemble_coeff=0.01)),
-    ({"n_action_steps": 1, "temporal_ensemble_coeff": -0.2},
-     ChunkExecutorConfig(async_inference=False, temporal_ensemble_coeff=-0.2)),
-])
+@pytest.mark.parametrize(
+    "kw, cfg",
+    [
+        ({}, ChunkExecutorConfig(async_inference=False)),  # LeRobot's n_action_steps = chunk size
+        ({"n_action_steps": 4}, ChunkExecutorConfig(async_inference=False)),
+        (
+            {"n_action_steps": 1, "temporal_ensemble_coeff": 0.01},
+            ChunkExecutorConfig(async_inference=False, temporal_ensemble_coeff=0.01),
+        ),
+        (
+            {"n_action_steps": 1, "temporal_ensemble_coeff": -0.2},
+            ChunkExecutorConfig(async_inference=False, temporal_ensemble_coeff=-0.2),
+        ),
+    ],
+)
 def test_sync_equals_lerobot_select_action(kw, cfg):
     (ours, pre, post), (native, npre, npost) = make_pair(**kw)
     ex = ChunkExecutor(ours, pre, post, cfg)
@@ -154,8 +174,12 @@ def test_async_actions_are_the_chunk_of_the_observed_tick():
     """Async actions are the chunk of the observed tick, from the elapsed index on (bit for bit when the
     worker uses as many threads as the reference: reduction order depends on the thread count)."""
     (ours, pre, post), (native, npre, npost) = make_pair(n_action_steps=10)
-    ex = ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=True, refill_at=6,
-                                                                 inference_threads=torch.get_num_threads()))
+    ex = ChunkExecutor(
+        ours,
+        pre,
+        post,
+        ChunkExecutorConfig(async_inference=True, refill_at=6, inference_threads=torch.get_num_threads()),
+    )
     try:
         obs_list = list(observations(14))
         got = [ex.step(obs_list[0])]
@@ -169,6 +193,7 @@ def test_async_actions_are_the_chunk_of_the_observed_tick():
         native.reset()
         with torch.inference_mode():
             from lerobot.policies.utils import prepare_observation_for_inference
+
             batch = npre(prepare_observation_for_inference(dict(obs_list[3]), torch.device("cpu")))
             ref = npost(native.predict_action_chunk(batch))[0]
         for k, t in enumerate(range(4, 8)):
@@ -194,7 +219,8 @@ def test_async_temporal_ensembling_runs():
 def test_config_validation():
     (ours, pre, post), _ = make_pair()
     with pytest.raises(ValueError, match="n_action_steps must be 1"):
-        ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=False, n_action_steps=5,
-                                                           temporal_ensemble_coeff=0.01))
+        ChunkExecutor(
+            ours, pre, post, ChunkExecutorConfig(async_inference=False, n_action_steps=5, temporal_ensemble_coeff=0.01)
+        )
     with pytest.raises(ValueError, match="chunk_size"):
         ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=False, n_action_steps=11))

@@ -1,4 +1,5 @@
 """`policy.act` / `policy.lerobot` inside a real robotflow graph (real scheduler, channels, codec, LeRobot)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ pytest.importorskip("lerobot")
 import torch
 from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.factory import make_pre_post_processors
+from test_policy_chunking import H, W, tiny_config, tiny_stats
 
 from robotflow.codecs import get_codec
 from robotflow.policies import nodes  # noqa: F401  (registers policy.act and policy.lerobot)
@@ -19,8 +21,6 @@ from robotflow.policies.checkpoints import write_codec_spec
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
-
-from test_policy_chunking import H, W, tiny_config, tiny_stats
 
 
 @dataclass
@@ -36,8 +36,9 @@ class ArmState(Node):
     outputs = ("state",)
 
     def step(self) -> None:
-        self.emit("state", joint_pos=np.zeros(7), joint_vel=np.zeros(7),
-                  ee_pose=np.array([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]))
+        self.emit(
+            "state", joint_pos=np.zeros(7), joint_vel=np.zeros(7), ee_pose=np.array([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0])
+        )
 
 
 @register("testpolicy.gripper")
@@ -147,12 +148,23 @@ def test_lerobot_runner_serves_a_diffusion_checkpoint(tmp_path):
     from robotflow.policies.chunking import SyncPolicyRunner
     from robotflow.policies.loading import load_policy
 
-    feats = {"observation.state": PolicyFeature(FeatureType.STATE, (8,)),
-             "observation.images.wrist": PolicyFeature(FeatureType.VISUAL, (3, H, W))}
-    cfg = DiffusionConfig(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
-                          crop_shape=None, down_dims=(16, 32), diffusion_step_embed_dim=16, n_groups=4,
-                          spatial_softmax_num_keypoints=8, num_inference_steps=3, horizon=8, n_action_steps=4,
-                          device="cpu")
+    feats = {
+        "observation.state": PolicyFeature(FeatureType.STATE, (8,)),
+        "observation.images.wrist": PolicyFeature(FeatureType.VISUAL, (3, H, W)),
+    }
+    cfg = DiffusionConfig(
+        input_features=feats,
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+        crop_shape=None,
+        down_dims=(16, 32),
+        diffusion_step_embed_dim=16,
+        n_groups=4,
+        spatial_softmax_num_keypoints=8,
+        num_inference_steps=3,
+        horizon=8,
+        n_action_steps=4,
+        device="cpu",
+    )
     torch.manual_seed(0)
     policy = DiffusionPolicy(cfg)
     stats = {k: v for k, v in tiny_stats().items() if k in ("observation.state", "action", "observation.images.wrist")}
@@ -170,6 +182,10 @@ def test_lerobot_runner_serves_a_diffusion_checkpoint(tmp_path):
     runner = SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor)
     rng = np.random.default_rng(0)
     for _ in range(6):  # crosses a chunk boundary (n_action_steps 4)
-        a = runner.step({"observation.state": rng.standard_normal(8).astype(np.float32),
-                         "observation.images.wrist": rng.integers(0, 256, (H, W, 3), dtype=np.uint8)})
+        a = runner.step(
+            {
+                "observation.state": rng.standard_normal(8).astype(np.float32),
+                "observation.images.wrist": rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+            }
+        )
         assert a.shape == (8,) and np.isfinite(a).all()

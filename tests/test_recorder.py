@@ -1,21 +1,20 @@
 """Recording: every field round-trips, gaps are counted, a SIGKILL loses no finished episode."""
+
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from robotflow.codecs.episode import EpisodeFile
 from robotflow.runtime.graph import parse_graph
-from robotflow.runtime.node import Input, Node, register
+from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
 from robotflow.scripts.record import info, recover
 
@@ -34,16 +33,23 @@ class AllFields(Node):
 
     def step(self):
         rng = np.random.default_rng(self.k)
-        msg = {"pose": rng.standard_normal(7), "q32": rng.standard_normal(3).astype(np.float32),
-               "count": self.k, "width": 0.25 * self.k, "mode": f"mode{self.k % 3}",
-               "image": rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), "flag": bool(self.k % 2)}
+        msg = {
+            "pose": rng.standard_normal(7),
+            "q32": rng.standard_normal(3).astype(np.float32),
+            "count": self.k,
+            "width": 0.25 * self.k,
+            "mode": f"mode{self.k % 3}",
+            "image": rng.integers(0, 255, (24, 32, 3), dtype=np.uint8),
+            "flag": bool(self.k % 2),
+        }
         seq = self.emit("out", **msg)
         self.sent.append((seq, msg))
         self.k += 1
 
 
 def _graph(tmp_path, encoding="raw", episodes=2, extra=""):
-    return parse_graph(f"""
+    return parse_graph(
+        f"""
 nodes:
   - {{name: task, type: test.episodes, rate: 100, params: {{episodes: {episodes}, length_s: 0.5, gap_s: 0.1}}}}
   - {{name: src, type: t.allfields, rate: 40}}
@@ -53,7 +59,9 @@ nodes:
     params: {{output_dir: "{tmp_path}", image_encoding: {encoding}}}
     inputs: {{episode: task/episode, src: {{source: src/out, delivery: queue}}}}
 {extra}
-""", "rec.yaml")
+""",
+        "rec.yaml",
+    )
 
 
 def test_every_field_round_trips_exactly(tmp_path):
@@ -72,7 +80,7 @@ def test_every_field_round_trips_exactly(tmp_path):
             imgs = ep.images("src/out", np.arange(len(ts)))
             cols = {n: ep.field("src/out", n) for n in ("pose", "q32", "count", "width", "mode", "flag")}
             seqs = ep.seq("src/out")
-            for i, t in enumerate(ts):
+            for i, _t in enumerate(ts):
                 m = sent[int(seqs[i])]
                 np.testing.assert_array_equal(cols["pose"][i], m["pose"])
                 assert cols["q32"].dtype == np.float32
@@ -104,7 +112,8 @@ def test_jpeg_images_are_standard_jpeg(tmp_path):
 
 
 def test_gaps_are_counted_when_the_recorder_queue_overflows(tmp_path):
-    g = parse_graph(f"""
+    g = parse_graph(
+        f"""
 nodes:
   - {{name: task, type: test.episodes, rate: 100, params: {{episodes: 1, length_s: 2.5}}}}
   - {{name: fast, type: test.counter, rate: 1000}}
@@ -113,7 +122,9 @@ nodes:
     rate: 1
     params: {{output_dir: "{tmp_path}", reorder_s: 0.0}}
     inputs: {{episode: task/episode, fast: {{source: fast/count, delivery: queue, queue_size: 20}}}}
-""", "gap.yaml")
+""",
+        "gap.yaml",
+    )
     res = Scheduler(g).run()
     assert res.ok
     with EpisodeFile(tmp_path / "episode_000000.h5") as ep:
@@ -143,13 +154,16 @@ class Discarder(Node):
 
 
 def test_discarded_episode_is_kept_and_marked(tmp_path):
-    g = parse_graph(f"""
+    g = parse_graph(
+        f"""
 nodes:
   - {{name: tel, type: t.discard, rate: 20}}
   - {{name: c, type: test.counter, rate: 100}}
   - {{name: rec, type: record.hdf5, rate: 50, params: {{output_dir: "{tmp_path}"}},
       inputs: {{episode: tel/episode, c: c/count}}}}
-""", "d.yaml")
+""",
+        "d.yaml",
+    )
     assert Scheduler(g).run().ok
     with EpisodeFile(tmp_path / "episode_000000.h5") as ep:
         assert ep.info.outcome == "discarded" and ep.info.seed == 3
@@ -167,9 +181,25 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
     g = tmp_path / "kill.yaml"
     out = tmp_path / "eps"
     g.write_text(KILL_GRAPH.replace("LEN", "0.6"))
-    p = subprocess.Popen([sys.executable, "-m", "robotflow.scripts.cli", "record", str(g), "--episodes", "5",
-                          "--output-dir", str(out), "--set", "task.length_s=0.6"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robotflow.scripts.cli",
+            "record",
+            str(g),
+            "--episodes",
+            "5",
+            "--output-dir",
+            str(out),
+            "--set",
+            "task.length_s=0.6",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         done = list(out.glob("episode_*.h5")) if out.exists() else []

@@ -1,4 +1,5 @@
 """Scheduler: periodic and triggered nodes, safe shutdown, virtual time, process groups, stats."""
+
 import threading
 import time
 from dataclasses import dataclass
@@ -86,12 +87,15 @@ def _run(text, **kw):
 
 
 def test_periodic_and_triggered_nodes_and_channel_stats():
-    res, s = _run("""
+    res, s = _run(
+        """
 nodes:
   - {name: src, type: test.counter, rate: 200}
   - {name: inc, type: test.relay, inputs: {x: src/count}}
   - {name: sink, type: test.sink, rate: 100, inputs: {y: {source: inc/y, delivery: queue}, c: {source: src/count, delivery: latest}}}
-""", duration_s=1.0)
+""",
+        duration_s=1.0,
+    )
     assert res.ok and res.exit_code == 0, res
     sink = s.nodes["sink"]
     src_ticks = res.stats["nodes"]["src"]["ticks"]
@@ -109,12 +113,15 @@ nodes:
 
 def test_node_failure_stops_everything_quickly_and_tears_down_in_reverse():
     EVENTS.clear()
-    res, s = _run("""
+    res, s = _run(
+        """
 nodes:
   - {name: a, type: t.tick, rate: 200}
   - {name: b, type: t.tick, rate: 100, params: {fail_after: 20}}
   - {name: c, type: t.tick, rate: 500}
-""", duration_s=10)
+""",
+        duration_s=10,
+    )
     assert not res.ok and res.exit_code == 1
     assert res.failed_node == "b" and res.error == "ValueError: gripper lost contact"
     failed_at = s.nodes["b"].failed_at
@@ -123,7 +130,7 @@ nodes:
     setups = [e[1] for e in EVENTS if e[0] == "setup"]
     teardowns = [e[1] for e in EVENTS if e[0] == "teardown"]
     assert setups == ["a", "b", "c"] and teardowns == ["c", "b", "a"]
-    for kind, name, thread in EVENTS:
+    for _kind, name, thread in EVENTS:
         assert thread == f"node:{name}", "setup and teardown run in the node's own thread"
 
 

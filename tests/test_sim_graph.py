@@ -1,4 +1,5 @@
 """The sim graphs through the real runtime: nodes, virtual clock, episodes, cameras, determinism."""
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,11 @@ from robotflow.runtime.scheduler import run_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small, slow cameras keep the test short; rendering cost is mostly geometry, so the rate matters most.
-SMALL = [f"{cam}.{k}={v}" for cam in ("wrist_camera", "front_camera")
-         for k, v in (("width", 32), ("height", 24), ("fps", 5), ("rate", 5))]
+SMALL = [
+    f"{cam}.{k}={v}"
+    for cam in ("wrist_camera", "front_camera")
+    for k, v in (("width", 32), ("height", 24), ("fps", 5), ("rate", 5))
+]
 
 
 @dataclass
@@ -36,7 +40,8 @@ class Collect(Node):
         for port, sub in self._subs.items():
             for m in sub.read_all() if sub.delivery == "queue" else [x for x in [sub.read_new()] if x]:
                 self.got.setdefault(port, []).append(
-                    (m.timestamp_ns, {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in m.fields.items()}))
+                    (m.timestamp_ns, {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in m.fields.items()})
+                )
 
 
 def _with_collector(path: Path) -> str:
@@ -59,17 +64,30 @@ def test_graph_files_load():
     for name in ("sim_stack_cubes.yaml", "sim_pick_place.yaml"):
         g = load_graph(ROOT / "graphs" / name)
         assert g.clock == "virtual"
-        assert {n.name for n in g.nodes} == {"world", "arm", "gripper", "wrist_camera", "front_camera", "task", "teleop"}
+        assert {n.name for n in g.nodes} == {
+            "world",
+            "arm",
+            "gripper",
+            "wrist_camera",
+            "front_camera",
+            "task",
+            "teleop",
+        }
 
 
 def test_pick_place_graph_runs_an_episode_deterministically():
     runs = []
     for _ in range(2):
-        g = parse_graph(_with_collector(ROOT / "graphs" / "sim_pick_place.yaml"), "sim_pick_place.yaml",
-                        overrides=SMALL + ["task.episodes=1", "task.seed=3", "task.hold_s=0.3"])
+        g = parse_graph(
+            _with_collector(ROOT / "graphs" / "sim_pick_place.yaml"),
+            "sim_pick_place.yaml",
+            overrides=SMALL + ["task.episodes=1", "task.seed=3", "task.hold_s=0.3"],
+        )
         result, sched = run_graph(g)
         assert result.ok and result.reason.endswith("done"), result
-        runs.append((sched.nodes["task"].results, sched.nodes["collect"].got, sched.nodes["world"].sim.data.qpos.copy()))
+        runs.append(
+            (sched.nodes["task"].results, sched.nodes["collect"].got, sched.nodes["world"].sim.data.qpos.copy())
+        )
     (res1, got1, q1), (res2, got2, q2) = runs
     assert res1 == res2 and res1[0]["success"] and res1[0]["seed"] == 3
     assert np.array_equal(q1, q2)

@@ -1,4 +1,5 @@
 """Differential IK on the gym-hil Panda: random reachable poses within 5 mm and 2 degrees."""
+
 import numpy as np
 import pytest
 

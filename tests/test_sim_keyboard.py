@@ -1,4 +1,5 @@
 """Keyboard teleop key -> command mapping, without a terminal."""
+
 import numpy as np
 
 from robotflow.drivers.sim.ik import angle_between

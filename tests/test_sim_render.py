@@ -1,4 +1,5 @@
 """Offscreen rendering: backend choice, image format, fresh arrays."""
+
 import numpy as np
 import pytest
 

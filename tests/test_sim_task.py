@@ -1,4 +1,5 @@
 """Tasks: seeded randomisation, success checks, the scripted expert (2 seeds here, 50 in the slow test)."""
+
 from pathlib import Path
 
 import numpy as np

@@ -1,4 +1,5 @@
 """`robotflow train` end to end on a tiny real LeRobot v3.0 dataset, then loading and running the checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,20 @@ from robotflow.policies.checkpoints import (
 from robotflow.scripts.train import train_command
 
 H, W = 48, 64
-TINY = ["--dim-model", "64", "--chunk-size", "10", "--policy-arg", "dim_feedforward=128",
-        "--policy-arg", "n_encoder_layers=1", "--policy-arg", "n_vae_encoder_layers=1", "--policy-arg", "n_heads=4"]
+TINY = [
+    "--dim-model",
+    "64",
+    "--chunk-size",
+    "10",
+    "--policy-arg",
+    "dim_feedforward=128",
+    "--policy-arg",
+    "n_encoder_layers=1",
+    "--policy-arg",
+    "n_vae_encoder_layers=1",
+    "--policy-arg",
+    "n_heads=4",
+]
 
 
 def make_dataset(root: Path, codec) -> None:
@@ -41,8 +54,11 @@ def make_dataset(root: Path, codec) -> None:
     rng = np.random.default_rng(0)
     for _ in range(2):
         for _ in range(12):
-            frame = {"observation.state": rng.standard_normal(8).astype(np.float32),
-                     "action": rng.standard_normal(8).astype(np.float32), "task": "pick the cube"}
+            frame = {
+                "observation.state": rng.standard_normal(8).astype(np.float32),
+                "action": rng.standard_normal(8).astype(np.float32),
+                "task": "pick the cube",
+            }
             for key in codec.camera_keys:
                 frame[key] = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
             ds.add_frame(frame)
@@ -58,9 +74,26 @@ def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     codec = get_codec("ee", image_size=(H, W))
     make_dataset(tmp / "data", codec)
-    args = ["--dataset-root", str(tmp / "data"), "--run-name", "tiny", "--output-dir", str(tmp / "runs"),
-            "--steps", "2", "--save-freq", "1", "--batch-size", "2", "--num-workers", "0", "--device", "cpu",
-            "--no-pretrained-backbone", *TINY]
+    args = [
+        "--dataset-root",
+        str(tmp / "data"),
+        "--run-name",
+        "tiny",
+        "--output-dir",
+        str(tmp / "runs"),
+        "--steps",
+        "2",
+        "--save-freq",
+        "1",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-pretrained-backbone",
+        *TINY,
+    ]
     os.environ.pop("WANDB_API_KEY", None)
     result = CliRunner().invoke(train_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -74,8 +107,14 @@ def test_checkpoint_layout_and_codec(trained_run):
     assert [c.step for c in ckpts] == [1, 2]
     for c in ckpts:
         assert c.path == run / "checkpoints" / f"{c.step:06d}" / "pretrained_model"
-        for f in ("config.json", "model.safetensors", "train_config.json", "policy_preprocessor.json",
-                  "policy_postprocessor.json", CODEC_FILENAME):
+        for f in (
+            "config.json",
+            "model.safetensors",
+            "train_config.json",
+            "policy_preprocessor.json",
+            "policy_postprocessor.json",
+            CODEC_FILENAME,
+        ):
             assert (c.path / f).is_file(), f
         assert json.loads((c.path / CODEC_FILENAME).read_text()) == codec.spec()
         assert c.codec == "eepose_absolute"
@@ -115,9 +154,12 @@ def test_load_checkpoint_and_run_ticks(trained_run):
 
     def latest():
         pose = np.array([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]) + 0.01 * rng.standard_normal(7)
-        return {"arm/state": {"ee_pose": pose, "joint_pos": np.zeros(7)}, "gripper/state": {"width": 0.8},
-                "wrist_camera/frame": {"image": rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)},
-                "front_camera/frame": {"image": rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)}}
+        return {
+            "arm/state": {"ee_pose": pose, "joint_pos": np.zeros(7)},
+            "gripper/state": {"width": 0.8},
+            "wrist_camera/frame": {"image": rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)},
+            "front_camera/frame": {"image": rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)},
+        }
 
     # A second, independent load through the executor's own constructor.
     ex = ChunkExecutor.from_pretrained(tmp / "runs" / "tiny", ChunkExecutorConfig(async_inference=False), codec="ee")

@@ -16,8 +16,9 @@ rebuilds the identical codec at deployment.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -94,11 +95,27 @@ class CodecLayout:
 LAYOUTS: dict[str, CodecLayout] = {
     "eepose_absolute": CodecLayout(("ee_pose", "grip"), "quat", "command", "EE pose + grip -> absolute EE pose + grip"),
     "joints_absolute": CodecLayout(("joints", "grip"), "quat", "command", "joints + grip -> absolute EE pose + grip"),
-    "ee_joints": CodecLayout(("ee_pose", "grip", "joints"), "quat", "command", "EE pose + grip + joints -> absolute EE pose + grip"),
-    "ee_traj": CodecLayout(("ee_pose", "grip"), "quat", "trajectory", "EE pose + grip -> next observed EE pose + binarised grip"),
-    "joints_traj": CodecLayout(("joints", "grip"), "quat", "trajectory", "joints + grip -> next observed EE pose + binarised grip"),
-    "ee_joints_traj": CodecLayout(("ee_pose", "grip", "joints"), "quat", "trajectory", "EE pose + grip + joints -> next observed EE pose + binarised grip"),
-    "ee_rot6d_joints": CodecLayout(("ee_rot6d", "grip", "joints"), "rot6d", "command", "EE pos + 6D rotation + grip + joints -> absolute EE pos + 6D rotation + grip"),
+    "ee_joints": CodecLayout(
+        ("ee_pose", "grip", "joints"), "quat", "command", "EE pose + grip + joints -> absolute EE pose + grip"
+    ),
+    "ee_traj": CodecLayout(
+        ("ee_pose", "grip"), "quat", "trajectory", "EE pose + grip -> next observed EE pose + binarised grip"
+    ),
+    "joints_traj": CodecLayout(
+        ("joints", "grip"), "quat", "trajectory", "joints + grip -> next observed EE pose + binarised grip"
+    ),
+    "ee_joints_traj": CodecLayout(
+        ("ee_pose", "grip", "joints"),
+        "quat",
+        "trajectory",
+        "EE pose + grip + joints -> next observed EE pose + binarised grip",
+    ),
+    "ee_rot6d_joints": CodecLayout(
+        ("ee_rot6d", "grip", "joints"),
+        "rot6d",
+        "command",
+        "EE pos + 6D rotation + grip + joints -> absolute EE pos + 6D rotation + grip",
+    ),
 }
 ALIASES: dict[str, str] = {"ee": "eepose_absolute", "joints": "joints_absolute"}
 
@@ -299,7 +316,11 @@ class Codec:
         if state_ee_pose is not None:
             ee = np.array(state_ee_pose, dtype=np.float64)
             ee[:, 3:7] = continuous_quats(canonical_quat(ee[:, 3:7]))
-        state = self._state_matrix(ee, np.asarray(state_grip, np.float64), None if state_joints is None else np.asarray(state_joints, np.float64))
+        state = self._state_matrix(
+            ee,
+            np.asarray(state_grip, np.float64),
+            None if state_joints is None else np.asarray(state_joints, np.float64),
+        )
 
         if self.layout.labels == "trajectory":
             if ee is None:
@@ -322,7 +343,9 @@ class Codec:
         h, w = self.params.image_size
         if images.shape[1:3] == (h, w):
             return np.ascontiguousarray(images)
-        return np.stack([resize_image(img, (h, w)) for img in images]) if len(images) else np.zeros((0, h, w, 3), np.uint8)
+        return (
+            np.stack([resize_image(img, (h, w)) for img in images]) if len(images) else np.zeros((0, h, w, 3), np.uint8)
+        )
 
     # -- live encoding ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -455,8 +478,12 @@ def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     for key in sorted(set(fa) | set(fb)):
         if key not in fa or key not in fb:
             out.append(f"feature {key} only in {'first' if key in fa else 'second'}")
-        elif list(fa[key].get("shape", [])) != list(fb[key].get("shape", [])) or fa[key].get("dtype") != fb[key].get("dtype"):
-            out.append(f"feature {key}: {fa[key].get('dtype')}{list(fa[key].get('shape', []))} != {fb[key].get('dtype')}{list(fb[key].get('shape', []))}")
+        elif list(fa[key].get("shape", [])) != list(fb[key].get("shape", [])) or fa[key].get("dtype") != fb[key].get(
+            "dtype"
+        ):
+            out.append(
+                f"feature {key}: {fa[key].get('dtype')}{list(fa[key].get('shape', []))} != {fb[key].get('dtype')}{list(fb[key].get('shape', []))}"
+            )
         elif list(fa[key].get("names") or []) != list(fb[key].get("names") or []):
             out.append(f"feature {key}: names differ")
     return out

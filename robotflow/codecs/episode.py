@@ -9,9 +9,10 @@ cameras, and only at the resampled frames.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +131,7 @@ class EpisodeFile:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> "EpisodeFile":
+    def __enter__(self) -> EpisodeFile:
         return self
 
     def __exit__(self, *exc: object) -> None:

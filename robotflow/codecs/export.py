@@ -29,9 +29,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -406,7 +407,9 @@ def _aggregate(sources: Sequence[Path], dest: Path, repo_id: str, progress: bool
         lr_aggregate.tqdm = saved
 
 
-def _build(root: Path, planned: Sequence[PlannedEpisode], codec: Codec, fps: int, opts: ConvertOptions, work: Path) -> int:
+def _build(
+    root: Path, planned: Sequence[PlannedEpisode], codec: Codec, fps: int, opts: ConvertOptions, work: Path
+) -> int:
     """Write ``planned`` into a new dataset at ``root`` (which must not exist), sharded if asked."""
     workers = max(1, min(opts.workers, len(planned)))
     if workers == 1:
@@ -419,9 +422,7 @@ def _build(root: Path, planned: Sequence[PlannedEpisode], codec: Codec, fps: int
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=len(shards), mp_context=ctx) as pool:
-        jobs = [
-            (str(r), s, codec.spec(), fps, opts, i) for i, (r, s) in enumerate(zip(roots, shards))
-        ]
+        jobs = [(str(r), s, codec.spec(), fps, opts, i) for i, (r, s) in enumerate(zip(roots, shards))]
         frames = sum(pool.map(_write_shard, jobs))
     _aggregate(roots, root, opts.repo_id, opts.progress)
     return frames
@@ -504,7 +505,9 @@ def _fresh_workdir(near: Path, tag: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{near.name}.{tag}-", dir=near.parent))
 
 
-def convert(input_path: str | Path, output_dir: str | Path, codec: Codec, opts: ConvertOptions = ConvertOptions()) -> ConvertSummary:
+def convert(
+    input_path: str | Path, output_dir: str | Path, codec: Codec, opts: ConvertOptions = ConvertOptions()
+) -> ConvertSummary:
     """Convert every kept episode under ``input_path`` into a new LeRobot dataset at ``output_dir``.
 
     The dataset is built in a temp dir beside ``output_dir`` and renamed into place at the end, so an
@@ -513,7 +516,9 @@ def convert(input_path: str | Path, output_dir: str | Path, codec: Codec, opts: 
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise ConvertError(f"{output_dir}: output exists and is not empty (use 'robotflow convert append' to add episodes)")
+        raise ConvertError(
+            f"{output_dir}: output exists and is not empty (use 'robotflow convert append' to add episodes)"
+        )
     fps = int(opts.fps or codec.params.fps)
     if fps != codec.params.fps:
         codec = Codec(codec.name, dataclasses.replace(codec.params, fps=fps))
@@ -557,7 +562,9 @@ def append(
     output_dir = Path(output_dir)
     info_path = output_dir / "meta" / "info.json"
     if not info_path.is_file():
-        raise ConvertError(f"{output_dir}: not an existing LeRobot dataset (no meta/info.json); use 'robotflow convert'")
+        raise ConvertError(
+            f"{output_dir}: not an existing LeRobot dataset (no meta/info.json); use 'robotflow convert'"
+        )
     try:
         existing_spec = read_dataset_codec_spec(output_dir)
     except CodecError as exc:
@@ -577,7 +584,9 @@ def append(
     for key, ft in codec.features().items():
         have = info.get("features", {}).get(key)
         if have is None or list(have["shape"]) != list(ft["shape"]) or have["dtype"] != ft["dtype"]:
-            raise ConvertError(f"{output_dir}: feature mismatch on '{key}': dataset {have and have.get('shape')} vs codec {list(ft['shape'])}")
+            raise ConvertError(
+                f"{output_dir}: feature mismatch on '{key}': dataset {have and have.get('shape')} vs codec {list(ft['shape'])}"
+            )
     vcodec = _existing_vcodec(info) or opts.vcodec
     planned, skipped = plan_episodes(input_path, codec, fps, task=opts.task, include_aborted=opts.include_aborted)
     run_opts = ConvertOptions(**{**opts.__dict__, "vcodec": vcodec, "fps": fps, "robot_type": info.get("robot_type")})
@@ -603,12 +612,30 @@ def append(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     merged_info = json.loads((output_dir / "meta" / "info.json").read_text())
-    return _summary(output_dir, codec, planned, frames, fps, t0, skipped,
-                    int(merged_info["total_episodes"]), int(merged_info["total_frames"]))
+    return _summary(
+        output_dir,
+        codec,
+        planned,
+        frames,
+        fps,
+        t0,
+        skipped,
+        int(merged_info["total_episodes"]),
+        int(merged_info["total_frames"]),
+    )
 
 
 def _summary(output_dir, codec, planned, frames, fps, t0, skipped, total_episodes, total_frames) -> ConvertSummary:
-    return ConvertSummary(output_dir=output_dir, codec=codec.name, episodes=len(planned), frames=frames, fps=fps,
-                          duration_s=frames / fps, wall_s=time.perf_counter() - t0,
-                          size_bytes=dir_size_bytes(output_dir), skipped=skipped,
-                          total_episodes=total_episodes, total_frames=total_frames)
+    return ConvertSummary(
+        output_dir=output_dir,
+        codec=codec.name,
+        episodes=len(planned),
+        frames=frames,
+        fps=fps,
+        duration_s=frames / fps,
+        wall_s=time.perf_counter() - t0,
+        size_bytes=dir_size_bytes(output_dir),
+        skipped=skipped,
+        total_episodes=total_episodes,
+        total_frames=total_frames,
+    )

@@ -10,8 +10,8 @@ states the robot never reported and it cannot be applied to images at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

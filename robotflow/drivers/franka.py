@@ -9,6 +9,7 @@ Conventions (docs/contracts.md): EE pose `[x, y, z, qw, qx, qy, qz]` in the robo
 `Affine` takes and returns quaternions as `[x, y, z, w]`, converted in `quat_wxyz_from_xyzw` /
 `quat_xyzw_from_wxyz` only. Gripper width is normalised 0 (closed) .. 1 (open, `gripper.max_width`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,14 @@ READY_JOINTS = [0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4]
 
 # Joint position limits (rad) from Franka's datasheets; targets are clamped a little inside them.
 JOINT_LIMITS = {
-    "panda": (np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]),
-              np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])),
-    "fr3": (np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159]),
-            np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159])),
+    "panda": (
+        np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]),
+        np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]),
+    ),
+    "fr3": (
+        np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159]),
+        np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159]),
+    ),
 }
 JOINT_LIMIT_MARGIN = 0.05  # rad kept away from each limit
 
@@ -39,12 +44,14 @@ def import_franky():
     try:
         import franky
     except ImportError as e:
-        raise RuntimeError(f"the Franka nodes need franky: pip install franky-control "
-                           f"(matching your robot's libfranka version) [{e}]") from None
+        raise RuntimeError(
+            f"the Franka nodes need franky: pip install franky-control (matching your robot's libfranka version) [{e}]"
+        ) from None
     return franky
 
 
 # ---- quaternion convention: the one place franky's [x, y, z, w] meets our [w, x, y, z] -------------
+
 
 def quat_wxyz_from_xyzw(q_xyzw) -> np.ndarray:
     """franky/Eigen `[x, y, z, w]` -> robotflow `[w, x, y, z]`, unit length, sign with w >= 0."""
@@ -71,8 +78,9 @@ def quat_xyzw_from_wxyz(q_wxyz) -> np.ndarray:
 
 def pose_from_affine(affine) -> np.ndarray:
     """franky `Affine` -> EE pose `[x, y, z, qw, qx, qy, qz]` (a fresh array)."""
-    return np.concatenate([np.asarray(affine.translation, dtype=np.float64).reshape(3),
-                           quat_wxyz_from_xyzw(affine.quaternion)])
+    return np.concatenate(
+        [np.asarray(affine.translation, dtype=np.float64).reshape(3), quat_wxyz_from_xyzw(affine.quaternion)]
+    )
 
 
 def affine_from_pose(franky, pose) -> Any:
@@ -83,37 +91,42 @@ def affine_from_pose(franky, pose) -> Any:
 
 # ---- arm --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class FrankaArmParams:
-    host: str                                      # FCI address of the robot (Desk > Settings > Network)
+    host: str  # FCI address of the robot (Desk > Settings > Network)
     # Scales franky's velocity, acceleration and jerk limits, (0, 1]: one value or [velocity, accel, jerk].
     dynamics_factor: float | list[float] = 0.1
     # cartesian: franky's time-optimal (Ruckig) pose motions, each new target replaces the running one.
     # impedance: franky's Cartesian impedance tracking controller, compliant on contact.
     control: Literal["cartesian", "impedance"] = "cartesian"
-    translational_stiffness: float = 500.0         # impedance only (N/m)
-    rotational_stiffness: float = 50.0             # impedance only (Nm/rad)
+    translational_stiffness: float = 500.0  # impedance only (N/m)
+    rotational_stiffness: float = 50.0  # impedance only (Nm/rad)
     robot_model: Literal["panda", "fr3"] = "panda"  # selects the joint limits joint targets are clamped to
     home_joints: list[float] = field(default_factory=lambda: list(READY_JOINTS))
-    home_on_start: bool = False                    # move to home_joints (blocking) before the graph starts
-    recover_on_start: bool = True                  # clear a previous reflex (robot.recover_from_errors)
-    torque_threshold: float = 20.0                 # collision reflex threshold, all joints (Nm)
-    force_threshold: float = 30.0                  # collision reflex threshold, Cartesian (N)
+    home_on_start: bool = False  # move to home_joints (blocking) before the graph starts
+    recover_on_start: bool = True  # clear a previous reflex (robot.recover_from_errors)
+    torque_threshold: float = 20.0  # collision reflex threshold, all joints (Nm)
+    force_threshold: float = 30.0  # collision reflex threshold, Cartesian (N)
     # EE targets are clamped to this box in the base frame (m): keep it above the table.
     workspace_min: list[float] = field(default_factory=lambda: [0.2, -0.5, 0.01])
     workspace_max: list[float] = field(default_factory=lambda: [0.8, 0.5, 0.6])
-    stop_timeout_s: float = 3.0                    # teardown waits this long for the arm to come to rest
-    realtime_kernel: bool = True                   # False: let franky run without a PREEMPT_RT kernel
+    stop_timeout_s: float = 3.0  # teardown waits this long for the arm to come to rest
+    realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
 
     def __post_init__(self) -> None:
         df = self.dynamics_factor if isinstance(self.dynamics_factor, list) else [self.dynamics_factor]
         if len(df) not in (1, 3) or not all(0.0 < float(v) <= 1.0 for v in df):
-            raise ValueError(f"dynamics_factor must be in (0, 1], one value or [velocity, accel, jerk]; "
-                             f"got {self.dynamics_factor!r}")
+            raise ValueError(
+                f"dynamics_factor must be in (0, 1], one value or [velocity, accel, jerk]; got {self.dynamics_factor!r}"
+            )
         if len(self.home_joints) != 7:
             raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
-        if len(self.workspace_min) != 3 or len(self.workspace_max) != 3 or \
-                not all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
+        if (
+            len(self.workspace_min) != 3
+            or len(self.workspace_max) != 3
+            or not all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max))
+        ):
             raise ValueError("workspace_min/workspace_max must be [x, y, z] with min < max on every axis")
 
 
@@ -135,15 +148,17 @@ class FrankaArmNode(Node):
         p = self.params
         self.franky = franky = import_franky()
         self.robot = None
-        self._mode: str | None = None   # running motion: "ee" (cartesian), "impedance", "joints"
-        self._motion = None             # the impedance tracking motion, updated in place
+        self._mode: str | None = None  # running motion: "ee" (cartesian), "impedance", "joints"
+        self._motion = None  # the impedance tracking motion, updated in place
         self._target: np.ndarray | None = None
         self.counts = {"targets": 0, "unchanged": 0, "clamped": 0, "mode_switches": 0}
         self._ws_lo = np.asarray(p.workspace_min, float)
         self._ws_hi = np.asarray(p.workspace_max, float)
         if p.control == "impedance" and not hasattr(franky, "CartesianImpedanceTrackingMotion"):
-            raise RuntimeError("control: impedance needs franky-control >= 2.0 (CartesianImpedanceTrackingMotion); "
-                               "upgrade franky or use control: cartesian")
+            raise RuntimeError(
+                "control: impedance needs franky-control >= 2.0 (CartesianImpedanceTrackingMotion); "
+                "upgrade franky or use control: cartesian"
+            )
         lo, hi = JOINT_LIMITS[p.robot_model]
         self._q_lo, self._q_hi = lo + JOINT_LIMIT_MARGIN, hi - JOINT_LIMIT_MARGIN
         try:
@@ -152,8 +167,10 @@ class FrankaArmNode(Node):
             else:
                 self.robot = franky.Robot(p.host, realtime_config=franky.RealtimeConfig.Ignore)
         except Exception as e:  # noqa: BLE001 - any connection failure gets the same advice
-            raise RuntimeError(f"cannot connect to the Franka at {p.host!r}: {type(e).__name__}: {e}; check the "
-                               f"network, that FCI is activated in Desk and the joints are unlocked") from None
+            raise RuntimeError(
+                f"cannot connect to the Franka at {p.host!r}: {type(e).__name__}: {e}; check the "
+                f"network, that FCI is activated in Desk and the joints are unlocked"
+            ) from None
         robot = self.robot
         if p.recover_on_start:
             robot.recover_from_errors()
@@ -193,7 +210,8 @@ class FrankaArmNode(Node):
             if self._mode != "impedance":
                 p = self.params
                 self._motion = franky.CartesianImpedanceTrackingMotion(
-                    translational_stiffness=p.translational_stiffness, rotational_stiffness=p.rotational_stiffness)
+                    translational_stiffness=p.translational_stiffness, rotational_stiffness=p.rotational_stiffness
+                )
                 self._motion.set_reference(franky.CartesianReference(target=affine))
                 self.robot.move(self._motion, asynchronous=True)
             else:
@@ -239,13 +257,19 @@ class FrankaArmNode(Node):
         mode, self._mode, self._motion, self._target = self._mode, None, None, None
         if mode is None or robot is None:
             return
-        stop = {"ee": franky.CartesianStopMotion, "joints": franky.JointStopMotion,
-                "impedance": franky.TorqueStopMotion}[mode]
+        stop = {
+            "ee": franky.CartesianStopMotion,
+            "joints": franky.JointStopMotion,
+            "impedance": franky.TorqueStopMotion,
+        }[mode]
         if robot.is_in_control:
             robot.move(stop(), asynchronous=True)
         if not robot.join_motion(self.params.stop_timeout_s):
-            log.warning("[%s] arm did not stop within %.1f s: preempting with robot.stop()", self.name,
-                        self.params.stop_timeout_s)
+            log.warning(
+                "[%s] arm did not stop within %.1f s: preempting with robot.stop()",
+                self.name,
+                self.params.stop_timeout_s,
+            )
             robot.stop()
             try:
                 robot.join_motion(1.0)
@@ -268,13 +292,17 @@ class FrankaArmNode(Node):
         except ValueError:
             raise
         except Exception as e:  # noqa: BLE001 - franky's errors, reported with what to do next
-            raise RuntimeError(f"Franka at {self.params.host}: {type(e).__name__}: {e} (the robot stopped; "
-                               f"check for obstacles, then clear the error in Desk or restart the graph, which "
-                               f"calls recover_from_errors)") from e
-        self.emit("state",
-                  joint_pos=np.array(js.position, dtype=np.float64).reshape(7),
-                  joint_vel=np.array(js.velocity, dtype=np.float64).reshape(7),
-                  ee_pose=pose_from_affine(cs.pose.end_effector_pose))
+            raise RuntimeError(
+                f"Franka at {self.params.host}: {type(e).__name__}: {e} (the robot stopped; "
+                f"check for obstacles, then clear the error in Desk or restart the graph, which "
+                f"calls recover_from_errors)"
+            ) from e
+        self.emit(
+            "state",
+            joint_pos=np.array(js.position, dtype=np.float64).reshape(7),
+            joint_vel=np.array(js.velocity, dtype=np.float64).reshape(7),
+            ee_pose=pose_from_affine(cs.pose.end_effector_pose),
+        )
         if self._mode in ("ee", "impedance"):
             self.emit("command", ee_pose=self._target.copy(), mode="ee")
         elif self._mode == "joints":
@@ -299,11 +327,12 @@ class FrankaArmNode(Node):
 
 # ---- gripper ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class FrankaGripperParams:
-    host: str                       # FCI address of the robot the gripper is attached to
-    speed: float = 0.1              # finger speed (m/s)
-    force: float = 20.0             # grasp force (N)
+    host: str  # FCI address of the robot the gripper is attached to
+    speed: float = 0.1  # finger speed (m/s)
+    force: float = 20.0  # grasp force (N)
     # binary: a target below close_below grasps (with `force`, whatever the object's size), one above
     # open_above opens; the band between is hysteresis, so a noisy policy output does not chatter.
     # continuous: move to target * max_width, re-issued only when the target moves more than deadband.
@@ -311,8 +340,8 @@ class FrankaGripperParams:
     close_below: float = 0.4
     open_above: float = 0.6
     deadband: float = 0.05
-    homing_on_start: bool = False   # home the fingers first (needed after changing fingers)
-    max_width_m: float = 0.08       # used when the gripper reports max_width 0 (never homed)
+    homing_on_start: bool = False  # home the fingers first (needed after changing fingers)
+    max_width_m: float = 0.08  # used when the gripper reports max_width 0 (never homed)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.close_below <= self.open_above <= 1.0:
@@ -337,15 +366,17 @@ class FrankaGripperNode(Node):
         franky = import_franky()
         self.gripper = None
         self._future = None
-        self._pending: tuple[str, float] | None = None   # decided, not yet issued
-        self._issued: tuple[str, float] | None = None    # last command sent
+        self._pending: tuple[str, float] | None = None  # decided, not yet issued
+        self._issued: tuple[str, float] | None = None  # last command sent
         self._closed: bool | None = None
         self.counts = {"commands": 0, "targets": 0, "failed": 0}
         try:
             self.gripper = franky.Gripper(p.host)
         except Exception as e:  # noqa: BLE001
-            raise RuntimeError(f"cannot connect to the Franka Hand at {p.host!r}: {type(e).__name__}: {e}; check "
-                               f"the network and that the hand is enabled in Desk") from None
+            raise RuntimeError(
+                f"cannot connect to the Franka Hand at {p.host!r}: {type(e).__name__}: {e}; check "
+                f"the network and that the hand is enabled in Desk"
+            ) from None
         if p.homing_on_start:
             self.log("homing the gripper")
             self.gripper.homing()

@@ -4,6 +4,7 @@ OpenCV delivers BGR; the BGR -> RGB conversion writes a fresh array, which is th
 gets before it travels zero-copy to its readers. `cap.read()` blocks until the camera's next frame, so
 set the node's `rate:` to the camera's fps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,10 +29,10 @@ class OpenCVCameraParams:
     # Device index (0 = /dev/video0), or a path/URL: a video file, an image sequence ("frames/%04d.png"),
     # an RTSP/HTTP stream.
     source: int | str = 0
-    width: int = 640        # requested from the device; frames of another size are resized to this
+    width: int = 640  # requested from the device; frames of another size are resized to this
     height: int = 480
-    fps: float = 30.0       # requested from the device
-    loop: bool = False      # files: restart at the end instead of ending the graph
+    fps: float = 30.0  # requested from the device
+    loop: bool = False  # files: restart at the end instead of ending the graph
     timeout_s: float = 2.0  # a live camera that delivers nothing for this long is an error
 
     def __post_init__(self) -> None:
@@ -54,9 +55,14 @@ class OpenCVCameraNode(Node):
         self._is_file = isinstance(src, str) and not src.startswith(("rtsp://", "http://", "https://", "/dev/"))
         cap = cv2.VideoCapture(src)
         if not cap.isOpened():
-            raise RuntimeError(f"OpenCV cannot open {src!r}" + (
-                "; check `ls /dev/video*` and that no other program holds the camera" if not self._is_file
-                else "; check the path"))
+            raise RuntimeError(
+                f"OpenCV cannot open {src!r}"
+                + (
+                    "; check `ls /dev/video*` and that no other program holds the camera"
+                    if not self._is_file
+                    else "; check the path"
+                )
+            )
         self.cap = cap
         if not self._is_file:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, p.width)

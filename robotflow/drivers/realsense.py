@@ -9,6 +9,7 @@ every other channel, so cameras and the arm share one time base in recordings.
 Give the node a `rate:` at or above the camera's fps (e.g. 60 for 30 fps): a poll that finds nothing new
 emits nothing, and device frames skipped between polls are counted (report()) rather than lost silently.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,10 @@ def import_realsense():
     try:
         import pyrealsense2 as rs
     except ImportError as e:
-        raise RuntimeError(f"realsense.camera needs pyrealsense2: pip install pyrealsense2; it also needs "
-                           f"libusb (Debian/Ubuntu: apt-get install libusb-1.0-0) [{e}]") from None
+        raise RuntimeError(
+            f"realsense.camera needs pyrealsense2: pip install pyrealsense2; it also needs "
+            f"libusb (Debian/Ubuntu: apt-get install libusb-1.0-0) [{e}]"
+        ) from None
     return rs
 
 
@@ -39,7 +42,7 @@ class RealSenseParams:
     serial: str | int = ""
     width: int = 640
     height: int = 480
-    fps: int = 30           # a mode the camera supports at this resolution (6, 15, 30, 60)
+    fps: int = 30  # a mode the camera supports at this resolution (6, 15, 30, 60)
     timeout_s: float = 2.0  # fail when no new frame arrives for this long (unplugged, USB2 bandwidth)
 
     def __post_init__(self) -> None:
@@ -63,12 +66,16 @@ class RealSenseCameraNode(Node):
         self._last_number: int | None = None
         serials = [dev.get_info(rs.camera_info.serial_number) for dev in rs.context().query_devices()]
         if not serials:
-            raise RuntimeError("no RealSense camera found; check the USB3 cable and the udev rules "
-                               "(librealsense's 99-realsense-libusb.rules)")
+            raise RuntimeError(
+                "no RealSense camera found; check the USB3 cable and the udev rules "
+                "(librealsense's 99-realsense-libusb.rules)"
+            )
         serial = p.serial or serials[0]
         if serial not in serials:
-            raise RuntimeError(f"RealSense {serial!r} not connected (connected: {', '.join(serials)}); "
-                               f"set params.serial of node {self.name!r}, quoted")
+            raise RuntimeError(
+                f"RealSense {serial!r} not connected (connected: {', '.join(serials)}); "
+                f"set params.serial of node {self.name!r}, quoted"
+            )
         self.serial = serial
         config = rs.config()
         config.enable_device(serial)
@@ -77,8 +84,10 @@ class RealSenseCameraNode(Node):
         try:
             pipeline.start(config)
         except RuntimeError as e:
-            raise RuntimeError(f"RealSense {serial}: cannot start color {p.width}x{p.height} RGB8 at {p.fps} fps: "
-                               f"{e}; pick a mode the camera lists (rs-enumerate-devices)") from None
+            raise RuntimeError(
+                f"RealSense {serial}: cannot start color {p.width}x{p.height} RGB8 at {p.fps} fps: "
+                f"{e}; pick a mode the camera lists (rs-enumerate-devices)"
+            ) from None
         self.pipeline = pipeline
         self._last_frame_t = time.monotonic()
         self.log("RealSense %s streaming %dx%d at %d fps", serial, p.width, p.height, p.fps)
@@ -89,8 +98,10 @@ class RealSenseCameraNode(Node):
         color = frames.get_color_frame() if frames else None
         if not color or color.get_frame_number() == self._last_number:
             if time.monotonic() - self._last_frame_t > p.timeout_s:
-                raise RuntimeError(f"RealSense {self.serial}: no frame for {p.timeout_s:g} s "
-                                   f"(unplugged, or a USB2 port without the bandwidth)")
+                raise RuntimeError(
+                    f"RealSense {self.serial}: no frame for {p.timeout_s:g} s "
+                    f"(unplugged, or a USB2 port without the bandwidth)"
+                )
             return
         number = color.get_frame_number()
         if self._last_number is not None and number > self._last_number + 1:
@@ -101,8 +112,9 @@ class RealSenseCameraNode(Node):
         # again after emitting it.
         image = np.array(np.asanyarray(color.get_data()), dtype=np.uint8, copy=True)
         if image.shape != (p.height, p.width, 3):
-            raise RuntimeError(f"RealSense {self.serial}: got a frame of shape {image.shape}, "
-                               f"expected {(p.height, p.width, 3)}")
+            raise RuntimeError(
+                f"RealSense {self.serial}: got a frame of shape {image.shape}, expected {(p.height, p.width, 3)}"
+            )
         self.counts["frames"] += 1
         self.emit("frame", image=image)
 

@@ -4,6 +4,7 @@ Each key press moves the absolute EE target by a fixed step (x/y/z, yaw), opens 
 starts/stops/discards an episode. stdin is read without blocking in cbreak mode (termios/tty) and restored
 on teardown. The key -> command logic is the pure `KeyboardTeleop` class, testable without a terminal.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,12 +18,20 @@ from robotflow.runtime.node import Input, Node, register
 
 # key: (action, argument). Movements are in the robot base frame.
 KEYMAP: dict[str, tuple[str, object]] = {
-    "w": ("move", (1, 0, 0)), "s": ("move", (-1, 0, 0)),
-    "a": ("move", (0, 1, 0)), "d": ("move", (0, -1, 0)),
-    "r": ("move", (0, 0, 1)), "f": ("move", (0, 0, -1)),
-    "q": ("yaw", 1), "e": ("yaw", -1),
-    "o": ("grip", 1.0), "c": ("grip", 0.0), " ": ("grip", "toggle"),
-    "n": ("episode", "start"), "m": ("episode", "stop"), "x": ("episode", "discard"),
+    "w": ("move", (1, 0, 0)),
+    "s": ("move", (-1, 0, 0)),
+    "a": ("move", (0, 1, 0)),
+    "d": ("move", (0, -1, 0)),
+    "r": ("move", (0, 0, 1)),
+    "f": ("move", (0, 0, -1)),
+    "q": ("yaw", 1),
+    "e": ("yaw", -1),
+    "o": ("grip", 1.0),
+    "c": ("grip", 0.0),
+    " ": ("grip", "toggle"),
+    "n": ("episode", "start"),
+    "m": ("episode", "stop"),
+    "x": ("episode", "discard"),
 }
 HELP = """keyboard teleop keys:
   w/s  +x/-x (forward/back)     a/d  +y/-y (left/right)     r/f  up/down
@@ -87,9 +96,9 @@ class KeyboardTeleop:
 
 @dataclass
 class KeyboardParams:
-    step_m: float = 0.01        # EE step per key press (m)
-    yaw_step_deg: float = 5.0   # yaw step per key press (degrees)
-    task: str = ""              # written into episode events
+    step_m: float = 0.01  # EE step per key press (m)
+    yaw_step_deg: float = 5.0  # yaw step per key press (degrees)
+    task: str = ""  # written into episode events
 
 
 @register("teleop.keyboard")
@@ -111,6 +120,7 @@ class KeyboardTeleopNode(Node):
         if sys.stdin is not None and sys.stdin.isatty():
             import termios
             import tty
+
             self._fd = sys.stdin.fileno()
             self._saved = termios.tcgetattr(self._fd)
             tty.setcbreak(self._fd)  # keys arrive one by one, no echo; Ctrl-C still works
@@ -122,6 +132,7 @@ class KeyboardTeleopNode(Node):
         if self._fd is None:
             return ""
         import select
+
         chunks = []
         while select.select([self._fd], [], [], 0)[0]:
             data = os.read(self._fd, 64)
@@ -140,12 +151,25 @@ class KeyboardTeleopNode(Node):
             if ev == "start":
                 self._index += 1
                 self._start_ns = now
-                self.emit("episode", event="start", index=self._index, seed=-1, outcome="", duration_s=0.0,
-                          task=self.params.task)
+                self.emit(
+                    "episode",
+                    event="start",
+                    index=self._index,
+                    seed=-1,
+                    outcome="",
+                    duration_s=0.0,
+                    task=self.params.task,
+                )
             else:
-                self.emit("episode", event="end", index=self._index, seed=-1,
-                          outcome="discarded" if ev == "discard" else "success",
-                          duration_s=(now - self._start_ns) * 1e-9, task=self.params.task)
+                self.emit(
+                    "episode",
+                    event="end",
+                    index=self._index,
+                    seed=-1,
+                    outcome="discarded" if ev == "discard" else "success",
+                    duration_s=(now - self._start_ns) * 1e-9,
+                    task=self.params.task,
+                )
 
     def step(self) -> None:
         for msg in self.read_all("task_episode"):
@@ -165,5 +189,6 @@ class KeyboardTeleopNode(Node):
     def teardown(self) -> None:
         if self._fd is not None and self._saved is not None:
             import termios
+
             termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
             self._saved = None

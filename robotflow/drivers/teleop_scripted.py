@@ -7,6 +7,7 @@ by interpolating the EE target at a bounded speed and waiting at key waypoints u
 `noise` perturbs the plan per episode (grasp offsets, heights, speeds) so demonstrations vary; it is
 seeded from the episode seed, so a run stays deterministic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from robotflow.runtime.node import Input, Node, register
 
 # EE orientation at the home pose: pointing down, fingers opening along the world x axis.
 DOWN = np.array([0.0, 0.70710678, 0.70710678, 0.0])
-GRASP_DEPTH = 0.0     # pinch point relative to the cube centre when grasping (m)
-SAFE_Z = 0.16         # travel height of the pinch point (m)
+GRASP_DEPTH = 0.0  # pinch point relative to the cube centre when grasping (m)
+SAFE_Z = 0.16  # travel height of the pinch point (m)
 
 
 def wrap_quarter(a: float) -> float:
@@ -40,8 +41,8 @@ class Waypoint:
     pos: np.ndarray
     yaw: float
     grip: float
-    speed: float = 0.25        # m/s along the segment leading here
-    dwell: float = 0.0         # s to stay after arriving (e.g. for the fingers to close)
+    speed: float = 0.25  # m/s along the segment leading here
+    dwell: float = 0.0  # s to stay after arriving (e.g. for the fingers to close)
     reach_tol: float | None = None  # wait (bounded) until the EE is this close before going on
 
 
@@ -128,9 +129,12 @@ class ScriptedExpert:
         if s >= 1.0:
             if self._arrived_t is None:
                 self._arrived_t = now_s
-            reached = (wp.reach_tol is None or ee_pose is None
-                       or np.linalg.norm(np.asarray(ee_pose[:3]) - wp.pos) < wp.reach_tol
-                       or now_s - self._arrived_t > 1.5)  # bounded wait: never stall an episode
+            reached = (
+                wp.reach_tol is None
+                or ee_pose is None
+                or np.linalg.norm(np.asarray(ee_pose[:3]) - wp.pos) < wp.reach_tol
+                or now_s - self._arrived_t > 1.5
+            )  # bounded wait: never stall an episode
             if reached and now_s - self._arrived_t >= wp.dwell:
                 self._seg_from = wp
                 self._i += 1
@@ -150,9 +154,9 @@ def cube_yaw_from_ee(ee_pose: np.ndarray) -> float:
 
 @dataclass
 class ScriptedTeleopParams:
-    task: str = ""          # empty: take the task from the `episode` events
-    noise: float = 0.0      # 0 = the same plan every time; 1 = a few mm / cm of per-episode variation
-    speed: float = 0.25     # EE travel speed (m/s)
+    task: str = ""  # empty: take the task from the `episode` events
+    noise: float = 0.0  # 0 = the same plan every time; 1 = a few mm / cm of per-episode variation
+    speed: float = 0.25  # EE travel speed (m/s)
 
 
 @register("teleop.scripted")
@@ -183,8 +187,12 @@ class ScriptedTeleop(Node):
             objects = self.read("objects")
             # Plan only from observations made after the reset: the arm state of the same instant may
             # still show the previous episode's pose.
-            if objects is None or state is None or objects.timestamp_ns < self._episode[0] \
-                    or state.timestamp_ns <= self._episode[0]:
+            if (
+                objects is None
+                or state is None
+                or objects.timestamp_ns < self._episode[0]
+                or state.timestamp_ns <= self._episode[0]
+            ):
                 return
             names = str(objects["names"]).split(",")
             poses = np.asarray(objects["poses"], float)

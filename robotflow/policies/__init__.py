@@ -9,6 +9,7 @@
 
 See docs/policies.md.
 """
+
 from .checkpoints import (
     CODEC_FILENAME,
     CheckpointError,
@@ -21,5 +22,14 @@ from .checkpoints import (
     resolve_checkpoint,
 )
 
-__all__ = ["CODEC_FILENAME", "CheckpointError", "CheckpointInfo", "CodecMismatchError", "check_codec", "latest_step",
-           "list_checkpoints", "read_codec_spec", "resolve_checkpoint"]
+__all__ = [
+    "CODEC_FILENAME",
+    "CheckpointError",
+    "CheckpointInfo",
+    "CodecMismatchError",
+    "check_codec",
+    "latest_step",
+    "list_checkpoints",
+    "read_codec_spec",
+    "resolve_checkpoint",
+]

@@ -13,6 +13,7 @@ LeRobot's training loop writes a run as::
 These helpers read that layout (and nothing else): they are what `robotflow rollout --list` and
 `--checkpoint STEP` use, and what the policy nodes use to find the weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,7 +101,9 @@ def resolve_checkpoint(path: str | Path, step: int | str | None = None) -> Path:
 
     ckpts = list_checkpoints(p)
     if not ckpts:
-        raise CheckpointError(f"no checkpoints under {p} (expected {p}/{CHECKPOINTS_DIR}/<step>/{PRETRAINED_MODEL_DIR})")
+        raise CheckpointError(
+            f"no checkpoints under {p} (expected {p}/{CHECKPOINTS_DIR}/<step>/{PRETRAINED_MODEL_DIR})"
+        )
     if step is None or step == "last":
         return ckpts[-1].path
     try:
@@ -110,10 +113,13 @@ def resolve_checkpoint(path: str | Path, step: int | str | None = None) -> Path:
     for c in ckpts:
         if c.step == want:
             return c.path
-    raise CheckpointError(f"run {p} has no checkpoint at step {want}; available: {', '.join(str(c.step) for c in ckpts)}")
+    raise CheckpointError(
+        f"run {p} has no checkpoint at step {want}; available: {', '.join(str(c.step) for c in ckpts)}"
+    )
 
 
 # ---- codec spec ---------------------------------------------------------------------------------
+
 
 def codec_name(spec: dict[str, Any] | str) -> str:
     """The codec's name in a spec (a spec may also be given as just its name)."""
@@ -205,18 +211,21 @@ def check_codec(model_dir: str | Path, expected: Any, *, require_spec: bool = Tr
         if require_spec:
             raise CodecMismatchError(
                 f"checkpoint {model_dir} has no {CODEC_FILENAME} (not trained by `robotflow train`?); "
-                f"the graph uses codec {want_name!r}: copy the dataset's codec spec there to confirm it matches")
+                f"the graph uses codec {want_name!r}: copy the dataset's codec spec there to confirm it matches"
+            )
         return None
     got_name = canonical_codec_name(codec_name(got))
     if got_name != want_name:
         raise CodecMismatchError(
-            f"codec mismatch: checkpoint {model_dir} was trained with codec {got_name!r} but the graph uses {want_name!r}")
+            f"codec mismatch: checkpoint {model_dir} was trained with codec {got_name!r} but the graph uses {want_name!r}"
+        )
     if want_spec is not None:
         diffs = _spec_differences(got, want_spec)
         if diffs:
             raise CodecMismatchError(
                 f"codec mismatch: checkpoint {model_dir} codec {got_name!r} differs from the graph's {want_name!r}: "
-                f"{'; '.join(diffs)} (checkpoint vs graph)")
+                f"{'; '.join(diffs)} (checkpoint vs graph)"
+            )
     return got
 
 
@@ -225,7 +234,11 @@ def _spec_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         from robotflow.codecs import spec_differences
     except ImportError:
         a, b = _normalise(a), _normalise(b)
-        return [f"{k}: {json.dumps(a.get(k))} != {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        return [
+            f"{k}: {json.dumps(a.get(k))} != {json.dumps(b.get(k))}"
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+        ]
     return list(spec_differences(a, b))
 
 

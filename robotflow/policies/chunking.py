@@ -17,6 +17,7 @@ With `async_inference=False` the executor reproduces `lerobot.utils.control_util
 (prepare -> preprocessor -> `select_action` -> postprocessor) bit for bit, with and without
 temporal ensembling: tests/test_policy_chunking.py checks it with `torch.equal`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,7 +71,9 @@ class ExecutorStats:
     infer_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("ticks", "chunks", "cold_starts", "stalls", "stale_chunks", "skipped_actions")}
+        d = {
+            k: getattr(self, k) for k in ("ticks", "chunks", "cold_starts", "stalls", "stale_chunks", "skipped_actions")
+        }
         if self.infer_ms:
             d["infer_ms_p50"] = float(np.percentile(list(self.infer_ms), 50))
         return d
@@ -156,8 +159,9 @@ class NumpyTemporalEnsembler:
             return
         k = min(len(self), len(new))
         c = self.count[:k]
-        self.actions[:k] = ((self.actions[:k] * self.weights_cumsum[c - 1, None] + new[:k] * self.weights[c, None])
-                            / self.weights_cumsum[c, None])
+        self.actions[:k] = (
+            self.actions[:k] * self.weights_cumsum[c - 1, None] + new[:k] * self.weights[c, None]
+        ) / self.weights_cumsum[c, None]
         self.count[:k] = np.minimum(c + 1, self.chunk_size)
         if len(new) > k:
             self.actions = np.concatenate([self.actions, new[k:]])
@@ -253,19 +257,31 @@ class ChunkExecutor:
     `step()` returns the next action, unnormalized, float32 (action_dim,).
     """
 
-    def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any,
-                 config: ChunkExecutorConfig | None = None, *, device: str | None = None):
+    def __init__(
+        self,
+        policy: Any,
+        preprocessor: Any,
+        postprocessor: Any,
+        config: ChunkExecutorConfig | None = None,
+        *,
+        device: str | None = None,
+    ):
         self.config = cfg = config or ChunkExecutorConfig()
         self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
         self.loaded: Any = None  # the LoadedPolicy, when built by from_pretrained
         self.device = torch.device(device or getattr(policy.config, "device", None) or "cpu")
         self.chunk_size = int(policy.config.chunk_size)
         self.ensembling = cfg.temporal_ensemble_coeff is not None
-        n = cfg.n_action_steps if cfg.n_action_steps is not None else (
-            1 if self.ensembling else int(policy.config.n_action_steps))
+        n = (
+            cfg.n_action_steps
+            if cfg.n_action_steps is not None
+            else (1 if self.ensembling else int(policy.config.n_action_steps))
+        )
         if self.ensembling and n != 1:
-            raise ValueError("temporal ensembling averages a new chunk every tick: n_action_steps must be 1 "
-                             f"(got {n}), as in LeRobot's ACT")
+            raise ValueError(
+                "temporal ensembling averages a new chunk every tick: n_action_steps must be 1 "
+                f"(got {n}), as in LeRobot's ACT"
+            )
         if not 1 <= n <= self.chunk_size:
             raise ValueError(f"n_action_steps must be within 1..chunk_size={self.chunk_size}, got {n}")
         self.n_action_steps = n
@@ -285,14 +301,22 @@ class ChunkExecutor:
         self._generation = 0
         self._inflight = False
         self._installed_this_episode = 0
-        self._worker = (_InferenceWorker(self._infer, cfg.inference_threads or _default_threads())
-                        if cfg.async_inference else None)
+        self._worker = (
+            _InferenceWorker(self._infer, cfg.inference_threads or _default_threads()) if cfg.async_inference else None
+        )
         policy.eval()
         policy.reset()
 
     @classmethod
-    def from_pretrained(cls, path: Any, config: ChunkExecutorConfig | None = None, *, step: int | str | None = None,
-                        device: str = "auto", codec: Any = None) -> ChunkExecutor:
+    def from_pretrained(
+        cls,
+        path: Any,
+        config: ChunkExecutorConfig | None = None,
+        *,
+        step: int | str | None = None,
+        device: str = "auto",
+        codec: Any = None,
+    ) -> ChunkExecutor:
         """An executor for a checkpoint (run dir, step dir or pretrained_model dir); `auto` picks CUDA
         when available. `codec` (name, spec or codec object) refuses a checkpoint of another codec."""
         from .loading import load_policy
@@ -316,7 +340,9 @@ class ChunkExecutor:
                 frame[k] = v if v.flags.writeable else v.copy()
             elif k not in ("task", "robot_type"):
                 frame[k] = np.asarray(v)
-        return prepare_observation_for_inference(frame, self.device, observation.get("task"), observation.get("robot_type"))
+        return prepare_observation_for_inference(
+            frame, self.device, observation.get("task"), observation.get("robot_type")
+        )
 
     @torch.inference_mode()
     def _infer(self, observation: Mapping[str, Any]) -> Any:
@@ -374,8 +400,11 @@ class ChunkExecutor:
         horizon = self.chunk_size if self.ensembling else len(res.chunk)
         if skip >= horizon:
             self.stats.stale_chunks += 1
-            log.warning("action chunk arrived %d ticks after its observation (horizon %d): inference too slow "
-                        "for this rate", skip, horizon)
+            log.warning(
+                "action chunk arrived %d ticks after its observation (horizon %d): inference too slow for this rate",
+                skip,
+                horizon,
+            )
             if self.ensembling:
                 return
             skip = horizon - 1
@@ -494,8 +523,16 @@ class SyncPolicyRunner:
         from lerobot.utils.control_utils import predict_action
 
         frame = {k: (v if v.flags.writeable else v.copy()) for k, v in observation.items() if isinstance(v, np.ndarray)}
-        action = predict_action(frame, self.policy, self.device, self.preprocessor, self.postprocessor,
-                                use_amp=False, task=observation.get("task"), robot_type=observation.get("robot_type"))
+        action = predict_action(
+            frame,
+            self.policy,
+            self.device,
+            self.preprocessor,
+            self.postprocessor,
+            use_amp=False,
+            task=observation.get("task"),
+            robot_type=observation.get("robot_type"),
+        )
         self.stats.ticks += 1
         return action[0].float().cpu().numpy()
 

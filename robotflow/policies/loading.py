@@ -1,4 +1,5 @@
 """Load a LeRobot checkpoint with its saved pre/post-processors, the way LeRobot's own scripts do."""
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,14 @@ class LoadedPolicy:
         return self.policy.config.type
 
 
-def load_policy(path: str | Path, *, step: int | str | None = None, device: str = "auto",
-                codec: Any = None, require_codec: bool = True) -> LoadedPolicy:
+def load_policy(
+    path: str | Path,
+    *,
+    step: int | str | None = None,
+    device: str = "auto",
+    codec: Any = None,
+    require_codec: bool = True,
+) -> LoadedPolicy:
     """Load a checkpoint of any LeRobot policy type.
 
     path: a run dir, a step dir or a `pretrained_model` dir (see `resolve_checkpoint`).
@@ -59,7 +66,9 @@ def load_policy(path: str | Path, *, step: int | str | None = None, device: str 
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     model_dir = resolve_checkpoint(path, step)
-    spec = check_codec(model_dir, codec, require_spec=require_codec) if codec is not None else read_codec_spec(model_dir)
+    spec = (
+        check_codec(model_dir, codec, require_spec=require_codec) if codec is not None else read_codec_spec(model_dir)
+    )
 
     dev = resolve_device(device)
     cfg = PreTrainedConfig.from_pretrained(model_dir)

@@ -13,14 +13,22 @@ The graph names the codec (`codec: ee`); the checkpoint's stored codec spec must
 (else `CodecMismatchError`), and the node rebuilds the codec from that spec so image size and camera
 set are exactly what the policy was trained on.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .checkpoints import CodecMismatchError, canonical_codec_name as _canonical, check_codec, read_codec_spec, \
-    resolve_checkpoint
+from .checkpoints import (
+    CodecMismatchError,
+    check_codec,
+    read_codec_spec,
+    resolve_checkpoint,
+)
+from .checkpoints import (
+    canonical_codec_name as _canonical,
+)
 
 log = logging.getLogger("robotflow.policies")
 
@@ -31,6 +39,7 @@ except ImportError:  # pragma: no cover
 
     def register(_name: str):  # type: ignore[no-redef]
         return lambda cls: cls
+
 
 ARM_STATE, GRIPPER_STATE, TASK_CHANNEL = "arm/state", "gripper/state", "task/episode"
 
@@ -113,16 +122,21 @@ if Node is not None:
 
             p = self.params
             if not p.checkpoint:
-                raise ValueError(f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir "
-                                 "(robotflow rollout sets it from --checkpoints-dir)")
+                raise ValueError(
+                    f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir "
+                    "(robotflow rollout sets it from --checkpoints-dir)"
+                )
             model_dir = resolve_checkpoint(p.checkpoint, p.checkpoint_step)
             # Name check first: a mismatch is refused before torch loads anything.
             check_codec(model_dir, _canonical(p.codec), require_spec=True)
             self.loaded = load_policy(model_dir, device=p.device)
             self.codec = codec_from_spec(self.loaded.codec_spec)
             self.codec.reset()
-            self._ports = {ARM_STATE: "arm_state", GRIPPER_STATE: "gripper_state",
-                           **{ch: cam for cam, ch in self.codec.params.cameras.items()}}
+            self._ports = {
+                ARM_STATE: "arm_state",
+                GRIPPER_STATE: "gripper_state",
+                **{ch: cam for cam, ch in self.codec.params.cameras.items()},
+            }
             self._episode_msg = None
             self.runner = self._make_runner(self.loaded)
             if p.warmup:
@@ -170,15 +184,24 @@ if Node is not None:
 
             p: ACTNodeParams = self.params
             if loaded.policy_type != "act":
-                raise ValueError(f"policy.act needs an ACT checkpoint, {loaded.path} is {loaded.policy_type!r} "
-                                 "(use policy.lerobot)")
-            coeff = p.temporal_ensemble_coeff if p.temporal_ensemble_coeff is not None else loaded.config.temporal_ensemble_coeff
+                raise ValueError(
+                    f"policy.act needs an ACT checkpoint, {loaded.path} is {loaded.policy_type!r} (use policy.lerobot)"
+                )
+            coeff = (
+                p.temporal_ensemble_coeff
+                if p.temporal_ensemble_coeff is not None
+                else loaded.config.temporal_ensemble_coeff
+            )
             use_async = p.async_inference
             if use_async is None:
                 use_async = getattr(self._clock, "kind", "wall") != "virtual"
-            cfg = ChunkExecutorConfig(n_action_steps=p.n_action_steps, temporal_ensemble_coeff=coeff,
-                                      refill_at=p.refill_at, async_inference=use_async,
-                                      inference_threads=p.inference_threads)
+            cfg = ChunkExecutorConfig(
+                n_action_steps=p.n_action_steps,
+                temporal_ensemble_coeff=coeff,
+                refill_at=p.refill_at,
+                async_inference=use_async,
+                inference_threads=p.inference_threads,
+            )
             return ChunkExecutor(loaded.policy, loaded.preprocessor, loaded.postprocessor, cfg, device=loaded.device)
 
     @register("policy.lerobot")

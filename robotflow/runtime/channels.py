@@ -16,6 +16,7 @@ every subscriber is connected before the first message: ZeroMQ would otherwise d
 before a subscription arrives ("slow joiner"). After that, a message can only be lost to a full queue
 (the high-water mark), and per-publisher sequence numbers make every such loss visible as a gap.
 """
+
 from __future__ import annotations
 
 import threading
@@ -162,10 +163,10 @@ class Publisher:
 
 @dataclass
 class InputStats:
-    received: int = 0   # messages taken off the socket
+    received: int = 0  # messages taken off the socket
     delivered: int = 0  # messages handed to the node
-    skipped: int = 0    # `latest`: older messages superseded by a newer one before the node read
-    dropped: int = 0    # sequence gaps: messages lost to a full queue (counted, never silent)
+    skipped: int = 0  # `latest`: older messages superseded by a newer one before the node read
+    dropped: int = 0  # sequence gaps: messages lost to a full queue (counted, never silent)
     last_seq: int = -1
     gaps: list = field(default_factory=list)
 

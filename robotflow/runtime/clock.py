@@ -1,4 +1,5 @@
 """Runtime clocks. Every channel timestamp comes from one of these, never from frame counters."""
+
 from __future__ import annotations
 
 import time

@@ -17,6 +17,7 @@ A graph file is YAML:
 
 Every error is one line naming file:line and the fix.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -194,11 +195,14 @@ def build_params(cls: type[Node], raw: dict, where: str, node_name: str) -> Any:
             )
         kwargs[key] = coerced
     missing = [
-        n for n, f in fields.items()
+        n
+        for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise GraphError(f"node {node_name!r} ({tname}) at {where} is missing required param {missing[0]!r}; add it under params")
+        raise GraphError(
+            f"node {node_name!r} ({tname}) at {where} is missing required param {missing[0]!r}; add it under params"
+        )
     try:
         return pcls(**kwargs)
     except (ValueError, TypeError) as e:
@@ -252,9 +256,11 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
 
     sets = parse_set(overrides)
     names_in_file = [n.get("name") for n in raw_nodes if isinstance(n, dict)]
-    for node, param, value in sets:
+    for node, param, _value in sets:
         if node not in names_in_file:
-            raise GraphError(f"--set {node}.{param}: no node named {node!r} in {path}{_did_you_mean(node, names_in_file)}")
+            raise GraphError(
+                f"--set {node}.{param}: no node named {node!r} in {path}{_did_you_mean(node, names_in_file)}"
+            )
 
     node_keys = {"name", "type", "params", "rate", "inputs", "process", "trigger", "priority"}
     specs: list[NodeSpec] = []
@@ -270,7 +276,9 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
         if not isinstance(name, str) or not name or "/" in name:
             raise GraphError(f"node at {where} needs a `name:` (text without '/')")
         if name in seen:
-            raise GraphError(f"duplicate node name {name!r} at {where} (first at line {seen[name]}); names must be unique")
+            raise GraphError(
+                f"duplicate node name {name!r} at {where} (first at line {seen[name]}); names must be unique"
+            )
         seen[name] = raw.line
         type_name = raw.get("type")
         if not isinstance(type_name, str):
@@ -279,8 +287,9 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
             cls = resolve_type(type_name)
         except LookupError as e:
             hint = _did_you_mean(type_name, known_types())
-            raise GraphError(f"unknown node type {type_name!r} for node {name!r} at {path}:{raw.lines['type']}"
-                             f"{hint or f' ({e})'}") from None
+            raise GraphError(
+                f"unknown node type {type_name!r} for node {name!r} at {path}:{raw.lines['type']}{hint or f' ({e})'}"
+            ) from None
         except ImportError as e:
             raise GraphError(f"node type {type_name!r} at {where} cannot be loaded: {e}") from None
 
@@ -319,8 +328,10 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
             if decl is None:
                 if not cls.any_inputs:
                     opts = ", ".join(declared_in) or "none"
-                    raise GraphError(f"node {name!r} ({type_name}) has no input {port!r} at {loc}"
-                                     f"{_did_you_mean(port, declared_in) or f' (inputs: {opts})'}")
+                    raise GraphError(
+                        f"node {name!r} ({type_name}) has no input {port!r} at {loc}"
+                        f"{_did_you_mean(port, declared_in) or f' (inputs: {opts})'}"
+                    )
                 decl = Input(delivery="queue") if cls.any_inputs else Input()
             opts: dict = {}
             if isinstance(src, dict):
@@ -328,18 +339,28 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
                 src = opts.pop("source", None)
                 bad = set(opts) - {"delivery", "queue_size", "delayed"}
                 if bad:
-                    raise GraphError(f"unknown input option {sorted(bad)[0]!r} at {loc}; use source, delivery, queue_size, delayed")
+                    raise GraphError(
+                        f"unknown input option {sorted(bad)[0]!r} at {loc}; use source, delivery, queue_size, delayed"
+                    )
             if not isinstance(src, str) or src.count("/") != 1:
                 raise GraphError(f"input {port!r} of node {name!r} at {loc} must be `node/output`, got {src!r}")
             delivery = opts.get("delivery", decl.delivery)
             if delivery not in ("latest", "queue"):
                 raise GraphError(f"delivery of input {port!r} at {loc} must be latest or queue, got {delivery!r}")
-            inputs[port] = InputSpec(port, src, delivery, int(opts.get("queue_size", decl.queue_size)),
-                                     bool(opts.get("delayed", decl.delayed)), line)
+            inputs[port] = InputSpec(
+                port,
+                src,
+                delivery,
+                int(opts.get("queue_size", decl.queue_size)),
+                bool(opts.get("delayed", decl.delayed)),
+                line,
+            )
         for port, decl in declared_in.items():
             if decl.required and port not in inputs:
-                raise GraphError(f"node {name!r} ({type_name}) at {where} is missing required input {port!r}; "
-                                 f"add `{port}: <node>/<output>` under inputs")
+                raise GraphError(
+                    f"node {name!r} ({type_name}) at {where} is missing required input {port!r}; "
+                    f"add `{port}: <node>/<output>` under inputs"
+                )
         trigger = trigger if trigger is not None else (cls.trigger if rate is None else None)
         if trigger is not None and trigger not in inputs:
             raise GraphError(f"node {name!r} at {where} is triggered by {trigger!r}, which is not a connected input")
@@ -349,25 +370,46 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
         if process is not None and not isinstance(process, str):
             raise GraphError(f"`process:` of node {name!r} at {where} must be a name")
         priority = raw.get("priority")
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                     or not 1 <= priority <= 99):
-            raise GraphError(f"`priority:` of node {name!r} at {path}:{raw.lines['priority']} must be an integer "
-                             f"1..99 (real-time SCHED_FIFO priority), got {priority!r}")
-        specs.append(NodeSpec(name, type_name, cls, params, rate, trigger, inputs, outputs, process, raw.line,
-                              dict(params_raw), priority))
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 99
+        ):
+            raise GraphError(
+                f"`priority:` of node {name!r} at {path}:{raw.lines['priority']} must be an integer "
+                f"1..99 (real-time SCHED_FIFO priority), got {priority!r}"
+            )
+        specs.append(
+            NodeSpec(
+                name,
+                type_name,
+                cls,
+                params,
+                rate,
+                trigger,
+                inputs,
+                outputs,
+                process,
+                raw.line,
+                dict(params_raw),
+                priority,
+            )
+        )
 
     by_name = {s.name: s for s in specs}
     for s in specs:
         for inp in s.inputs.values():
             src = by_name.get(inp.source_node)
             if src is None:
-                raise GraphError(f"input {inp.port!r} of node {s.name!r} at {path}:{inp.line} reads from unknown node "
-                                 f"{inp.source_node!r}{_did_you_mean(inp.source_node, by_name)}")
+                raise GraphError(
+                    f"input {inp.port!r} of node {s.name!r} at {path}:{inp.line} reads from unknown node "
+                    f"{inp.source_node!r}{_did_you_mean(inp.source_node, by_name)}"
+                )
             if inp.source_output not in src.outputs:
                 outs = ", ".join(src.outputs) or "none"
                 hint = _did_you_mean(inp.source_output, src.outputs) or f" (outputs: {outs})"
-                raise GraphError(f"input {inp.port!r} of node {s.name!r} at {path}:{inp.line} reads {inp.source!r}, but "
-                                 f"{src.name!r} has no output {inp.source_output!r}{hint}")
+                raise GraphError(
+                    f"input {inp.port!r} of node {s.name!r} at {path}:{inp.line} reads {inp.source!r}, but "
+                    f"{src.name!r} has no output {inp.source_output!r}{hint}"
+                )
 
     ordered = _topological(specs, path)
     clock = doc.get("clock")
@@ -381,18 +423,23 @@ def parse_graph(text: str, path: str = "<graph>", overrides=()) -> GraphSpec:
     all_channels = [f"{s.name}/{o}" for s in specs for o in s.outputs]
     for ch, ep in channels.items():
         if ch not in all_channels:
-            raise GraphError(f"`channels:` entry {ch!r} at {path}:{doc['channels'].lines[ch]} is not a node output"
-                             f"{_did_you_mean(ch, all_channels)}")
+            raise GraphError(
+                f"`channels:` entry {ch!r} at {path}:{doc['channels'].lines[ch]} is not a node output"
+                f"{_did_you_mean(ch, all_channels)}"
+            )
         if not isinstance(ep, str) or not ep.startswith(("inproc://", "ipc://", "tcp://")):
-            raise GraphError(f"endpoint for {ch!r} at {path}:{doc['channels'].lines[ch]} must start with inproc://, ipc:// or tcp://")
+            raise GraphError(
+                f"endpoint for {ch!r} at {path}:{doc['channels'].lines[ch]} must start with inproc://, ipc:// or tcp://"
+            )
     return GraphSpec(path, text, ordered, clock, channels, tuple(overrides))
 
 
 def _topological(specs: list[NodeSpec], path: str) -> list[NodeSpec]:
     """Order nodes so producers run before consumers; only delayed edges may close a cycle."""
     index = {s.name: i for i, s in enumerate(specs)}
-    deps = {s.name: {i.source_node for i in s.inputs.values() if not i.delayed and i.source_node != s.name}
-            for s in specs}
+    deps = {
+        s.name: {i.source_node for i in s.inputs.values() if not i.delayed and i.source_node != s.name} for s in specs
+    }
     ordered: list[NodeSpec] = []
     done: set[str] = set()
     remaining = list(specs)
@@ -403,8 +450,10 @@ def _topological(specs: list[NodeSpec], path: str) -> list[NodeSpec]:
             first = next(s for s in specs if s.name == cycle[0])
             edge = next((i for i in first.inputs.values() if i.source_node == cycle[1] and not i.delayed), None)
             where = f"{path}:{edge.line}" if edge else f"{path}:{first.line}"
-            raise GraphError(f"cycle {' -> '.join(reversed(cycle))} with no delayed edge at {where}; "
-                             f"mark one input of the loop `delayed: true`")
+            raise GraphError(
+                f"cycle {' -> '.join(reversed(cycle))} with no delayed edge at {where}; "
+                f"mark one input of the loop `delayed: true`"
+            )
         ready.sort(key=lambda s: index[s.name])
         s = ready[0]
         ordered.append(s)
@@ -421,7 +470,7 @@ def _find_cycle(deps: dict[str, set[str]], nodes: set[str]) -> list[str]:
     while True:
         nxt = sorted(d for d in deps[cur] if d in nodes)[0]
         if nxt in seen:
-            cyc = path[seen[nxt]:] + [nxt]
+            cyc = path[seen[nxt] :] + [nxt]
             return cyc
         seen[nxt] = len(path)
         path.append(nxt)

@@ -4,6 +4,7 @@ A node declares its input and output ports and a typed params dataclass, and imp
 `setup` / `step` / `teardown`. The scheduler owns the threads, the clock and the channels; a node only
 reads inputs, emits outputs and keeps its own state. See docs/contracts.md for a worked example.
 """
+
 from __future__ import annotations
 
 import logging

@@ -15,6 +15,7 @@ are routed by their runtime timestamp, after a short reorder window, so a frame 
 `end` event still lands in its episode even if it reaches the recorder a moment later. Without an
 episode input, the whole run is one episode.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,9 @@ def _version(pkg: str) -> str:
 
 
 def is_image(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (1, 3, 4)
+    return (
+        isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (1, 3, 4)
+    )
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -117,7 +120,7 @@ class EpisodeWriter:
         for name, value in msg.fields.items():
             col = buf.fields.setdefault(name, [None] * (len(buf.ts) - 1))
             col.append(value)
-        for name, col in buf.fields.items():  # a field missing from this message: keep columns aligned
+        for col in buf.fields.values():  # a field missing from this message: keep columns aligned
             if len(col) < len(buf.ts):
                 col.append(None)
 
@@ -144,27 +147,31 @@ class EpisodeWriter:
                     for i, v in enumerate(col):
                         data[i] = encode_jpeg(v, self.jpeg_quality) if v is not None else np.zeros(0, np.uint8)
                     if name not in grp:
-                        ds = grp.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(64,),
-                                                dtype=h5py.vlen_dtype(np.uint8))
+                        ds = grp.create_dataset(
+                            name, shape=(0,), maxshape=(None,), chunks=(64,), dtype=h5py.vlen_dtype(np.uint8)
+                        )
                         ds.attrs["encoding"] = "jpeg"
                         ds.attrs["shape"] = list(sample.shape)
                     self._extend(grp, name, data)
                 elif kind == "str":
                     data = np.array(["" if v is None else str(v) for v in col], dtype=object)
                     if name not in grp:
-                        grp.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,),
-                                           dtype=h5py.string_dtype())
+                        grp.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
                     self._extend(grp, name, data)
                 else:
-                    arr = np.stack([np.asarray(v if v is not None else np.zeros_like(np.asarray(sample)))
-                                    for v in col])
+                    arr = np.stack([np.asarray(v if v is not None else np.zeros_like(np.asarray(sample))) for v in col])
                     if name not in grp:
                         opts = {}
                         if kind == "raw_image":
                             opts = {"compression": "lzf"}
-                        grp.create_dataset(name, shape=(0, *arr.shape[1:]), maxshape=(None, *arr.shape[1:]),
-                                           dtype=arr.dtype, chunks=(max(1, min(256, 2**20 // max(1, arr[0].nbytes))),
-                                                                    *arr.shape[1:]), **opts)
+                        grp.create_dataset(
+                            name,
+                            shape=(0, *arr.shape[1:]),
+                            maxshape=(None, *arr.shape[1:]),
+                            dtype=arr.dtype,
+                            chunks=(max(1, min(256, 2**20 // max(1, arr[0].nbytes))), *arr.shape[1:]),
+                            **opts,
+                        )
                         if kind == "raw_image":
                             grp[name].attrs["encoding"] = "raw"
                     self._extend(grp, name, arr)
@@ -187,8 +194,13 @@ class EpisodeWriter:
     @staticmethod
     def _extend(grp, name: str, data: np.ndarray) -> None:
         if name not in grp:
-            grp.create_dataset(name, shape=(0, *data.shape[1:]), maxshape=(None, *data.shape[1:]), dtype=data.dtype,
-                               chunks=(max(1, min(4096, 2**20 // max(1, data[0:1].nbytes))), *data.shape[1:]))
+            grp.create_dataset(
+                name,
+                shape=(0, *data.shape[1:]),
+                maxshape=(None, *data.shape[1:]),
+                dtype=data.dtype,
+                chunks=(max(1, min(4096, 2**20 // max(1, data[0:1].nbytes))), *data.shape[1:]),
+            )
         ds = grp[name]
         old = ds.shape[0]
         ds.resize(old + len(data), axis=0)
@@ -211,14 +223,14 @@ class EpisodeWriter:
 @dataclass
 class RecorderParams:
     output_dir: str = "data/episodes"
-    image_encoding: str = "jpeg"     # jpeg | raw (lzf-compressed uint8)
+    image_encoding: str = "jpeg"  # jpeg | raw (lzf-compressed uint8)
     jpeg_quality: int = 90
-    task: str = ""                   # task text stored with each episode (overrides the episode event's)
-    episode_input: str = "episode"   # input carrying task/episode events; unconnected: one episode per run
-    max_episodes: int = 0            # end the graph after this many closed episodes (0: never)
-    flush_s: float = 1.0             # wall seconds between file flushes (bounds what a crash can lose)
-    reorder_s: float = 0.1           # graph-clock window for routing late messages into the right episode
-    progress: bool = False           # a live status line on stderr
+    task: str = ""  # task text stored with each episode (overrides the episode event's)
+    episode_input: str = "episode"  # input carrying task/episode events; unconnected: one episode per run
+    max_episodes: int = 0  # end the graph after this many closed episodes (0: never)
+    flush_s: float = 1.0  # wall seconds between file flushes (bounds what a crash can lose)
+    reorder_s: float = 0.1  # graph-clock window for routing late messages into the right episode
+    progress: bool = False  # a live status line on stderr
 
 
 @register("record.hdf5")
@@ -257,7 +269,10 @@ class Recorder(Node):
         self._graph_text = graph.text if graph else ""
         self._params_json = json.dumps(
             {n.name: {"type": n.type_name, "rate": n.rate, "params": _jsonable(n.params)} for n in graph.nodes}
-            if graph else {}, default=str)
+            if graph
+            else {},
+            default=str,
+        )
         self._rates = {}
         if graph:
             for n in graph.nodes:
@@ -328,7 +343,9 @@ class Recorder(Node):
             "seed": int(fields.get("seed", -1) if fields.get("seed") is not None else -1),
             "start_time_unix_ns": time.time_ns(),
             "start_timestamp_ns": t,
-            "rates_json": json.dumps({self.channel_of[p]: self._rates.get(self.channel_of[p]) for p in self.data_ports}),
+            "rates_json": json.dumps(
+                {self.channel_of[p]: self._rates.get(self.channel_of[p]) for p in self.data_ports}
+            ),
         }
         self._open = {"index": index, "t0": t, "frames": {}, "gaps": {}, "attrs": attrs}
         self._commands.put(("open", self.out_dir / episode_name(index), attrs))
@@ -342,9 +359,14 @@ class Recorder(Node):
             ch = self.channel_of[p]
             counts[ch] = {"received": ep["frames"].get(ch, 0), "gaps": ep["gaps"].get(ch, 0)}
         attrs = {"outcome": outcome, "duration_s": duration, "end_timestamp_ns": t, "counts_json": json.dumps(counts)}
-        info = {"index": ep["index"], "path": str(self.out_dir / episode_name(ep["index"])), "outcome": outcome,
-                "duration_s": duration, "frames": dict(ep["frames"]),
-                "gaps": sum(c["gaps"] for c in counts.values())}
+        info = {
+            "index": ep["index"],
+            "path": str(self.out_dir / episode_name(ep["index"])),
+            "outcome": outcome,
+            "duration_s": duration,
+            "frames": dict(ep["frames"]),
+            "gaps": sum(c["gaps"] for c in counts.values()),
+        }
         self._commands.put(("close", attrs, info))
         self._closed += 1
         if self.params.max_episodes and self._closed >= self.params.max_episodes:
@@ -356,12 +378,16 @@ class Recorder(Node):
     def status_line(self) -> str:
         ep = self._open
         if ep is None:
-            return f"[{self.name}] waiting for an episode | closed {len(self.episodes)} | backlog {self._commands.qsize()}"
+            return (
+                f"[{self.name}] waiting for an episode | closed {len(self.episodes)} | backlog {self._commands.qsize()}"
+            )
         dur = (self.now_ns() - ep["t0"]) / 1e9
         frames = " ".join(f"{ch}={n}" for ch, n in ep["frames"].items())
         drops = sum(ep["gaps"].values())
-        return (f"[{self.name}] episode {ep['index']} {dur:6.1f}s | {frames} | drops {drops} "
-                f"| backlog {self._commands.qsize()}")
+        return (
+            f"[{self.name}] episode {ep['index']} {dur:6.1f}s | {frames} | drops {drops} "
+            f"| backlog {self._commands.qsize()}"
+        )
 
     def teardown(self) -> None:
         try:

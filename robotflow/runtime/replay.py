@@ -3,6 +3,7 @@
 Each output is fed by one recorded channel (`channels: {ee_target: arm/command}`), so a recorded episode
 can drive a graph exactly as its live source did: the simulated arm, a viewer, or a policy under test.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -13,10 +14,10 @@ from .node import Node, register
 
 @dataclass
 class ReplayParams:
-    episode: str = ""                                     # path of an episode_NNNNNN.h5 file
-    channels: dict = field(default_factory=dict)          # output name -> recorded channel (node/output)
-    speed: float = 1.0                                    # 2.0 plays twice as fast
-    stop_at_end: bool = True                              # end the graph when the episode is done
+    episode: str = ""  # path of an episode_NNNNNN.h5 file
+    channels: dict = field(default_factory=dict)  # output name -> recorded channel (node/output)
+    speed: float = 1.0  # 2.0 plays twice as fast
+    stop_at_end: bool = True  # end the graph when the episode is done
 
 
 @register("record.replay")
@@ -40,7 +41,9 @@ class Replay(Node):
         self.episode = EpisodeFile(p.episode)
         missing = [ch for ch in p.channels.values() if not self.episode.has_channel(ch)]
         if missing:
-            raise ValueError(f"{p.episode} has no channel {missing[0]!r} (channels: {', '.join(self.episode.channels())})")
+            raise ValueError(
+                f"{p.episode} has no channel {missing[0]!r} (channels: {', '.join(self.episode.channels())})"
+            )
         self._heap: list = []
         for output, ch in p.channels.items():
             ts = self.episode.timestamps(ch)
@@ -58,7 +61,8 @@ class Replay(Node):
         if cols is None:
             cols = self._cache[output] = {
                 name: (None if _is_image(self.episode, ch, name) else self.episode.field(ch, name))
-                for name in self.episode.fields(ch)}
+                for name in self.episode.fields(ch)
+            }
         row = {}
         for name, col in cols.items():
             row[name] = self.episode.images(ch, [i], name)[0] if col is None else col[i]

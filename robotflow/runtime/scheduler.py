@@ -12,6 +12,7 @@ seed gives the same outputs. With the world's `realtime` set, virtual time is pa
 Shutdown: Ctrl-C, SIGTERM, a node's request_stop(), a node exception or the end of --duration stop every
 node (waits are bounded to 50 ms), then teardown runs in reverse start order in each node's thread.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -100,9 +101,17 @@ def assign_endpoints(graph: GraphSpec, run_id: str | None = None) -> dict[str, s
 class Scheduler:
     """Runs the nodes of one process group of a graph (the main group is `None`)."""
 
-    def __init__(self, graph: GraphSpec, *, duration_s: float | None = None, stats_every_s: float | None = None,
-                 group: str | None = None, endpoints: dict[str, str] | None = None, control=None,
-                 connect_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        graph: GraphSpec,
+        *,
+        duration_s: float | None = None,
+        stats_every_s: float | None = None,
+        group: str | None = None,
+        endpoints: dict[str, str] | None = None,
+        control=None,
+        connect_timeout_s: float = 60.0,
+    ):
         self.graph = graph
         self.group = group
         self.duration_s = duration_s
@@ -183,8 +192,10 @@ class Scheduler:
                 if self._stop.is_set():
                     return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"channel {ch}: {pub.subscribers} of {expected} readers connected "
-                                       f"within {self.connect_timeout_s:.0f} s (is a process group down?)")
+                    raise RuntimeError(
+                        f"channel {ch}: {pub.subscribers} of {expected} readers connected "
+                        f"within {self.connect_timeout_s:.0f} s (is a process group down?)"
+                    )
                 self._check_children()
 
     def _spawn_children(self) -> None:
@@ -194,9 +205,12 @@ class Scheduler:
         ctx = multiprocessing.get_context("spawn")
         for g in groups:
             parent_conn, child_conn = ctx.Pipe()
-            p = ctx.Process(target=_child_main, name=f"robotflow-{g}",
-                            args=(self.graph.text, self.graph.path, self.graph.overrides, g, self.endpoints, child_conn),
-                            daemon=True)
+            p = ctx.Process(
+                target=_child_main,
+                name=f"robotflow-{g}",
+                args=(self.graph.text, self.graph.path, self.graph.overrides, g, self.endpoints, child_conn),
+                daemon=True,
+            )
             p.start()
             child_conn.close()
             self._children.append((g, p, parent_conn))
@@ -220,12 +234,12 @@ class Scheduler:
                 self._fail(f"process:{g}", f"process group {g!r} exited with code {p.exitcode}")
 
     def _stop_children(self) -> None:
-        for g, p, conn in self._children:
+        for _g, _p, conn in self._children:
             try:
                 conn.send(("stop", None))
             except (OSError, BrokenPipeError):
                 pass
-        for g, p, conn in self._children:
+        for _g, p, _conn in self._children:
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
@@ -281,9 +295,11 @@ class Scheduler:
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return None
+
         def on_signal(signum, frame):
             self._signal = signum
             self.stop(f"signal {signum}")
+
         saved = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             saved[sig] = signal.signal(sig, on_signal)
@@ -319,8 +335,9 @@ class Scheduler:
         for rt in self.runtimes:
             rt.setup_started = True
             started.append(rt)
-            rt.thread = threading.Thread(target=self._node_thread, args=(rt, go, start_at),
-                                         name=f"node:{rt.spec.name}", daemon=True)
+            rt.thread = threading.Thread(
+                target=self._node_thread, args=(rt, go, start_at), name=f"node:{rt.spec.name}", daemon=True
+            )
             rt.thread.start()
             while not rt.setup_done.wait(0.05):
                 if not rt.thread.is_alive():
@@ -484,8 +501,13 @@ class Scheduler:
             # Messages sent but neither received nor seen as a gap yet (still queued at stop, or lost at the
             # very end): reported so that the totals always add up to what was sent.
             unread = max(0, pub.stats.sent - 1 - st.last_seq) if pub is not None else None
-            c["inputs"][f"{node}.{port}"] = {"received": st.received, "skipped": st.skipped, "dropped": st.dropped,
-                                             "unread": unread, "delivery": sub.delivery}
+            c["inputs"][f"{node}.{port}"] = {
+                "received": st.received,
+                "skipped": st.skipped,
+                "dropped": st.dropped,
+                "unread": unread,
+                "delivery": sub.delivery,
+            }
         for child in self._child_stats:
             nodes.update(child.get("nodes", {}))
             for ch, c in child.get("channels", {}).items():
@@ -507,9 +529,13 @@ def _set_realtime_priority(node: str, priority: int) -> bool:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))  # 0: this thread on Linux
         return True
     except (AttributeError, PermissionError, OSError) as e:
-        log.warning("node %s: cannot set real-time priority %d (%s); running at normal priority. "
-                    "Run as root, grant CAP_SYS_NICE, or raise `ulimit -r`.", node, priority,
-                    getattr(e, "strerror", None) or e)
+        log.warning(
+            "node %s: cannot set real-time priority %d (%s); running at normal priority. "
+            "Run as root, grant CAP_SYS_NICE, or raise `ulimit -r`.",
+            node,
+            priority,
+            getattr(e, "strerror", None) or e,
+        )
         return False
 
 

@@ -1,4 +1,5 @@
 """Live statistics: per node tick timing, per channel delivery counts."""
+
 from __future__ import annotations
 
 import time
@@ -67,8 +68,10 @@ def format_table(summary: dict) -> str:
     lines = []
     nodes = summary.get("nodes", {})
     w = max([len("node")] + [len(n) for n in nodes])
-    lines.append(f"{'node':<{w}}  {'rate Hz':>8} {'ticks':>8} {'err p50 us':>10} {'err p99 us':>10} "
-                 f"{'overruns':>8} {'step p50 ms':>11} {'step p99 ms':>11}")
+    lines.append(
+        f"{'node':<{w}}  {'rate Hz':>8} {'ticks':>8} {'err p50 us':>10} {'err p99 us':>10} "
+        f"{'overruns':>8} {'step p50 ms':>11} {'step p99 ms':>11}"
+    )
     for name, s in nodes.items():
         lines.append(
             f"{name:<{w}}  {_fmt(s['rate_hz'], '.1f'):>8} {s['ticks']:>8} {_fmt(s['period_error_p50_us']):>10} "

@@ -1,4 +1,5 @@
 """Small nodes for tests, benchmarks and the runtime demo graph (graphs/demo_runtime.yaml)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -163,8 +164,8 @@ class Echo(Node):
 @dataclass
 class EpisodesParams:
     episodes: int = 2
-    length_s: float = 1.0   # episode duration on the graph clock
-    gap_s: float = 0.2      # reset time between episodes (not recorded)
+    length_s: float = 1.0  # episode duration on the graph clock
+    gap_s: float = 0.2  # reset time between episodes (not recorded)
     task: str = "count things"
     seed: int = 0
 
@@ -193,8 +194,15 @@ class Episodes(Node):
             self.emit("episode", event="start", index=self.index, seed=p.seed + self.index, task=p.task)
         elif self.t_start is not None and now - self.t_start >= p.length_s * 1e9:
             dur = (now - self.t_start) / 1e9
-            self.emit("episode", event="end", index=self.index, seed=p.seed + self.index, outcome="success",
-                      duration_s=dur, task=p.task)
+            self.emit(
+                "episode",
+                event="end",
+                index=self.index,
+                seed=p.seed + self.index,
+                outcome="success",
+                duration_s=dur,
+                task=p.task,
+            )
             self.results.append({"seed": p.seed + self.index, "success": True, "duration_s": dur})
             self.index += 1
             self.t_start = None

@@ -1,9 +1,9 @@
 """The `robotflow` command line."""
+
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -26,8 +26,9 @@ def episode_nodes(sched: Scheduler) -> list:
     return [n for n in sched.nodes.values() if hasattr(n, "results")]
 
 
-def run_and_report(graph: GraphSpec, *, duration: float | None, stats: bool,
-                   quiet: bool = False) -> tuple[RunResult, Scheduler]:
+def run_and_report(
+    graph: GraphSpec, *, duration: float | None, stats: bool, quiet: bool = False
+) -> tuple[RunResult, Scheduler]:
     """Run a graph, print the stats table, and turn a failure into a one-line error and exit code."""
     sched = Scheduler(graph, duration_s=duration, stats_every_s=3.0 if stats else None)
     result = sched.run()
@@ -50,8 +51,9 @@ def exit_for(result: RunResult) -> None:
 @click.version_option(package_name="robotflow")
 def main(verbose: bool) -> None:
     """robotflow: a real-time robotics runtime for data collection, training and deployment."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -99,8 +101,10 @@ def _print_episodes(results: list[dict]) -> None:
 
 def write_summary(path: str, results: list[dict], **extra) -> dict:
     doc = {
-        "episodes": [{"seed": int(r["seed"]), "success": bool(r["success"]), "duration_s": float(r["duration_s"])}
-                     for r in results],
+        "episodes": [
+            {"seed": int(r["seed"]), "success": bool(r["success"]), "duration_s": float(r["duration_s"])}
+            for r in results
+        ],
         "success_rate": (sum(bool(r["success"]) for r in results) / len(results)) if results else 0.0,
         **extra,
     }
@@ -165,9 +169,12 @@ def _attach_optional_commands() -> None:
     import importlib
 
     for mod_name, attr, name in [
-        ("robotflow.scripts.record", "record", "record"), ("robotflow.scripts.record", "info", "info"),
-        ("robotflow.scripts.record", "replay", "replay"), ("robotflow.scripts.record", "recover", "recover"),
-        ("robotflow.scripts.convert", "convert", "convert"), ("robotflow.scripts.train", "train_command", "train"),
+        ("robotflow.scripts.record", "record", "record"),
+        ("robotflow.scripts.record", "info", "info"),
+        ("robotflow.scripts.record", "replay", "replay"),
+        ("robotflow.scripts.record", "recover", "recover"),
+        ("robotflow.scripts.convert", "convert", "convert"),
+        ("robotflow.scripts.train", "train_command", "train"),
         ("robotflow.scripts.rollout", "rollout", "rollout"),
     ]:
         try:

@@ -13,7 +13,17 @@ from typing import Any
 import click
 
 from robotflow.codecs.codec import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, Codec, CodecError, available_codecs, get_codec
-from robotflow.codecs.export import ConvertError, ConvertOptions, ConvertSummary, append as append_episodes, convert as convert_episodes
+from robotflow.codecs.export import (
+    ConvertError,
+    ConvertOptions,
+    ConvertSummary,
+)
+from robotflow.codecs.export import (
+    append as append_episodes,
+)
+from robotflow.codecs.export import (
+    convert as convert_episodes,
+)
 
 __all__ = ["convert"]
 
@@ -64,7 +74,9 @@ def _report(summary: ConvertSummary, as_json: bool, verb: str) -> None:
     click.echo(line)
 
 
-def _build_codec(name: str, cameras: dict[str, str] | None, size: tuple[int, int] | None, task_field: str | None, fps: int | None) -> Codec:
+def _build_codec(
+    name: str, cameras: dict[str, str] | None, size: tuple[int, int] | None, task_field: str | None, fps: int | None
+) -> Codec:
     try:
         return get_codec(name, cameras=cameras, image_size=size, task_field=task_field, fps=fps or 15)
     except CodecError as exc:
@@ -77,13 +89,25 @@ _CODEC_HELP = "Codec name: " + ", ".join(available_codecs()) + "."
 def _common(f: Any) -> Any:
     """Options shared by convert and append (declared once so they cannot drift apart)."""
     opts = [
-        click.option("--input", "input_path", type=click.Path(), help="Directory of episode files (episode_*.h5), searched recursively."),
+        click.option(
+            "--input",
+            "input_path",
+            type=click.Path(),
+            help="Directory of episode files (episode_*.h5), searched recursively.",
+        ),
         click.option("--output-dir", type=click.Path(), help="LeRobot dataset directory."),
         click.option("--task", default=None, help="Task text for every episode (default: the episode's own task)."),
-        click.option("--repo-id", default="robotflow/dataset", show_default=True, help="LeRobot repo id recorded in the dataset."),
+        click.option(
+            "--repo-id", default="robotflow/dataset", show_default=True, help="LeRobot repo id recorded in the dataset."
+        ),
         click.option("--include-aborted", is_flag=True, help="Also convert episodes whose outcome is 'aborted'."),
-        click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-                     help="Processes converting episode shards in parallel (merged with LeRobot's aggregate)."),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 64),
+            default=1,
+            show_default=True,
+            help="Processes converting episode shards in parallel (merged with LeRobot's aggregate).",
+        ),
         click.option("--quiet", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line."),
     ]
@@ -95,16 +119,50 @@ def _common(f: Any) -> Any:
 @click.group(invoke_without_command=True)
 @_common
 @click.option("--codec", "codec_name", default="eepose_absolute", show_default=True, help=_CODEC_HELP)
-@click.option("--fps", type=click.IntRange(1, 1000), default=15, show_default=True, help="Frame rate of the dataset grid.")
-@click.option("--image-size", default=None, metavar="HxW", help=f"Stored image size (default {DEFAULT_IMAGE_SIZE[0]}x{DEFAULT_IMAGE_SIZE[1]}).")
-@click.option("--camera", "cameras", multiple=True, metavar="NAME=NODE/OUTPUT",
-              help="Camera feature -> channel (repeatable; default " + ", ".join(f"{k}={v}" for k, v in DEFAULT_CAMERAS.items()) + ").")
+@click.option(
+    "--fps", type=click.IntRange(1, 1000), default=15, show_default=True, help="Frame rate of the dataset grid."
+)
+@click.option(
+    "--image-size",
+    default=None,
+    metavar="HxW",
+    help=f"Stored image size (default {DEFAULT_IMAGE_SIZE[0]}x{DEFAULT_IMAGE_SIZE[1]}).",
+)
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    metavar="NAME=NODE/OUTPUT",
+    help="Camera feature -> channel (repeatable; default "
+    + ", ".join(f"{k}={v}" for k, v in DEFAULT_CAMERAS.items())
+    + ").",
+)
 @click.option("--task-field", default="task", show_default=True, help="Episode field holding the task text.")
-@click.option("--vcodec", type=click.Choice(["libsvtav1", "h264", "hevc"]), default="libsvtav1", show_default=True,
-              help="Video codec (LeRobot's default; SVT-AV1 was the fastest here, see docs/codecs.md).")
+@click.option(
+    "--vcodec",
+    type=click.Choice(["libsvtav1", "h264", "hevc"]),
+    default="libsvtav1",
+    show_default=True,
+    help="Video codec (LeRobot's default; SVT-AV1 was the fastest here, see docs/codecs.md).",
+)
 @click.pass_context
-def convert(ctx: click.Context, input_path, output_dir, task, repo_id, include_aborted, workers, quiet, as_json,
-            codec_name, fps, image_size, cameras, task_field, vcodec) -> None:
+def convert(
+    ctx: click.Context,
+    input_path,
+    output_dir,
+    task,
+    repo_id,
+    include_aborted,
+    workers,
+    quiet,
+    as_json,
+    codec_name,
+    fps,
+    image_size,
+    cameras,
+    task_field,
+    vcodec,
+) -> None:
     """Convert recorded episodes (--input) into a new LeRobot v3.0 dataset (--output-dir) with a codec.
 
     Streams are resampled onto a uniform --fps grid by zero-order hold on their runtime timestamps.
@@ -117,8 +175,15 @@ def convert(ctx: click.Context, input_path, output_dir, task, repo_id, include_a
         raise click.UsageError("--input and --output-dir are required (or use: robotflow convert append ...)")
     logging.getLogger("lerobot").setLevel(logging.WARNING)
     codec = _build_codec(codec_name, _parse_cameras(cameras), _parse_size(image_size), task_field or None, fps)
-    opts = ConvertOptions(fps=fps, task=task, repo_id=repo_id, include_aborted=include_aborted, vcodec=vcodec,
-                          workers=workers, progress=not quiet and not as_json)
+    opts = ConvertOptions(
+        fps=fps,
+        task=task,
+        repo_id=repo_id,
+        include_aborted=include_aborted,
+        vcodec=vcodec,
+        workers=workers,
+        progress=not quiet and not as_json,
+    )
     try:
         summary = convert_episodes(input_path, output_dir, codec, opts)
     except (ConvertError, CodecError) as exc:
@@ -129,10 +194,31 @@ def convert(ctx: click.Context, input_path, output_dir, task, repo_id, include_a
 @convert.command("append")
 @_common
 @click.option("--codec", "codec_name", required=True, help=_CODEC_HELP + " Must match the dataset's codec.")
-@click.option("--fps", type=click.IntRange(1, 1000), default=None, help="Must match the dataset (default: the dataset's).")
+@click.option(
+    "--fps", type=click.IntRange(1, 1000), default=None, help="Must match the dataset (default: the dataset's)."
+)
 @click.option("--image-size", default=None, metavar="HxW", help="Must match the dataset (default: the dataset's).")
-@click.option("--camera", "cameras", multiple=True, metavar="NAME=NODE/OUTPUT", help="Must match the dataset (default: the dataset's).")
-def append(input_path, output_dir, task, repo_id, include_aborted, workers, quiet, as_json, codec_name, fps, image_size, cameras) -> None:
+@click.option(
+    "--camera",
+    "cameras",
+    multiple=True,
+    metavar="NAME=NODE/OUTPUT",
+    help="Must match the dataset (default: the dataset's).",
+)
+def append(
+    input_path,
+    output_dir,
+    task,
+    repo_id,
+    include_aborted,
+    workers,
+    quiet,
+    as_json,
+    codec_name,
+    fps,
+    image_size,
+    cameras,
+) -> None:
     """Add the episodes in --input to the existing dataset --output-dir.
 
     Refused, with the dataset untouched, when --codec (or an explicit --fps/--image-size/--camera)
@@ -160,8 +246,14 @@ def append(input_path, output_dir, task, repo_id, include_aborted, workers, quie
             fps if fps is not None else params.get("fps", 15),
         )
 
-    opts = ConvertOptions(fps=fps, task=task, repo_id=repo_id, include_aborted=include_aborted,
-                          workers=workers, progress=not quiet and not as_json)
+    opts = ConvertOptions(
+        fps=fps,
+        task=task,
+        repo_id=repo_id,
+        include_aborted=include_aborted,
+        workers=workers,
+        progress=not quiet and not as_json,
+    )
     try:
         summary = append_episodes(input_path, output_dir, named, opts, inherit=inherit)
     except (ConvertError, CodecError) as exc:

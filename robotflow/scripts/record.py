@@ -1,4 +1,5 @@
 """Data collection commands: record, info, replay, recover."""
+
 from __future__ import annotations
 
 import json
@@ -81,10 +82,17 @@ def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality
     if episodes < 1:
         raise click.ClickException("--episodes must be at least 1")
     spec = _load(graph, sets)
-    extra = [f"{n.name}.episodes={episodes}" for n in spec.nodes
-             if "episodes" in getattr(n.params, "__dataclass_fields__", {}) and n.type_name != RECORDER_TYPE]
-    rec_params = {"output_dir": str(output_dir), "image_encoding": image_encoding, "jpeg_quality": jpeg_quality,
-                  "progress": sys.stderr.isatty()}
+    extra = [
+        f"{n.name}.episodes={episodes}"
+        for n in spec.nodes
+        if "episodes" in getattr(n.params, "__dataclass_fields__", {}) and n.type_name != RECORDER_TYPE
+    ]
+    rec_params = {
+        "output_dir": str(output_dir),
+        "image_encoding": image_encoding,
+        "jpeg_quality": jpeg_quality,
+        "progress": sys.stderr.isatty(),
+    }
     if task:
         rec_params["task"] = task
     if not extra:  # no task node counts episodes: the recorder ends the run after N
@@ -93,8 +101,10 @@ def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality
     result, sched = run_and_report(spec, duration=None, stats=stats, quiet=True)
     rep = sched.reports.get(rec_name, {})
     _print_episode_table(rep.get("episodes", []))
-    click.echo(f"episodes in {output_dir}: {len(rep.get('episodes', []))} recorded this run, "
-               f"writer backlog max {rep.get('backlog_max', 0)} messages")
+    click.echo(
+        f"episodes in {output_dir}: {len(rep.get('episodes', []))} recorded this run, "
+        f"writer backlog max {rep.get('backlog_max', 0)} messages"
+    )
     exit_for(result)
 
 
@@ -126,9 +136,17 @@ def info(directory, as_json):
             continue
         with ep:
             i = ep.info
-            rows.append({"file": path.name, "index": i.episode_index, "outcome": i.outcome, "duration_s": i.duration_s,
-                         "task": i.task, "seed": i.seed,
-                         "gaps": int(sum(c.get("gaps", 0) for c in i.counts.values()))})
+            rows.append(
+                {
+                    "file": path.name,
+                    "index": i.episode_index,
+                    "outcome": i.outcome,
+                    "duration_s": i.duration_s,
+                    "task": i.task,
+                    "seed": i.seed,
+                    "gaps": int(sum(c.get("gaps", 0) for c in i.counts.values())),
+                }
+            )
             for ch in ep.channels():
                 ts = ep.timestamps(ch)
                 s = streams.setdefault(ch, {"messages": 0, "seconds": 0.0, "gaps": 0, "nominal_hz": i.rates.get(ch)})
@@ -143,15 +161,29 @@ def info(directory, as_json):
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
     total = float(np.nansum([r["duration_s"] for r in rows])) if rows else 0.0
     if as_json:
-        click.echo(json.dumps({"episodes": rows, "streams": streams, "outcomes": outcomes, "total_duration_s": total,
-                               "partial_files": [str(p) for p in partials]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "episodes": rows,
+                    "streams": streams,
+                    "outcomes": outcomes,
+                    "total_duration_s": total,
+                    "partial_files": [str(p) for p in partials],
+                },
+                indent=2,
+            )
+        )
         return
-    click.echo(f"{len(rows)} episodes, {total:.1f} s, outcomes: "
-               + (", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none"))
+    click.echo(
+        f"{len(rows)} episodes, {total:.1f} s, outcomes: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none")
+    )
     if rows:
         click.echo(f"\n{'episode':>7}  {'outcome':<9} {'duration s':>10} {'seed':>6} {'gaps':>5}  task")
         for r in rows:
-            click.echo(f"{r['index']:>7}  {r['outcome']:<9} {r['duration_s']:>10.2f} {r['seed']:>6} {r['gaps']:>5}  {r['task']}")
+            click.echo(
+                f"{r['index']:>7}  {r['outcome']:<9} {r['duration_s']:>10.2f} {r['seed']:>6} {r['gaps']:>5}  {r['task']}"
+            )
     if streams:
         w = max(len("stream"), *(len(c) for c in streams))
         click.echo(f"\n{'stream':<{w}}  {'messages':>9} {'rate Hz':>8} {'nominal':>8} {'gaps':>5}")
@@ -165,12 +197,22 @@ def info(directory, as_json):
 
 @click.command()
 @click.argument("episode", type=click.Path(exists=True, dir_okay=False))
-@click.option("--graph", "graph_file", type=click.Path(dir_okay=False), default=None,
-              help="Graph with a record.replay node to drive (default: graphs/sim_stack_cubes_replay.yaml).")
+@click.option(
+    "--graph",
+    "graph_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Graph with a record.replay node to drive (default: graphs/sim_stack_cubes_replay.yaml).",
+)
 @click.option("--speed", type=float, default=1.0, show_default=True, help="Playback speed factor.")
 @click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE")
-@click.option("--rerun", "rerun_file", type=click.Path(dir_okay=False), default=None,
-              help="Write the episode to a Rerun recording (.rrd) instead of running a graph.")
+@click.option(
+    "--rerun",
+    "rerun_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the episode to a Rerun recording (.rrd) instead of running a graph.",
+)
 def replay(episode, graph_file, speed, sets, rerun_file):
     """Publish EPISODE's recorded channels into a graph with their original timing."""
     from robotflow.scripts.cli import exit_for, run_and_report

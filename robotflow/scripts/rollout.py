@@ -1,4 +1,5 @@
 """`robotflow rollout`: run a trained policy in a graph for N seeded episodes, recording every one."""
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,43 @@ from robotflow.runtime.graph import GraphError, load_graph
 
 
 @click.command()
-@click.option("--checkpoints-dir", type=click.Path(file_okay=False), required=True,
-              help="A training run directory (OUTPUT_DIR/RUN_NAME from `robotflow train`).")
+@click.option(
+    "--checkpoints-dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="A training run directory (OUTPUT_DIR/RUN_NAME from `robotflow train`).",
+)
 @click.option("--checkpoint", "step", default=None, help="Checkpoint step to load (default: the latest).")
 @click.option("--list", "list_only", is_flag=True, help="List the run's checkpoints and exit.")
-@click.option("--graph", "graph_file", type=click.Path(dir_okay=False), default="graphs/sim_stack_cubes_policy.yaml",
-              show_default=True, help="Graph with a policy.* node in place of the teleop node.")
+@click.option(
+    "--graph",
+    "graph_file",
+    type=click.Path(dir_okay=False),
+    default="graphs/sim_stack_cubes_policy.yaml",
+    show_default=True,
+    help="Graph with a policy.* node in place of the teleop node.",
+)
 @click.option("--episodes", type=int, default=10, show_default=True)
-@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Record every rollout episode here (default: CHECKPOINTS_DIR/rollouts/<step>).")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Record every rollout episode here (default: CHECKPOINTS_DIR/rollouts/<step>).",
+)
 @click.option("--summary", type=click.Path(dir_okay=False), default=None, help="Write the outcomes as JSON here.")
 @click.option("--seed", type=int, default=None, help="Seed of the first episode (default: the graph's).")
 @click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help="Override a node param (repeatable).")
 @click.option("--no-record", is_flag=True, help="Do not record the rollouts.")
 def rollout(checkpoints_dir, step, list_only, graph_file, episodes, output_dir, summary, seed, sets, no_record):
     """Roll out a policy checkpoint for N seeded episodes and print a success table."""
-    from robotflow.policies.checkpoints import (CheckpointError, canonical_codec_name, codec_name,
-                                                list_checkpoints, read_codec_spec, resolve_checkpoint)
+    from robotflow.policies.checkpoints import (
+        CheckpointError,
+        canonical_codec_name,
+        codec_name,
+        list_checkpoints,
+        read_codec_spec,
+        resolve_checkpoint,
+    )
     from robotflow.scripts.cli import _print_episodes, episode_nodes, exit_for, run_and_report, write_summary
     from robotflow.scripts.record import with_recorder
 
@@ -60,7 +81,8 @@ def rollout(checkpoints_dir, step, list_only, graph_file, episodes, output_dir, 
     if ckpt_spec is not None and canonical_codec_name(codec_name(ckpt_spec)) != graph_codec:
         raise click.ClickException(
             f"checkpoint {model_dir} was trained with codec {codec_name(ckpt_spec)!r} but {graph_file} uses "
-            f"{pol.params.codec!r}; use --set {pol.name}.codec={codec_name(ckpt_spec)} or a matching checkpoint")
+            f"{pol.params.codec!r}; use --set {pol.name}.codec={codec_name(ckpt_spec)} or a matching checkpoint"
+        )
     extra = [f"{pol.name}.checkpoint={json.dumps(str(model_dir))}"]
     tasks = [n for n in spec.nodes if "episodes" in getattr(n.params, "__dataclass_fields__", {})]
     if not tasks:
@@ -76,13 +98,22 @@ def rollout(checkpoints_dir, step, list_only, graph_file, episodes, output_dir, 
     rec_dir = Path(output_dir) if output_dir else run_dir / "rollouts" / step_name
     if not no_record:
         spec, _ = with_recorder(spec, sets, {"output_dir": str(rec_dir), "progress": False})
-    click.echo(f"rolling out {model_dir} (codec {pol.params.codec}) for {episodes} episodes"
-               + ("" if no_record else f", recording to {rec_dir}"))
+    click.echo(
+        f"rolling out {model_dir} (codec {pol.params.codec}) for {episodes} episodes"
+        + ("" if no_record else f", recording to {rec_dir}")
+    )
     result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)
     results = [r for node in episode_nodes(sched) for r in node.results]
     if results:
         _print_episodes(results)
     if summary:
-        write_summary(summary, results, checkpoint=str(model_dir), step=step_name, codec=pol.params.codec,
-                      graph=str(graph_file), recorded_to=None if no_record else str(rec_dir))
+        write_summary(
+            summary,
+            results,
+            checkpoint=str(model_dir),
+            step=step_name,
+            codec=pol.params.codec,
+            graph=str(graph_file),
+            recorded_to=None if no_record else str(rec_dir),
+        )
     exit_for(result)

@@ -5,6 +5,7 @@ Nothing here trains: the command builds a `TrainPipelineConfig` and calls
 are LeRobot's. What robotflow adds is the run layout, the codec spec beside every checkpoint, and
 offline-friendly defaults (no Hub push, ImageNet weights only when they can be loaded).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -125,9 +126,12 @@ def _policy_config(opts: TrainOptions, device: str):
             if ok:
                 log.info("backbone starts from %s (%s)", cfg.pretrained_backbone_weights, why)
             else:
-                click.echo(f"warning: ImageNet weights {cfg.pretrained_backbone_weights} cannot be loaded ({why}); "
-                           "training from a randomly initialised backbone. Pass --no-pretrained-backbone to "
-                           "choose this explicitly.", err=True)
+                click.echo(
+                    f"warning: ImageNet weights {cfg.pretrained_backbone_weights} cannot be loaded ({why}); "
+                    "training from a randomly initialised backbone. Pass --no-pretrained-backbone to "
+                    "choose this explicitly.",
+                    err=True,
+                )
                 cfg.pretrained_backbone_weights = None
     return cfg
 
@@ -230,18 +234,24 @@ def train_policy(opts: TrainOptions) -> Path:
     if opts.steps < 1 or opts.save_freq < 1 or opts.batch_size < 1:
         raise TrainError("--steps, --save-freq and --batch-size must be positive")
     if not (Path(opts.dataset_root).expanduser() / "meta" / "info.json").is_file():
-        raise TrainError(f"{opts.dataset_root} is not a LeRobot dataset (no meta/info.json); "
-                         "create one with `robotflow convert`")
+        raise TrainError(
+            f"{opts.dataset_root} is not a LeRobot dataset (no meta/info.json); create one with `robotflow convert`"
+        )
     spec = read_dataset_codec_spec(opts.dataset_root)
     if spec is None:
-        click.echo(f"warning: {opts.dataset_root} has no robotflow codec spec; its checkpoints will not load in "
-                   "policy nodes until a robotflow_codec.json is placed beside them", err=True)
+        click.echo(
+            f"warning: {opts.dataset_root} has no robotflow codec spec; its checkpoints will not load in "
+            "policy nodes until a robotflow_codec.json is placed beside them",
+            err=True,
+        )
     cfg, argv = build_train_config(opts)
     if opts.resume and spec is not None:
         saved = read_codec_spec(opts.run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK / PRETRAINED_MODEL_DIR)
         if saved is not None and saved.get("name") != spec.get("name"):
-            raise TrainError(f"cannot resume: run {opts.run_name} was trained with codec {saved.get('name')!r}, "
-                             f"the dataset uses {spec.get('name')!r}")
+            raise TrainError(
+                f"cannot resume: run {opts.run_name} was trained with codec {saved.get('name')!r}, "
+                f"the dataset uses {spec.get('name')!r}"
+            )
     with _argv(argv), _codec_beside_checkpoints(spec):
         train(cfg)
     run_dir = opts.run_dir
@@ -266,13 +276,20 @@ def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command("train")
-@click.option("--dataset-root", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="LeRobot v3.0 dataset made by `robotflow convert`.")
+@click.option(
+    "--dataset-root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="LeRobot v3.0 dataset made by `robotflow convert`.",
+)
 @click.option("--run-name", required=True, help="Name of this run; checkpoints go to OUTPUT_DIR/RUN_NAME.")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Parent directory of runs.")
+@click.option(
+    "--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Parent directory of runs."
+)
 @click.option("--steps", type=int, default=100_000, show_default=True, help="Total training steps.")
-@click.option("--save-freq", type=int, default=10_000, show_default=True, help="Checkpoint every K steps (and at the end).")
+@click.option(
+    "--save-freq", type=int, default=10_000, show_default=True, help="Checkpoint every K steps (and at the end)."
+)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue OUTPUT_DIR/RUN_NAME from its last checkpoint up to --steps.")
 @click.option("--policy", default="act", show_default=True, help="LeRobot policy type (act, diffusion, ...).")
@@ -280,31 +297,68 @@ def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--no-pretrained-backbone", is_flag=True, help="Start the vision backbone from random weights.")
 @click.option("--dim-model", type=int, default=None, help="ACT transformer width (LeRobot default 512).")
 @click.option("--chunk-size", type=int, default=None, help="Actions per predicted chunk (LeRobot default 100).")
-@click.option("--n-action-steps", type=int, default=None, help="Actions executed per chunk (default: chunk size, max 100).")
+@click.option(
+    "--n-action-steps", type=int, default=None, help="Actions executed per chunk (default: chunk size, max 100)."
+)
 @click.option("--num-workers", type=int, default=2, show_default=True, help="Dataloader worker processes.")
 @click.option("--log-freq", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=1000, show_default=True)
-@click.option("--policy-arg", "policy_args", multiple=True, metavar="KEY=VALUE",
-              help="Any other field of the policy's LeRobot config (JSON value), e.g. kl_weight=10.")
-def train_command(dataset_root, run_name, output_dir, steps, save_freq, batch_size, resume, policy, device,
-                  no_pretrained_backbone, dim_model, chunk_size, n_action_steps, num_workers, log_freq, seed,
-                  policy_args):
+@click.option(
+    "--policy-arg",
+    "policy_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other field of the policy's LeRobot config (JSON value), e.g. kl_weight=10.",
+)
+def train_command(
+    dataset_root,
+    run_name,
+    output_dir,
+    steps,
+    save_freq,
+    batch_size,
+    resume,
+    policy,
+    device,
+    no_pretrained_backbone,
+    dim_model,
+    chunk_size,
+    n_action_steps,
+    num_workers,
+    log_freq,
+    seed,
+    policy_args,
+):
     """Train a LeRobot policy on a converted dataset with LeRobot's training loop.
 
     Checkpoints: OUTPUT_DIR/RUN_NAME/checkpoints/<step>/pretrained_model/ (+ robotflow_codec.json).
     W&B logging is on when WANDB_API_KEY is set. Nothing is pushed to the Hub.
     """
     opts = TrainOptions(
-        dataset_root=dataset_root, run_name=run_name, output_dir=output_dir, steps=steps, save_freq=save_freq,
-        batch_size=batch_size, resume=resume, policy=policy, device=device,
-        pretrained_backbone=not no_pretrained_backbone, dim_model=dim_model, chunk_size=chunk_size,
-        n_action_steps=n_action_steps, num_workers=num_workers, log_freq=log_freq, seed=seed,
+        dataset_root=dataset_root,
+        run_name=run_name,
+        output_dir=output_dir,
+        steps=steps,
+        save_freq=save_freq,
+        batch_size=batch_size,
+        resume=resume,
+        policy=policy,
+        device=device,
+        pretrained_backbone=not no_pretrained_backbone,
+        dim_model=dim_model,
+        chunk_size=chunk_size,
+        n_action_steps=n_action_steps,
+        num_workers=num_workers,
+        log_freq=log_freq,
+        seed=seed,
         policy_args=_parse_policy_args(policy_args),
     )
     run_dir = train_policy(opts)
     ckpts = list_checkpoints(run_dir)
     last = ckpts[-1] if ckpts else None
-    click.echo(f"run {run_dir}: {len(ckpts)} checkpoint(s)" + (f", latest step {last.step} at {last.path}" if last else ""))
+    click.echo(
+        f"run {run_dir}: {len(ckpts)} checkpoint(s)" + (f", latest step {last.step} at {last.path}" if last else "")
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

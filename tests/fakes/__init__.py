@@ -3,6 +3,7 @@
 `install(monkeypatch, "franky")` loads a fresh copy of tests/fakes/franky.py and puts it in sys.modules
 under the SDK's name, so the driver's lazy `import franky` gets the fake for that test only.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -56,8 +57,9 @@ class Script(Node):
             return
         entry = steps[min(self.k, len(steps) - 1)]
         for output, fields in entry.items():
-            self.emit(output, **{k: (np.asarray(v, np.float64) if isinstance(v, list) else v)
-                                 for k, v in fields.items()})
+            self.emit(
+                output, **{k: (np.asarray(v, np.float64) if isinstance(v, list) else v) for k, v in fields.items()}
+            )
         self.k += 1
 
 

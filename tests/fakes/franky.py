@@ -4,14 +4,15 @@ It defines only what robotflow.drivers.franka uses, under the real names and wit
 names (tests/test_drivers_fakes.py checks every public name here against the installed franky).
 The robot is ideal: a motion's target becomes the measured state at once. Test hooks start with `_`.
 """
+
 from __future__ import annotations
 
 import builtins
 
 import numpy as np
 
-
 # ---- exceptions (same hierarchy as franky._franky) -------------------------------------------------
+
 
 class Exception(builtins.Exception):  # noqa: A001 - franky's own base class has this name
     """Base class for all exceptions used by libfranka."""
@@ -34,6 +35,7 @@ class InvalidMotionTypeException(builtins.Exception):
 
 
 # ---- value types ------------------------------------------------------------------------------------
+
 
 class ReferenceType:
     def __init__(self, value):
@@ -96,9 +98,11 @@ class Affine:
     def matrix(self):
         x, y, z, w = self._q
         m = np.eye(4)
-        m[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+        m[:3, :3] = [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
         m[:3, 3] = self._t
         return m
 
@@ -146,6 +150,7 @@ class CartesianReference:
 
 # ---- motions ----------------------------------------------------------------------------------------
 
+
 class _TargetMotion:
     """What franky's target motions have in common: target, reference type, whether move() waits."""
 
@@ -165,23 +170,28 @@ class _TargetMotion:
 class CartesianMotion(_TargetMotion):
     _signal = "pose"
 
-    def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
-                 return_when_finished=True, ee_frame=None):
+    def __init__(
+        self,
+        target,
+        reference_type=ReferenceType.Absolute,
+        relative_dynamics_factor=1.0,
+        return_when_finished=True,
+        ee_frame=None,
+    ):
         self._target = target if isinstance(target, CartesianState) else CartesianState(target)
         self._reference_type = reference_type
         self._return = bool(return_when_finished)
 
 
-
 class JointMotion(_TargetMotion):
     _signal = "joints"
 
-    def __init__(self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0,
-                 return_when_finished=True):
+    def __init__(
+        self, target, reference_type=ReferenceType.Absolute, relative_dynamics_factor=1.0, return_when_finished=True
+    ):
         self._target = target if isinstance(target, JointState) else JointState(target, np.zeros(7))
         self._reference_type = reference_type
         self._return = bool(return_when_finished)
-
 
 
 class CartesianImpedanceTrackingMotion:
@@ -225,15 +235,23 @@ READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 
 
 # ---- robot ------------------------------------------------------------------------------------------
 
+
 class Robot:
     """An ideal robot: the latest motion's target is the measured state."""
 
     _instances: list = []
-    _refuse_connection = False       # test hook: the constructor raises NetworkException
+    _refuse_connection = False  # test hook: the constructor raises NetworkException
     _reflex_after_moves: int | None = None  # test hook: the running motion faults after this many moves
 
-    def __init__(self, fci_hostname, relative_dynamics_factor=1.0, default_torque_threshold=20.0,
-                 default_force_threshold=30.0, controller_mode=None, realtime_config=None):
+    def __init__(
+        self,
+        fci_hostname,
+        relative_dynamics_factor=1.0,
+        default_torque_threshold=20.0,
+        default_force_threshold=30.0,
+        controller_mode=None,
+        realtime_config=None,
+    ):
         if Robot._refuse_connection:
             raise NetworkException("libfranka: Connection timeout")
         self._host = fci_hostname
@@ -242,8 +260,8 @@ class Robot:
         self._collision = None
         self._q = READY.copy()
         self._pose = Affine(np.array([0.4, 0.0, 0.4]), np.array([1.0, 0.0, 0.0, 0.0]))  # flange down
-        self._moves: list = []           # every motion passed to move(), in order
-        self._running = None             # the motion in control, None when idle
+        self._moves: list = []  # every motion passed to move(), in order
+        self._running = None  # the motion in control, None when idle
         self._error: builtins.Exception | None = None
         self._has_errors = False
         self._recovered = 0
@@ -289,8 +307,9 @@ class Robot:
             self._running = motion
         n = Robot._reflex_after_moves
         if n is not None and len(self._moves) >= n and self._running is not None:
-            self._error = ControlException('libfranka: Move command aborted: motion aborted by reflex! '
-                                           '["cartesian_reflex"]')
+            self._error = ControlException(
+                'libfranka: Move command aborted: motion aborted by reflex! ["cartesian_reflex"]'
+            )
             self._has_errors = True
             self._running = None
 
@@ -334,6 +353,7 @@ class Robot:
 
 # ---- gripper ----------------------------------------------------------------------------------------
 
+
 class BoolFuture:
     def __init__(self, result=True, done=True):
         self._result = result
@@ -359,7 +379,7 @@ class Gripper:
         self._host = fci_hostname
         self._width = 0.08
         self._max_width = 0.08
-        self._commands: list = []   # ("move", width, speed) / ("grasp", width, speed, force, ei, eo) / ("open", speed)
+        self._commands: list = []  # ("move", width, speed) / ("grasp", width, speed, force, ei, eo) / ("open", speed)
         self._futures: list = []
         self._homed = 0
         Gripper._instances.append(self)

@@ -6,15 +6,16 @@ wall clock at the configured fps into one pooled buffer that is overwritten for 
 librealsense reuses its frame pool; a driver that does not copy would publish a changing buffer.
 Test hooks start with `_`.
 """
+
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-_devices: list[str] = ["111111111111", "222222222222"]   # serial numbers of the connected cameras
+_devices: list[str] = ["111111111111", "222222222222"]  # serial numbers of the connected cameras
 _pipelines: list = []
-_frozen = False          # test hook: cameras stop delivering frames
+_frozen = False  # test hook: cameras stop delivering frames
 
 
 class stream:  # noqa: N801 - pyrealsense2's enum names are lower case
@@ -120,7 +121,7 @@ class pipeline:  # noqa: N801
             raise RuntimeError("start() cannot be called before stop()")
         if config._serial is not None and config._serial not in _devices:
             raise RuntimeError("No device connected")
-        (_, w, h, fmt, fps), = [s for s in config._streams if s[0] is stream.color]
+        ((_, w, h, fmt, fps),) = [s for s in config._streams if s[0] is stream.color]
         self._config = config
         self._fps = fps
         self._pool = np.zeros((h, w, 3), np.uint8)

@@ -5,6 +5,7 @@ ScriptedExpert) at the rates of graphs/sim_*.yaml and in the graph's order, with
 teleop -> gripper edges delayed by one tick as in the graph. No rendering. The graph-level equivalent is
 exercised in tests/test_sim_graph.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +25,17 @@ class HarnessRates:
     teleop: float = 50.0
 
 
-def run_expert(task: str, seed: int = 0, episodes: int = 1, timeout_s: float = 20.0, hold_s: float = 0.5,
-               noise: float = 0.0, rates: HarnessRates | None = None, world: SimWorld | None = None,
-               trace: list | None = None) -> list[EpisodeResult]:
+def run_expert(
+    task: str,
+    seed: int = 0,
+    episodes: int = 1,
+    timeout_s: float = 20.0,
+    hold_s: float = 0.5,
+    noise: float = 0.0,
+    rates: HarnessRates | None = None,
+    world: SimWorld | None = None,
+    trace: list | None = None,
+) -> list[EpisodeResult]:
     """Run `episodes` episodes of `task` (seeds seed, seed+1, ...) with the scripted expert."""
     from robotflow.drivers.teleop_scripted import ScriptedExpert  # drivers/ imports sim/, not the reverse
 

@@ -3,13 +3,13 @@
 Pure functions over a MuJoCo model and a scratch `MjData`: the arm node solves on its own scratch data so
 the IK never touches the simulated state. Poses are `[x, y, z, qw, qx, qy, qz]` in the base (world) frame.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 import mujoco
+import numpy as np
 
 
 def quat_conj(q: np.ndarray) -> np.ndarray:
@@ -74,8 +74,14 @@ class IKConfig:
 class DiffIK:
     """Differential IK for one site driven by a subset of hinge joints."""
 
-    def __init__(self, model: mujoco.MjModel, site: str, joints: tuple[str, ...], rest: np.ndarray,
-                 config: IKConfig | None = None):
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        site: str,
+        joints: tuple[str, ...],
+        rest: np.ndarray,
+        config: IKConfig | None = None,
+    ):
         self.model = model
         self.data = mujoco.MjData(model)  # scratch: kinematics only, never stepped
         self.site_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site)
@@ -119,7 +125,7 @@ class DiffIK:
             mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self.site_id)
             jac = np.vstack([self._jacp[:, self.dadr], cfg.rot_weight * self._jacr[:, self.dadr]])
             err = np.concatenate([e_pos, cfg.rot_weight * e_rot])
-            jjt = jac @ jac.T + (cfg.damping ** 2) * np.eye(6)
+            jjt = jac @ jac.T + (cfg.damping**2) * np.eye(6)
             jpinv = jac.T @ np.linalg.solve(jjt, np.eye(6))
             dq = jpinv @ err
             # Secondary task: stay near the rest posture without disturbing the EE (null-space projection).
@@ -130,8 +136,9 @@ class DiffIK:
             q = np.clip(q + dq, self.lo, self.hi)
         return q, pos_err, rot_err
 
-    def solve(self, target: np.ndarray, q0: np.ndarray, iterations: int = 200,
-              tol_pos: float = 1e-4, tol_rot: float = 1e-3) -> tuple[np.ndarray, float, float]:
+    def solve(
+        self, target: np.ndarray, q0: np.ndarray, iterations: int = 200, tol_pos: float = 1e-4, tol_rot: float = 1e-3
+    ) -> tuple[np.ndarray, float, float]:
         """Iterate to convergence (kinematics only); returns (q, position error m, angle error rad)."""
         q = np.asarray(q0, float)
         for _ in range(iterations):

@@ -10,13 +10,13 @@ The mesh files are read here (binary STL, OBJ) rather than taken from a compiled
 re-centres compiled meshes; feeding the decimated vertices in the file's own frame keeps every geom
 exactly where the original puts it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 import mujoco
+import numpy as np
 
 
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ Commands are stamped by the runtime clock. After the task resets the robot, the 
 commands stamped before they saw the reset, so a stale target from the previous episode never drags the
 arm back.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,10 @@ from .world import ArmController, GripperController, SimWorld
 
 @dataclass
 class WorldParams:
-    task: str = "stack_cubes"   # which scene to build: stack_cubes | pick_place (must match sim.task)
-    timestep: float = 0.002     # physics step (s); give the node `rate: 1/timestep`
-    realtime: bool = False      # pace virtual time to the wall clock (for a person watching or teleoperating)
-    viewer: bool = False        # open MuJoCo's passive viewer when a display exists
+    task: str = "stack_cubes"  # which scene to build: stack_cubes | pick_place (must match sim.task)
+    timestep: float = 0.002  # physics step (s); give the node `rate: 1/timestep`
+    realtime: bool = False  # pace virtual time to the wall clock (for a person watching or teleoperating)
+    viewer: bool = False  # open MuJoCo's passive viewer when a display exists
     visual_cell: float = 0.004  # visual meshes simplified to this grid (m) for CPU rendering; 0 = original
 
 
@@ -62,12 +63,13 @@ class SimWorldNode(Node):
         return self._sim
 
     def setup(self) -> None:
-        self.sim
+        _ = self.sim  # builds the world now, in setup, not on the first tick
         if self.params.viewer:
             if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
                 self.log("viewer requested but no display found; running headless")
             else:
                 import mujoco.viewer
+
                 self._viewer = mujoco.viewer.launch_passive(self.sim.model, self.sim.data)
                 self._next_sync = 0.0
 
@@ -90,8 +92,11 @@ class SimWorldNode(Node):
         if self._t0_ns is None or self._sim is None:
             return None
         wall = self._wall_last - self._wall0
-        return {"sim_time_s": round(self._sim.time, 4), "wall_s": round(wall, 4),
-                "real_time_factor": round(self._sim.time / wall, 3) if wall > 0 else None}
+        return {
+            "sim_time_s": round(self._sim.time, 4),
+            "wall_s": round(wall, 4),
+            "real_time_factor": round(self._sim.time / wall, 3) if wall > 0 else None,
+        }
 
     def teardown(self) -> None:
         if self._viewer is not None:
@@ -124,9 +129,9 @@ class _WorldUser(Node):
 
 @dataclass
 class ArmParams:
-    world: str = "world"        # the sim.world node
-    ik_iterations: int = 3      # damped least-squares iterations per tick
-    speed_scale: float = 0.5    # fraction of the Panda's joint speed limits commands may use
+    world: str = "world"  # the sim.world node
+    ik_iterations: int = 3  # damped least-squares iterations per tick
+    speed_scale: float = 0.5  # fraction of the Panda's joint speed limits commands may use
 
 
 @register("sim.arm")
@@ -198,10 +203,10 @@ class SimGripperNode(_WorldUser):
 @dataclass
 class CameraParams:
     world: str = "world"
-    camera: str = "front"       # a camera of the scene: front | wrist
+    camera: str = "front"  # a camera of the scene: front | wrist
     width: int = 320
     height: int = 240
-    fps: float = 15.0           # frames per second; give the node the same `rate:` (faster rates are decimated)
+    fps: float = 15.0  # frames per second; give the node the same `rate:` (faster rates are decimated)
 
 
 @register("sim.camera")
@@ -224,8 +229,13 @@ class SimCameraNode(_WorldUser):
         last, self._last_tick_ns = getattr(self, "_last_tick_ns", None), now
         if last is not None and now - last > 1.5 * self._period_ns and not getattr(self, "_warned", False):
             self._warned = True  # the graph's `rate:` is below fps: frames come at the node rate
-            self.log("ticked every %.1f ms but fps=%g asks for %.1f ms; set `rate: %g` in the graph",
-                     (now - last) / 1e6, self.params.fps, self._period_ns / 1e6, self.params.fps)
+            self.log(
+                "ticked every %.1f ms but fps=%g asks for %.1f ms; set `rate: %g` in the graph",
+                (now - last) / 1e6,
+                self.params.fps,
+                self._period_ns / 1e6,
+                self.params.fps,
+            )
         if self._next_ns is not None and now < self._next_ns - self._period_ns // 10:
             return
         self._next_ns = now + self._period_ns if self._next_ns is None else self._next_ns + self._period_ns
@@ -238,9 +248,12 @@ class SimCameraNode(_WorldUser):
         if not getattr(self, "render_ms", None):
             return None
         ms = np.asarray(self.render_ms)
-        return {"frames": len(ms), "backend": self.camera.backend,
-                "render_ms_p50": round(float(np.percentile(ms, 50)), 2),
-                "render_ms_p99": round(float(np.percentile(ms, 99)), 2)}
+        return {
+            "frames": len(ms),
+            "backend": self.camera.backend,
+            "render_ms_p50": round(float(np.percentile(ms, 50)), 2),
+            "render_ms_p99": round(float(np.percentile(ms, 99)), 2),
+        }
 
     def teardown(self) -> None:
         cam = getattr(self, "camera", None)
@@ -251,11 +264,11 @@ class SimCameraNode(_WorldUser):
 @dataclass
 class TaskParams:
     world: str = "world"
-    task: str = "stack_cubes"   # stack_cubes | pick_place
-    seed: int = 0               # episode k is randomised with seed + k
-    episodes: int = 1           # stop the graph after this many (non-discarded) episodes
-    timeout_s: float = 20.0     # an episode not solved by then is a failure
-    hold_s: float = 1.0         # the goal must hold this long (objects resting, robot not touching)
+    task: str = "stack_cubes"  # stack_cubes | pick_place
+    seed: int = 0  # episode k is randomised with seed + k
+    episodes: int = 1  # stop the graph after this many (non-discarded) episodes
+    timeout_s: float = 20.0  # an episode not solved by then is a failure
+    hold_s: float = 1.0  # the goal must hold this long (objects resting, robot not touching)
 
 
 @register("sim.task")
@@ -285,8 +298,12 @@ class SimTaskNode(_WorldUser):
     def report(self) -> dict | None:
         res = self.results
         n = len([r for r in res if r["outcome"] != "discarded"])
-        return {"task": self.params.task, "episodes": n,
-                "success_rate": (sum(r["success"] for r in res) / n) if n else None, "results": res}
+        return {
+            "task": self.params.task,
+            "episodes": n,
+            "success_rate": (sum(r["success"] for r in res) / n) if n else None,
+            "results": res,
+        }
 
     def step(self) -> None:
         control = None
@@ -297,8 +314,9 @@ class SimTaskNode(_WorldUser):
         for ev in self.runner.update(t, control):
             self.emit("episode", **ev)
             if ev["event"] == "end":
-                self.log("episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"],
-                         ev["duration_s"])
+                self.log(
+                    "episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"], ev["duration_s"]
+                )
         if self.runner.done:
             # Stop one tick after the last `end` event, so the nodes after us (recorder, teleop) receive it.
             if self._stop_next:

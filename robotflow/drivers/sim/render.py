@@ -8,6 +8,7 @@ in this process. The winner is written to `MUJOCO_GL` so child processes skip th
 We do not use `mujoco.Renderer`: it picks its GL context class from `MUJOCO_GL` when `mujoco` is first
 imported, which is before we know which backend works. The few `mjr_*` calls it makes are done here.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -16,9 +17,8 @@ import subprocess
 import sys
 import weakref
 
-import numpy as np
-
 import mujoco
+import numpy as np
 
 _BACKENDS = ("egl", "osmesa")
 _chosen: str | None = None
@@ -34,6 +34,7 @@ def _close_all() -> None:
             cam.close()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
+
 
 _PROBE = """
 import sys
@@ -53,8 +54,9 @@ def _probe(backend: str) -> str | None:
     env = dict(os.environ, MUJOCO_GL=backend)
     env.pop("PYOPENGL_PLATFORM", None)
     try:
-        r = subprocess.run([sys.executable, "-c", _PROBE.format(b=backend)], env=env, capture_output=True,
-                           text=True, timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-c", _PROBE.format(b=backend)], env=env, capture_output=True, text=True, timeout=60
+        )
     except subprocess.TimeoutExpired:
         return "timed out"
     if r.returncode == 0:
@@ -80,8 +82,10 @@ def gl_backend() -> str:
             _chosen = b
             return b
         errors.append(f"{b}: {err}")
-    raise RenderBackendError("no offscreen OpenGL backend works (" + "; ".join(errors) + "); install Debian's "
-                             "libegl1 libgl1-mesa-dri (MUJOCO_GL=egl) or libosmesa6 (MUJOCO_GL=osmesa)")
+    raise RenderBackendError(
+        "no offscreen OpenGL backend works (" + "; ".join(errors) + "); install Debian's "
+        "libegl1 libgl1-mesa-dri (MUJOCO_GL=egl) or libosmesa6 (MUJOCO_GL=osmesa)"
+    )
 
 
 def _gl_context_class(backend: str):
@@ -92,8 +96,9 @@ def _gl_context_class(backend: str):
     elif backend == "glfw":
         from mujoco.glfw import GLContext
     else:
-        raise RenderBackendError(f"MUJOCO_GL={backend!r} is not supported for offscreen rendering; "
-                                 "use egl, osmesa or glfw")
+        raise RenderBackendError(
+            f"MUJOCO_GL={backend!r} is not supported for offscreen rendering; use egl, osmesa or glfw"
+        )
     return GLContext
 
 
@@ -117,8 +122,10 @@ class OffscreenCamera:
         except RenderBackendError:
             raise
         except Exception as e:  # noqa: BLE001 - GL errors come in many types; one clear line instead
-            raise RenderBackendError(f"cannot create a {backend} OpenGL context ({type(e).__name__}: {e}); "
-                                     "unset MUJOCO_GL to auto-detect, or install libegl1/libosmesa6") from None
+            raise RenderBackendError(
+                f"cannot create a {backend} OpenGL context ({type(e).__name__}: {e}); "
+                "unset MUJOCO_GL to auto-detect, or install libegl1/libosmesa6"
+            ) from None
         self.model = model
         self.width, self.height = int(width), int(height)
         model.vis.global_.offwidth = self.width
@@ -142,8 +149,9 @@ class OffscreenCamera:
     def render(self, data: mujoco.MjData) -> np.ndarray:
         """A new (H, W, 3) uint8 RGB image of `data` (never a reused buffer: receivers may hold it)."""
         self._gl.make_current()
-        mujoco.mjv_updateScene(self.model, data, self._opt, self._pert, self._cam,
-                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        mujoco.mjv_updateScene(
+            self.model, data, self._opt, self._pert, self._cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
         mujoco.mjr_render(self._rect, self._scene, self._ctx)
         out = np.empty((self.height, self.width, 3), dtype=np.uint8)
         mujoco.mjr_readPixels(out, None, self._rect, self._ctx)

@@ -18,14 +18,14 @@ hand-made here. The edits:
 Frames: the world frame is the robot base frame (link0 at the origin), so poses on channels need no
 conversion.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import mujoco
+import numpy as np
 
 from .meshes import lighten_visual_meshes
 
@@ -76,8 +76,7 @@ def gym_hil_assets() -> Path:
     try:
         import gym_hil
     except ImportError as e:  # pragma: no cover - environment problem
-        raise ImportError("robotflow's simulation needs gym-hil for the Franka Panda model: "
-                          "pip install gym-hil") from e
+        raise ImportError("robotflow's simulation needs gym-hil for the Franka Panda model: pip install gym-hil") from e
     path = Path(gym_hil.__file__).resolve().parent / "assets"
     if not (path / "panda.xml").is_file():  # pragma: no cover
         raise FileNotFoundError(f"gym-hil is installed but {path / 'panda.xml'} is missing")
@@ -87,8 +86,14 @@ def gym_hil_assets() -> Path:
 def _add_cube(world: mujoco.MjsBody, obj: ObjectSpec, x: float) -> None:
     body = world.add_body(name=obj.name, pos=[x, 0.0, TABLE_TOP + CUBE_HALF])
     body.add_freejoint(name=obj.name)
-    body.add_geom(name=obj.name, type=mujoco.mjtGeom.mjGEOM_BOX, size=[CUBE_HALF] * 3, mass=CUBE_MASS,
-                  rgba=list(obj.rgba), friction=[1.0, 0.01, 0.001])
+    body.add_geom(
+        name=obj.name,
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[CUBE_HALF] * 3,
+        mass=CUBE_MASS,
+        rgba=list(obj.rgba),
+        friction=[1.0, 0.01, 0.001],
+    )
 
 
 def _add_bin(world: mujoco.MjsBody, obj: ObjectSpec, x: float) -> None:
@@ -96,12 +101,19 @@ def _add_bin(world: mujoco.MjsBody, obj: ObjectSpec, x: float) -> None:
     body = world.add_body(name=obj.name, pos=[x, 0.0, TABLE_TOP], mocap=True)
     h, w, t = BIN_HEIGHT / 2, BIN_HALF, BIN_WALL / 2
     rgba = list(obj.rgba)
-    body.add_geom(name=f"{obj.name}_floor", type=mujoco.mjtGeom.mjGEOM_BOX, size=[w + 2 * t, w + 2 * t, t],
-                  pos=[0, 0, t], rgba=rgba)
-    for i, (px, py, sx, sy) in enumerate([(w + t, 0, t, w + 2 * t), (-w - t, 0, t, w + 2 * t),
-                                          (0, w + t, w, t), (0, -w - t, w, t)]):
-        body.add_geom(name=f"{obj.name}_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[sx, sy, h],
-                      pos=[px, py, h], rgba=rgba)
+    body.add_geom(
+        name=f"{obj.name}_floor",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[w + 2 * t, w + 2 * t, t],
+        pos=[0, 0, t],
+        rgba=rgba,
+    )
+    for i, (px, py, sx, sy) in enumerate(
+        [(w + t, 0, t, w + 2 * t), (-w - t, 0, t, w + 2 * t), (0, w + t, w, t), (0, -w - t, w, t)]
+    ):
+        body.add_geom(
+            name=f"{obj.name}_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[sx, sy, h], pos=[px, py, h], rgba=rgba
+        )
 
 
 def build_spec(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: float = 0.004) -> mujoco.MjSpec:
@@ -147,24 +159,48 @@ def build_spec(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: 
         stack.extend(body.bodies)
 
     world = spec.worldbody
-    spec.add_texture(name="floor_tex", type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-                     width=256, height=256, rgb1=[0.25, 0.27, 0.3], rgb2=[0.3, 0.32, 0.35])
+    spec.add_texture(
+        name="floor_tex",
+        type=mujoco.mjtTexture.mjTEXTURE_2D,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+        width=256,
+        height=256,
+        rgb1=[0.25, 0.27, 0.3],
+        rgb2=[0.3, 0.32, 0.35],
+    )
     mat = spec.add_material(name="floor_mat", texrepeat=[4, 4], texuniform=True)
     mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "floor_tex"
-    world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3, 3, 0.05], pos=[0, 0, -0.75],
-                   material="floor_mat")
-    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.55, 0.7, 0.375],
-                   pos=[0.35, 0.0, TABLE_TOP - 0.375], rgba=[0.62, 0.55, 0.45, 1.0])
-    world.add_light(name="top", pos=[0.4, 0, 2.0], dir=[0, 0, -1], diffuse=[0.7, 0.7, 0.7],
-                    specular=[0.2, 0.2, 0.2], castshadow=False)
-    world.add_light(name="side", pos=[1.2, -0.8, 1.0], dir=[-0.6, 0.5, -0.6], diffuse=[0.3, 0.3, 0.3],
-                    specular=[0.0, 0.0, 0.0], castshadow=False)
+    world.add_geom(
+        name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[3, 3, 0.05], pos=[0, 0, -0.75], material="floor_mat"
+    )
+    world.add_geom(
+        name="table",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[0.55, 0.7, 0.375],
+        pos=[0.35, 0.0, TABLE_TOP - 0.375],
+        rgba=[0.62, 0.55, 0.45, 1.0],
+    )
+    world.add_light(
+        name="top",
+        pos=[0.4, 0, 2.0],
+        dir=[0, 0, -1],
+        diffuse=[0.7, 0.7, 0.7],
+        specular=[0.2, 0.2, 0.2],
+        castshadow=False,
+    )
+    world.add_light(
+        name="side",
+        pos=[1.2, -0.8, 1.0],
+        dir=[-0.6, 0.5, -0.6],
+        diffuse=[0.3, 0.3, 0.3],
+        specular=[0.0, 0.0, 0.0],
+        castshadow=False,
+    )
     # front: across the table, looking back at the robot and the workspace (x 0.3..0.7 m).
     world.add_camera(name="front", pos=[1.1, 0.0, 0.6], xyaxes=[0, 1, 0, -0.581, 0, 0.814], fovy=45)
     # wrist: on the gripper base, beside the fingers' plane of motion so they never hide the view, tilted
     # toward the pinch point; the pads are at the bottom of the image.
-    spec.body("base").add_camera(name="wrist", pos=[0.07, 0.0, 0.02], fovy=70,
-                                 xyaxes=[0, 1, 0, 0.958, 0, 0.287])
+    spec.body("base").add_camera(name="wrist", pos=[0.07, 0.0, 0.02], fovy=70, xyaxes=[0, 1, 0, 0.958, 0, 0.287])
 
     for k, obj in enumerate(TASK_OBJECTS[task]):
         (_add_cube if obj.kind == "cube" else _add_bin)(world, obj, 0.45 + 0.1 * k)

@@ -3,6 +3,7 @@
 `TaskRunner` is pure (no runtime code): the `sim.task` node calls it once per tick and publishes what it
 returns. Episode k of a run uses seed `seed + k`, so any episode can be replayed on its own.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -47,17 +48,20 @@ class TaskRunner:
     `update(now_s)` returns the episode events to publish (dicts with the fields of `task/episode`).
     """
 
-    def __init__(self, world: SimWorld, task: str, seed: int = 0, episodes: int = 1, timeout_s: float = 20.0,
-                 hold_s: float = 1.0):
+    def __init__(
+        self, world: SimWorld, task: str, seed: int = 0, episodes: int = 1, timeout_s: float = 20.0, hold_s: float = 1.0
+    ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
         if world.task != task:
-            raise ValueError(f"task {task!r} needs a world built for it, but the world's scene is {world.task!r}; "
-                             f"set the world's `task` param to {task!r}")
+            raise ValueError(
+                f"task {task!r} needs a world built for it, but the world's scene is {world.task!r}; "
+                f"set the world's `task` param to {task!r}"
+            )
         self.world, self.task, self.seed = world, task, int(seed)
         self.episodes, self.timeout_s, self.hold_s = int(episodes), float(timeout_s), float(hold_s)
         self.results: list[EpisodeResult] = []
-        self.index = -1          # current episode index (counts discarded ones too)
+        self.index = -1  # current episode index (counts discarded ones too)
         self.active = False
         self.start_s = 0.0
         self.episode_seed = self.seed
@@ -112,15 +116,27 @@ class TaskRunner:
         self.world.reset_robot()
         self.randomize(self.episode_seed)
         self.active, self.start_s, self._ok_since = True, now_s, None
-        return {"event": "start", "index": self.index, "seed": self.episode_seed, "outcome": "",
-                "duration_s": 0.0, "task": self.task}
+        return {
+            "event": "start",
+            "index": self.index,
+            "seed": self.episode_seed,
+            "outcome": "",
+            "duration_s": 0.0,
+            "task": self.task,
+        }
 
     def end(self, now_s: float, outcome: str) -> dict:
         duration = now_s - self.start_s
         self.results.append(EpisodeResult(self.index, self.episode_seed, outcome == "success", outcome, duration))
         self.active = False
-        return {"event": "end", "index": self.index, "seed": self.episode_seed, "outcome": outcome,
-                "duration_s": duration, "task": self.task}
+        return {
+            "event": "end",
+            "index": self.index,
+            "seed": self.episode_seed,
+            "outcome": outcome,
+            "duration_s": duration,
+            "task": self.task,
+        }
 
     def update(self, now_s: float, control: str | None = None) -> list[dict]:
         """Advance the episode cycle to `now_s`. `control` is an operator request: `stop` or `discard`."""

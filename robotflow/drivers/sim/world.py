@@ -5,18 +5,26 @@ position commands (differential IK, joint limits, joint speed limits); `GripperC
 normalised width (0 = closed, 1 = open) onto the 2F-85 actuator. The nodes in nodes.py are thin wrappers
 around these classes, and tests and benchmarks can drive them directly.
 """
+
 from __future__ import annotations
 
 import copy
 import functools
 
+import mujoco
 import numpy as np
 
-import mujoco
-
 from .ik import DiffIK, IKConfig, mat_to_quat
-from .scene import (ARM_ACTUATORS, ARM_JOINTS, EE_SITE, GRIPPER_ACTUATOR, HOME_QPOS, ROBOT_ROOT, TASK_OBJECTS,
-                    build_model)
+from .scene import (
+    ARM_ACTUATORS,
+    ARM_JOINTS,
+    EE_SITE,
+    GRIPPER_ACTUATOR,
+    HOME_QPOS,
+    ROBOT_ROOT,
+    TASK_OBJECTS,
+    build_model,
+)
 
 # Franka Panda joint speed limits (rad/s, datasheet); commands are slowed to half of them.
 PANDA_MAX_JOINT_VEL = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
@@ -43,8 +51,12 @@ class SimWorld:
         self.arm_dadr = np.array([m.jnt_dofadr[j] for j in jid])
         self.arm_act = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a) for a in ARM_ACTUATORS])
         self.grip_act = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, GRIPPER_ACTUATOR)
-        self.driver_qadr = np.array([m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j)]
-                                     for j in ("right_driver_joint", "left_driver_joint")])
+        self.driver_qadr = np.array(
+            [
+                m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j)]
+                for j in ("right_driver_joint", "left_driver_joint")
+            ]
+        )
         self.ee_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, EE_SITE)
         self.objects = TASK_OBJECTS[task]
         self.object_body = {o.name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, o.name) for o in self.objects}
@@ -145,8 +157,8 @@ class SimWorld:
         else:
             jnt = self.model.body_jntadr[b]
             adr, dadr = self.model.jnt_qposadr[jnt], self.model.jnt_dofadr[jnt]
-            self.data.qpos[adr:adr + 7] = pose
-            self.data.qvel[dadr:dadr + 6] = 0.0
+            self.data.qpos[adr : adr + 7] = pose
+            self.data.qvel[dadr : dadr + 6] = 0.0
 
     def forward(self) -> None:
         mujoco.mj_forward(self.model, self.data)
@@ -157,7 +169,9 @@ class SimWorld:
         d, m = self.data, self.model
         for i in range(d.ncon):
             g1, g2 = d.contact.geom1[i], d.contact.geom2[i]
-            if (m.geom_bodyid[g1] == b and g2 in self.robot_geoms) or (m.geom_bodyid[g2] == b and g1 in self.robot_geoms):
+            if (m.geom_bodyid[g1] == b and g2 in self.robot_geoms) or (
+                m.geom_bodyid[g2] == b and g1 in self.robot_geoms
+            ):
                 return True
         return False
 
@@ -171,8 +185,7 @@ class ArmController:
     Before the first command, and after a world reset, the arm holds its position.
     """
 
-    def __init__(self, world: SimWorld, ik_iterations: int = 3, speed_scale: float = 0.5,
-                 ik: IKConfig | None = None):
+    def __init__(self, world: SimWorld, ik_iterations: int = 3, speed_scale: float = 0.5, ik: IKConfig | None = None):
         self.world = world
         self.ik = DiffIK(world.model, EE_SITE, ARM_JOINTS, HOME_QPOS, ik)
         self.ik_iterations = ik_iterations
