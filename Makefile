@@ -25,6 +25,9 @@ $(PY):
 $(STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip wheel
 	$(PY) -m pip install -q -e '.[test]'
+	@# The build leaves robotflow.egg-info here; on sys.path before site-packages it would shadow the installed
+	@# metadata (and its `robotflow.nodes` entry points) once setup.cfg changes.
+	rm -rf robotflow.egg-info
 	touch $@
 
 DEMO_DIR ?= out/demo

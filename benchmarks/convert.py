@@ -48,8 +48,8 @@ def cpu_seconds() -> float:
 def run_baseline(input_dir: Path, out: Path, codec, fps: int) -> int:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from robotflow.codecs.episode import EpisodeFile
     from robotflow.codecs.export import encode_episode, image_chunk, plan_episodes
+    from robotflow.recording.reader import EpisodeFile
 
     planned, _ = plan_episodes(input_dir, codec, fps)
     ds = LeRobotDataset.create(repo_id="bench/baseline", fps=fps, features=codec.features(), root=out)

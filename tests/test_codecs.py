@@ -16,7 +16,6 @@ from robotflow.codecs import (
     get_codec,
     spec_differences,
 )
-from robotflow.codecs.episode import EpisodeError, EpisodeFile
 from robotflow.codecs.resample import make_grid, zoh_indices
 from robotflow.codecs.rotation import (
     canonical_quat,
@@ -26,6 +25,7 @@ from robotflow.codecs.rotation import (
     quat_to_rot6d,
     rot6d_to_quat,
 )
+from robotflow.recording.reader import EpisodeError, EpisodeFile
 
 ALL = sorted(LAYOUTS)
 

@@ -92,7 +92,7 @@ def test_dataset_loads_with_expected_frames_and_features(converted):
 
 def test_values_follow_zero_order_hold(converted):
     """Dataset frame k holds, for each stream, the newest message at or before grid time k/fps."""
-    from robotflow.codecs.episode import EpisodeFile
+    from robotflow.recording.reader import EpisodeFile
 
     ds = load(converted["out"])
     with EpisodeFile(converted["episodes"] / "episode_000000.h5") as ep:
@@ -289,8 +289,8 @@ def test_reads_files_written_by_the_recorder(tmp_path):
     """The runtime recorder's own EpisodeWriter output converts (the format contract, both sides)."""
     from episode_factory import ee_pose, grip, joints, make_image
 
+    from robotflow.recording.writer import EpisodeWriter
     from robotflow.runtime.channels import Message
-    from robotflow.runtime.recorder import EpisodeWriter
 
     path = tmp_path / "eps" / "episode_000000.h5"
     path.parent.mkdir()

@@ -124,7 +124,7 @@ def test_set_unknown_node_and_param():
 
 
 def test_import_path_type_and_missing_file(tmp_path):
-    g = _check("nodes:\n  - name: a\n    type: robotflow.runtime.testnodes.Counter\n    rate: 1\n")
+    g = _check("nodes:\n  - name: a\n    type: robotflow.testing.Counter\n    rate: 1\n")
     assert g.nodes[0].cls.__name__ == "Counter"
     with pytest.raises(GraphError, match="not found"):
         load_graph(tmp_path / "nope.yaml")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from robotflow.codecs.episode import EpisodeFile
+from robotflow.recording.reader import EpisodeFile
 from robotflow.scripts.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 from click.testing import CliRunner
 
-from robotflow.codecs.episode import EpisodeFile
+from robotflow.recording.reader import EpisodeFile
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler

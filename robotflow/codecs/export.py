@@ -47,8 +47,8 @@ from robotflow.codecs.codec import (
     codec_from_spec,
     spec_differences,
 )
-from robotflow.codecs.episode import EpisodeError, EpisodeFile, EpisodeInfo, find_episode_files
 from robotflow.codecs.resample import FrameGrid, make_grid, zoh_indices
+from robotflow.recording.reader import EpisodeError, EpisodeFile, EpisodeInfo, find_episode_files
 
 __all__ = [
     "CODEC_SPEC_FILE",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from robotflow.runtime.node import Input, Node, register
+from robotflow.runtime.node import Input, Node
 
 log = logging.getLogger("robotflow")
 
@@ -130,7 +130,6 @@ class FrankaArmParams:
             raise ValueError("workspace_min/workspace_max must be [x, y, z] with min < max on every axis")
 
 
-@register("franka.arm")
 class FrankaArmNode(Node):
     """A Franka Panda/FR3 arm through franky: absolute EE or joint targets in, robot state out.
 
@@ -348,7 +347,6 @@ class FrankaGripperParams:
             raise ValueError("need 0 <= close_below <= open_above <= 1")
 
 
-@register("franka.gripper")
 class FrankaGripperNode(Node):
     """The Franka Hand through franky: normalised width target (0 closed .. 1 open) in, width out.
 

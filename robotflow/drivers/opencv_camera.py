@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from robotflow.runtime.node import Node, register
+from robotflow.runtime.node import Node
 
 log = logging.getLogger("robotflow")
 
@@ -40,7 +40,6 @@ class OpenCVCameraParams:
             raise ValueError("width, height and fps must be positive")
 
 
-@register("opencv.camera")
 class OpenCVCameraNode(Node):
     """A camera through cv2.VideoCapture: `frame` {image: (height, width, 3) uint8 RGB}."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotflow.runtime.node import Node, register
+from robotflow.runtime.node import Node
 
 log = logging.getLogger("robotflow")
 
@@ -51,7 +51,6 @@ class RealSenseParams:
             raise ValueError("width, height, fps and timeout_s must be positive")
 
 
-@register("realsense.camera")
 class RealSenseCameraNode(Node):
     """An Intel RealSense color camera: `frame` {image: (height, width, 3) uint8 RGB}."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robotflow.drivers.sim.ik import quat_canonical, quat_mul, yaw_quat
-from robotflow.runtime.node import Input, Node, register
+from robotflow.runtime.node import Input, Node
 
 # key: (action, argument). Movements are in the robot base frame.
 KEYMAP: dict[str, tuple[str, object]] = {
@@ -101,7 +101,6 @@ class KeyboardParams:
     task: str = ""  # written into episode events
 
 
-@register("teleop.keyboard")
 class KeyboardTeleopNode(Node):
     """Terminal keyboard teleop (see HELP for the keys); needs `arm/state` to start from the current pose."""
 

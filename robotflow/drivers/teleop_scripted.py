@@ -17,7 +17,7 @@ import numpy as np
 from robotflow.drivers.sim.ik import quat_mul, yaw_quat
 from robotflow.drivers.sim.scene import BIN_HEIGHT, CUBE_HALF, TABLE_TOP
 from robotflow.drivers.sim.tasks import cube_yaw
-from robotflow.runtime.node import Input, Node, register
+from robotflow.runtime.node import Input, Node
 
 # EE orientation at the home pose: pointing down, fingers opening along the world x axis.
 DOWN = np.array([0.0, 0.70710678, 0.70710678, 0.0])
@@ -159,7 +159,6 @@ class ScriptedTeleopParams:
     speed: float = 0.25  # EE travel speed (m/s)
 
 
-@register("teleop.scripted")
 class ScriptedTeleop(Node):
     """Scripted expert teleop: plans from `task/objects` at each episode start, emits `ee_target` + `grip`."""
 

@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from robotflow.runtime.node import Input, Node
+
 from .checkpoints import (
     CodecMismatchError,
     check_codec,
@@ -31,14 +33,6 @@ from .checkpoints import (
 )
 
 log = logging.getLogger("robotflow.policies")
-
-try:  # the runtime core is developed alongside; keep the pure-Python layer importable without it
-    from robotflow.runtime.node import Input, Node, register
-except ImportError:  # pragma: no cover
-    Input = Node = None  # type: ignore[assignment,misc]
-
-    def register(_name: str):  # type: ignore[no-redef]
-        return lambda cls: cls
 
 
 ARM_STATE, GRIPPER_STATE, TASK_CHANNEL = "arm/state", "gripper/state", "task/episode"
@@ -97,123 +91,121 @@ def graph_codec(params: LeRobotNodeParams):
     return get_codec(params.codec)
 
 
-if Node is not None:
+class _PolicyNode(Node):
+    Params = LeRobotNodeParams
+    outputs = ("ee_target", "grip")
 
-    class _PolicyNode(Node):
-        Params = LeRobotNodeParams
-        outputs = ("ee_target", "grip")
+    @classmethod
+    def declare_inputs(cls, params: LeRobotNodeParams) -> dict[str, Input]:
+        codec = graph_codec(params)
+        inputs = {"arm_state": Input(), "gripper_state": Input()}
+        for cam in codec.params.cameras:
+            inputs[cam] = Input()
+        inputs["episode"] = Input(delivery="queue", required=False)
+        return inputs
 
-        @classmethod
-        def declare_inputs(cls, params: LeRobotNodeParams) -> dict[str, Input]:
-            codec = graph_codec(params)
-            inputs = {"arm_state": Input(), "gripper_state": Input()}
-            for cam in codec.params.cameras:
-                inputs[cam] = Input()
-            inputs["episode"] = Input(delivery="queue", required=False)
-            return inputs
+    def _make_runner(self, loaded: Any) -> Any:
+        raise NotImplementedError
 
-        def _make_runner(self, loaded: Any) -> Any:
-            raise NotImplementedError
+    def setup(self) -> None:
+        from robotflow.codecs import codec_from_spec
 
-        def setup(self) -> None:
-            from robotflow.codecs import codec_from_spec
+        from .loading import load_policy
 
-            from .loading import load_policy
-
-            p = self.params
-            if not p.checkpoint:
-                raise ValueError(
-                    f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir "
-                    "(robotflow rollout sets it from --checkpoints-dir)"
-                )
-            model_dir = resolve_checkpoint(p.checkpoint, p.checkpoint_step)
-            # Name check first: a mismatch is refused before torch loads anything.
-            check_codec(model_dir, _canonical(p.codec), require_spec=True)
-            self.loaded = load_policy(model_dir, device=p.device)
-            self.codec = codec_from_spec(self.loaded.codec_spec)
-            self.codec.reset()
-            self._ports = {
-                ARM_STATE: "arm_state",
-                GRIPPER_STATE: "gripper_state",
-                **{ch: cam for cam, ch in self.codec.params.cameras.items()},
-            }
-            self._episode_msg = None
-            self.runner = self._make_runner(self.loaded)
-            if p.warmup:
-                self.log("warm-up forward pass took %.0f ms", 1e3 * self.runner.warmup())
-
-        def step(self) -> None:
-            for msg in self.read_all("episode"):
-                self._episode_msg = msg
-                if msg["event"] == "start":
-                    self.runner.reset()
-                    self.codec.reset()
-            latest = {}
-            for channel, port in self._ports.items():
-                msg = self.read(port)
-                if msg is None:
-                    return  # a sensor has not published yet: no observation, no action
-                latest[channel] = msg
-            if self._episode_msg is not None:
-                latest[TASK_CHANNEL] = self._episode_msg
-            obs = self.codec.encode_live(latest)
-            live_task = getattr(self.codec, "live_task", None)
-            task = live_task(latest) if live_task is not None else None
-            if task:
-                obs["task"] = task  # ACT ignores it; language-conditioned policies read it
-            cmd = self.codec.decode(self.runner.step(obs))
-            self.emit("ee_target", ee_pose=cmd["ee_pose"])
-            self.emit("grip", width=cmd["width"])
-
-        def teardown(self) -> None:
-            runner = getattr(self, "runner", None)
-            if runner is not None:
-                runner.close()
-                stats = getattr(runner, "stats", None)
-                if stats is not None:
-                    self.log("policy stats: %s", stats.as_dict())
-
-    @register("policy.act")
-    class ACTNode(_PolicyNode):
-        """ACT with asynchronous chunk execution: ticks pop precomputed actions; chunks are inferred ahead."""
-
-        Params = ACTNodeParams
-
-        def _make_runner(self, loaded: Any) -> Any:
-            from .chunking import ChunkExecutor, ChunkExecutorConfig
-
-            p: ACTNodeParams = self.params
-            if loaded.policy_type != "act":
-                raise ValueError(
-                    f"policy.act needs an ACT checkpoint, {loaded.path} is {loaded.policy_type!r} (use policy.lerobot)"
-                )
-            coeff = (
-                p.temporal_ensemble_coeff
-                if p.temporal_ensemble_coeff is not None
-                else loaded.config.temporal_ensemble_coeff
+        p = self.params
+        if not p.checkpoint:
+            raise ValueError(
+                f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir "
+                "(robotflow rollout sets it from --checkpoints-dir)"
             )
-            use_async = p.async_inference
-            if use_async is None:
-                use_async = getattr(self._clock, "kind", "wall") != "virtual"
-            cfg = ChunkExecutorConfig(
-                n_action_steps=p.n_action_steps,
-                temporal_ensemble_coeff=coeff,
-                refill_at=p.refill_at,
-                async_inference=use_async,
-                inference_threads=p.inference_threads,
+        model_dir = resolve_checkpoint(p.checkpoint, p.checkpoint_step)
+        # Name check first: a mismatch is refused before torch loads anything.
+        check_codec(model_dir, _canonical(p.codec), require_spec=True)
+        self.loaded = load_policy(model_dir, device=p.device)
+        self.codec = codec_from_spec(self.loaded.codec_spec)
+        self.codec.reset()
+        self._ports = {
+            ARM_STATE: "arm_state",
+            GRIPPER_STATE: "gripper_state",
+            **{ch: cam for cam, ch in self.codec.params.cameras.items()},
+        }
+        self._episode_msg = None
+        self.runner = self._make_runner(self.loaded)
+        if p.warmup:
+            self.log("warm-up forward pass took %.0f ms", 1e3 * self.runner.warmup())
+
+    def step(self) -> None:
+        for msg in self.read_all("episode"):
+            self._episode_msg = msg
+            if msg["event"] == "start":
+                self.runner.reset()
+                self.codec.reset()
+        latest = {}
+        for channel, port in self._ports.items():
+            msg = self.read(port)
+            if msg is None:
+                return  # a sensor has not published yet: no observation, no action
+            latest[channel] = msg
+        if self._episode_msg is not None:
+            latest[TASK_CHANNEL] = self._episode_msg
+        obs = self.codec.encode_live(latest)
+        live_task = getattr(self.codec, "live_task", None)
+        task = live_task(latest) if live_task is not None else None
+        if task:
+            obs["task"] = task  # ACT ignores it; language-conditioned policies read it
+        cmd = self.codec.decode(self.runner.step(obs))
+        self.emit("ee_target", ee_pose=cmd["ee_pose"])
+        self.emit("grip", width=cmd["width"])
+
+    def teardown(self) -> None:
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
+            stats = getattr(runner, "stats", None)
+            if stats is not None:
+                self.log("policy stats: %s", stats.as_dict())
+
+
+class ACTNode(_PolicyNode):
+    """ACT with asynchronous chunk execution: ticks pop precomputed actions; chunks are inferred ahead."""
+
+    Params = ACTNodeParams
+
+    def _make_runner(self, loaded: Any) -> Any:
+        from .chunking import ChunkExecutor, ChunkExecutorConfig
+
+        p: ACTNodeParams = self.params
+        if loaded.policy_type != "act":
+            raise ValueError(
+                f"policy.act needs an ACT checkpoint, {loaded.path} is {loaded.policy_type!r} (use policy.lerobot)"
             )
-            return ChunkExecutor(loaded.policy, loaded.preprocessor, loaded.postprocessor, cfg, device=loaded.device)
+        coeff = (
+            p.temporal_ensemble_coeff
+            if p.temporal_ensemble_coeff is not None
+            else loaded.config.temporal_ensemble_coeff
+        )
+        use_async = p.async_inference
+        if use_async is None:
+            use_async = getattr(self._clock, "kind", "wall") != "virtual"
+        cfg = ChunkExecutorConfig(
+            n_action_steps=p.n_action_steps,
+            temporal_ensemble_coeff=coeff,
+            refill_at=p.refill_at,
+            async_inference=use_async,
+            inference_threads=p.inference_threads,
+        )
+        return ChunkExecutor(loaded.policy, loaded.preprocessor, loaded.postprocessor, cfg, device=loaded.device)
 
-    @register("policy.lerobot")
-    class LeRobotNode(_PolicyNode):
-        """Any LeRobot policy type (act, diffusion, ...) through its own synchronous `select_action`."""
 
-        Params = LeRobotNodeParams
+class LeRobotNode(_PolicyNode):
+    """Any LeRobot policy type (act, diffusion, ...) through its own synchronous `select_action`."""
 
-        def _make_runner(self, loaded: Any) -> Any:
-            from .chunking import SyncPolicyRunner
+    Params = LeRobotNodeParams
 
-            return SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor, device=loaded.device)
+    def _make_runner(self, loaded: Any) -> Any:
+        from .chunking import SyncPolicyRunner
+
+        return SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor, device=loaded.device)
 
 
 __all__ = ["ACTNodeParams", "LeRobotNodeParams", "CodecMismatchError", "graph_codec"]

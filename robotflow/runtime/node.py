@@ -7,6 +7,8 @@ reads inputs, emits outputs and keeps its own state. See docs/contracts.md for a
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -83,6 +85,11 @@ class Node:
     def teardown(self) -> None:
         """Release resources and put hardware in a safe state. Always called, even after a failure."""
 
+    def paces_virtual_time(self) -> bool:
+        """A node that owns simulated time may ask the scheduler to pace it to the wall clock (a person watching,
+        a policy inferring asynchronously). Read once, after setup."""
+        return False
+
     def report(self) -> dict | None:
         """Results to hand back after the run (JSON-able); also collected from other processes."""
         return None
@@ -132,40 +139,22 @@ class Node:
 
 
 # ---- registry -----------------------------------------------------------------------------------
+# Node types come from installed packages: each declares `type.name = package.module:Class` in the
+# `robotflow.nodes` entry-point group (robotflow's own are in its setup.cfg), so a third-party package adds
+# node types without touching robotflow. A module is imported only when a graph uses one of its types, so
+# a graph without hardware or a policy never imports a hardware SDK or torch. `register` adds a class
+# defined in the running program (tests, notebooks).
 
+ENTRY_POINT_GROUP = "robotflow.nodes"
 _REGISTRY: dict[str, type[Node]] = {}
 
-# Short names shipped with robotflow and the module that registers each. Modules are imported on
-# first use so a graph that does not use a hardware SDK or torch never imports it.
-BUILTIN_TYPES: dict[str, str] = {
-    "test.counter": "robotflow.runtime.testnodes",
-    "test.frames": "robotflow.runtime.testnodes",
-    "test.sink": "robotflow.runtime.testnodes",
-    "test.busy": "robotflow.runtime.testnodes",
-    "test.fail": "robotflow.runtime.testnodes",
-    "test.relay": "robotflow.runtime.testnodes",
-    "test.echo": "robotflow.runtime.testnodes",
-    "test.episodes": "robotflow.runtime.testnodes",
-    "record.hdf5": "robotflow.runtime.recorder",
-    "record.replay": "robotflow.runtime.replay",
-    "sim.world": "robotflow.drivers.sim.nodes",
-    "sim.arm": "robotflow.drivers.sim.nodes",
-    "sim.gripper": "robotflow.drivers.sim.nodes",
-    "sim.camera": "robotflow.drivers.sim.nodes",
-    "sim.task": "robotflow.drivers.sim.nodes",
-    "teleop.scripted": "robotflow.drivers.teleop_scripted",
-    "teleop.keyboard": "robotflow.drivers.teleop_keyboard",
-    "policy.act": "robotflow.policies.nodes",
-    "policy.lerobot": "robotflow.policies.nodes",
-    "franka.arm": "robotflow.drivers.franka",
-    "franka.gripper": "robotflow.drivers.franka",
-    "realsense.camera": "robotflow.drivers.realsense",
-    "opencv.camera": "robotflow.drivers.opencv_camera",
-}
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def register(type_name: str):
-    """Class decorator: make a node class available to graph files as `type_name`."""
+    """Class decorator: make a node class defined in this program available to graph files as `type_name`."""
 
     def deco(cls: type[Node]) -> type[Node]:
         if not (isinstance(cls, type) and issubclass(cls, Node)):
@@ -178,20 +167,24 @@ def register(type_name: str):
 
 
 def known_types() -> list[str]:
-    return sorted(set(_REGISTRY) | set(BUILTIN_TYPES))
+    return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
 def resolve_type(type_name: str) -> type[Node]:
     """Find a node class by registered short name or import path (`pkg.module.Class` or `pkg.module:Class`)."""
-    import importlib
-
     if type_name in _REGISTRY:
         return _REGISTRY[type_name]
-    if type_name in BUILTIN_TYPES:
-        importlib.import_module(BUILTIN_TYPES[type_name])
-        if type_name in _REGISTRY:
-            return _REGISTRY[type_name]
-        raise LookupError(f"module {BUILTIN_TYPES[type_name]} did not register {type_name!r}")
+    ep = _entry_points().get(type_name)
+    if ep is not None:
+        try:
+            cls = ep.load()
+        except ImportError as e:
+            raise LookupError(f"cannot import {ep.value!r} for node type {type_name!r}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Node)):
+            raise LookupError(f"entry point {type_name!r} = {ep.value!r} is not a Node subclass")
+        cls.type_name = type_name
+        _REGISTRY[type_name] = cls
+        return cls
     if ":" in type_name or type_name.count(".") >= 2:
         mod_name, _, attr = type_name.replace(":", ".").rpartition(".")
         try:

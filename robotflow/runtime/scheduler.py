@@ -7,7 +7,7 @@ missed ticks are skipped, keeping the phase. Triggered nodes wait on their trigg
 Virtual clock (a graph with a node that owns simulated time): every node runs in the scheduler's
 thread, in the graph's fixed order (producers before consumers), at the virtual instants their rates
 call for. The simulator is never stepped while a renderer or a command reads its state, and the same
-seed gives the same outputs. With the world's `realtime` set, virtual time is paced to the wall clock.
+seed gives the same outputs. A clock-owning node may ask for virtual time to be paced to the wall clock (Node.paces_virtual_time).
 
 Shutdown: Ctrl-C, SIGTERM, a node's request_stop(), a node exception or the end of --duration stop every
 node (waits are bounded to 50 ms), then teardown runs in reverse start order in each node's thread.
@@ -423,7 +423,7 @@ class Scheduler:
             started.append(rt)
             if not self._call(rt, rt.node.setup):
                 return
-        realtime = any(getattr(rt.node, "realtime", False) for rt in self.runtimes if rt.spec.cls.virtual_clock)
+        realtime = any(rt.node.paces_virtual_time() for rt in self.runtimes if rt.spec.cls.virtual_clock)
         periodic = [rt for rt in self.runtimes if rt.period_ns]
         triggered = [rt for rt in self.runtimes if not rt.period_ns]
         heap = [(0, rt.index, 0, rt) for rt in periodic]  # (due_ns, order, tick, rt)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from pathlib import Path
 
 import click
 import numpy as np
 import yaml
 
+from robotflow.recording.format import episode_name
 from robotflow.runtime.graph import GraphError, GraphSpec, load_graph, parse_graph
-from robotflow.runtime.recorder import episode_name
 
 RECORDER_TYPE = "record.hdf5"
 
@@ -123,56 +121,13 @@ def _print_episode_table(episodes: list[dict]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def info(directory, as_json):
     """Summarise the episodes in DIRECTORY: durations, outcomes, streams with rates, gaps."""
-    from robotflow.codecs.episode import EpisodeError, EpisodeFile, find_episode_files
+    from robotflow.recording.summary import summarize_episodes
 
-    files = find_episode_files(directory)
-    partials = sorted(Path(directory).rglob("*.h5.partial")) if Path(directory).is_dir() else []
-    rows, streams = [], {}
-    for path in files:
-        try:
-            ep = EpisodeFile(path)
-        except EpisodeError as e:
-            click.echo(f"warning: {e}", err=True)
-            continue
-        with ep:
-            i = ep.info
-            rows.append(
-                {
-                    "file": path.name,
-                    "index": i.episode_index,
-                    "outcome": i.outcome,
-                    "duration_s": i.duration_s,
-                    "task": i.task,
-                    "seed": i.seed,
-                    "gaps": int(sum(c.get("gaps", 0) for c in i.counts.values())),
-                }
-            )
-            for ch in ep.channels():
-                ts = ep.timestamps(ch)
-                s = streams.setdefault(ch, {"messages": 0, "seconds": 0.0, "gaps": 0, "nominal_hz": i.rates.get(ch)})
-                s["messages"] += len(ts)
-                if len(ts) > 1:
-                    s["seconds"] += (ts[-1] - ts[0]) / 1e9
-                s["gaps"] += int(i.counts.get(ch, {}).get("gaps", 0))
-    for s in streams.values():
-        s["rate_hz"] = round(s["messages"] / s["seconds"], 2) if s["seconds"] > 0 else None
-    outcomes = {}
-    for r in rows:
-        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
-    total = float(np.nansum([r["duration_s"] for r in rows])) if rows else 0.0
+    summary = summarize_episodes(directory, warn=lambda m: click.echo(f"warning: {m}", err=True))
+    rows, streams, outcomes = summary["episodes"], summary["streams"], summary["outcomes"]
+    total, partials = summary["total_duration_s"], summary["partial_files"]
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "episodes": rows,
-                    "streams": streams,
-                    "outcomes": outcomes,
-                    "total_duration_s": total,
-                    "partial_files": [str(p) for p in partials],
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps(summary, indent=2))
         return
     click.echo(
         f"{len(rows)} episodes, {total:.1f} s, outcomes: "
@@ -228,7 +183,7 @@ def replay(episode, graph_file, speed, sets, rerun_file):
     if not nodes:
         raise click.ClickException(f"{graph_file} has no record.replay node to feed the episode into")
     extra = [f"{nodes[0].name}.episode={json.dumps(str(episode))}", f"{nodes[0].name}.speed={speed}"]
-    from robotflow.codecs.episode import EpisodeError, EpisodeFile
+    from robotflow.recording.reader import EpisodeError, EpisodeFile
 
     try:
         with EpisodeFile(episode) as ep:
@@ -255,8 +210,8 @@ def _to_rerun(episode: str, out: str) -> None:
     """Log every recorded stream into a .rrd file (open with `rerun FILE`)."""
     import rerun as rr
 
-    from robotflow.codecs.episode import EpisodeFile
-    from robotflow.runtime.replay import _is_image
+    from robotflow.recording.reader import EpisodeFile
+    from robotflow.recording.replay import is_image_field
 
     rr.init("robotflow-replay", spawn=False)
     rr.save(out)
@@ -265,7 +220,7 @@ def _to_rerun(episode: str, out: str) -> None:
             ts = ep.timestamps(ch)
             t0 = ts[0] if len(ts) else 0
             for name in ep.fields(ch):
-                if _is_image(ep, ch, name):
+                if is_image_field(ep, ch, name):
                     for i in range(len(ts)):
                         rr.set_time("time", duration=(ts[i] - t0) / 1e9)
                         rr.log(f"{ch}/{name}", rr.Image(ep.images(ch, [i], name)[0]))
@@ -288,43 +243,16 @@ def recover(directory):
     A partial file that HDF5 can still read keeps everything flushed before the crash; one that cannot be
     read is moved to DIRECTORY/unrecoverable/ (never deleted) with a message.
     """
-    import h5py
+    from robotflow.recording.recover import recover_partials
 
-    partials = sorted(Path(directory).rglob("*.h5.partial"))
-    if not partials:
+    results = recover_partials(directory)
+    if not results:
         click.echo(f"nothing to recover in {directory}")
-        return
-    for p in partials:
-        final = p.with_name(p.name[: -len(".partial")])
-        try:
-            with h5py.File(p, "r+") as f:
-                counts, t_first, t_last = {}, None, None
-                chans = f.get("channels")
-                if chans is not None:
-                    for node in chans:
-                        for out in chans[node]:
-                            ts = chans[node][out].get("timestamp_ns")
-                            seq = chans[node][out].get("seq")
-                            n = 0 if ts is None else ts.shape[0]
-                            gaps = int(np.sum(np.diff(seq[()]) - 1)) if seq is not None and seq.shape[0] > 1 else 0
-                            counts[f"{node}/{out}"] = {"received": n, "gaps": gaps}
-                            if n:
-                                t_first = ts[0] if t_first is None else min(t_first, ts[0])
-                                t_last = ts[-1] if t_last is None else max(t_last, ts[-1])
-                f.attrs["outcome"] = "aborted"
-                f.attrs["recovered"] = True
-                f.attrs["counts_json"] = json.dumps(counts)
-                f.attrs["duration_s"] = float((t_last - t_first) / 1e9) if t_first is not None else 0.0
-            if final.exists():
-                raise OSError(f"{final.name} already exists")
-            p.rename(final)
-            n = sum(c["received"] for c in counts.values())
-            click.echo(f"recovered {final.name}: {n} messages, marked aborted")
-        except OSError as e:
-            dest = Path(directory) / "unrecoverable"
-            dest.mkdir(exist_ok=True)
-            shutil.move(str(p), dest / p.name)
-            click.echo(f"{p.name} is not readable ({str(e).splitlines()[0]}); moved to {dest / p.name}", err=True)
+    for r in results:
+        if r.ok:
+            click.echo(f"recovered {r.path.name}: {r.messages} messages, marked aborted")
+        else:
+            click.echo(f"{r.source.name} is not readable ({r.error}); moved to {r.path}", err=True)
 
 
 __all__ = ["record", "info", "replay", "recover", "with_recorder", "episode_name"]

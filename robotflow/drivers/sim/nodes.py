@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotflow.runtime.node import Input, Node, register
+from robotflow.runtime.node import Input, Node
 
 from .render import OffscreenCamera
 from .scene import TASKS
@@ -38,7 +38,6 @@ class WorldParams:
     visual_cell: float = 0.004  # visual meshes simplified to this grid (m) for CPU rendering; 0 = original
 
 
-@register("sim.world")
 class SimWorldNode(Node):
     """Owns the MuJoCo model and data and steps physics up to the runtime's virtual time each tick."""
 
@@ -50,7 +49,6 @@ class SimWorldNode(Node):
         super().__init__(name, params)
         if params.task not in TASKS:
             raise ValueError(f"sim.world {name!r}: unknown task {params.task!r}; choose one of {', '.join(TASKS)}")
-        self.realtime = bool(params.realtime)  # read by the scheduler to pace virtual time
         self._sim: SimWorld | None = None
         self._viewer = None
         self._t0_ns: int | None = None
@@ -61,6 +59,9 @@ class SimWorldNode(Node):
         if self._sim is None:
             self._sim = SimWorld(self.params.task, self.params.timestep, self.params.visual_cell)
         return self._sim
+
+    def paces_virtual_time(self) -> bool:
+        return bool(self.params.realtime)
 
     def setup(self) -> None:
         _ = self.sim  # builds the world now, in setup, not on the first tick
@@ -134,7 +135,6 @@ class ArmParams:
     speed_scale: float = 0.5  # fraction of the Panda's joint speed limits commands may use
 
 
-@register("sim.arm")
 class SimArmNode(_WorldUser):
     """The simulated Panda: absolute EE targets (differential IK) or joint targets -> position servos."""
 
@@ -174,7 +174,6 @@ class GripperParams:
     world: str = "world"
 
 
-@register("sim.gripper")
 class SimGripperNode(_WorldUser):
     """The simulated gripper (Robotiq 2F-85 of the gym-hil Panda): width 0 = closed .. 1 = open."""
 
@@ -209,7 +208,6 @@ class CameraParams:
     fps: float = 15.0  # frames per second; give the node the same `rate:` (faster rates are decimated)
 
 
-@register("sim.camera")
 class SimCameraNode(_WorldUser):
     """Renders a scene camera offscreen (EGL or OSMesa, chosen automatically) into RGB uint8 frames."""
 
@@ -271,7 +269,6 @@ class TaskParams:
     hold_s: float = 1.0  # the goal must hold this long (objects resting, robot not touching)
 
 
-@register("sim.task")
 class SimTaskNode(_WorldUser):
     """Episode cycle of a simulated task: reset + randomise, success check, timeout, `episode` events.
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .format import EPISODE_FORMAT, decode_jpeg
+
 __all__ = [
     "EPISODE_FORMAT",
     "EpisodeError",
@@ -24,8 +26,6 @@ __all__ = [
     "find_episode_files",
     "decode_jpeg",
 ]
-
-EPISODE_FORMAT = "robotflow.episode/1"
 
 
 class EpisodeError(Exception):
@@ -68,34 +68,6 @@ def _attr_json(value: Any, default: Any) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return default
-
-
-def decode_jpeg(data: np.ndarray | bytes) -> np.ndarray:
-    """Decode one JPEG buffer to an RGB ``uint8`` ``(H, W, 3)`` array.
-
-    OpenCV (installed with LeRobot as opencv-python-headless) is about twice as fast as Pillow here;
-    Pillow is the fallback because LeRobot depends on it unconditionally.
-    """
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - cv2 ships with lerobot here
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(buf.tobytes())) as img:
-            return np.asarray(img.convert("RGB"))
-    if buf.size == 0:
-        # The recorder writes an empty row when a message on an image channel lacked the image.
-        raise ValueError("empty image buffer")
-    try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    except cv2.error:
-        bgr = None
-    if bgr is None:
-        raise ValueError("not a decodable JPEG buffer")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class EpisodeFile:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import importlib.metadata
 import json
 import logging
 import os
@@ -34,53 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from .channels import Message
-from .node import Input, Node, register
+from robotflow.runtime.channels import Message
+from robotflow.runtime.node import Input, Node
+
+from .format import (
+    EPISODE_FORMAT,
+    OUTCOMES,
+    encode_jpeg,
+    episode_name,
+    is_image,
+    next_episode_index,
+    package_version,
+)
 
 log = logging.getLogger("robotflow.recorder")
-
-EPISODE_FORMAT = "robotflow.episode/1"
-OUTCOMES = ("success", "failure", "aborted", "discarded")
-
-
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def is_image(value: Any) -> bool:
-    return (
-        isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (1, 3, 4)
-    )
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """A standard JPEG (any decoder returns RGB) as a uint8 array."""
-    import cv2
-
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.shape[-1] == 3 else rgb
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return buf.reshape(-1)
-
-
-def episode_name(index: int) -> str:
-    return f"episode_{index:06d}.h5"
-
-
-def next_episode_index(directory: Path) -> int:
-    """One past the highest episode index in the directory (finished or partial), so sessions append."""
-    best = -1
-    for p in directory.glob("episode_*.h5*"):
-        stem = p.name.split(".")[0]
-        try:
-            best = max(best, int(stem.split("_")[1]))
-        except (IndexError, ValueError):
-            continue
-    return best + 1
 
 
 class _ChannelBuffer:
@@ -233,7 +199,6 @@ class RecorderParams:
     progress: bool = False  # a live status line on stderr
 
 
-@register("record.hdf5")
 class Recorder(Node):
     """Records every input channel into HDF5 episode files (see module docs)."""
 
@@ -334,8 +299,8 @@ class Recorder(Node):
         task = self.params.task or fields.get("task") or ""
         attrs = {
             "format": EPISODE_FORMAT,
-            "robotflow_version": _version("robotflow"),
-            "lerobot_version": _version("lerobot"),
+            "robotflow_version": package_version("robotflow"),
+            "lerobot_version": package_version("lerobot"),
             "graph_yaml": self._graph_text,
             "params_json": self._params_json,
             "task": str(task),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from .node import Node, register
+from robotflow.runtime.node import Node
+
+from .reader import EpisodeFile
 
 
 @dataclass
@@ -20,7 +22,6 @@ class ReplayParams:
     stop_at_end: bool = True  # end the graph when the episode is done
 
 
-@register("record.replay")
 class Replay(Node):
     """Replays an episode file's channels on this node's outputs (see module docs)."""
 
@@ -31,8 +32,6 @@ class Replay(Node):
         return tuple(params.channels)
 
     def setup(self) -> None:
-        from robotflow.codecs.episode import EpisodeFile
-
         p = self.params
         if not p.episode:
             raise ValueError("no episode to replay: set params.episode (robotflow replay EPISODE does)")
@@ -60,7 +59,7 @@ class Replay(Node):
         cols = self._cache.get(output)
         if cols is None:
             cols = self._cache[output] = {
-                name: (None if _is_image(self.episode, ch, name) else self.episode.field(ch, name))
+                name: (None if is_image_field(self.episode, ch, name) else self.episode.field(ch, name))
                 for name in self.episode.fields(ch)
             }
         row = {}
@@ -85,6 +84,6 @@ class Replay(Node):
             self.episode.close()
 
 
-def _is_image(episode, channel: str, name: str) -> bool:
+def is_image_field(episode, channel: str, name: str) -> bool:
     """Image fields carry an `encoding` attribute (jpeg or raw) in the episode file."""
     return episode._h5[f"channels/{channel}/{name}"].attrs.get("encoding") is not None

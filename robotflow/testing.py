@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .node import Input, Node, register
+from robotflow.runtime.node import Input, Node
 
 
 @dataclass
@@ -15,7 +15,6 @@ class CounterParams:
     stop_after: int = 0  # ends the graph after this many ticks (0: never)
 
 
-@register("test.counter")
 class Counter(Node):
     """Emits an increasing integer and a small array each tick."""
 
@@ -38,7 +37,6 @@ class FramesParams:
     height: int = 480
 
 
-@register("test.frames")
 class Frames(Node):
     """Publishes a fresh HxWx3 uint8 frame each tick, like a camera driver."""
 
@@ -60,7 +58,6 @@ class SinkParams:
     expect_every: bool = False  # fail if a sequence gap is seen (queue inputs)
 
 
-@register("test.sink")
 class Sink(Node):
     """Reads whatever it is given; keeps counts (and the last message) for tests."""
 
@@ -81,7 +78,6 @@ class Sink(Node):
                 self.last[port] = m
 
 
-@register("test.relay")
 class Relay(Node):
     """Triggered on `x`: re-emits its value + 1 on `y` (for chains and cycles)."""
 
@@ -100,7 +96,6 @@ class BusyParams:
     size: int = 256  # numpy matrix side: keeps a core busy with GIL-releasing BLAS work
 
 
-@register("test.busy")
 class Busy(Node):
     """Burns CPU with numpy matrix products (the load a vision or policy node adds)."""
 
@@ -121,7 +116,6 @@ class FailParams:
     in_setup: bool = False
 
 
-@register("test.fail")
 class Fail(Node):
     """Raises after `after` ticks (or in setup): exercises safe shutdown."""
 
@@ -145,7 +139,6 @@ class EchoParams:
     fail_at: int = 0  # raise when a value reaches this (0: never)
 
 
-@register("test.echo")
 class Echo(Node):
     """Triggered on `x` (queue delivery): re-emits each value with a small frame; fails on request."""
 
@@ -170,7 +163,6 @@ class EpisodesParams:
     seed: int = 0
 
 
-@register("test.episodes")
 class Episodes(Node):
     """Starts and ends fixed-length episodes (the recorder's episode source without a simulator)."""
 

@@ -1,0 +1,61 @@
+"""Recovery of episodes a crash left unfinished (`robotflow recover`).
+
+A partial file that HDF5 can still read keeps everything flushed before the crash and becomes an episode
+marked `aborted`; one that cannot be read is moved to `unrecoverable/` beside it, never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Recovered:
+    source: Path
+    path: Path  # the finished episode, or where an unreadable file was moved
+    ok: bool
+    messages: int = 0
+    error: str = ""
+
+
+def recover_partials(directory: str | Path) -> list[Recovered]:
+    """Finish every `*.h5.partial` under `directory`; one result per file."""
+    import h5py
+
+    out: list[Recovered] = []
+    for p in sorted(Path(directory).rglob("*.h5.partial")):
+        final = p.with_name(p.name[: -len(".partial")])
+        try:
+            with h5py.File(p, "r+") as f:
+                counts, t_first, t_last = {}, None, None
+                chans = f.get("channels")
+                if chans is not None:
+                    for node in chans:
+                        for o in chans[node]:
+                            ts = chans[node][o].get("timestamp_ns")
+                            seq = chans[node][o].get("seq")
+                            n = 0 if ts is None else ts.shape[0]
+                            gaps = int(np.sum(np.diff(seq[()]) - 1)) if seq is not None and seq.shape[0] > 1 else 0
+                            counts[f"{node}/{o}"] = {"received": n, "gaps": gaps}
+                            if n:
+                                t_first = ts[0] if t_first is None else min(t_first, ts[0])
+                                t_last = ts[-1] if t_last is None else max(t_last, ts[-1])
+                f.attrs["outcome"] = "aborted"
+                f.attrs["recovered"] = True
+                f.attrs["counts_json"] = json.dumps(counts)
+                f.attrs["duration_s"] = float((t_last - t_first) / 1e9) if t_first is not None else 0.0
+            if final.exists():
+                raise OSError(f"{final.name} already exists")
+            p.rename(final)
+            out.append(Recovered(p, final, True, sum(c["received"] for c in counts.values())))
+        except OSError as e:
+            dest = Path(directory) / "unrecoverable"
+            dest.mkdir(exist_ok=True)
+            shutil.move(str(p), dest / p.name)
+            out.append(Recovered(p, dest / p.name, False, error=str(e).splitlines()[0]))
+    return out
