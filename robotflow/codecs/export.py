@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
 import multiprocessing
@@ -428,18 +429,25 @@ def _build(
     return frames
 
 
+@functools.cache
 def video_backend() -> str:
-    """The video decoder LeRobot should use here: ``torchcodec`` when its FFmpeg libraries load,
-    else ``pyav``.
+    """The video decoder LeRobot should use here: ``torchcodec`` (LeRobot's default) when its FFmpeg libraries load,
+    else ``pyav``, with a warning.
 
-    LeRobot picks torchcodec whenever the package is installed, but its wheels link against the
-    system FFmpeg (libavutil.so.56-60), which these machines do not have, so loading a dataset with
-    the default backend fails at the first frame. PyAV bundles its own FFmpeg. Pass the result as
-    ``LeRobotDataset(..., video_backend=...)`` or ``--dataset.video_backend=...`` to lerobot-train.
+    torchcodec's wheels link against the system FFmpeg (libavutil.so.56-60), which `make`'s system step installs
+    from Debian; without it loading a dataset with the default backend fails at the first frame. PyAV bundles its
+    own FFmpeg, so it is the fallback. Pass the result as ``LeRobotDataset(..., video_backend=...)`` or
+    ``--dataset.video_backend=...`` to lerobot-train.
     """
     try:
         from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads the shared libraries)
-    except Exception:  # RuntimeError/OSError from the loader, ImportError when absent
+    except Exception as e:  # RuntimeError/OSError from the loader, ImportError when absent
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        logging.getLogger("robotflow.codecs").warning(
+            "torchcodec cannot load (%s); decoding videos with pyav. Install FFmpeg's libraries "
+            "(`make install` as root does) to use LeRobot's default decoder.",
+            first,
+        )
         return "pyav"
     return "torchcodec"
 
