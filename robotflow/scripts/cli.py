@@ -176,6 +176,7 @@ def _attach_optional_commands() -> None:
         ("robotflow.scripts.convert", "convert", "convert"),
         ("robotflow.scripts.train", "train_command", "train"),
         ("robotflow.scripts.rollout", "rollout", "rollout"),
+        ("robotflow.scripts.serve", "serve", "serve"),
     ]:
         try:
             mod = importlib.import_module(mod_name)

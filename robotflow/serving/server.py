@@ -1,0 +1,458 @@
+"""`robotflow serve`: LeRobot checkpoints of a robotflow run behind a Protocol v1 WebSocket server.
+
+Routes (Positronic's Protocol v1): ``GET /api/v1/models`` -> ``{"models": [ids]}``; WebSocket
+``/api/v1/session`` (the default model) and ``/api/v1/session/{model_id}``. A session receives status
+messages until ``{"status": "ready", "meta": ...}``, then answers each observation with
+``{"result": [actions]}`` (the whole predicted chunk) or ``{"error": "..."}`` and carries on. A session that
+cannot start gets ``{"status": "error", "error": ...}`` and is closed with 1008.
+
+One model is resident at a time (one accelerator). A session for another checkpoint waits until the
+sessions on the current one have ended (``{"status": "waiting"}`` every 5 s), then the new checkpoint is
+loaded (``{"status": "loading"}`` every 5 s) and warmed up. Forward passes run on one inference thread,
+so concurrent sessions take turns on the model; each session has its own codec state and policy state.
+
+Security beyond Protocol v1: loopback by default, an optional bearer token (``Authorization: Bearer``),
+a non-loopback bind refused without a token unless ``insecure``, and a message size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from robotflow.serving.protocol import (
+    CLOSE_POLICY_VIOLATION,
+    IMAGE_PREFIX,
+    MODELS_PATH,
+    SESSION_PATH,
+    ProtocolError,
+    actions_to_wire,
+    channels_from_observation,
+    pack,
+    unpack,
+)
+
+log = logging.getLogger("robotflow.serving")
+
+STATUS_INTERVAL_S = 5.0
+
+
+class ServeError(ValueError):
+    """A configuration the server refuses to start with; the message is one line."""
+
+
+@dataclass
+class ServeConfig:
+    """What `robotflow serve` serves and how.
+
+    checkpoints_dir: a training run (`<output-dir>/<run-name>`), or one step / pretrained_model dir.
+    checkpoint: the default model's step (None: the newest).
+    codec: when set, every checkpoint must have been trained with this codec (name or alias).
+    token: when set, HTTP and WebSocket requests need `Authorization: Bearer <token>`.
+    insecure: allow a non-loopback bind without a token.
+    max_message_bytes: larger observations get an error reply (the session goes on); four times this
+        closes the connection at the transport (1009), so a client cannot make the server buffer gigabytes.
+    """
+
+    checkpoints_dir: str
+    checkpoint: str | None = None
+    codec: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    token: str | None = None
+    insecure: bool = False
+    max_message_bytes: int = 16 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(cfg: ServeConfig) -> None:
+    """Refuse to expose an unauthenticated model server beyond this machine unless asked to."""
+    if not is_loopback(cfg.host) and not cfg.token and not cfg.insecure:
+        raise ServeError(
+            f"refusing to bind {cfg.host} without a token: anyone who can reach it could drive your robot; "
+            "pass --token (or set ROBOTFLOW_TOKEN), or --insecure on a trusted network"
+        )
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+
+class ModelCatalog:
+    """The checkpoints a run holds, by model id (the step as text, Positronic's convention)."""
+
+    def __init__(self, checkpoints_dir: str, default: str | None, codec: str | None):
+        from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
+
+        self.root = Path(checkpoints_dir).expanduser()
+        self.codec = codec
+        if not self.root.exists():
+            raise ServeError(f"--checkpoints-dir {self.root} does not exist")
+        ckpts = list_checkpoints(self.root)
+        if ckpts:
+            self.paths = {str(c.step): c.path for c in ckpts}
+        else:
+            try:  # a single checkpoint dir
+                path = resolve_checkpoint(self.root)
+            except (CheckpointError, ValueError) as e:
+                raise ServeError(str(e).splitlines()[0]) from None
+            step = path.parent.name if path.name == "pretrained_model" else path.name
+            self.paths = {str(int(step)) if step.isdigit() else step: path}
+        if default is None or default == "last":
+            self.default = list(self.paths)[-1]
+        else:
+            self.default = self.resolve(str(default))
+            if self.default is None:
+                raise ServeError(f"--checkpoint {default}: no such checkpoint; available: {', '.join(self.paths)}")
+        if codec is not None:
+            from robotflow.policies.checkpoints import CodecMismatchError, check_codec
+
+            for mid, path in self.paths.items():
+                try:
+                    check_codec(path, codec, require_spec=True)
+                except CodecMismatchError as e:
+                    raise ServeError(f"model {mid}: {e}") from None
+
+    def ids(self) -> list[str]:
+        return list(self.paths)
+
+    def resolve(self, model_id: str | None) -> str | None:
+        """Canonical id for a requested one (`None`: the default; `000500` and `500` are the same step)."""
+        if model_id is None or model_id == "":
+            return self.default
+        if model_id in self.paths:
+            return model_id
+        if model_id.isdigit() and str(int(model_id)) in self.paths:
+            return str(int(model_id))
+        if model_id == "last":
+            return list(self.paths)[-1]
+        return None
+
+
+class ServedModel:
+    """One loaded checkpoint: LeRobot policy + processors + the codec spec it was trained with."""
+
+    def __init__(self, model_id: str, path: Path, device: str, codec: str | None):
+        from robotflow.policies.loading import load_policy
+
+        self.id = model_id
+        self.loaded = load_policy(path, device=device, codec=codec)
+        if self.loaded.codec_spec is None:
+            raise ServeError(f"checkpoint {path} has no robotflow_codec.json: the server cannot encode observations")
+        cfg = self.loaded.config
+        self.chunk_size = int(getattr(cfg, "chunk_size", None) or getattr(cfg, "horizon", None) or cfg.n_action_steps)
+        self.n_action_steps = int(getattr(cfg, "n_action_steps", self.chunk_size))
+        codec_obj = self.new_codec()
+        self.codec_name = codec_obj.name
+        self.cameras = dict(codec_obj.params.cameras)
+        self.fps = float(codec_obj.params.fps)
+        h, w = codec_obj.params.image_size
+        parts = set(codec_obj.layout.state)
+        self.needs_ee = bool(parts & {"ee_pose", "ee_rot6d"})
+        self.needs_joints = "joints" in parts
+        self.meta = {
+            "server": "robotflow",
+            "type": self.loaded.policy_type,
+            "checkpoint_id": model_id,
+            "checkpoint_path": str(path),
+            "codec": self.codec_name,
+            "cameras": sorted(self.cameras),
+            "image_keys": [IMAGE_PREFIX + c for c in self.cameras],
+            "image_sizes": [w, h],  # (width, height), Positronic's order: clients shrink images to fit
+            "action_fps": self.fps,
+            "action_horizon_sec": self.n_action_steps / self.fps,
+            "chunk_size": self.chunk_size,
+            "n_action_steps": self.n_action_steps,
+            "device": self.loaded.device,
+        }
+
+    def new_codec(self):
+        from robotflow.codecs import codec_from_spec
+
+        codec = codec_from_spec(self.loaded.codec_spec)
+        codec.reset()
+        return codec
+
+    # The methods below run on the inference thread only.
+    def new_state(self) -> Any:
+        """Fresh per-session policy state (policies that keep observation queues keep them here)."""
+        policy = self.loaded.policy
+        policy.reset()
+        return getattr(policy, "_queues", None)
+
+    def predict(self, frame: dict[str, Any], state: Any) -> tuple[np.ndarray, Any]:
+        """One forward pass: (chunk_size, action_dim) unnormalized actions, and the session's new state."""
+        import torch
+        from lerobot.policies.utils import prepare_observation_for_inference
+
+        policy = self.loaded.policy
+        if state is not None:
+            policy._queues = state
+        arrays = {k: np.array(v) for k, v in frame.items() if isinstance(v, np.ndarray)}  # writable copies
+        with torch.inference_mode():
+            batch = prepare_observation_for_inference(arrays, self.loaded.device, frame.get("task"), None)
+            batch = self.loaded.preprocessor(batch)
+            if getattr(policy, "_queues", None) is not None:
+                _populate_queues(policy, batch)
+            chunk = policy.predict_action_chunk(batch)
+            if chunk.ndim == 2:
+                chunk = chunk.unsqueeze(0)
+            actions = self.loaded.postprocessor(chunk)
+        return actions[0].float().cpu().numpy(), getattr(policy, "_queues", None)
+
+    def warmup(self) -> float:
+        from robotflow.policies.chunking import dummy_observation
+
+        t = time.perf_counter()
+        self.predict(dummy_observation(self.loaded.config), self.new_state())
+        return time.perf_counter() - t
+
+
+def _populate_queues(policy: Any, batch: dict[str, Any]) -> None:
+    """Observation history for policies that keep one (diffusion): what their own `select_action` does
+    before `predict_action_chunk`."""
+    import torch
+    from lerobot.policies.utils import populate_queues
+    from lerobot.utils.constants import OBS_IMAGES
+
+    image_keys = list(getattr(policy.config, "image_features", None) or [])
+    if image_keys and OBS_IMAGES in policy._queues:
+        batch = dict(batch)
+        batch[OBS_IMAGES] = torch.stack([batch[k] for k in image_keys], dim=-4)
+    policy._queues = populate_queues(policy._queues, batch)
+
+
+class PolicyManager:
+    """One resident model; switching waits for the sessions on the current one (Positronic's rule)."""
+
+    def __init__(self, loader: Callable[[str], ServedModel], say: Callable[[str], None]):
+        self.loader = loader
+        self.say = say
+        self.current: ServedModel | None = None
+        self.active = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, model_id: str, send_status: Callable[[dict], Any] | None) -> ServedModel:
+        async with self._cond:
+            if self.current is None or self.current.id != model_id:
+                while self.active > 0:
+                    msg = f"waiting for {self.active} active session(s) on model {self.current.id} to finish"
+                    self.say(msg)
+                    if send_status is not None:
+                        await send_status({"status": "waiting", "message": msg})
+                    try:
+                        await asyncio.wait_for(self._cond.wait(), timeout=STATUS_INTERVAL_S)
+                    except TimeoutError:
+                        pass
+                self.current = None  # drop the old weights before the new ones arrive
+                await self._load(model_id, send_status)
+            self.active += 1
+            return self.current
+
+    async def _load(self, model_id: str, send_status: Callable[[dict], Any] | None) -> None:
+        t0 = time.monotonic()
+        task = asyncio.ensure_future(asyncio.to_thread(self.loader, model_id))
+        while True:
+            if send_status is not None:
+                elapsed = time.monotonic() - t0
+                await send_status({"status": "loading", "message": f"loading model {model_id} ({elapsed:.0f}s)"})
+            try:
+                self.current = await asyncio.wait_for(asyncio.shield(task), timeout=STATUS_INTERVAL_S)
+                return
+            except TimeoutError:
+                continue
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+
+# ---- the app --------------------------------------------------------------------------------------
+
+
+class InferenceServer:
+    """The FastAPI app and its state. `load_default()` before serving (it loads and warms up)."""
+
+    def __init__(self, cfg: ServeConfig, say: Callable[[str], None] | None = None):
+        from robotflow.policies.loading import resolve_device
+
+        check_bind(cfg)
+        self.cfg = cfg
+        self.say = say or (lambda msg: log.info("%s", msg))
+        self.catalog = ModelCatalog(cfg.checkpoints_dir, cfg.checkpoint, cfg.codec)
+        try:
+            self.device = resolve_device(cfg.device)
+        except RuntimeError as e:
+            raise ServeError(str(e)) from None
+        # One inference thread: forward passes never overlap (one model, one accelerator), and torch's
+        # thread settings apply to it alone.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robotflow-serve-infer")
+        self.manager = PolicyManager(self._load, self.say)
+        self._session_ids = itertools.count(1)
+        self.app = self._build_app()
+
+    def _load(self, model_id: str) -> ServedModel:
+        path = self.catalog.paths[model_id]
+        self.say(f"loading model {model_id} from {path} on {self.device}")
+        model = ServedModel(model_id, path, self.device, self.cfg.codec)
+        model.meta.update({"host": self.cfg.host, "port": self.cfg.port, "experiment_name": self.catalog.root.name})
+        warm = self.executor.submit(model.warmup).result()
+        self.say(
+            f"model {model_id} ready: {model.loaded.policy_type}, codec {model.codec_name}, "
+            f"chunk {model.chunk_size} at {model.fps:g} Hz, warm-up {warm * 1e3:.0f} ms"
+        )
+        return model
+
+    def load_default(self) -> None:
+        """Load and warm up the default model before the first connection (Positronic does the same)."""
+        self.manager.current = self._load(self.catalog.default)
+
+    # -- auth ---------------------------------------------------------------------------------------
+    def _authorized(self, headers: Any) -> bool:
+        if not self.cfg.token:
+            return True
+        got = headers.get("authorization", "")
+        scheme, _, value = got.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.cfg.token.encode())
+
+    def _build_app(self) -> FastAPI:
+        # FastAPI reads the handlers' annotations to inject Request / WebSocket: they must be module-level names.
+        app = FastAPI(title="robotflow serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get(MODELS_PATH)
+        async def models(request: Request):
+            if not self._authorized(request.headers):
+                return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+            return {"models": self.catalog.ids()}
+
+        async def session(websocket: WebSocket, model_id: str | None = None):
+            await self.session(websocket, model_id)
+
+        app.websocket(SESSION_PATH)(session)
+        app.websocket(SESSION_PATH + "/{model_id}")(session)
+        return app
+
+    # -- sessions -----------------------------------------------------------------------------------
+    async def session(self, ws: WebSocket, model_id: str | None) -> None:
+        sid = next(self._session_ids)
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+        if not self._authorized(ws.headers):
+            self.say(f"session {sid} from {peer} refused: missing or wrong bearer token")
+            await ws.close(code=CLOSE_POLICY_VIOLATION)  # before accept: the handshake gets HTTP 403
+            return
+        await ws.accept()
+        requests = errors = 0
+        model: ServedModel | None = None
+        try:
+            mid = self.catalog.resolve(model_id)
+            if mid is None:
+                raise ServeError(f"unknown model {model_id!r}; available: {', '.join(self.catalog.ids())}")
+            self.say(f"session {sid} from {peer}: model {mid}")
+            model = await self.manager.acquire(mid, lambda m: ws.send_bytes(pack(m)))
+            loop = asyncio.get_running_loop()
+            codec = model.new_codec()
+            state = await loop.run_in_executor(self.executor, model.new_state)
+            await ws.send_bytes(pack({"status": "ready", "meta": model.meta}))
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                data = msg.get("bytes")
+                requests += 1
+                try:
+                    if data is None:
+                        raise ProtocolError("send observations as binary msgpack messages, not text")
+                    if len(data) > self.cfg.max_message_bytes:
+                        raise ProtocolError(
+                            f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
+                        )
+                    obs = unpack(data)
+                    latest, task = channels_from_observation(
+                        obs, cameras=model.cameras, needs_ee=model.needs_ee, needs_joints=model.needs_joints
+                    )
+                    frame: dict[str, Any] = codec.encode_live(latest)
+                    if task:
+                        frame["task"] = task
+                    chunk, state = await loop.run_in_executor(self.executor, model.predict, frame, state)
+                    result = actions_to_wire([codec.decode(a) for a in chunk], model.fps)
+                    await ws.send_bytes(pack({"result": result}))
+                except (WebSocketDisconnect, asyncio.CancelledError):
+                    raise
+                except Exception as e:  # one bad request never ends the session
+                    errors += 1
+                    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    log.debug("session %d request %d failed", sid, requests, exc_info=True)
+                    self.say(f"session {sid}: request {requests} refused: {text}")
+                    await ws.send_bytes(pack({"error": text}))
+        except WebSocketDisconnect:
+            pass
+        except Exception as e:
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self.say(f"session {sid} failed: {text}")
+            log.debug("session %d failed", sid, exc_info=True)
+            try:
+                await ws.send_bytes(pack({"status": "error", "error": text}))
+                await ws.close(code=CLOSE_POLICY_VIOLATION, reason=text[:100])
+            except Exception:
+                pass  # the client is gone already
+        finally:
+            if model is not None:
+                await self.manager.release()
+                self.say(f"session {sid} closed after {requests} request(s), {errors} refused")
+
+    def run(self) -> None:
+        """Serve until Ctrl-C / SIGTERM (uvicorn handles both)."""
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app,
+            host=self.cfg.host,
+            port=self.cfg.port,
+            log_level="warning",
+            ws_max_size=4 * self.cfg.max_message_bytes,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=60.0,  # a long forward pass on a busy CPU must not look like a dead peer
+        )
+        server = uvicorn.Server(config)
+
+        async def serve() -> None:
+            task = asyncio.ensure_future(server.serve())
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            if server.started:  # the socket is bound: say so only now, scripts wait for this line
+                port = server.servers[0].sockets[0].getsockname()[1] if server.servers else self.cfg.port
+                self.say(
+                    f"serving {len(self.catalog.ids())} model(s) ({', '.join(self.catalog.ids())}; default "
+                    f"{self.catalog.default}) on ws://{self.cfg.host}:{port}{SESSION_PATH}"
+                    + (" (bearer token required)" if self.cfg.token else "")
+                )
+            await task
+
+        try:
+            asyncio.run(serve())
+        finally:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.say("stopped")

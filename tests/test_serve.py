@@ -1,0 +1,257 @@
+"""`robotflow serve` as a real subprocess on loopback, driven by a real WebSocket client (Protocol v1)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+pytest.importorskip("lerobot")
+
+from click.testing import CliRunner
+from test_policy_node import save_checkpoint
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from robotflow.serving.client import RemoteSession, ServerError, list_models
+from robotflow.serving.protocol import actions_from_wire, pack, unpack
+
+TOKEN = "s3cret-token"
+H, W = 48, 64  # the test checkpoints' image size (tests/test_policy_chunking.py)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`robotflow serve` in a subprocess; its output lines are collected for assertions."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "robotflow.scripts.cli", "serve", "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(120) or self.proc.poll() is not None:
+            self.stop()
+            raise AssertionError("robotflow serve did not start:\n" + "\n".join(self.lines))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if "serving" in line and "ws://" in line:
+                self._ready.set()
+        self._ready.set()
+
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    for step in (1, 2):
+        save_checkpoint(root / "checkpoints" / f"{step:06d}" / "pretrained_model")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    srv = ServeProcess(
+        "--checkpoints-dir", str(run_dir), "--token", TOKEN, "--max-message-mb", "0.5", "--device", "cpu"
+    )
+    yield srv
+    srv.stop()
+
+
+def observation(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "robot_state.q": rng.standard_normal(7),
+        "robot_state.dq": np.zeros(7),
+        "robot_state.ee_pose": np.array([0.4, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0]),
+        "grip": 0.7,
+        "image.wrist": rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+        "image.front": rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+        "task": "stack the cubes",
+    }
+
+
+def session(server, model=None, **kw) -> RemoteSession:
+    return RemoteSession(server.url, model, token=TOKEN, **kw)
+
+
+def test_models_list_and_auth(server):
+    assert list_models(server.url, token=TOKEN) == ["1", "2"]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        list_models(server.url)
+    assert e.value.code == 401
+    with pytest.raises(InvalidStatus) as e:
+        RemoteSession(server.url)  # no token: the handshake itself is refused
+    assert e.value.response.status_code == 403
+    with pytest.raises(InvalidStatus):
+        RemoteSession(server.url, token="wrong")
+    assert "refused: missing or wrong bearer token" in server.wait_for_line("refused: missing")
+
+
+def test_chunk_result_matches_in_process_inference(server, run_dir):
+    """The result is the whole chunk, decoded, stamped i/fps, and equal to the same forward pass in-process."""
+    import torch
+    from lerobot.policies.utils import prepare_observation_for_inference
+
+    from robotflow.codecs import codec_from_spec
+    from robotflow.policies.loading import load_policy
+    from robotflow.serving.protocol import channels_from_observation
+
+    obs = observation(1)
+    with session(server) as s:
+        assert s.statuses == ["ready"]
+        meta = s.meta
+        assert meta["checkpoint_id"] == "2" and meta["type"] == "act" and meta["codec"] == "eepose_absolute"
+        assert meta["image_sizes"] == [W, H] and meta["action_fps"] == 15.0 and meta["chunk_size"] == 10
+        result = s.infer(obs)
+    assert len(result) == 10
+    assert [a["timestamp"] for a in result] == pytest.approx([i / 15 for i in range(10)])
+    assert all(
+        a["robot_command"]["type"] == "cartesian_pos" and a["robot_command"]["pose"].shape == (12,) for a in result
+    )
+    poses, grips, stamps = actions_from_wire(result)
+
+    loaded = load_policy(run_dir, step=2, device="cpu")
+    codec = codec_from_spec(loaded.codec_spec)
+    latest, _ = channels_from_observation(obs, cameras=codec.params.cameras, needs_ee=True, needs_joints=False)
+    frame = codec.encode_live(latest)
+    with torch.inference_mode():
+        batch = loaded.preprocessor(prepare_observation_for_inference(frame, "cpu", None, None))
+        chunk = loaded.postprocessor(loaded.policy.predict_action_chunk(batch))[0].numpy()
+    expected = [codec.decode(a) for a in chunk]
+    np.testing.assert_allclose(poses, np.stack([e["ee_pose"] for e in expected]), atol=1e-5)
+    np.testing.assert_allclose(grips, [e["width"] for e in expected], atol=1e-5)
+
+
+def test_bad_requests_get_errors_and_the_session_goes_on(server):
+    obs = observation(2)
+    with session(server) as s:
+        bad = {
+            "missing key": pack({k: v for k, v in obs.items() if k != "robot_state.ee_pose"}),
+            "malformed": b"\xc1\xff\x00 not msgpack",
+            "unknown dtype": msgpack.packb(
+                {
+                    **{k: v for k, v in obs.items() if not isinstance(v, np.ndarray)},
+                    "robot_state.ee_pose": {b"__ndarray__": True, b"data": b"\0" * 16, b"dtype": "|O", b"shape": [2]},
+                }
+            ),
+            "bad shape": pack({**obs, "robot_state.ee_pose": np.zeros(3)}),
+            "wrong image": pack({**obs, "image.front": np.zeros((H, W), np.float32)}),
+            "oversize": pack({**obs, "padding": np.zeros(700_000, np.uint8)}),
+        }
+        replies = {name: s.infer_raw(payload) for name, payload in bad.items()}
+        s._ws.send("a text frame")
+        replies["text"] = unpack(s._ws.recv(timeout=30))
+        for name, reply in replies.items():
+            assert set(reply) == {"error"}, (name, reply)
+        assert "robot_state.ee_pose" in replies["missing key"]["error"]
+        assert "malformed msgpack" in replies["malformed"]["error"]
+        assert "dtype" in replies["unknown dtype"]["error"]
+        assert "7 values" in replies["bad shape"]["error"]
+        assert "uint8" in replies["wrong image"]["error"]
+        assert "over the server's limit" in replies["oversize"]["error"]
+        assert "binary" in replies["text"]["error"]
+        assert len(s.infer(obs)) == 10  # still serving this session
+    assert list_models(server.url, token=TOKEN) == ["1", "2"]  # and the server is alive
+
+
+def test_unknown_model_is_refused_with_1008(server):
+    with pytest.raises(ServerError, match="unknown model 'nope'; available: 1, 2"):
+        session(server, "nope")
+    from websockets.sync.client import connect
+
+    with connect(f"{server.url}/api/v1/session/nope", additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        assert unpack(ws.recv(timeout=30))["status"] == "error"
+        with pytest.raises(ConnectionClosed) as e:
+            ws.recv(timeout=30)
+        assert e.value.rcvd.code == 1008
+
+
+def test_two_concurrent_sessions(server):
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            with session(server) as s:
+                results[i] = [len(s.infer(observation(10 * i + k))) for k in range(3)]
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert results == {0: [10, 10, 10], 1: [10, 10, 10]}
+
+
+def test_switching_models_waits_for_active_sessions(server):
+    first = session(server, "2")
+    statuses: list[str] = []
+    got: dict = {}
+
+    def open_other() -> None:
+        got["session"] = session(server, "1", on_status=lambda status, _msg: statuses.append(status))
+
+    t = threading.Thread(target=open_other)
+    t.start()
+    server.wait_for_line("waiting for 1 active session(s) on model 2")
+    assert len(first.infer(observation(3))) == 10  # the active session is unaffected
+    first.close()
+    t.join(120)
+    other = got["session"]
+    try:
+        assert statuses[0] == "waiting" and "loading" in statuses and other.statuses[-1] == "ready"
+        assert other.meta["checkpoint_id"] == "1"
+        assert len(other.infer(observation(4))) == 10
+    finally:
+        other.close()
+
+
+def test_non_loopback_bind_needs_a_token(run_dir, monkeypatch):
+    from robotflow.scripts.cli import main
+
+    monkeypatch.delenv("ROBOTFLOW_TOKEN", raising=False)
+    r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir), "--host", "0.0.0.0"])
+    assert r.exit_code != 0 and "refusing to bind 0.0.0.0 without a token" in r.output
+    r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir / "missing")])
+    assert r.exit_code != 0 and "does not exist" in r.output
+    r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir), "--checkpoint", "7"])
+    assert r.exit_code != 0 and "--checkpoint 7: no such checkpoint; available: 1, 2" in r.output
