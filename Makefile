@@ -4,9 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-install
 # Debian packages: EGL + Mesa (and OSMesa as fallback) for MuJoCo offscreen rendering; libusb for librealsense;
-# FFmpeg 5.1's libraries for torchcodec, LeRobot's default video decoder (its wheel links libavutil.so.57 & co.).
+# FFmpeg 5.1's libraries for torchcodec, LeRobot's default video decoder (its wheel links libavutil.so.57 & co.);
+# hidapi for the SpaceMouse (pyspacemouse dlopens it); Chromium + its driver for the WebXR teleop page's browser test.
 DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
-	libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4
+	libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4 \
+	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: install sysdeps lint demo test test-all bench clean

@@ -1,0 +1,439 @@
+"""`teleop.webxr`: drive the arm from a phone or VR headset tracked in the browser over WebXR.
+
+The node serves a small page (robotflow/drivers/webxr/) over HTTPS with a self-signed certificate made at
+start, because browsers only allow WebXR on secure origins, and the page streams the device's pose over a
+WebSocket at its frame rate. The server (FastAPI on uvicorn) runs on its own thread and only keeps the
+newest pose; the node's tick maps it onto the EE target:
+
+- Clutch: while the page's clutch (a held on-screen button, or a headset controller's squeeze) is engaged,
+  the hand's motion since the clutch was pressed moves the target from where it was then. Releasing it
+  holds the arm, so the user can re-grip and continue (like lifting a mouse).
+- Grip: the page's slider, or a controller's trigger (pulled = closed).
+- Episodes: start / stop / discard buttons on the page.
+- Freshness: the page syncs its clock to the server's (ping/pong, the lowest round trip wins) and stamps
+  every pose. A pose older than `max_age_ms` on arrival is dropped and counted. No pose for `timeout_s`
+  (page closed, phone locked, network gone) and the node stops emitting `ee_target`/`grip`: the arm holds.
+  Only one page controls at a time.
+
+Run it on the wall clock, or in simulation with `world.realtime: true`: a person is in the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+
+from robotflow.codecs.rotation import matrix_to_quat
+from robotflow.drivers.sim.ik import quat_canonical, quat_conj, quat_mul
+from robotflow.drivers.teleop_base import EETarget, TeleopNode
+
+PAGE_DIR = Path(__file__).resolve().parent / "webxr"
+
+# WebXR reference space (x right, y up, z toward the user) -> robot base frame for a user standing behind
+# the robot, looking along its +x: forward (-z) = +x, left (-x) = +y, up (+y) = +z.
+XR_TO_BASE = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def server_clock_ms() -> float:
+    """The clock poses are stamped in: the page learns its offset to this one."""
+    return time.time_ns() / 1e6
+
+
+@dataclass
+class WebXRParams:
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 to reach it from a phone on the LAN
+    port: int = 8443  # 0: any free port (the URL is logged)
+    cert_dir: str = ""  # keep the generated certificate here and reuse it (the phone accepts it once); "": new each run
+    scale: float = 1.0  # EE motion per unit of hand motion
+    follow_rotation: bool = True  # the EE turns with the hand while the clutch is engaged
+    frame_yaw_deg: float = 0.0  # where the user faces when XR starts: 0 = along the robot's +x
+    max_age_ms: float = 100.0  # a pose older than this when it arrives is dropped (counted)
+    timeout_s: float = 0.25  # no pose for this long: the page is lost, the arm holds
+    task: str = ""  # written into episode events
+
+
+# ---- the certificate ----------------------------------------------------------------------------------
+
+
+def make_certificate(directory: Path, host: str, reuse: bool) -> tuple[Path, Path]:
+    """A self-signed certificate (EC P-256) for localhost, this machine's names and the bind address."""
+    cert_path, key_path = directory / "webxr-cert.pem", directory / "webxr-key.pem"
+    if reuse and cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    hostname = socket.gethostname()
+    names.append(x509.DNSName(hostname))
+    ips = {host} if host not in ("", "0.0.0.0", "127.0.0.1") else set()
+    if host == "0.0.0.0":
+        try:  # the addresses a phone on the LAN would use
+            ips.update(socket.gethostbyname_ex(hostname)[2])
+        except OSError:
+            pass
+    for ip in sorted(ips):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        except ValueError:
+            names.append(x509.DNSName(ip))
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "robotflow teleop.webxr")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+# ---- what the page sends, kept for the node's tick ------------------------------------------------------
+
+
+@dataclass
+class Pose:
+    p: np.ndarray  # position in the XR reference space (m)
+    q: np.ndarray  # orientation, w x y z
+    clutch: bool
+    grip: float
+    t_ms: float  # when the page made it, server clock
+    recv_ms: float  # when the server received it
+
+
+class PoseHub:
+    """The hand-off between the server thread and the node: the newest pose, episode requests, counters."""
+
+    def __init__(self, max_age_ms: float) -> None:
+        self.max_age_ms = max_age_ms
+        self._lock = threading.Lock()
+        self._pose: Pose | None = None
+        self._fresh = False
+        self._last_recv = 0.0  # time.monotonic() of the newest accepted pose
+        self._actions: deque[str] = deque()
+        self.client: object | None = None  # the page that controls; others are refused
+        self.received = 0
+        self.dropped_stale = 0
+        self.invalid = 0
+        self.status = {"recording": False, "clutch": False, "holding": True}
+
+    def handle(self, text: str) -> dict | None:
+        """One message from the page; returns the reply, if any."""
+        now_ms = server_clock_ms()
+        try:
+            msg = json.loads(text)
+            kind = msg["type"]
+            if kind == "pose":
+                pose = Pose(
+                    np.asarray(msg["p"], float).reshape(3),
+                    np.asarray([msg["q"][3], msg["q"][0], msg["q"][1], msg["q"][2]], float),  # XR sends x y z w
+                    bool(msg["clutch"]),
+                    float(np.clip(float(msg["grip"]), 0.0, 1.0)),
+                    float(msg["t"]),
+                    now_ms,
+                )
+                if not (np.all(np.isfinite(pose.p)) and np.all(np.isfinite(pose.q)) and np.linalg.norm(pose.q) > 0.5):
+                    raise ValueError("non-finite pose")
+            elif kind == "ping":
+                with self._lock:
+                    status = dict(self.status, dropped=self.dropped_stale, received=self.received)
+                return {"type": "pong", "t0": msg["t0"], "ts": now_ms, **status}
+            elif kind == "episode":
+                if msg["action"] not in ("start", "stop", "discard"):
+                    raise ValueError(msg["action"])
+                with self._lock:
+                    self._actions.append(msg["action"])
+                return None
+            else:
+                raise ValueError(kind)
+        except (ValueError, KeyError, TypeError, IndexError):
+            with self._lock:
+                self.invalid += 1
+            return None
+        with self._lock:
+            self.received += 1
+            if now_ms - pose.t_ms > self.max_age_ms:
+                self.dropped_stale += 1
+                return None
+            self._pose = pose
+            self._fresh = True
+            self._last_recv = time.monotonic()
+        return None
+
+    def take(self) -> Pose | None:
+        """The newest pose if one arrived since the last call."""
+        with self._lock:
+            if not self._fresh:
+                return None
+            self._fresh = False
+            return self._pose
+
+    def actions(self) -> list[str]:
+        with self._lock:
+            out = list(self._actions)
+            self._actions.clear()
+        return out
+
+    def silent_for(self) -> float:
+        """Seconds since the newest accepted pose (inf before the first, or with no page connected)."""
+        with self._lock:
+            if self.client is None or self._pose is None:
+                return float("inf")
+            return time.monotonic() - self._last_recv
+
+    def disconnect(self, client: object) -> None:
+        with self._lock:
+            if self.client is client:
+                self.client = None
+                self._pose = None
+                self._fresh = False
+
+
+# ---- clutch mapping -------------------------------------------------------------------------------------
+
+
+class Clutch:
+    """Relative hand motion -> EE target while engaged; the anchor is re-taken at every engagement."""
+
+    def __init__(self, frame_yaw_deg: float = 0.0, scale: float = 1.0, follow_rotation: bool = True) -> None:
+        yaw = np.radians(frame_yaw_deg)
+        rz = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
+        self.R = rz @ XR_TO_BASE
+        self.qR = matrix_to_quat(self.R)
+        self.scale = scale
+        self.follow_rotation = follow_rotation
+        self._anchor: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def engaged(self) -> bool:
+        return self._anchor is not None
+
+    def release(self) -> None:
+        self._anchor = None
+
+    def update(self, target: EETarget, p: np.ndarray, q: np.ndarray, engaged: bool) -> None:
+        """Apply one hand pose (XR frame, q = w x y z) to the target."""
+        if not engaged:
+            self._anchor = None
+            return
+        if self._anchor is None:
+            self._anchor = (p.copy(), quat_canonical(q), target.pos.copy(), target.quat.copy())
+            return
+        p0, q0, t_pos, t_quat = self._anchor
+        pos = t_pos + self.scale * (self.R @ (p - p0))
+        quat = t_quat
+        if self.follow_rotation:
+            d_xr = quat_mul(quat_canonical(q), quat_conj(q0))  # hand rotation since the anchor, XR frame
+            d_base = quat_mul(quat_mul(self.qR, d_xr), quat_conj(self.qR))
+            quat = quat_mul(d_base, t_quat)
+        target.set(pos, quat)
+
+
+# ---- the server -----------------------------------------------------------------------------------------
+
+
+def make_app(hub: PoseHub) -> FastAPI:
+    app = FastAPI(title="robotflow teleop.webxr", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/")
+    def index():
+        return FileResponse(PAGE_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/teleop.js")
+    def script():
+        return FileResponse(PAGE_DIR / "teleop.js", media_type="text/javascript", headers={"Cache-Control": "no-store"})
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket):
+        await websocket.accept()
+        with hub._lock:
+            busy = hub.client is not None
+            if not busy:
+                hub.client = websocket
+        if busy:
+            await websocket.send_text(json.dumps({"type": "refused", "reason": "another page is controlling"}))
+            await websocket.close(code=1008)
+            return
+        try:
+            while True:
+                reply = hub.handle(await websocket.receive_text())
+                if reply is not None:
+                    await websocket.send_text(json.dumps(reply))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.disconnect(websocket)
+
+    return app
+
+
+class PageServer:
+    """uvicorn serving the page over HTTPS on its own thread and event loop."""
+
+    def __init__(self, hub: PoseHub, host: str, port: int, cert: Path, key: Path) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as e:
+            self.sock.close()
+            raise RuntimeError(
+                f"teleop.webxr: cannot listen on {host}:{port} ({e.strerror}); set `port` to a free one (0 = any)"
+            ) from None
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(
+            make_app(hub),
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+            log_level="warning",
+            ws_ping_interval=5.0,
+            ws_ping_timeout=5.0,
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="teleop.webxr-server", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve(sockets=[self.sock]))
+        except BaseException as e:  # noqa: BLE001 - surfaced by start()
+            self.error = e
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if self.error is not None or not self.thread.is_alive():
+                raise RuntimeError(f"teleop.webxr: the page server did not start: {self.error}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("teleop.webxr: the page server did not start within 10 s")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5.0)
+        self.sock.close()
+
+
+# ---- the node -------------------------------------------------------------------------------------------
+
+
+class WebXRTeleopNode(TeleopNode):
+    """Phone / VR headset teleop over WebXR in the browser; needs `arm/state` to start from the current pose."""
+
+    Params = WebXRParams
+
+    def setup(self) -> None:
+        super().setup()
+        p = self.params
+        self.hub = PoseHub(p.max_age_ms)
+        self.clutch = Clutch(p.frame_yaw_deg, p.scale, p.follow_rotation)
+        self._tmp = None
+        if p.cert_dir:
+            cert_dir = Path(p.cert_dir).expanduser()
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="robotflow-webxr-")
+            cert_dir = Path(self._tmp.name)
+        cert, key = make_certificate(cert_dir, p.host, reuse=bool(p.cert_dir))
+        self.server = PageServer(self.hub, p.host, p.port, cert, key)
+        self.server.start()
+        shown = (
+            "localhost" if p.host in ("127.0.0.1", "::1") else (socket.gethostname() if p.host == "0.0.0.0" else p.host)
+        )
+        self.url = f"https://{shown}:{self.server.port}/"
+        self.log("open %s in the phone's or headset's browser (accept the self-signed certificate)", self.url)
+        self._lost = True
+        self.lost_count = 0
+        self.recv_ms: list[float] = []  # page -> server, per pose that reached the node
+        self.latency_ms: list[float] = []  # page -> ee_target emitted, per pose
+
+    def step(self) -> None:
+        hub = self.hub
+        if hub.silent_for() > self.params.timeout_s:
+            if not self._lost:
+                self._lost = True
+                self.lost_count += 1
+                self.log("page lost (no pose for %.2f s): holding the arm", self.params.timeout_s)
+            self.clutch.release()  # a pose after reconnecting re-anchors; it never jumps
+            with hub._lock:
+                hub.status.update(clutch=False, holding=True)
+            return
+        if self._lost:
+            self._lost = False
+            self.log("page connected")
+        if not self.sync_target():
+            return
+        pose = hub.take()
+        if pose is not None:
+            self.clutch.update(self.target, pose.p, pose.q, pose.clutch)
+            self.grip = pose.grip
+        for action in hub.actions():
+            self.episode(action)
+        with hub._lock:
+            hub.status.update(recording=self.episodes.recording, clutch=self.clutch.engaged)
+            hub.status["holding"] = not self.clutch.engaged
+        self.emit_command()
+        if pose is not None and len(self.latency_ms) < 1_000_000:
+            self.latency_ms.append(server_clock_ms() - pose.t_ms)
+            self.recv_ms.append(pose.recv_ms - pose.t_ms)
+
+    def report(self) -> dict | None:
+        hub = getattr(self, "hub", None)
+        if hub is None:
+            return None
+        out = {
+            "url": self.url,
+            "poses_received": hub.received,
+            "poses_dropped_stale": hub.dropped_stale,
+            "messages_invalid": hub.invalid,
+            "page_lost": self.lost_count,
+        }
+        if self.latency_ms:
+            lat, recv = np.asarray(self.latency_ms), np.asarray(self.recv_ms)
+            out.update(
+                poses_used=len(lat),
+                latency_ms_p50=round(float(np.percentile(lat, 50)), 3),
+                latency_ms_p99=round(float(np.percentile(lat, 99)), 3),
+                receive_ms_p50=round(float(np.percentile(recv, 50)), 3),
+                receive_ms_p99=round(float(np.percentile(recv, 99)), 3),
+            )
+        return out
+
+    def teardown(self) -> None:
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+            self.server = None
+        if getattr(self, "_tmp", None) is not None:
+            self._tmp.cleanup()
+            self._tmp = None

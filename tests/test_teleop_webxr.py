@@ -1,0 +1,210 @@
+"""teleop.webxr: the pose hub, the clutch mapping, the certificate, and the page in a real headless Chromium
+(Debian's package, driven by Playwright) moving the simulated arm over the node's HTTPS + WebSocket server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from robotflow.drivers.sim.ik import angle_between
+from robotflow.drivers.teleop_base import EETarget
+from robotflow.drivers.teleop_webxr import Clutch, PoseHub, make_certificate, server_clock_ms
+from robotflow.runtime.graph import parse_graph
+from robotflow.runtime.scheduler import Scheduler
+
+HOME = np.array([0.55, 0.0, 0.48, 0.0, 0.70710678, 0.70710678, 0.0])
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def pose_msg(p, q=(0, 0, 0, 1), clutch=True, grip=1.0, age_ms=0.0) -> str:
+    return json.dumps(
+        {"type": "pose", "t": server_clock_ms() - age_ms, "p": list(p), "q": list(q), "clutch": clutch, "grip": grip}
+    )
+
+
+def test_hub_drops_stale_and_invalid_messages():
+    hub = PoseHub(max_age_ms=50)
+    hub.client = object()
+    assert hub.silent_for() == float("inf")
+    hub.handle(pose_msg([0, 1, 0], age_ms=200))  # too old on arrival
+    assert hub.take() is None and hub.dropped_stale == 1 and hub.received == 1
+    hub.handle(pose_msg([0, 1, 0.1], grip=0.3))
+    pose = hub.take()
+    assert pose is not None and np.allclose(pose.p, [0, 1, 0.1]) and pose.grip == 0.3
+    assert np.allclose(pose.q, [1, 0, 0, 0])  # x y z w from the page -> w x y z
+    assert hub.take() is None  # consumed
+    for bad in [
+        "not json",
+        '{"type": "pose"}',
+        '{"type": "warp"}',
+        pose_msg([float("nan"), 0, 0]).replace("NaN", "NaN"),
+    ]:
+        hub.handle(bad)
+    assert hub.invalid == 4
+    hub.handle(json.dumps({"type": "episode", "action": "start"}))
+    hub.handle(json.dumps({"type": "episode", "action": "explode"}))
+    assert hub.actions() == ["start"] and hub.invalid == 5
+    reply = hub.handle(json.dumps({"type": "ping", "t0": 123.0}))
+    assert reply["type"] == "pong" and reply["t0"] == 123.0 and abs(reply["ts"] - server_clock_ms()) < 1000
+    assert hub.silent_for() < 1.0
+    hub.disconnect(hub.client)
+    assert hub.silent_for() == float("inf")
+
+
+def test_clutch_maps_relative_hand_motion_and_holds_on_release():
+    target = EETarget.from_pose(HOME)
+    clutch = Clutch()
+    q0 = np.array([1.0, 0, 0, 0])
+    clutch.update(target, np.array([0.3, 1.2, -0.4]), q0, engaged=True)  # anchor: nothing moves
+    assert np.allclose(target.pose(), HOME)
+    # Hand 5 cm forward (-z in XR), 2 cm left (-x), 3 cm up (+y): robot +x, +y, +z.
+    clutch.update(target, np.array([0.28, 1.23, -0.45]), q0, engaged=True)
+    assert np.allclose(target.pos, HOME[:3] + [0.05, 0.02, 0.03])
+    # Hand turned 20 degrees about XR's up axis (y): the EE yaws 20 degrees about the robot's z.
+    qy = np.array([np.cos(np.radians(10)), 0, np.sin(np.radians(10)), 0])
+    clutch.update(target, np.array([0.28, 1.23, -0.45]), qy, engaged=True)
+    assert np.isclose(np.degrees(angle_between(target.quat, HOME[3:])), 20.0, atol=1e-6)
+    held = target.pose()
+    clutch.update(target, np.array([0.0, 0.0, 0.0]), q0, engaged=False)  # released: the hand moves freely
+    assert np.allclose(target.pose(), held)
+    clutch.update(target, np.array([0.0, 0.0, 0.0]), q0, engaged=True)  # re-grip: a new anchor, no jump
+    assert np.allclose(target.pose(), held)
+    clutch.update(target, np.array([0.0, 0.0, -0.01]), q0, engaged=True)
+    assert np.allclose(target.pos, held[:3] + [0.01, 0, 0])
+
+
+def test_certificate_names_localhost(tmp_path):
+    from cryptography import x509
+
+    cert_path, key_path = make_certificate(tmp_path, "127.0.0.1", reuse=True)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    assert key_path.stat().st_mode & 0o077 == 0
+    again, _ = make_certificate(tmp_path, "127.0.0.1", reuse=True)  # kept: the phone accepted it once
+    assert again.read_bytes() == cert_path.read_bytes()
+
+
+SIM_GRAPH = """
+nodes:
+  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, realtime: true}}
+  - {name: arm, type: sim.arm, rate: 100, inputs: {ee_target: teleop/ee_target}}
+  - {name: gripper, type: sim.gripper, rate: 100, inputs: {target: teleop/grip}}
+  - {name: teleop, type: teleop.webxr, rate: 100, params: {port: 0, timeout_s: 0.25}, inputs: {state: arm/state}}
+  - {name: sink, type: test.sink, rate: 100, inputs: {t: teleop/ee_target, e: {source: teleop/episode, delivery: queue}}}
+"""
+
+
+class GraphThread:
+    """Runs a graph on a thread so the test can act as the person at the page meanwhile."""
+
+    def __init__(self, text: str, duration_s: float = 60.0):
+        self.sched = Scheduler(parse_graph(text), duration_s=duration_s)
+        self.result = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.result = self.sched.run()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def wait_for(self, cond, timeout_s=30.0, what="condition"):
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert self.thread.is_alive() or cond(), f"graph ended early: {self.result}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self.sched.stop("test done")
+        self.thread.join(timeout=30)
+
+
+def test_page_is_served_over_https_only_on_loopback():
+    with GraphThread(SIM_GRAPH) as g:
+        g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
+        node = g.sched.nodes["teleop"]
+        assert node.server.sock.getsockname()[0] == "127.0.0.1"
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        html = urllib.request.urlopen(node.url, context=ctx, timeout=10).read().decode()
+        assert "teleop.js" in html and 'id="clutch"' in html
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # self-signed: refused by default
+            urllib.request.urlopen(node.url, context=ssl.create_default_context(), timeout=10)
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP is not served
+            urllib.request.urlopen(node.url.replace("https", "http"), timeout=10).read()
+    assert g.result.ok, g.result
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install adds it as root)")
+def test_headless_browser_drives_the_sim_arm_and_clutch_release_holds():
+    from playwright.sync_api import sync_playwright
+
+    with GraphThread(SIM_GRAPH) as g, sync_playwright() as pw:
+        g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
+        teleop, sink, sim = g.sched.nodes["teleop"], g.sched.nodes["sink"], g.sched.nodes["world"].sim
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(ignore_https_errors=True)
+        page.goto(teleop.url + "?source=test")
+        page.wait_for_function("window.robotflowTest && window.robotflowTest.state.synced", timeout=10_000)
+        assert page.inner_text("#conn") == "connected"
+        g.wait_for(lambda: sink.received.get("t", 0) > 5, what="ee_target from the page's poses")
+        page.wait_for_function("document.getElementById('latency').textContent !== '-'", timeout=5000)
+        start = sim.ee_pose().copy()
+        assert np.linalg.norm(teleop.target.pos - start[:3]) < 2e-3  # connecting does not move the arm
+
+        def move_hand(dx, dy, dz, ms=600):
+            page.evaluate(
+                """([dx, dy, dz, ms]) => new Promise((done) => {
+                     const p0 = robotflowTest.pose.p.slice(), t0 = performance.now();
+                     const id = setInterval(() => {
+                       const s = Math.min(1, (performance.now() - t0) / ms);
+                       robotflowTest.pose = {p: [p0[0] + s * dx, p0[1] + s * dy, p0[2] + s * dz], q: [0, 0, 0, 1]};
+                       if (s >= 1) { clearInterval(id); done(); }
+                     }, 10);
+                   })""",
+                [dx, dy, dz, ms],
+            )
+
+        page.evaluate("robotflowTest.pose = {p: [0.1, 1.2, -0.3], q: [0, 0, 0, 1]}")
+        page.locator("#clutch").hover()
+        page.mouse.down()  # the person holds the clutch ...
+        page.wait_for_function("document.getElementById('arm').textContent === 'following'", timeout=5000)
+        move_hand(0.0, 0.04, -0.08)  # ... and moves the phone 8 cm forward, 4 cm up
+        g.wait_for(lambda: np.linalg.norm(sim.ee_pose()[:3] - (start[:3] + [0.08, 0, 0.04])) < 0.01, 10, "the arm")
+        page.mouse.up()  # clutch released: the hand moves, the arm holds
+        page.wait_for_function("document.getElementById('arm').textContent === 'holding'", timeout=5000)
+        held = sim.ee_pose().copy()
+        move_hand(0.1, -0.1, 0.1)
+        time.sleep(0.5)
+        assert np.linalg.norm(sim.ee_pose()[:3] - held[:3]) < 0.005
+        page.locator("#grip").fill("0")  # the slider closes the gripper
+        g.wait_for(lambda: float(teleop.grip) == 0.0, 5, "the grip")
+        page.click("#start")
+        g.wait_for(lambda: sink.received.get("e", 0) == 1, 5, "the episode start")
+        assert sink.last["e"]["event"] == "start"
+
+        page.close()  # the page is gone: no more targets, the arm holds
+        g.wait_for(lambda: teleop.lost_count == 1, 5, "the node to notice the page is gone")
+        n = sink.received["t"]
+        time.sleep(0.4)
+        assert sink.received["t"] == n
+        assert np.linalg.norm(sim.ee_pose()[:3] - held[:3]) < 0.005
+        browser.close()
+    report = teleop.report()
+    assert report["poses_received"] > 50 and report["page_lost"] == 1 and report["messages_invalid"] == 0
+    assert report["latency_ms_p50"] > 0
+    assert g.result.ok, g.result
