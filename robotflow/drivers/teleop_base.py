@@ -135,6 +135,8 @@ class TeleopNode(Node):
             if msg["event"] == "start":
                 self.target = None  # the robot was reset: start again from its new pose
                 self.episodes.recording = True  # the sim task records from its start: the button stops it
+                self._index = int(msg["index"])
+                self._start_ns = msg.timestamp_ns
                 self._reset_ns = msg.timestamp_ns
                 self.on_reset()
         if self.target is None:

@@ -83,7 +83,7 @@ class SpaceMouseTeleopNode(TeleopNode):
         return pyspacemouse
 
     def _missing_message(self) -> str:
-        name = self.params.device or "any supported SpaceMouse"
+        name = repr(self.params.device) if self.params.device else "supported SpaceMouse"
         return f"teleop.spacemouse: no {name} could be opened through hidapi; plug it in and {UDEV_FIX}"
 
     def _open(self):

@@ -99,7 +99,10 @@ def _plug(name: str = "SpaceMouse Compact") -> _Puck:
 
 def _report(**fields) -> None:
     """Queue one HID report on the first plugged device (fields: x, y, z, roll, pitch, yaw, buttons)."""
-    next(p for p in _PUCKS if p._plugged)._reports.append(fields)
+    for p in _PUCKS:
+        if p._plugged:
+            p._reports.append(fields)
+            return
 
 
 def _unplug() -> None:
