@@ -224,3 +224,114 @@ def test_config_validation():
         )
     with pytest.raises(ValueError, match="chunk_size"):
         ChunkExecutor(ours, pre, post, ChunkExecutorConfig(async_inference=False, n_action_steps=11))
+
+
+# ---- execution by time, through the chunk-source seam (what a remote policy plugs into) ------------
+
+FPS = 20.0
+PERIOD_NS = int(1e9 / FPS)
+
+
+class ClockSource:
+    """A chunk source whose actions encode their own timestamps: action i = start_ns + i * period (in s),
+    so every executed action says which instant it was meant for. Sleeps `latency_s` like inference."""
+
+    def __init__(self, n: int = 10, latency_s: float = 0.0):
+        self.n, self.latency_s = n, latency_s
+        self.calls: list[int] = []
+        self.resets: list[str] = []
+
+    def __call__(self, observation, observation_ns):
+        self.calls.append(observation_ns)
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        t = (observation_ns + np.arange(self.n) * (1e9 / FPS)) / 1e9
+        return np.stack([t, np.full(self.n, observation["k"])], axis=1), observation_ns
+
+    def reset(self):
+        import threading
+
+        self.resets.append(threading.current_thread().name)
+
+
+def test_forced_overruns_keep_actions_on_their_timestamps():
+    src = ClockSource(n=10)
+    ex = ChunkExecutor.from_source(
+        src, chunk_size=10, config=ChunkExecutorConfig(async_inference=False, fps=FPS, n_action_steps=10)
+    )
+    now = 1_000_000_000
+    rng = np.random.default_rng(0)
+    for k in range(200):
+        # Overruns: ticks skip 0-3 periods and wake up to 0.9 of a period late.
+        now += PERIOD_NS * int(rng.integers(1, 5)) + int(rng.uniform(0, 0.9) * PERIOD_NS)
+        obs_ns = now - int(rng.uniform(0, 0.5) * PERIOD_NS)  # observations a little older than the tick
+        a = ex.step({"k": k}, now, obs_ns)
+        assert a is not None
+        late = now / 1e9 - a[0]
+        assert -1e-3 / FPS <= late < 1 / FPS, f"tick {k}: action for {a[0]:.4f} s executed at {now / 1e9:.4f} s"
+        assert ex.last_action_ns == pytest.approx(a[0] * 1e9, abs=1)
+    # The tick-counting executor would have walked each chunk one action per tick, lagging by the skips.
+    assert ex.stats.skipped_actions == 0 and ex.stats.chunks > 30
+
+
+def test_async_chunks_land_on_their_timestamps_and_ticks_never_wait_longer_than_a_period():
+    src = ClockSource(n=8, latency_s=0.25)  # inference takes 5 periods
+    ex = ChunkExecutor.from_source(
+        src, chunk_size=8, config=ChunkExecutorConfig(fps=FPS, n_action_steps=8, refill_at=7), reset=src.reset
+    )
+    try:
+        t_first = time.monotonic()
+        assert ex.step({"k": 0}, time.monotonic_ns()) is None  # nothing to act on yet: no waiting for it
+        assert time.monotonic() - t_first < 0.2  # returned after max_wait (one period), not the 0.25 s chunk
+        got = []
+        deadline = time.monotonic_ns()
+        for k in range(1, 40):
+            deadline += PERIOD_NS
+            time.sleep(max(0.0, (deadline - time.monotonic_ns()) / 1e9))
+            now = time.monotonic_ns()
+            a = ex.step({"k": k}, now, now)
+            if a is not None:
+                got.append((now, a))
+        assert len(got) > 20
+        for now, a in got:
+            assert -1e-3 / FPS <= now / 1e9 - a[0] < 1 / FPS  # on its timestamp, though predicted 5 periods ago
+        assert ex.stats.skipped_actions >= 4 * (ex.stats.chunks - 1)  # inference latency skipped, not replayed
+        assert ex.stats.cold_starts >= 1
+        # reset while a chunk is in flight: that chunk is dropped, and the source's reset runs on the worker.
+        ex.reset()
+        assert ex.step({"k": 99}, time.monotonic_ns()) is None or ex.stats.chunks >= 1
+        t0 = time.monotonic()
+        while not src.resets and time.monotonic() - t0 < 5:
+            time.sleep(0.01)
+            ex.step({"k": 100}, time.monotonic_ns())
+        assert src.resets and all(name == "robotflow-chunk-inference" for name in src.resets)
+    finally:
+        ex.close()
+
+
+def test_reset_drops_the_chunk_in_flight():
+    src = ClockSource(n=8, latency_s=0.1)
+    ex = ChunkExecutor.from_source(src, chunk_size=8, config=ChunkExecutorConfig(fps=FPS, max_wait_s=0.0))
+    try:
+        assert ex.step({"k": 1}, 0) is None  # submits a chunk predicted from k=1
+        ex.reset()
+        time.sleep(0.3)  # the old chunk is done now, but belongs to the previous episode
+        a = ex.step({"k": 2}, PERIOD_NS)
+        assert a is None  # dropped, and a new request went out with k=2
+        time.sleep(0.3)
+        a = ex.step({"k": 3}, 2 * PERIOD_NS)
+        assert a is not None and a[1] == 2
+    finally:
+        ex.close()
+
+
+def test_temporal_ensembling_by_time_averages_per_slot():
+    src = ClockSource(n=6)
+    ex = ChunkExecutor.from_source(
+        src, chunk_size=6, config=ChunkExecutorConfig(async_inference=False, fps=FPS, temporal_ensemble_coeff=0.0)
+    )
+    # Ticks 0, 1, 4 (two skipped): with coeff 0 each slot is the plain mean of the chunks that cover it.
+    for k, slot in enumerate([0, 1, 4]):
+        a = ex.step({"k": k}, slot * PERIOD_NS)
+    assert a[0] == pytest.approx(4 / FPS)  # the action of slot 4, on time
+    assert a[1] == pytest.approx(1.0)  # mean of k = 0, 1, 2: all three chunks cover slot 4

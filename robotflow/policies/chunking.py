@@ -1,31 +1,39 @@
-"""Asynchronous action-chunk execution around a LeRobot chunking policy (ACT).
+"""Action-chunk execution by time around a LeRobot chunking policy (ACT), local or remote.
 
 LeRobot's `ACTPolicy.select_action` runs a whole forward pass inline every `n_action_steps` ticks
 (about 140 ms for resnet18 / dim 512 / two 240x320 cameras on two CPU cores): at 15 Hz that tick is
 two periods late. `ChunkExecutor` keeps LeRobot's semantics but moves the forward pass to a worker
-thread that starts *before* the queue runs dry, so a control tick only pops a precomputed action.
+thread that starts *before* the plan runs out, so a control tick only picks a precomputed action.
 
-Timing model (async). Ticks are counted by the executor: every `step()` call consumes one action.
-When the queue falls to `refill_at` actions at tick `t0`, the observation of tick `t0` is handed to
-the worker. The chunk it returns is indexed like LeRobot's: action `i` is meant for tick `t0 + i`.
-It arrives at a later tick `t`; by then `t - t0` actions have already been executed from the old
-chunk, so the new chunk is installed from index `t - t0` on (those first actions are "elapsed" and
-skipped) and it replaces what was left of the old one, which came from an older observation.
-Counting in ticks rather than seconds keeps this exact under the simulator's virtual clock.
+Timing model. A chunk is a plan in time: it starts at the timestamp of the observation it was predicted
+from, and action `i` is meant for `start + i / fps` (fps: the dataset's). Each tick picks the action whose
+slot holds now (zero-order hold, as the dataset was resampled), so overruns, skipped or slow ticks and
+inference latency never shift the trajectory: a chunk that arrives 200 ms after its observation starts
+at its 200 ms action, and a late tick executes the action of the instant it runs. A newer chunk replaces
+what is left of the older one. With temporal ensembling, actions of every chunk are averaged per slot of
+the episode's time grid.
 
-With `async_inference=False` the executor reproduces `lerobot.utils.control_utils.predict_action`
-(prepare -> preprocessor -> `select_action` -> postprocessor) bit for bit, with and without
-temporal ensembling: tests/test_policy_chunking.py checks it with `torch.equal`.
+A tick never blocks longer than one period (`max_wait_s`): when no action covers now (the first chunk of
+an episode, or inference slower than the plan), `step()` returns None and the caller does not act.
+
+Chunks come from a `ChunkSource`: the local policy (the default constructor), or any callable run on the
+worker thread, such as a remote inference client (`ChunkExecutor.from_source`).
+
+With `async_inference=False` and no timestamps (`step(obs)`: one call per period), the executor
+reproduces `lerobot.utils.control_utils.predict_action` (prepare -> preprocessor -> `select_action` ->
+postprocessor) bit for bit, with and without temporal ensembling: tests/test_policy_chunking.py checks it
+with `torch.equal`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +41,14 @@ import numpy as np
 import torch
 
 log = logging.getLogger("robotflow.policies")
+
+# infer(observation, observation_ns) -> (chunk, chunk_start_ns): `chunk` is an (n, action_dim) array of
+# unnormalized actions, action i meant for chunk_start_ns + i / fps. Called on the executor's worker thread.
+ChunkSource = Callable[[Mapping[str, Any], int], tuple[np.ndarray, int]]
+
+# Slots are floor((t - start) / period): a tick stamped a few ns before its ideal instant (virtual clock
+# rounding) must still land in its own slot.
+_SLOT_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -43,12 +59,15 @@ class ChunkExecutorConfig:
         capped by the chunk size, and must be 1 (or None) with temporal ensembling.
     temporal_ensemble_coeff: None disables ensembling; otherwise ACT's exponential weighting
         w_i = exp(-coeff * i), w_0 the oldest prediction (ACTTemporalEnsembler semantics).
-    refill_at: queue level (actions left after a tick) at which the next chunk is requested.
-        None: half of n_action_steps. It must cover the inference latency in ticks, or ticks stall.
-        Ignored with ensembling, where a new chunk is requested whenever the worker is idle.
+    refill_at: actions left in the plan after a tick at which the next chunk is requested.
+        None: half of n_action_steps. It must cover the inference latency in periods, or ticks go without
+        an action. Ignored with ensembling, where a new chunk is requested whenever the worker is idle.
     async_inference: False runs the forward pass inline, exactly like LeRobot's select_action.
     inference_threads: torch intra-op threads of the worker (None: all cores but one, so the control
         loop and drivers keep a core while a chunk is inferred).
+    fps: the rate the policy's actions were trained at (the dataset's fps): action i of a chunk is meant for
+        start + i / fps.
+    max_wait_s: the longest a tick waits for a chunk in flight (None: one period, 1 / fps).
     """
 
     n_action_steps: int | None = None
@@ -56,6 +75,12 @@ class ChunkExecutorConfig:
     refill_at: int | None = None
     async_inference: bool = True
     inference_threads: int | None = None
+    fps: float = 15.0
+    max_wait_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
 
 
 @dataclass
@@ -63,19 +88,23 @@ class ExecutorStats:
     """Counters of an executor since it was created."""
 
     ticks: int = 0
+    actions: int = 0  # ticks that returned an action
     chunks: int = 0  # chunks installed
-    cold_starts: int = 0  # ticks that waited for the first chunk of an episode
-    stalls: int = 0  # later ticks that had to wait for a forward pass (refill_at too low, or CPU starved)
+    cold_starts: int = 0  # ticks at the start of an episode that found no action yet
+    stalls: int = 0  # later ticks that found no action for now (refill_at too low, or CPU starved)
+    no_action: int = 0  # ticks that returned None after waiting at most max_wait_s
     stale_chunks: int = 0  # chunks that arrived after their whole horizon had elapsed
-    skipped_actions: int = 0  # leading actions of new chunks skipped because their ticks had elapsed
+    skipped_actions: int = 0  # leading actions of new chunks whose time had passed when they arrived
     infer_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    late_ms: deque = field(default_factory=lambda: deque(maxlen=10000))  # now - the picked action's timestamp
 
     def as_dict(self) -> dict[str, Any]:
-        d = {
-            k: getattr(self, k) for k in ("ticks", "chunks", "cold_starts", "stalls", "stale_chunks", "skipped_actions")
-        }
+        keys = ("ticks", "actions", "chunks", "cold_starts", "stalls", "no_action", "stale_chunks", "skipped_actions")
+        d = {k: getattr(self, k) for k in keys}
         if self.infer_ms:
             d["infer_ms_p50"] = float(np.percentile(list(self.infer_ms), 50))
+        if self.late_ms:
+            d["late_action_ms_p99"] = float(np.percentile(list(self.late_ms), 99))
         return d
 
 
@@ -122,10 +151,19 @@ class TemporalEnsembler:
             self.actions = torch.cat([self.actions, new[:, k:]], dim=1)
             self.count = torch.cat([self.count, torch.ones((n_new - k, 1), dtype=torch.long, device=new.device)])
 
+    def peek(self) -> torch.Tensor:
+        """The (batch, action_dim) action of the current slot."""
+        return self.actions[:, 0]
+
+    def drop(self, n: int = 1) -> None:
+        """Move on by n slots (their actions were executed or their time has passed)."""
+        if self.actions is not None:
+            self.actions, self.count = self.actions[:, n:], self.count[n:]
+
     def pop(self) -> torch.Tensor:
-        """The (batch, action_dim) action of the current tick."""
-        action = self.actions[:, 0]
-        self.actions, self.count = self.actions[:, 1:], self.count[1:]
+        """The (batch, action_dim) action of the current tick, then move on one slot."""
+        action = self.peek()
+        self.drop(1)
         return action
 
 
@@ -167,37 +205,50 @@ class NumpyTemporalEnsembler:
             self.actions = np.concatenate([self.actions, new[k:]])
             self.count = np.concatenate([self.count, np.ones(len(new) - k, dtype=np.int64)])
 
+    def peek(self) -> np.ndarray:
+        return self.actions[0].astype(np.float32)
+
+    def drop(self, n: int = 1) -> None:
+        if self.actions is not None:
+            self.actions, self.count = self.actions[n:], self.count[n:]
+
     def pop(self) -> np.ndarray:
-        action = self.actions[0].astype(np.float32)
-        self.actions, self.count = self.actions[1:], self.count[1:]
+        action = self.peek()
+        self.drop(1)
         return action
 
 
 @dataclass
 class _Job:
     generation: int
-    tick: int
     observation: Mapping[str, Any]
+    observation_ns: int
 
 
 @dataclass
 class _Result:
     generation: int
-    tick: int  # tick of the observation the chunk was predicted from
-    chunk: Any  # np.ndarray (n_action_steps, D) postprocessed, or normalized tensor (B, C, D) when ensembling
+    chunk: Any  # np.ndarray (n, D) unnormalized, or a normalized tensor (B, C, D) for sync ensembling
+    start_ns: int  # timestamp action 0 is meant for
     infer_s: float
     error: BaseException | None = None
 
 
 class _InferenceWorker:
-    """One thread that runs forward passes, one at a time, on the latest job it was given."""
+    """One thread that runs forward passes, one at a time, on the latest job it was given.
 
-    def __init__(self, infer, threads: int | None):
-        self._infer = infer
+    A reset of the source (the policy's internal queues) runs here too, before the next job, so it never
+    races a forward pass and never makes the control thread wait for one.
+    """
+
+    def __init__(self, source: ChunkSource, reset: Callable[[], None] | None, threads: int | None):
+        self._source = source
+        self._reset = reset
         self._threads = threads
         self._cv = threading.Condition()
         self._job: _Job | None = None
         self._result: _Result | None = None
+        self._reset_pending = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="robotflow-chunk-inference", daemon=True)
         self._thread.start()
@@ -213,11 +264,15 @@ class _InferenceWorker:
                 if self._closed:
                     return
                 job, self._job = self._job, None
+                reset, self._reset_pending = self._reset_pending, False
             t = time.perf_counter()
             try:
-                res = _Result(job.generation, job.tick, self._infer(job.observation), time.perf_counter() - t)
+                if reset and self._reset is not None:
+                    self._reset()
+                chunk, start_ns = self._source(job.observation, job.observation_ns)
+                res = _Result(job.generation, chunk, int(start_ns), time.perf_counter() - t)
             except BaseException as e:  # handed to the control thread, which re-raises it
-                res = _Result(job.generation, job.tick, None, time.perf_counter() - t, e)
+                res = _Result(job.generation, None, job.observation_ns, time.perf_counter() - t, e)
             with self._cv:
                 self._result = res
                 self._cv.notify_all()
@@ -227,11 +282,15 @@ class _InferenceWorker:
             self._job = job
             self._cv.notify_all()
 
-    def take(self, block: bool, timeout: float | None = None) -> _Result | None:
+    def request_reset(self) -> None:
         with self._cv:
-            if block:
-                if not self._cv.wait_for(lambda: self._result is not None or self._closed, timeout):
-                    raise TimeoutError(f"no action chunk after {timeout} s")
+            self._reset_pending = True
+
+    def take(self, timeout: float) -> _Result | None:
+        """The finished result, waiting at most `timeout` seconds (0: do not wait)."""
+        with self._cv:
+            if timeout > 0:
+                self._cv.wait_for(lambda: self._result is not None or self._closed, timeout)
             res, self._result = self._result, None
             return res
 
@@ -247,14 +306,14 @@ def _default_threads() -> int:
 
 
 class ChunkExecutor:
-    """Serves one action per tick from chunks predicted by a LeRobot policy.
+    """Serves the action for now from chunks predicted by a LeRobot policy or another chunk source.
 
     policy: a LeRobot policy with `predict_action_chunk` (ACT; its `config.chunk_size` and
         `config.n_action_steps` are used). preprocessor / postprocessor: the pipelines saved with the
         checkpoint (`make_pre_post_processors(cfg, pretrained_path=...)`).
     Observations are LeRobot frames of numpy arrays (`observation.state` (S,), `observation.images.X`
     (H, W, 3) uint8), converted exactly as `lerobot.policies.utils.prepare_observation_for_inference`.
-    `step()` returns the next action, unnormalized, float32 (action_dim,).
+    `step()` returns the action for now, unnormalized, float32 (action_dim,), or None when there is none.
     """
 
     def __init__(
@@ -266,17 +325,42 @@ class ChunkExecutor:
         *,
         device: str | None = None,
     ):
-        self.config = cfg = config or ChunkExecutorConfig()
         self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
         self.loaded: Any = None  # the LoadedPolicy, when built by from_pretrained
         self.device = torch.device(device or getattr(policy.config, "device", None) or "cpu")
-        self.chunk_size = int(policy.config.chunk_size)
-        self.ensembling = cfg.temporal_ensemble_coeff is not None
-        n = (
-            cfg.n_action_steps
-            if cfg.n_action_steps is not None
-            else (1 if self.ensembling else int(policy.config.n_action_steps))
+        policy.eval()
+        policy.reset()
+        self._init(
+            config or ChunkExecutorConfig(),
+            int(policy.config.chunk_size),
+            int(policy.config.n_action_steps),
+            self._local_chunk,
+            policy.reset,
         )
+
+    @classmethod
+    def from_source(
+        cls,
+        infer: ChunkSource,
+        *,
+        chunk_size: int,
+        config: ChunkExecutorConfig | None = None,
+        reset: Callable[[], None] | None = None,
+    ) -> ChunkExecutor:
+        """An executor over any chunk source (a remote inference client, ...): `infer(observation,
+        observation_ns) -> (chunk, chunk_start_ns)` runs on the worker thread (inline when
+        `async_inference=False`); `reset()`, if given, runs before the first chunk of each episode."""
+        ex = cls.__new__(cls)
+        ex.policy = ex.preprocessor = ex.postprocessor = ex.loaded = None
+        ex.device = torch.device("cpu")
+        ex._init(config or ChunkExecutorConfig(), int(chunk_size), int(chunk_size), infer, reset)
+        return ex
+
+    def _init(self, cfg: ChunkExecutorConfig, chunk_size: int, default_n: int, source, reset) -> None:
+        self.config = cfg
+        self.chunk_size = chunk_size
+        self.ensembling = cfg.temporal_ensemble_coeff is not None
+        n = cfg.n_action_steps if cfg.n_action_steps is not None else (1 if self.ensembling else default_n)
         if self.ensembling and n != 1:
             raise ValueError(
                 "temporal ensembling averages a new chunk every tick: n_action_steps must be 1 "
@@ -288,24 +372,31 @@ class ChunkExecutor:
         self.refill_at = cfg.refill_at if cfg.refill_at is not None else n // 2
         if not 0 <= self.refill_at < max(n, 1) and not self.ensembling:
             raise ValueError(f"refill_at must be within 0..n_action_steps-1={n - 1}, got {self.refill_at}")
+        self.period_ns = 1e9 / cfg.fps
+        self.max_wait_s = cfg.max_wait_s if cfg.max_wait_s is not None else 1.0 / cfg.fps
         self.stats = ExecutorStats()
+        self._source, self._reset_source = source, reset
         self._ensembler: TemporalEnsembler | NumpyTemporalEnsembler | None = None
         if self.ensembling:
-            # Synchronous: LeRobot's tensor ops in normalized space, for bit-exact parity. Asynchronous:
-            # unnormalized numpy chunks, to keep the control tick free of torch and pipeline calls.
-            ens_cls = NumpyTemporalEnsembler if cfg.async_inference else TemporalEnsembler
+            # Synchronous local policy: LeRobot's tensor ops in normalized space, for bit-exact parity.
+            # Otherwise unnormalized numpy chunks, to keep the control tick free of torch and pipeline calls.
+            local_sync = not cfg.async_inference and self.policy is not None
+            ens_cls = TemporalEnsembler if local_sync else NumpyTemporalEnsembler
             self._ensembler = ens_cls(cfg.temporal_ensemble_coeff, self.chunk_size)
-        self._queue: np.ndarray | None = None
-        self._pos = 0
-        self._tick = 0
+        self._plan: np.ndarray | None = None  # non-ensembling: the current chunk ...
+        self._plan_start = 0  # ... and the timestamp of its action 0
+        self._epoch: int | None = None  # ensembling: origin of the episode's slot grid
+        self._ens_slot = 0  # ensembling: slot of the ensembler's row 0
+        self._tick_ns = -1  # the tick clock of step(obs) without timestamps
         self._generation = 0
         self._inflight = False
-        self._installed_this_episode = 0
+        self._acted_this_episode = False
+        self.last_action_ns: int | None = None  # timestamp of the action the last step() returned
         self._worker = (
-            _InferenceWorker(self._infer, cfg.inference_threads or _default_threads()) if cfg.async_inference else None
+            _InferenceWorker(source, reset, cfg.inference_threads or _default_threads())
+            if cfg.async_inference
+            else None
         )
-        policy.eval()
-        policy.reset()
 
     @classmethod
     def from_pretrained(
@@ -329,7 +420,7 @@ class ChunkExecutor:
         ex.loaded = loaded
         return ex
 
-    # ---- inference ------------------------------------------------------------------------------
+    # ---- local inference ------------------------------------------------------------------------
     def _prepare(self, observation: Mapping[str, Any]) -> dict[str, Any]:
         from lerobot.policies.utils import prepare_observation_for_inference
 
@@ -356,25 +447,96 @@ class ChunkExecutor:
         actions = self.postprocessor(chunk[:, :n])
         return actions[0].float().cpu().numpy()
 
+    def _local_chunk(self, observation: Mapping[str, Any], observation_ns: int) -> tuple[Any, int]:
+        return self._infer(observation), observation_ns
+
     def warmup(self, observation: Mapping[str, Any] | None = None) -> float:
         """Run one forward pass (on zeros shaped like the policy's inputs by default); returns seconds.
 
         The first pass allocates and picks kernels; doing it before the graph starts keeps it out of the
         first tick.
         """
-        obs = observation if observation is not None else dummy_observation(self.policy.config)
+        if observation is None:
+            if self.policy is None:
+                raise ValueError("warmup of a chunk source needs an observation")
+            observation = dummy_observation(self.policy.config)
         t = time.perf_counter()
-        self._infer(obs)
-        self.policy.reset()
+        self._source(observation, 0)
+        if self._reset_source is not None:
+            self._reset_source()
         return time.perf_counter() - t
 
-    # ---- chunk bookkeeping ----------------------------------------------------------------------
-    def _submit(self, observation: Mapping[str, Any], tick: int) -> None:
-        self._inflight = True
-        self._worker.submit(_Job(self._generation, tick, observation))
+    # ---- the plan -------------------------------------------------------------------------------
+    def _slot(self, t_ns: int, origin_ns: int) -> int:
+        return math.floor((t_ns - origin_ns) / self.period_ns + _SLOT_TOLERANCE)
 
-    def _collect(self, block: bool) -> _Result | None:
-        res = self._worker.take(block, timeout=600.0)
+    def _install(self, res: _Result, now: int) -> None:
+        self.stats.chunks += 1
+        self.stats.infer_ms.append(res.infer_s * 1e3)
+        horizon = self.chunk_size if self.ensembling else len(res.chunk)
+        if self.ensembling:
+            if self._epoch is None:
+                self._epoch, self._ens_slot = res.start_ns, 0
+            self._advance_ensembler(now)
+            skip = max(0, self._ens_slot - self._slot(res.start_ns, self._epoch))
+        else:
+            skip = max(0, self._slot(now, res.start_ns))
+        if skip >= horizon:
+            self.stats.stale_chunks += 1
+            log.warning(
+                "action chunk arrived %.0f ms after its observation (horizon %.0f ms): inference too slow",
+                (now - res.start_ns) / 1e6,
+                horizon * self.period_ns / 1e6,
+            )
+            return
+        self.stats.skipped_actions += skip
+        if isinstance(self._ensembler, TemporalEnsembler):
+            with torch.inference_mode():
+                self._ensembler.update(res.chunk, skip)
+        elif self._ensembler is not None:
+            self._ensembler.update(res.chunk, skip)
+        else:
+            self._plan, self._plan_start = res.chunk, res.start_ns
+
+    def _advance_ensembler(self, now: int) -> None:
+        slot = self._slot(now, self._epoch)
+        if slot > self._ens_slot:
+            self._ensembler.drop(slot - self._ens_slot)
+            self._ens_slot = slot
+
+    def _pick(self, now: int) -> Any:
+        """The action for now (None: none covers now), and sets last_action_ns."""
+        if self.ensembling:
+            if self._epoch is None:
+                return None
+            self._advance_ensembler(now)
+            if len(self._ensembler) == 0:
+                return None
+            self.last_action_ns = int(self._epoch + self._ens_slot * self.period_ns)
+            return self._ensembler.peek()
+        if self._plan is None:
+            return None
+        i = max(0, self._slot(now, self._plan_start))
+        if i >= len(self._plan):
+            return None
+        self.last_action_ns = int(self._plan_start + i * self.period_ns)
+        return self._plan[i].copy()  # the caller owns it; the plan stays intact
+
+    def _remaining(self, now: int) -> int:
+        """Actions of the plan after the one for now."""
+        if self.ensembling:
+            return max(0, len(self._ensembler) - 1)
+        if self._plan is None:
+            return 0
+        return max(0, len(self._plan) - max(0, self._slot(now, self._plan_start)) - 1)
+
+    # ---- the worker -----------------------------------------------------------------------------
+    def _submit(self, observation: Mapping[str, Any], observation_ns: int) -> None:
+        self._inflight = True
+        self._worker.submit(_Job(self._generation, observation, observation_ns))
+
+    def _collect(self, timeout: float) -> _Result | None:
+        res = self._worker.take(timeout)
         if res is None:
             return None
         self._inflight = False
@@ -384,98 +546,93 @@ class ChunkExecutor:
             return None  # predicted for an episode that has been reset since
         return res
 
-    def _wait_for_chunk(self, observation: Mapping[str, Any], tick: int) -> _Result:
-        while True:
-            if not self._inflight:
-                self._submit(observation, tick)
-            res = self._collect(block=True)
-            if res is not None:
-                return res
-
-    def _install(self, res: _Result, tick: int) -> None:
-        skip = tick - res.tick
-        self.stats.chunks += 1
-        self.stats.infer_ms.append(res.infer_s * 1e3)
-        self._installed_this_episode += 1
-        horizon = self.chunk_size if self.ensembling else len(res.chunk)
-        if skip >= horizon:
-            self.stats.stale_chunks += 1
-            log.warning(
-                "action chunk arrived %d ticks after its observation (horizon %d): inference too slow for this rate",
-                skip,
-                horizon,
-            )
-            if self.ensembling:
-                return
-            skip = horizon - 1
-        self.stats.skipped_actions += skip
-        if isinstance(self._ensembler, TemporalEnsembler):
-            with torch.inference_mode():
-                self._ensembler.update(res.chunk, skip)
-        elif self._ensembler is not None:
-            self._ensembler.update(res.chunk, skip)
-        else:
-            self._queue, self._pos = res.chunk, skip
-
-    def _inline(self, observation: Mapping[str, Any], tick: int) -> _Result:
-        t = time.perf_counter()
-        return _Result(self._generation, tick, self._infer(observation), time.perf_counter() - t)
-
-    def _queue_len(self) -> int:
-        if self.ensembling:
-            return len(self._ensembler)
-        return 0 if self._queue is None else len(self._queue) - self._pos
-
     # ---- public API -----------------------------------------------------------------------------
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        """The action for this tick, given this tick's observation (float32, unnormalized)."""
-        t = self._tick
-        self._tick += 1
+    def step(
+        self, observation: Mapping[str, Any], now_ns: int | None = None, observation_ns: int | None = None
+    ) -> np.ndarray | None:
+        """The action for `now_ns` given the latest observation, taken at `observation_ns` (float32,
+        unnormalized), or None when no chunk covers now yet: the caller then does not act this tick.
+
+        Without timestamps the executor keeps a tick clock: each call is one period after the previous one
+        and the observation is of that instant (LeRobot's select_action semantics).
+        """
+        if now_ns is None:
+            self._tick_ns += 1
+            now_ns = int(round(self._tick_ns * self.period_ns))
+        obs_ns = now_ns if observation_ns is None else int(observation_ns)
         self.stats.ticks += 1
         if self._worker is None:
-            self._step_sync(observation, t)
+            action = self._step_sync(observation, now_ns, obs_ns)
         else:
-            res = self._collect(block=False) if self._inflight else None
-            if res is not None:
-                self._install(res, t)
-            if self._queue_len() == 0:
-                if self._installed_this_episode:
-                    self.stats.stalls += 1
-                else:
-                    self.stats.cold_starts += 1
-                self._install(self._wait_for_chunk(observation, t), t)
+            action = self._step_async(observation, now_ns, obs_ns)
+        if action is None:
+            self.stats.no_action += 1
+            return None
+        self.stats.actions += 1
+        self.stats.late_ms.append((now_ns - self.last_action_ns) / 1e6)
+        self._acted_this_episode = True
         if isinstance(self._ensembler, TemporalEnsembler):
             with torch.inference_mode():  # as inside LeRobot's predict_action
-                action = self.postprocessor(self._ensembler.pop())[0].float().cpu().numpy()
-        elif self._ensembler is not None:
-            action = self._ensembler.pop()
-        else:
-            action = self._queue[self._pos].copy()  # the caller owns it; the queue stays intact
-            self._pos += 1
-        # Refill ahead of need: the observation of this tick is the freshest there is.
-        if self._worker is not None and not self._inflight and (self.ensembling or self._queue_len() <= self.refill_at):
-            self._submit(observation, t)
+                action = self.postprocessor(action)[0].float().cpu().numpy()
         return action
 
-    def _step_sync(self, observation: Mapping[str, Any], t: int) -> None:
-        # LeRobot's select_action: ensembling predicts every tick, otherwise when the queue is empty.
-        if self.ensembling or self._queue_len() == 0:
-            if self._installed_this_episode == 0:
-                self.stats.cold_starts += 1
-            self._install(self._inline(observation, t), t)
+    def _count_missing(self) -> None:
+        if self._acted_this_episode:
+            self.stats.stalls += 1
+        else:
+            self.stats.cold_starts += 1
+
+    def _step_sync(self, observation: Mapping[str, Any], now: int, obs_ns: int) -> Any:
+        # LeRobot's select_action: ensembling predicts every tick, otherwise when the plan is used up.
+        action = None if self.ensembling else self._pick(now)
+        if action is None:
+            if not self._acted_this_episode:
+                self.stats.cold_starts += 1  # a refill is routine here: only the episode's first pass counts
+            t = time.perf_counter()
+            chunk, start = self._source(observation, obs_ns)
+            self._install(_Result(self._generation, chunk, int(start), time.perf_counter() - t), now)
+            action = self._pick(now)
+        return action
+
+    def _step_async(self, observation: Mapping[str, Any], now: int, obs_ns: int) -> Any:
+        res = self._collect(0.0) if self._inflight else None
+        if res is not None:
+            self._install(res, now)
+        action = self._pick(now)
+        if action is None:
+            self._count_missing()
+            if not self._inflight:
+                self._submit(observation, obs_ns)
+            # Bounded: a tick never waits longer than max_wait_s (one period) for the chunk in flight.
+            deadline = time.monotonic() + self.max_wait_s
+            while action is None and self._inflight and (left := deadline - time.monotonic()) > 0:
+                res = self._collect(left)
+                if res is not None:
+                    self._install(res, now)
+                    action = self._pick(now)
+        # Refill ahead of need: this observation is the freshest there is.
+        if not self._inflight and (self.ensembling or self._remaining(now) <= self.refill_at):
+            self._submit(observation, obs_ns)
+        return action
 
     def queue_level(self) -> int:
-        """Actions left before the executor would have to wait for a forward pass."""
-        return self._queue_len()
+        """Actions left in the plan after the last one picked."""
+        now = self.last_action_ns if self.last_action_ns is not None else 0
+        return self._remaining(now)
 
     def reset(self) -> None:
-        """Start a new episode: drop queued actions, and any chunk in flight when it arrives."""
+        """Start a new episode: drop the plan, and any chunk in flight when it arrives. Never blocks: the
+        policy's own reset runs on the worker thread before its next forward pass."""
         self._generation += 1
-        self._queue, self._pos = None, 0
-        self._installed_this_episode = 0
+        self._plan, self._epoch, self._ens_slot = None, None, 0
+        self._acted_this_episode = False
+        self.last_action_ns = None
         if self._ensembler is not None:
             self._ensembler.reset()
-        self.policy.reset()
+        if self._worker is not None:
+            self._worker.request_reset()
+        elif self._reset_source is not None:
+            self._reset_source()
 
     def close(self) -> None:
         """Stop the worker thread."""
@@ -519,7 +676,10 @@ class SyncPolicyRunner:
         policy.eval()
         policy.reset()
 
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
+    def step(
+        self, observation: Mapping[str, Any], now_ns: int | None = None, observation_ns: int | None = None
+    ) -> np.ndarray:
+        """The next action of LeRobot's own queue (timestamps are accepted for the node's sake and unused)."""
         from lerobot.utils.control_utils import predict_action
 
         frame = {k: (v if v.flags.writeable else v.copy()) for k, v in observation.items() if isinstance(v, np.ndarray)}

@@ -7,7 +7,13 @@ trained with, take one action per tick and emit `ee_target` {ee_pose} and `grip`
     arm_state       <- arm/state             (required)
     gripper_state   <- gripper/state         (required)
     <camera>        <- <camera node>/frame   one per camera of the codec, e.g. `wrist`, `front`
-    episode         <- task/episode          (optional, queue) resets the policy on `start`, gives the task text
+    objects         <- task/objects          (required by the privileged `*_objects` codecs: simulation only)
+    episode         <- task/episode          (optional, queue) resets the policy on `start`, gives the task text;
+                                             when connected, the node acts only between `start` and `end`
+
+Every tick the node checks the age of each input it encodes: one older than `max_observation_age_s` (a
+stalled camera, a frozen arm state) makes it skip the tick instead of acting on the past; the arm's
+command watchdog (robotflow/safety.py) then holds the arm if that lasts.
 
 The graph names the codec (`codec: ee`); the checkpoint's stored codec spec must have the same name
 (else `CodecMismatchError`), and the node rebuilds the codec from that spec so image size and camera
@@ -35,7 +41,7 @@ from .checkpoints import (
 log = logging.getLogger("robotflow.policies")
 
 
-ARM_STATE, GRIPPER_STATE, TASK_CHANNEL = "arm/state", "gripper/state", "task/episode"
+ARM_STATE, GRIPPER_STATE, TASK_CHANNEL, OBJECTS_CHANNEL = "arm/state", "gripper/state", "task/episode", "task/objects"
 
 
 @dataclass
@@ -54,6 +60,7 @@ class LeRobotNodeParams:
     checkpoint_step: int | None = None
     device: str = "auto"
     warmup: bool = True
+    max_observation_age_s: float = 0.25  # skip the tick when any input is older than this (runtime clock)
 
 
 @dataclass
@@ -101,6 +108,9 @@ class _PolicyNode(Node):
         inputs = {"arm_state": Input(), "gripper_state": Input()}
         for cam in codec.params.cameras:
             inputs[cam] = Input()
+        if codec.layout.objects:
+            # Required: a graph without the simulated task's object poses is refused when it is loaded.
+            inputs["objects"] = Input()
         inputs["episode"] = Input(delivery="queue", required=False)
         return inputs
 
@@ -129,23 +139,45 @@ class _PolicyNode(Node):
             GRIPPER_STATE: "gripper_state",
             **{ch: cam for cam, ch in self.codec.params.cameras.items()},
         }
+        if self.codec.layout.objects:
+            self._ports[OBJECTS_CHANNEL] = "objects"
         self._episode_msg = None
+        # With episode events, act only inside an episode: between `end` and the next `start` the robot is
+        # being reset (or a person is putting cubes back) and nothing may drive it.
+        self._acting = not self.connected("episode")
+        self.counts = {"ticks": 0, "actions": 0, "stale_observations": 0, "no_action": 0, "idle": 0}
         self.runner = self._make_runner(self.loaded)
         if p.warmup:
             self.log("warm-up forward pass took %.0f ms", 1e3 * self.runner.warmup())
 
     def step(self) -> None:
+        self.counts["ticks"] += 1
         for msg in self.read_all("episode"):
             self._episode_msg = msg
             if msg["event"] == "start":
                 self.runner.reset()
                 self.codec.reset()
+                self._acting = True
+            elif msg["event"] == "end":
+                self._acting = False
+                self.runner.reset()  # a chunk in flight belongs to the episode that ended
+        if not self._acting:
+            self.counts["idle"] += 1
+            return
         latest = {}
         for channel, port in self._ports.items():
             msg = self.read(port)
             if msg is None:
                 return  # a sensor has not published yet: no observation, no action
             latest[channel] = msg
+        now = self.now_ns()
+        observed_ns = min(m.timestamp_ns for m in latest.values())  # the observation is as old as its oldest part
+        if now - observed_ns > self.params.max_observation_age_s * 1e9:
+            self.counts["stale_observations"] += 1
+            if self.counts["stale_observations"] in (1, 10, 100, 1000):
+                oldest = min(latest, key=lambda c: latest[c].timestamp_ns)
+                self.log("skipping ticks: %s is %.0f ms old", oldest, (now - observed_ns) / 1e6)
+            return
         if self._episode_msg is not None:
             latest[TASK_CHANNEL] = self._episode_msg
         obs = self.codec.encode_live(latest)
@@ -153,9 +185,21 @@ class _PolicyNode(Node):
         task = live_task(latest) if live_task is not None else None
         if task:
             obs["task"] = task  # ACT ignores it; language-conditioned policies read it
-        cmd = self.codec.decode(self.runner.step(obs))
+        action = self.runner.step(obs, now, observed_ns)
+        if action is None:  # no chunk covers now yet (first chunk of an episode): do not act
+            self.counts["no_action"] += 1
+            return
+        self.counts["actions"] += 1
+        cmd = self.codec.decode(action)
         self.emit("ee_target", ee_pose=cmd["ee_pose"])
         self.emit("grip", width=cmd["width"])
+
+    def report(self) -> dict | None:
+        counts = getattr(self, "counts", None)
+        if counts is None:
+            return None
+        stats = getattr(self.runner, "stats", None)
+        return {**counts, **(stats.as_dict() if stats is not None else {})}
 
     def teardown(self) -> None:
         runner = getattr(self, "runner", None)
@@ -193,6 +237,7 @@ class ACTNode(_PolicyNode):
             refill_at=p.refill_at,
             async_inference=use_async,
             inference_threads=p.inference_threads,
+            fps=float(self.codec.params.fps),  # the dataset's: action i of a chunk is for start + i / fps
         )
         return ChunkExecutor(loaded.policy, loaded.preprocessor, loaded.postprocessor, cfg, device=loaded.device)
 
