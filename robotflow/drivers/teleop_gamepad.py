@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +64,9 @@ class GamepadTeleopNode(TeleopNode):
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
         os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-        import pygame
+        with warnings.catch_warnings():  # pygame 2.6 imports setuptools' deprecated pkg_resources
+            warnings.simplefilter("ignore", UserWarning)
+            import pygame
 
         self.pygame = pygame
         pygame.display.init()
