@@ -36,7 +36,6 @@ def fake_params(func) -> list[str]:
 
 def test_fake_follows_the_installed_pygame():
     import os
-
     import warnings
 
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
