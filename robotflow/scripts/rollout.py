@@ -7,15 +7,25 @@ from pathlib import Path
 
 import click
 
-from robotflow.runtime.graph import GraphError, load_graph
+from robotflow.runtime.graph import GraphError, load_graph, parse_graph
 
 
 @click.command()
 @click.option(
     "--checkpoints-dir",
     type=click.Path(file_okay=False),
-    required=True,
+    default=None,
     help="A training run directory (OUTPUT_DIR/RUN_NAME from `robotflow train`).",
+)
+@click.option(
+    "--server",
+    default=None,
+    metavar="ws://HOST:PORT",
+    help="Roll out a policy served over Protocol v1 (`robotflow serve`, OpenPI, GR00T) instead of a checkpoint.",
+)
+@click.option("--model", default=None, help="With --server: the model id (checkpoint step) to ask for.")
+@click.option(
+    "--token", default=None, envvar="ROBOTFLOW_TOKEN", help="With --server: bearer token (or ROBOTFLOW_TOKEN)."
 )
 @click.option("--checkpoint", "step", default=None, help="Checkpoint step to load (default: the latest).")
 @click.option("--list", "list_only", is_flag=True, help="List the run's checkpoints and exit.")
@@ -38,8 +48,28 @@ from robotflow.runtime.graph import GraphError, load_graph
 @click.option("--seed", type=int, default=None, help="Seed of the first episode (default: the graph's).")
 @click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help="Override a node param (repeatable).")
 @click.option("--no-record", is_flag=True, help="Do not record the rollouts.")
-def rollout(checkpoints_dir, step, list_only, graph_file, episodes, output_dir, summary, seed, sets, no_record):
-    """Roll out a policy checkpoint for N seeded episodes and print a success table."""
+def rollout(
+    checkpoints_dir,
+    server,
+    model,
+    token,
+    step,
+    list_only,
+    graph_file,
+    episodes,
+    output_dir,
+    summary,
+    seed,
+    sets,
+    no_record,
+):
+    """Roll out a policy checkpoint (or a served policy, --server) for N seeded episodes; print a success table."""
+    if server is not None:
+        if checkpoints_dir is not None or step is not None or list_only:
+            raise click.UsageError("--server replaces --checkpoints-dir / --checkpoint / --list: give one or the other")
+        return _rollout_remote(server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record)
+    if checkpoints_dir is None:
+        raise click.UsageError("give --checkpoints-dir (a training run) or --server ws://HOST:PORT")
     from robotflow.policies.checkpoints import (
         CheckpointError,
         canonical_codec_name,
@@ -115,5 +145,67 @@ def rollout(checkpoints_dir, step, list_only, graph_file, episodes, output_dir, 
             codec=pol.params.codec,
             graph=str(graph_file),
             recorded_to=None if no_record else str(rec_dir),
+        )
+    exit_for(result)
+
+
+def _rollout_remote(server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record):
+    """The graph's policy node becomes `policy.remote` on the same ports, pointed at the server."""
+    import yaml
+
+    from robotflow.scripts.cli import _print_episodes, episode_nodes, exit_for, run_and_report, write_summary
+    from robotflow.scripts.record import with_recorder
+    from robotflow.serving.client import session_url
+
+    try:
+        session_url(server)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--server") from None
+    if output_dir is None and not no_record:
+        raise click.UsageError("with --server, give --output-dir for the recordings (or --no-record)")
+    try:
+        spec = load_graph(graph_file, tuple(sets))
+    except GraphError as e:
+        raise click.ClickException(str(e)) from None
+    policies = [n for n in spec.nodes if n.type_name.startswith("policy.")]
+    if not policies:
+        raise click.ClickException(f"{graph_file} has no policy.* node to replace with policy.remote")
+    pol = policies[0]
+    tasks = [n for n in spec.nodes if "episodes" in getattr(n.params, "__dataclass_fields__", {})]
+    if not tasks:
+        raise click.ClickException(f"{graph_file} has no task node with an `episodes` param")
+    doc = yaml.safe_load(spec.text)
+    node = next(n for n in doc["nodes"] if n.get("name") == pol.name)
+    node["type"] = "policy.remote"
+    node["params"] = {"server": server, "codec": pol.params.codec, "model": model, "token": token}
+    # Overrides of the policy node were for the local policy's params; the task/camera ones still apply.
+    keep = tuple(s for s in sets if not s.startswith(f"{pol.name}.") or s.startswith(f"{pol.name}.rate="))
+    extra = [f"{tasks[0].name}.episodes={episodes}"]
+    if seed is not None:
+        extra.append(f"{tasks[0].name}.seed={seed}")
+    sets = keep + tuple(extra)
+    try:
+        spec = parse_graph(yaml.safe_dump(doc, sort_keys=False), str(graph_file), sets)
+    except GraphError as e:
+        raise click.ClickException(str(e)) from None
+    if not no_record:
+        spec, _ = with_recorder(spec, sets, {"output_dir": str(output_dir), "progress": False})
+    click.echo(
+        f"rolling out the policy served at {server} (codec {pol.params.codec}) for {episodes} episodes"
+        + ("" if no_record else f", recording to {output_dir}")
+    )
+    result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)
+    results = [r for node in episode_nodes(sched) for r in node.results]
+    if results:
+        _print_episodes(results)
+    if summary:
+        write_summary(
+            summary,
+            results,
+            server=server,
+            model=model,
+            codec=pol.params.codec,
+            graph=str(graph_file),
+            recorded_to=None if no_record else str(output_dir),
         )
     exit_for(result)
