@@ -194,6 +194,7 @@ class RecorderParams:
     task: str = ""  # task text stored with each episode (overrides the episode event's)
     episode_input: str = "episode"  # input carrying task/episode events; unconnected: one episode per run
     max_episodes: int = 0  # end the graph after this many closed episodes (0: never)
+    first_index: int = 0  # lowest episode number (above those in a remote output dir whose files are not local)
     flush_s: float = 1.0  # wall seconds between file flushes (bounds what a crash can lose)
     reorder_s: float = 0.1  # graph-clock window for routing late messages into the right episode
     progress: bool = False  # a live status line on stderr
@@ -215,7 +216,7 @@ class Recorder(Node):
             raise ValueError(f"image_encoding must be jpeg or raw, not {p.image_encoding!r}")
         self.out_dir = Path(p.output_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.next_index = next_episode_index(self.out_dir)
+        self.next_index = max(p.first_index, next_episode_index(self.out_dir))
         self.channel_of = {port: sub.topic for port, sub in self._subs.items()}
         self.data_ports = [port for port in self._subs if port != p.episode_input]
         self._pending: list = []  # heap of (timestamp_ns, order, port, msg) awaiting routing

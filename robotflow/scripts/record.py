@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 import numpy as np
@@ -11,6 +12,7 @@ import yaml
 
 from robotflow.recording.format import episode_name
 from robotflow.runtime.graph import GraphError, GraphSpec, load_graph, parse_graph
+from robotflow.storage import Cache, StorageError, is_remote, list_dir, publish
 
 RECORDER_TYPE = "record.hdf5"
 
@@ -62,7 +64,11 @@ def with_recorder(spec: GraphSpec, sets: tuple[str, ...], recorder_params: dict)
 @click.command()
 @click.argument("graph", type=click.Path(dir_okay=False))
 @click.option("--episodes", type=int, required=True, help="Number of episodes to record.")
-@click.option("--output-dir", type=click.Path(file_okay=False), required=True, help="Where episode files go.")
+@click.option(
+    "--output-dir",
+    required=True,
+    help="Where episode files go: a directory, or a URL (s3://...) they are uploaded to when the run ends.",
+)
 @click.option("--task", default="", help="Task text stored with each episode (e.g. 'stack the green cube').")
 @click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help="Override a node param (repeatable).")
 @click.option("--image-encoding", type=click.Choice(["jpeg", "raw"]), default="jpeg", show_default=True)
@@ -95,6 +101,11 @@ def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality
         rec_params["task"] = task
     if not extra:  # no task node counts episodes: the recorder ends the run after N
         rec_params["max_episodes"] = episodes
+    rec_url = str(output_dir) if is_remote(str(output_dir)) else None
+    if rec_url is not None:
+        # Written locally, uploaded once closed: the local copy stays until its upload succeeded.
+        rec_params["output_dir"] = str(Cache().output_dir(rec_url))
+        rec_params["first_index"] = _next_remote_index(rec_url)
     spec, rec_name = with_recorder(_load(graph, tuple(sets) + tuple(extra)), tuple(sets) + tuple(extra), rec_params)
     result, sched = run_and_report(spec, duration=None, stats=stats, quiet=True)
     rep = sched.reports.get(rec_name, {})
@@ -103,7 +114,36 @@ def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality
         f"episodes in {output_dir}: {len(rep.get('episodes', []))} recorded this run, "
         f"writer backlog max {rep.get('backlog_max', 0)} messages"
     )
+    uploaded = rec_url is None or upload_episodes(rec_params["output_dir"], rec_url)
     exit_for(result)
+    if not uploaded:
+        sys.exit(1)
+
+
+def _next_remote_index(url: str) -> int:
+    """One past the highest episode number in a remote directory, so episodes never overwrite remote ones."""
+    try:
+        names = list_dir(url)
+    except StorageError as e:
+        click.echo(f"warning: {e}; recording locally, upload after the run", err=True)
+        return 0
+    indices = [int(n[len("episode_") :].split(".")[0]) for n in names if n.startswith("episode_") and n.endswith(".h5")]
+    return max(indices, default=-1) + 1
+
+
+def upload_episodes(local_dir: str | Path, url: str) -> bool:
+    """Upload the closed episodes in `local_dir` (this run's and any left by an earlier failed upload) to `url`.
+
+    Prints one line either way; on failure the episodes stay in `local_dir`, which the cache never evicts.
+    """
+    done, error = publish(Path(local_dir), url, overwrite=False)
+    if error is not None:
+        click.echo(
+            f"error: {error}; the episodes are kept in {local_dir} and uploaded by the next run to {url}", err=True
+        )
+        return False
+    click.echo(f"uploaded {len(done)} file(s) to {url}")
+    return True
 
 
 def _print_episode_table(episodes: list[dict]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from robotflow.runtime.graph import GraphError, load_graph, parse_graph
+from robotflow.storage import Cache, StorageError, fetch_checkpoint, is_remote, join, remote_checkpoints
 
 
 @click.command()
@@ -79,23 +80,38 @@ def rollout(
         resolve_checkpoint,
     )
     from robotflow.scripts.cli import _print_episodes, episode_nodes, exit_for, run_and_report, write_summary
-    from robotflow.scripts.record import with_recorder
+    from robotflow.scripts.record import upload_episodes, with_recorder
 
-    run_dir = Path(checkpoints_dir)
-    try:
-        checkpoints = list_checkpoints(run_dir)
-    except (CheckpointError, FileNotFoundError) as e:
-        raise click.ClickException(str(e).splitlines()[0]) from None
-    if list_only:
-        if not checkpoints:
-            raise click.ClickException(f"no checkpoints in {run_dir}")
-        for c in checkpoints:
-            click.echo(f"{c.step:>10}  {c.path}")
-        return
-    try:
-        model_dir = resolve_checkpoint(run_dir, step)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e).splitlines()[0]) from None
+    if is_remote(checkpoints_dir):
+        # A run in object storage: list it there, download only the checkpoint that is rolled out.
+        try:
+            if list_only:
+                remote = remote_checkpoints(checkpoints_dir)
+                if not remote:
+                    raise click.ClickException(f"no checkpoints in {checkpoints_dir}")
+                for s, url in remote:
+                    click.echo(f"{s:>10}  {url}")
+                return
+            model_dir = fetch_checkpoint(checkpoints_dir, step)
+        except StorageError as e:
+            raise click.ClickException(str(e)) from None
+        run_dir = None
+    else:
+        run_dir = Path(checkpoints_dir)
+        try:
+            checkpoints = list_checkpoints(run_dir)
+        except (CheckpointError, FileNotFoundError) as e:
+            raise click.ClickException(str(e).splitlines()[0]) from None
+        if list_only:
+            if not checkpoints:
+                raise click.ClickException(f"no checkpoints in {run_dir}")
+            for c in checkpoints:
+                click.echo(f"{c.step:>10}  {c.path}")
+            return
+        try:
+            model_dir = resolve_checkpoint(run_dir, step)
+        except (CheckpointError, FileNotFoundError, ValueError) as e:
+            raise click.ClickException(str(e).splitlines()[0]) from None
     step_name = model_dir.parent.name
 
     try:
@@ -125,17 +141,27 @@ def rollout(
         spec = load_graph(graph_file, sets)
     except GraphError as e:
         raise click.ClickException(str(e)) from None
-    rec_dir = Path(output_dir) if output_dir else run_dir / "rollouts" / step_name
+    rec_url = None  # set when the rollouts go to object storage
+    if output_dir:
+        rec_dir, rec_url = Path(output_dir), (output_dir if is_remote(output_dir) else None)
+    elif run_dir is not None:
+        rec_dir = run_dir / "rollouts" / step_name
+    else:
+        rec_url = join(checkpoints_dir, "rollouts", step_name)
+    if rec_url is not None:
+        rec_dir = Cache().output_dir(rec_url)  # recorded locally, uploaded once the episodes are closed
     if not no_record:
         spec, _ = with_recorder(spec, sets, {"output_dir": str(rec_dir), "progress": False})
     click.echo(
         f"rolling out {model_dir} (codec {pol.params.codec}) for {episodes} episodes"
-        + ("" if no_record else f", recording to {rec_dir}")
+        + ("" if no_record else f", recording to {rec_url or rec_dir}")
     )
     result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)
     results = [r for node in episode_nodes(sched) for r in node.results]
     if results:
         _print_episodes(results)
+    if rec_url is not None and not no_record:
+        upload_episodes(rec_dir, rec_url)
     if summary:
         write_summary(
             summary,
@@ -144,7 +170,7 @@ def rollout(
             step=step_name,
             codec=pol.params.codec,
             graph=str(graph_file),
-            recorded_to=None if no_record else str(rec_dir),
+            recorded_to=None if no_record else str(rec_url or rec_dir),
         )
     exit_for(result)
 

@@ -2,8 +2,10 @@
 
 Nothing here trains: the command builds a `TrainPipelineConfig` and calls
 `lerobot.scripts.lerobot_train.train`, so optimiser presets, checkpoint format, resume and W&B logging
-are LeRobot's. What robotflow adds is the run layout, the codec spec beside every checkpoint, and
-offline-friendly defaults (no Hub push, ImageNet weights only when they can be loaded).
+are LeRobot's. What robotflow adds is the run layout, the codec spec beside every checkpoint, remote
+datasets and runs (`s3://...`, checkpoints uploaded as they are saved), several processes through
+LeRobot's Accelerate path, and offline-friendly defaults (no Hub push, ImageNet weights only when they can
+be loaded, W&B offline without an API key).
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import contextlib
 import json
 import logging
 import os
+import queue
+import shutil
 import socket
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from robotflow.policies.checkpoints import (
     read_dataset_codec_spec,
     write_codec_spec,
 )
+from robotflow.storage import Cache, StorageError, is_remote, join, list_dir
 
 log = logging.getLogger("robotflow.train")
 
@@ -42,9 +49,9 @@ class TrainError(click.ClickException):
 class TrainOptions:
     """Everything `robotflow train` takes; `train_policy(opts)` is the function behind the command."""
 
-    dataset_root: Path
+    dataset_root: Path | str  # a local directory or a URL (s3://...)
     run_name: str
-    output_dir: Path
+    output_dir: Path | str  # a local directory or a URL
     steps: int = 100_000
     save_freq: int = 10_000
     batch_size: int = 8
@@ -59,6 +66,8 @@ class TrainOptions:
     log_freq: int = 100
     seed: int = 1000
     policy_args: dict[str, Any] = field(default_factory=dict)  # more policy config fields, by name
+    num_processes: int = 1  # >1: `accelerate launch` runs this many training processes (one per GPU)
+    wandb: bool = False  # log to Weights & Biases (offline without WANDB_API_KEY); also on when the key is set
 
     @property
     def run_dir(self) -> Path:
@@ -137,32 +146,6 @@ def _policy_config(opts: TrainOptions, device: str):
 
 
 @contextlib.contextmanager
-def _codec_beside_checkpoints(spec: dict[str, Any] | None) -> Iterator[None]:
-    """Write the codec spec into each checkpoint's pretrained_model dir as LeRobot saves it.
-
-    LeRobot's loop calls the module-level `save_checkpoint` of lerobot_train; wrapping that one name for
-    the duration of the call means a checkpoint is complete (weights + codec) before `last` points to it,
-    even for runs that are interrupted later.
-    """
-    if spec is None:
-        yield
-        return
-    import lerobot.scripts.lerobot_train as lt
-
-    original = lt.save_checkpoint
-
-    def save_checkpoint(checkpoint_dir: Path, *args: Any, **kwargs: Any) -> None:
-        original(checkpoint_dir, *args, **kwargs)
-        write_codec_spec(Path(checkpoint_dir) / PRETRAINED_MODEL_DIR, spec)
-
-    lt.save_checkpoint = save_checkpoint
-    try:
-        yield
-    finally:
-        lt.save_checkpoint = original
-
-
-@contextlib.contextmanager
 def _argv(args: list[str]) -> Iterator[None]:
     # TrainPipelineConfig.validate() re-reads sys.argv for `--policy.path` and (on resume) `--config_path`;
     # give it exactly what a `lerobot-train` command line would have held, not robotflow's own flags.
@@ -186,7 +169,7 @@ def build_train_config(opts: TrainOptions):
     if not (root / "meta" / "info.json").is_file():
         raise TrainError(f"{root} is not a LeRobot dataset (no meta/info.json); create one with `robotflow convert`")
     run_dir = opts.run_dir.resolve()
-    wandb = WandBConfig(enable=bool(os.environ.get("WANDB_API_KEY")), project="robotflow")
+    wandb = _wandb_config(opts, WandBConfig)
 
     if opts.resume:
         cfg_file = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK / PRETRAINED_MODEL_DIR / "train_config.json"
@@ -198,15 +181,15 @@ def build_train_config(opts: TrainOptions):
         cfg.save_freq = opts.save_freq
         cfg.output_dir = run_dir
         cfg.dataset.root = str(root)  # the dataset may have moved since
-        cfg.wandb.enable = wandb.enable
+        cfg.wandb.enable, cfg.wandb.mode = wandb.enable, wandb.mode
         if hasattr(cfg.policy, "pretrained_backbone_weights"):
             cfg.policy.pretrained_backbone_weights = None  # the checkpoint holds the trained backbone
         return cfg, [f"--config_path={cfg_file}"]
 
-    if run_dir.exists():
+    if run_dir.exists() and _rank() == 0:  # other ranks start after rank 0 may have created it
         raise TrainError(f"run directory {run_dir} already exists: pass --resume to continue it, or another --run-name")
     cfg = TrainPipelineConfig(
-        # torchcodec (LeRobot's default decoder) needs system FFmpeg libraries; pyav works everywhere.
+        # torchcodec (LeRobot's default) when FFmpeg's libraries load, else pyav with a warning.
         dataset=DatasetConfig(repo_id=dataset_repo_id(root), root=str(root), video_backend=video_backend()),
         policy=_policy_config(opts, resolve_device(opts.device)),
         output_dir=run_dir,
@@ -223,28 +206,172 @@ def build_train_config(opts: TrainOptions):
     return cfg, []
 
 
+def _rank() -> int:
+    """This process's global rank under `accelerate launch`/torchrun (0 when training alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _wandb_config(opts: TrainOptions, wandb_config_cls: type):
+    """W&B through LeRobot's own logger: on with --wandb or an API key; offline when there is no key."""
+    enable = opts.wandb or bool(os.environ.get("WANDB_API_KEY"))
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    if opts.wandb and mode == "offline" and _rank() == 0:
+        click.echo("W&B: no WANDB_API_KEY, logging offline (upload later with `wandb sync`)", err=True)
+    return wandb_config_cls(enable=enable, project="robotflow", mode=mode)
+
+
+class _CheckpointUploader:
+    """Uploads each checkpoint of a run to its remote run directory while training goes on.
+
+    A background thread keeps the training loop (and, with several processes, the barrier after each save)
+    from waiting for the network; `close()` waits for the queue and uploads whatever else the run wrote.
+    """
+
+    def __init__(self, cache: Cache, run_dir: Path, url: str):
+        self.cache, self.run_dir, self.url = cache, run_dir, url
+        self.errors: list[str] = []
+        self.uploaded: list[str] = []
+        self._queue: queue.Queue[Path | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="checkpoint-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, checkpoint_dir: Path) -> None:
+        self._queue.put(Path(checkpoint_dir))
+
+    def _run(self) -> None:
+        while (ckpt := self._queue.get()) is not None:
+            rel = ckpt.relative_to(self.run_dir).as_posix()
+            try:
+                self.cache.upload(ckpt, join(self.url, rel))
+                self.uploaded.append(rel)
+                log.info("uploaded %s to %s", rel, self.url)
+            except StorageError as e:
+                self.errors.append(str(e))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if not self.errors:
+            try:
+                self.cache.upload(self.run_dir, self.url)
+            except StorageError as e:
+                self.errors.append(str(e))
+        if self.errors:
+            raise TrainError(
+                f"{self.errors[0]}; the run is kept in {self.run_dir} (not evicted from the cache), and "
+                f"`robotflow train --resume` with the same --output-dir uploads it"
+            )
+        self.cache.finish_output(self.url)
+
+
+@contextlib.contextmanager
+def _codec_beside_checkpoints(
+    spec: dict[str, Any] | None, uploader: _CheckpointUploader | None = None
+) -> Iterator[None]:
+    """Write the codec spec into each checkpoint's pretrained_model dir as LeRobot saves it (and upload it).
+
+    LeRobot's loop calls the module-level `save_checkpoint` of lerobot_train; wrapping that one name for
+    the duration of the call means a checkpoint is complete (weights + codec) before `last` points to it,
+    even for runs that are interrupted later.
+    """
+    if spec is None and uploader is None:
+        yield
+        return
+    import lerobot.scripts.lerobot_train as lt
+
+    original = lt.save_checkpoint
+
+    def save_checkpoint(checkpoint_dir: Path, *args: Any, **kwargs: Any) -> None:
+        original(checkpoint_dir, *args, **kwargs)
+        if spec is not None:
+            write_codec_spec(Path(checkpoint_dir) / PRETRAINED_MODEL_DIR, spec)
+        if uploader is not None:
+            uploader.submit(Path(checkpoint_dir))
+
+    lt.save_checkpoint = save_checkpoint
+    try:
+        yield
+    finally:
+        lt.save_checkpoint = original
+
+
+def _remote_output(opts: TrainOptions, cache: Cache) -> tuple[TrainOptions, str]:
+    """Map a remote --output-dir onto its local mirror; returns the options with the local dir and the run URL.
+
+    A resumed run gets its newest checkpoint downloaded first. Checks that touch the remote run only on rank 0.
+    """
+    out_url = str(opts.output_dir).rstrip("/")
+    run_url = join(out_url, opts.run_name)
+    local_out = cache.local_path(out_url)
+    local_run = local_out / opts.run_name
+    if _rank() != 0:
+        return replace(opts, output_dir=local_out), run_url
+    steps = sorted(n for n in list_dir(join(run_url, CHECKPOINTS_DIR)) if n.isdigit())
+    if not opts.resume:
+        if steps:
+            raise TrainError(f"run {run_url} already exists: pass --resume to continue it, or another --run-name")
+        if local_run.exists():
+            if cache.pinned(run_url):
+                raise TrainError(
+                    f"{local_run} holds a run for {run_url} that was never uploaded: pass --resume to continue "
+                    "and upload it, or remove that directory"
+                )
+            shutil.rmtree(local_run)  # a cached copy of a run deleted remotely since
+    elif steps and not (local_run / CHECKPOINTS_DIR / steps[-1]).is_dir():
+        ckpt = cache.download(join(run_url, CHECKPOINTS_DIR, steps[-1]))
+        last = local_run / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
+        last.unlink(missing_ok=True)
+        last.symlink_to(ckpt.name)
+    cache.output_dir(run_url, create=False)  # LeRobot creates it (and refuses one that exists, unless resuming)
+    return replace(opts, output_dir=local_out), run_url
+
+
 def train_policy(opts: TrainOptions) -> Path:
-    """Train (or resume) a run with LeRobot's loop; returns the run dir.
+    """Train (or resume) a run with LeRobot's loop; returns the (local) run dir.
 
     Checkpoints land in `<output-dir>/<run-name>/checkpoints/<step>/pretrained_model/`, each with the
-    dataset's codec spec as `robotflow_codec.json`.
+    dataset's codec spec as `robotflow_codec.json`. A remote --dataset-root is downloaded into the cache
+    first; with a remote --output-dir the run is written to the cache and each checkpoint is uploaded as
+    soon as it is saved. With `num_processes > 1` this relaunches itself under `accelerate launch`.
     """
     from lerobot.scripts.lerobot_train import train
 
-    if opts.steps < 1 or opts.save_freq < 1 or opts.batch_size < 1:
-        raise TrainError("--steps, --save-freq and --batch-size must be positive")
+    if opts.steps < 1 or opts.save_freq < 1 or opts.batch_size < 1 or opts.num_processes < 1:
+        raise TrainError("--steps, --save-freq, --batch-size and --num-processes must be positive")
+    cache = Cache()
+    if is_remote(str(opts.dataset_root)):
+        try:
+            opts = replace(opts, dataset_root=cache.download(str(opts.dataset_root)))
+        except StorageError as e:
+            raise TrainError(str(e)) from None
     if not (Path(opts.dataset_root).expanduser() / "meta" / "info.json").is_file():
         raise TrainError(
             f"{opts.dataset_root} is not a LeRobot dataset (no meta/info.json); create one with `robotflow convert`"
         )
+    if opts.num_processes > 1 and _world_size() == 1:
+        return _launch_processes(opts)
+    run_url = None
+    if is_remote(str(opts.output_dir)):
+        try:
+            opts, run_url = _remote_output(opts, cache)
+        except StorageError as e:
+            raise TrainError(str(e)) from None
     spec = read_dataset_codec_spec(opts.dataset_root)
-    if spec is None:
+    if spec is None and _rank() == 0:
         click.echo(
             f"warning: {opts.dataset_root} has no robotflow codec spec; its checkpoints will not load in "
             "policy nodes until a robotflow_codec.json is placed beside them",
             err=True,
         )
     cfg, argv = build_train_config(opts)
+    if _rank() != 0:
+        # LeRobot's validate() refuses an existing output dir unless it is a Path; rank 0 (and its W&B logger)
+        # may create it before this rank gets there. Only rank 0 writes to it.
+        cfg.output_dir = str(cfg.output_dir)
     if opts.resume and spec is not None:
         saved = read_codec_spec(opts.run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK / PRETRAINED_MODEL_DIR)
         if saved is not None and saved.get("name") != spec.get("name"):
@@ -252,14 +379,78 @@ def train_policy(opts: TrainOptions) -> Path:
                 f"cannot resume: run {opts.run_name} was trained with codec {saved.get('name')!r}, "
                 f"the dataset uses {spec.get('name')!r}"
             )
-    with _argv(argv), _codec_beside_checkpoints(spec):
-        train(cfg)
+    uploader = _CheckpointUploader(cache, opts.run_dir, run_url) if run_url and _rank() == 0 else None
+    try:
+        with _argv(argv), _codec_beside_checkpoints(spec, uploader):
+            train(cfg)
+    finally:
+        if uploader is not None:
+            uploader.close()
     run_dir = opts.run_dir
-    if spec is not None:  # checkpoints written by an older run without the hook get the spec too
+    if spec is not None and _rank() == 0:  # checkpoints written by an older run without the hook get the spec too
         for ckpt in list_checkpoints(run_dir):
             if ckpt.codec is None:
                 write_codec_spec(ckpt.path, spec)
     return run_dir
+
+
+def _cli_args(opts: TrainOptions) -> list[str]:
+    """`robotflow train` arguments that reproduce `opts` (for the processes `accelerate launch` starts)."""
+    args = [
+        f"--dataset-root={opts.dataset_root}",
+        f"--run-name={opts.run_name}",
+        f"--output-dir={opts.output_dir}",
+        f"--steps={opts.steps}",
+        f"--save-freq={opts.save_freq}",
+        f"--batch-size={opts.batch_size}",
+        f"--policy={opts.policy}",
+        f"--device={opts.device}",
+        f"--num-workers={opts.num_workers}",
+        f"--log-freq={opts.log_freq}",
+        f"--seed={opts.seed}",
+    ]
+    for name in ("dim_model", "chunk_size", "n_action_steps"):
+        if getattr(opts, name) is not None:
+            args.append(f"--{name.replace('_', '-')}={getattr(opts, name)}")
+    args += ["--resume"] * opts.resume + ["--no-pretrained-backbone"] * (not opts.pretrained_backbone)
+    args += ["--wandb"] * opts.wandb
+    args += [f"--policy-arg={k}={json.dumps(v)}" for k, v in opts.policy_args.items()]
+    return args
+
+
+def _launch_processes(opts: TrainOptions) -> Path:
+    """Run `opts` in `num_processes` processes with `accelerate launch` (LeRobot's own multi-GPU path).
+
+    The processes find each other through torch.distributed: NCCL on GPUs, gloo on CPU (`--device cpu`).
+    The remote dataset, if any, was downloaded here once; the run's remote upload happens on rank 0.
+    """
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        f"--num_processes={opts.num_processes}",
+        "--num_machines=1",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+        # accelerate's multi-process launcher; with `--device cpu` LeRobot's Accelerator(cpu=True) then uses gloo.
+        "--multi_gpu",
+        f"--main_process_port={_free_port()}",
+        "-m",
+        "robotflow.scripts.train",
+        *_cli_args(replace(opts, num_processes=1)),
+    ]
+    log.info("launching: %s", " ".join(cmd))
+    res = subprocess.run(cmd)
+    if res.returncode != 0:
+        raise TrainError(f"training with {opts.num_processes} processes failed (exit status {res.returncode})")
+    out = str(opts.output_dir)
+    return (Cache().local_path(out) if is_remote(out) else Path(out).expanduser()) / opts.run_name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
@@ -279,12 +470,13 @@ def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--dataset-root",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="LeRobot v3.0 dataset made by `robotflow convert`.",
+    help="LeRobot v3.0 dataset made by `robotflow convert`: a directory or a URL (s3://bucket/path).",
 )
 @click.option("--run-name", required=True, help="Name of this run; checkpoints go to OUTPUT_DIR/RUN_NAME.")
 @click.option(
-    "--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Parent directory of runs."
+    "--output-dir",
+    required=True,
+    help="Parent directory of runs, or a URL: checkpoints are then uploaded as they are saved.",
 )
 @click.option("--steps", type=int, default=100_000, show_default=True, help="Total training steps.")
 @click.option(
@@ -310,6 +502,14 @@ def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
     metavar="KEY=VALUE",
     help="Any other field of the policy's LeRobot config (JSON value), e.g. kl_weight=10.",
 )
+@click.option(
+    "--num-processes",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Training processes on this machine, one per GPU (LeRobot's Accelerate path; gloo with --device cpu).",
+)
+@click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline without WANDB_API_KEY).")
 def train_command(
     dataset_root,
     run_name,
@@ -328,11 +528,15 @@ def train_command(
     log_freq,
     seed,
     policy_args,
+    num_processes,
+    use_wandb,
 ):
     """Train a LeRobot policy on a converted dataset with LeRobot's training loop.
 
     Checkpoints: OUTPUT_DIR/RUN_NAME/checkpoints/<step>/pretrained_model/ (+ robotflow_codec.json).
-    W&B logging is on when WANDB_API_KEY is set. Nothing is pushed to the Hub.
+    W&B logging is on with --wandb or when WANDB_API_KEY is set. Nothing is pushed to the Hub.
+    For several machines, run `accelerate launch --num_machines M --machine_rank R --main_process_ip IP
+    --num_processes N --multi_gpu -m robotflow.scripts.train ...` on each (see the README).
     """
     opts = TrainOptions(
         dataset_root=dataset_root,
@@ -352,6 +556,8 @@ def train_command(
         log_freq=log_freq,
         seed=seed,
         policy_args=_parse_policy_args(policy_args),
+        num_processes=num_processes,
+        wandb=use_wandb,
     )
     run_dir = train_policy(opts)
     ckpts = list_checkpoints(run_dir)

@@ -1,0 +1,108 @@
+"""`robotflow train` with S3 paths (real moto server on loopback), W&B offline, and two training processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from episode_factory import write_episodes
+from s3_server import BUCKET, s3_server
+
+from robotflow.codecs import ConvertOptions, convert, get_codec
+from robotflow.storage import Cache
+
+TINY = [
+    "--steps=2",
+    "--save-freq=1",
+    "--batch-size=2",
+    "--device=cpu",
+    "--no-pretrained-backbone",
+    "--dim-model=32",
+    "--chunk-size=5",
+    "--num-workers=0",
+    "--log-freq=1",
+    "--policy-arg=dim_feedforward=64",
+    "--policy-arg=n_heads=2",
+    "--policy-arg=n_encoder_layers=1",
+    "--policy-arg=n_decoder_layers=1",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("remote_train")
+    write_episodes(tmp / "eps", 2, duration_s=2.0, image_shape=(48, 64))
+    root = tmp / "data"
+    convert(tmp / "eps", root, get_codec("ee", image_size=(48, 64)), ConvertOptions(progress=False))
+    return root
+
+
+def robotflow(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robotflow.scripts.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_train_from_and_to_s3_with_wandb_offline(dataset, tmp_path, monkeypatch):
+    import s3fs
+
+    with s3_server(monkeypatch, tmp_path):
+        data_url = f"s3://{BUCKET}/datasets/stack"
+        Cache().upload(dataset, data_url)
+        env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")}
+        env["WANDB_DIR"] = str(tmp_path / "wandb_home")
+        res = subprocess.run(
+            [sys.executable, "-m", "robotflow.scripts.cli", "train", f"--dataset-root={data_url}"]
+            + [f"--output-dir=s3://{BUCKET}/runs", "--run-name=act_s3", "--wandb", *TINY],
+            capture_output=True,
+            text=True,
+            env={**env, "HF_HUB_OFFLINE": "1"},
+            timeout=600,
+        )
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert "logging offline" in res.stderr
+        fs = s3fs.S3FileSystem()
+        run = f"{BUCKET}/runs/act_s3"
+        for step in ("000001", "000002"):
+            model = f"{run}/checkpoints/{step}/pretrained_model"
+            assert fs.exists(f"{model}/model.safetensors") and fs.exists(f"{model}/config.json")
+            spec = json.loads(fs.cat(f"{model}/robotflow_codec.json"))
+            assert spec["name"] == "eepose_absolute"
+        assert not fs.exists(f"{run}/checkpoints/last/pretrained_model/config.json")  # symlinks stay local
+        assert fs.glob(f"{run}/wandb/offline-run-*"), fs.find(run)[:20]
+
+        listed = robotflow("rollout", f"--checkpoints-dir=s3://{BUCKET}/runs/act_s3", "--list")
+        assert listed.returncode == 0, listed.stderr
+        assert [line.split()[0] for line in listed.stdout.splitlines()] == ["1", "2"]
+
+        again = robotflow(
+            "train", f"--dataset-root={data_url}", f"--output-dir=s3://{BUCKET}/runs", "--run-name=act_s3", *TINY
+        )
+        assert again.returncode != 0 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_train_with_two_processes(dataset, tmp_path):
+    res = robotflow(
+        "train",
+        f"--dataset-root={dataset}",
+        f"--output-dir={tmp_path}",
+        "--run-name=ddp",
+        "--num-processes=2",
+        *[a for a in TINY if not a.startswith("--save-freq")],
+        "--save-freq=2",
+        env={"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "MULTI_CPU" in res.stdout + res.stderr or "world size 2" in (res.stdout + res.stderr).lower()
+    ckpts = sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir() if not p.is_symlink())
+    assert ckpts == ["000002"]
+    model = tmp_path / "ddp" / "checkpoints" / "000002" / "pretrained_model"
+    assert (model / "model.safetensors").stat().st_size > 0 and (model / "robotflow_codec.json").is_file()
