@@ -70,7 +70,9 @@ class Hand(Node):
         self.released: set[int] = set()
 
     def step(self) -> None:
-        now = self.now_ns() * 1e-9
+        if not hasattr(self, "t0"):
+            self.t0 = self.now_ns() * 1e-9  # script times are from the first tick (wall clocks start anywhere)
+        now = self.now_ns() * 1e-9 - self.t0
         for i, e in enumerate(self.params.script):
             t0, t1 = e["t"]
             if now < t0:
@@ -213,3 +215,46 @@ nodes:
 """
     result, _ = run_graph(parse_graph(text), duration_s=0.2)
     assert not result.ok and result.failed_node == "teleop" and "udev" in result.error, result
+
+
+def test_spacemouse_on_the_franka_graph(monkeypatch, tmp_path):
+    """graphs/franka_stack_cubes.yaml with its keyboard swapped for the SpaceMouse, on the franky fake."""
+    import yaml
+    from fakes import FAKES_DIR
+
+    from robotflow.runtime.graph import load_graph
+
+    franky = install(monkeypatch, "franky")
+    install(monkeypatch, "pyrealsense2")
+    fake = install(monkeypatch, "pyspacemouse")
+    fake._plug()
+    doc = yaml.safe_load((FAKES_DIR.parents[1] / "graphs" / "franka_stack_cubes.yaml").read_text())
+    nodes = [n for n in doc["nodes"] if n["name"] != "teleop"]
+    nodes.append(
+        {
+            "name": "hand",
+            "type": "testteleop.spacemouse_hand",
+            "rate": 100,
+            "params": {"script": [{"t": [0.2, 0.7], "axes": {"y": 1.0}}]},
+        }
+    )
+    nodes.append(
+        {
+            "name": "teleop",
+            "type": "teleop.spacemouse",
+            "rate": 100,
+            "params": {"max_speed": 0.1},
+            "inputs": {"state": "arm/state"},
+        }
+    )
+    doc["nodes"] = nodes
+    path = tmp_path / "franka_stack_cubes_spacemouse.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    sets = ["wrist_camera.serial=111111111111", "front_camera.serial=222222222222"]
+    sets += [f"{c}.{k}={v}" for c in ("wrist_camera", "front_camera") for k, v in (("width", 64), ("height", 48))]
+    result, sched = run_graph(load_graph(path, sets), duration_s=1.5)
+    assert result.ok, result
+    cart = [m for m in franky.Robot._instances[0]._moves if isinstance(m, franky.CartesianMotion)]
+    xs = np.array([m.target.pose.end_effector_pose.translation[0] for m in cart])
+    assert np.isclose(xs[0], 0.4)  # starts where the arm is
+    assert 0.03 < xs.max() - xs[0] < 0.07  # 0.5 s forward at 0.1 m/s (wall-clock ticks: loose)
