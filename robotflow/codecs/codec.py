@@ -3,7 +3,9 @@
 A codec has three sides, all derived from one small layout table (``LAYOUTS``):
 
 - observation encoder: channel messages (recorded, or the latest live ones) -> policy features
-  ``observation.state`` (float32), ``observation.images.<camera>`` (uint8 HWC, resized) and the task text;
+  ``observation.state`` (float32), ``observation.images.<camera>`` (uint8 HWC, resized), for the
+  privileged simulation codecs (``*_objects``) ``observation.environment_state`` (the task's object
+  poses from ``task/objects``), and the task text;
 - training labels: which recorded signal becomes ``action`` (the commanded target, or for the ``_traj``
   variants the trajectory the arm actually followed);
 - action decoder: policy action vector -> ``{"ee_pose": (7,), "width": float}`` for the arm and gripper.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "GRIPPER_STATE",
     "GRIPPER_COMMAND",
     "TASK_CHANNEL",
+    "OBJECTS_CHANNEL",
     "CodecError",
     "CodecLayout",
     "CodecParams",
@@ -54,6 +57,9 @@ ARM_COMMAND = "arm/command"
 GRIPPER_STATE = "gripper/state"
 GRIPPER_COMMAND = "gripper/command"
 TASK_CHANNEL = "task/episode"
+# Privileged object state, published by the simulated task only: codecs that read it cannot run on hardware.
+OBJECTS_CHANNEL = "task/objects"
+OBJECT_POSE_NAMES = ["x", "y", "z", "qw", "qx", "qy", "qz"]
 
 DEFAULT_CAMERAS: dict[str, str] = {"wrist": "wrist_camera/frame", "front": "front_camera/frame"}
 # (height, width). 240x320 keeps the 4:3 aspect of every camera we drive (sim renders 320x240 natively,
@@ -90,6 +96,9 @@ class CodecLayout:
     rotation: str  # "quat" (7-d pose) or "rot6d" (9-d pose) for the EE part of state and action
     labels: str  # "command" (arm/command + gripper/command) or "trajectory" (next observed state)
     description: str
+    # Privileged low-dim setting (robomimic's "low_dim"): object poses from task/objects become
+    # observation.environment_state. Such codecs have no cameras unless asked for (`cameras=`).
+    objects: bool = False
 
 
 LAYOUTS: dict[str, CodecLayout] = {
@@ -116,6 +125,20 @@ LAYOUTS: dict[str, CodecLayout] = {
         "command",
         "EE pos + 6D rotation + grip + joints -> absolute EE pos + 6D rotation + grip",
     ),
+    "ee_objects": CodecLayout(
+        ("ee_pose", "grip"),
+        "quat",
+        "command",
+        "EE pose + grip, object poses (sim only) -> absolute EE pose + grip",
+        objects=True,
+    ),
+    "ee_joints_objects": CodecLayout(
+        ("ee_pose", "grip", "joints"),
+        "quat",
+        "command",
+        "EE pose + grip + joints, object poses (sim only) -> absolute EE pose + grip",
+        objects=True,
+    ),
 }
 ALIASES: dict[str, str] = {"ee": "eepose_absolute", "joints": "joints_absolute"}
 
@@ -141,6 +164,10 @@ class CodecParams:
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE  # (height, width) of the stored/fed images
     task_field: str | None = "task"  # field of task/episode (and root attr of episode files) with the task text
     fps: int = 15
+    # Object names of task/objects, in environment_state order (``*_objects`` codecs). Empty: `convert`
+    # takes them from the first episode; live messages are reordered by name, so a task listing its
+    # objects in another order still feeds the policy the trained layout.
+    objects: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         cams = dict(self.cameras)
@@ -157,14 +184,21 @@ class CodecParams:
         if int(self.fps) <= 0:
             raise CodecError(f"fps must be positive, got {self.fps}")
         object.__setattr__(self, "fps", int(self.fps))
+        objects = tuple(str(o) for o in (self.objects or ()))
+        if len(set(objects)) != len(objects) or any(not o for o in objects):
+            raise CodecError(f"objects must be distinct non-empty names, got {list(objects)}")
+        object.__setattr__(self, "objects", objects)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "cameras": dict(self.cameras),
             "image_size": list(self.image_size),
             "task_field": self.task_field,
             "fps": self.fps,
         }
+        if self.objects:  # only the *_objects codecs carry it, so older specs stay comparable
+            out["objects"] = list(self.objects)
+        return out
 
 
 def _get_field(msg: Any, name: str) -> Any:
@@ -222,6 +256,22 @@ class Codec:
         return len(self.action_names)
 
     @property
+    def environment_names(self) -> list[str]:
+        """Names of ``observation.environment_state``: ``<object>.x`` ... ``<object>.qz`` per object."""
+        return [f"{obj}.{n}" for obj in self.params.objects for n in OBJECT_POSE_NAMES]
+
+    def _require_objects(self) -> None:
+        if self.layout.objects and not self.params.objects:
+            raise CodecError(
+                f"codec '{self.name}' needs the object names of '{OBJECTS_CHANNEL}' "
+                "(convert takes them from the episodes; or pass objects=[...])"
+            )
+
+    def with_objects(self, names: list[str] | tuple[str, ...]) -> Codec:
+        """The same codec with its object names set (what `convert` does from the first episode)."""
+        return Codec(self.name, replace(self.params, objects=tuple(names)))
+
+    @property
     def camera_keys(self) -> dict[str, str]:
         """Feature key -> channel, e.g. ``observation.images.wrist`` -> ``wrist_camera/frame``."""
         return {f"observation.images.{cam}": ch for cam, ch in self.params.cameras.items()}
@@ -236,6 +286,10 @@ class Codec:
         for key in self.camera_keys:
             feats[key] = {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
         feats["observation.state"] = {"dtype": "float32", "shape": (self.state_dim,), "names": self.state_names}
+        if self.layout.objects:
+            self._require_objects()
+            names = self.environment_names
+            feats["observation.environment_state"] = {"dtype": "float32", "shape": (len(names),), "names": names}
         feats["action"] = {"dtype": "float32", "shape": (self.action_dim,), "names": self.action_names}
         return feats
 
@@ -251,6 +305,9 @@ class Codec:
         if self.layout.labels == "command":
             need.append((ARM_COMMAND, "ee_pose", "action labels (commanded EE pose)"))
             need.append((GRIPPER_COMMAND, "width", "action labels (commanded grip)"))
+        if self.layout.objects:
+            need.append((OBJECTS_CHANNEL, "names", "object names (environment state)"))
+            need.append((OBJECTS_CHANNEL, "poses", "object poses (environment state)"))
         for cam, channel in self.params.cameras.items():
             need.append((channel, "image", f"camera '{cam}'"))
         return need
@@ -338,6 +395,30 @@ class Codec:
         action = np.concatenate([self._pose_vectors(act_pose), act_grip.reshape(-1, 1)], axis=1).astype(np.float32)
         return state, action
 
+    def encode_objects(self, names: str, poses: np.ndarray) -> np.ndarray:
+        """One ``task/objects`` message (comma-separated names, (K, 7) poses) -> environment_state (7 K',) f32.
+
+        Objects are taken by name in the codec's order; quaternions are made ``w >= 0`` (the task already
+        publishes them so; a recorder on another source may not).
+        """
+        self._require_objects()
+        listed = [n for n in str(names).split(",") if n]
+        arr = np.asarray(poses, dtype=np.float64).reshape(len(listed), 7) if listed else np.zeros((0, 7))
+        rows = []
+        for obj in self.params.objects:
+            if obj not in listed:
+                raise CodecError(
+                    f"codec '{self.name}': object '{obj}' not in '{OBJECTS_CHANNEL}' (it lists {', '.join(listed)})"
+                )
+            pose = arr[listed.index(obj)].copy()
+            pose[3:7] = canonical_quat(pose[3:7])
+            rows.append(pose)
+        return np.concatenate(rows).astype(np.float32)
+
+    def encode_objects_arrays(self, names: np.ndarray, poses: np.ndarray) -> np.ndarray:
+        """Per-frame names (N,) and poses (N, K, 7) held on the frame grid -> (N, 7 K') float32."""
+        return np.stack([self.encode_objects(n, p) for n, p in zip(names, poses)]).astype(np.float32)
+
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """Resize a stack of (N, H, W, 3) frames to the codec's image size."""
         h, w = self.params.image_size
@@ -383,6 +464,10 @@ class Codec:
         joints = np.array(get(ARM_STATE, "joint_pos"), dtype=np.float64).reshape(1, 7) if "joints" in parts else None
         grip = np.array([float(get(GRIPPER_STATE, "width"))])
         out: dict[str, np.ndarray] = {"observation.state": self._state_matrix(ee, grip, joints)[0]}
+        if self.layout.objects:
+            out["observation.environment_state"] = self.encode_objects(
+                get(OBJECTS_CHANNEL, "names"), get(OBJECTS_CHANNEL, "poses")
+            )
         for key, channel in self.camera_keys.items():
             out[key] = resize_image(get(channel, "image"), self.params.image_size)
         return out
@@ -427,14 +512,21 @@ def get_codec(
     image_size: tuple[int, int] | list[int] | None = None,
     task_field: str | None = "task",
     fps: int = 15,
+    objects: list[str] | tuple[str, ...] | None = None,
 ) -> Codec:
     """Build a codec by name (``eepose_absolute``/``ee``, ``joints_absolute``/``joints``, ``ee_joints``,
-    ``ee_traj``, ``joints_traj``, ``ee_joints_traj``, ``ee_rot6d_joints``)."""
+    ``ee_traj``, ``joints_traj``, ``ee_joints_traj``, ``ee_rot6d_joints``, ``ee_objects``,
+    ``ee_joints_objects``). ``cameras=None`` means the default cameras, or none for the low-dim
+    ``*_objects`` codecs."""
+    layout = LAYOUTS[canonical_name(name)]
+    if cameras is None:
+        cameras = {} if layout.objects else DEFAULT_CAMERAS
     params = CodecParams(
-        cameras=dict(DEFAULT_CAMERAS if cameras is None else cameras),
+        cameras=dict(cameras),
         image_size=tuple(image_size) if image_size is not None else DEFAULT_IMAGE_SIZE,  # type: ignore[arg-type]
         task_field=task_field,
         fps=fps,
+        objects=tuple(objects or ()),
     )
     return Codec(name, params)
 
@@ -456,6 +548,7 @@ def codec_from_spec(spec: Mapping[str, Any] | str) -> Codec:
         image_size=params.get("image_size"),
         task_field=params.get("task_field", "task"),
         fps=params.get("fps", 15),
+        objects=params.get("objects"),
     )
     if "features" in spec:
         diffs = spec_differences(spec, codec.spec())

@@ -42,6 +42,7 @@ from robotflow.codecs.codec import (
     ARM_STATE,
     GRIPPER_COMMAND,
     GRIPPER_STATE,
+    OBJECTS_CHANNEL,
     TASK_CHANNEL,
     Codec,
     CodecError,
@@ -129,6 +130,7 @@ class EncodedEpisode:
     state: np.ndarray  # (N, D) float32
     action: np.ndarray  # (N, A) float32
     image_indices: dict[str, tuple[str, np.ndarray]]  # feature key -> (channel, message index per frame)
+    environment_state: np.ndarray | None = None  # (N, E) float32, privileged object poses (*_objects codecs)
 
     @property
     def num_frames(self) -> int:
@@ -246,6 +248,15 @@ def plan_episodes(
     return planned, skipped
 
 
+def _episode_objects(path: Path) -> list[str]:
+    """Object names of an episode's first ``task/objects`` message (the environment_state layout)."""
+    with EpisodeFile(path) as ep:
+        names = [n for n in str(ep.field(OBJECTS_CHANNEL, "names")[0]).split(",") if n]
+    if not names:
+        raise ConvertError(f"{path.name}: '{OBJECTS_CHANNEL}' lists no objects")
+    return names
+
+
 def encode_episode(ep: EpisodeFile, planned: PlannedEpisode, codec: Codec) -> EncodedEpisode:
     """Resample the codec's streams onto the episode grid (zero-order hold) and encode state/action."""
     grid = planned.grid.timestamps_ns
@@ -264,8 +275,14 @@ def encode_episode(ep: EpisodeFile, planned: PlannedEpisode, codec: Codec) -> En
         kwargs["command_ee_pose"] = held(ARM_COMMAND, "ee_pose")
         kwargs["command_grip"] = held(GRIPPER_COMMAND, "width").astype(np.float64).reshape(-1)
     state, action = codec.encode_arrays(**kwargs)
+    env = None
+    if codec.layout.objects:
+        try:
+            env = codec.encode_objects_arrays(held(OBJECTS_CHANNEL, "names"), held(OBJECTS_CHANNEL, "poses"))
+        except CodecError as exc:
+            raise ConvertError(f"{ep.name}: {exc}") from None
     images = {key: (ch, zoh_indices(ep.timestamps(ch), grid)) for key, ch in codec.camera_keys.items()}
-    return EncodedEpisode(planned, state, action, images)
+    return EncodedEpisode(planned, state, action, images, env)
 
 
 def image_chunk(ep: EpisodeFile, enc: EncodedEpisode, codec: Codec, key: str, start: int, stop: int) -> np.ndarray:
@@ -352,6 +369,8 @@ def _write_dataset(
                             "action": enc.action[i],
                             "task": p.task,
                         }
+                        if enc.environment_state is not None:
+                            frame["observation.environment_state"] = enc.environment_state[i]
                         for k in video_keys:
                             frame[k] = imgs[k][i - start]
                         ds.add_frame(frame)
@@ -531,6 +550,8 @@ def convert(
     if fps != codec.params.fps:
         codec = Codec(codec.name, dataclasses.replace(codec.params, fps=fps))
     planned, skipped = plan_episodes(input_path, codec, fps, task=opts.task, include_aborted=opts.include_aborted)
+    if codec.layout.objects and not codec.params.objects:
+        codec = codec.with_objects(_episode_objects(planned[0].path))
     work = _fresh_workdir(output_dir, "convert")
     try:
         built = work / "dataset"
@@ -579,6 +600,8 @@ def append(
         raise ConvertError(str(exc)) from None
     if inherit is not None:
         codec = inherit(existing_spec)
+    if codec.layout.objects and not codec.params.objects:
+        codec = codec.with_objects(existing_spec.get("params", {}).get("objects") or [])
     diffs = spec_differences(existing_spec, codec.spec())
     if diffs:
         raise ConvertError(
