@@ -6,8 +6,6 @@ real device, each `read()` consumes at most one queued HID report and stamps the
 processed one; an unplugged device raises easyhid's HIDException from `read()`. Test hooks start with `_`.
 """
 
-from __future__ import annotations
-
 import time
 from dataclasses import dataclass, field
 from enum import Enum
