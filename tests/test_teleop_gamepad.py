@@ -209,3 +209,18 @@ nodes:
 """
     result, _ = run_graph(parse_graph(text), duration_s=0.2)
     assert not result.ok and result.failed_node == "teleop" and "no gamepad found" in result.error, result
+
+
+def test_sim_graph_file_runs_with_the_gamepad(monkeypatch):
+    from fakes import FAKES_DIR
+
+    from robotflow.runtime.graph import load_graph
+
+    fake = install(monkeypatch, "pygame")
+    fake._plug()
+    sets = ["world.realtime=false", "wrist_camera.width=64", "wrist_camera.height=48"]
+    sets += ["front_camera.width=64", "front_camera.height=48"]
+    spec = load_graph(FAKES_DIR.parents[1] / "graphs" / "sim_stack_cubes_gamepad.yaml", sets)
+    result, sched = run_graph(spec, duration_s=0.5)
+    assert result.ok, result
+    assert result.stats["channels"]["teleop/ee_target"]["sent"] > 20

@@ -258,3 +258,18 @@ def test_spacemouse_on_the_franka_graph(monkeypatch, tmp_path):
     xs = np.array([m.target.pose.end_effector_pose.translation[0] for m in cart])
     assert np.isclose(xs[0], 0.4)  # starts where the arm is
     assert 0.03 < xs.max() - xs[0] < 0.07  # 0.5 s forward at 0.1 m/s (wall-clock ticks: loose)
+
+
+def test_sim_graph_file_runs_with_the_spacemouse(monkeypatch):
+    from fakes import FAKES_DIR
+
+    from robotflow.runtime.graph import load_graph
+
+    fake = install(monkeypatch, "pyspacemouse")
+    fake._plug()
+    sets = ["world.realtime=false", "wrist_camera.width=64", "wrist_camera.height=48"]
+    sets += ["front_camera.width=64", "front_camera.height=48"]
+    spec = load_graph(FAKES_DIR.parents[1] / "graphs" / "sim_stack_cubes_spacemouse.yaml", sets)
+    result, sched = run_graph(spec, duration_s=0.5)
+    assert result.ok, result
+    assert result.stats["channels"]["teleop/ee_target"]["sent"] > 20

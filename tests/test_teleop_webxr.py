@@ -208,3 +208,13 @@ def test_headless_browser_drives_the_sim_arm_and_clutch_release_holds():
     assert report["poses_received"] > 50 and report["page_lost"] == 1 and report["messages_invalid"] == 0
     assert report["latency_ms_p50"] > 0
     assert g.result.ok, g.result
+
+
+def test_sim_graph_file_validates():
+    from pathlib import Path
+
+    from robotflow.runtime.graph import load_graph
+
+    spec = load_graph(Path(__file__).resolve().parents[1] / "graphs" / "sim_stack_cubes_webxr.yaml", [])
+    teleop = next(n for n in spec.nodes if n.name == "teleop")
+    assert teleop.params.host == "127.0.0.1"  # loopback unless the person opens it to the LAN
