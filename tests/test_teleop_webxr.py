@@ -197,15 +197,33 @@ def test_headless_browser_drives_the_sim_arm_and_clutch_release_holds():
         g.wait_for(lambda: sink.received.get("e", 0) == 1, 5, "the episode start")
         assert sink.last["e"]["event"] == "start"
 
+        other = browser.new_page(ignore_https_errors=True)  # a second page may watch but not control
+        other.goto(teleop.url)
+        other.wait_for_function("document.getElementById('conn').textContent.startsWith('refused')", timeout=5000)
+        other.close()
+
+        # Poses that arrive older than max_age_ms are dropped and counted; with only stale poses the node
+        # holds. The page's clock is put 0.5 s behind (and pongs can no longer correct it).
+        dropped = teleop.hub.dropped_stale
+        page.evaluate("robotflowTest.state.bestRtt = -1; robotflowTest.state.offset -= 500")
+        g.wait_for(lambda: teleop.lost_count == 1 and teleop.hub.dropped_stale > dropped + 10, 5, "stale drops")
+        n = sink.received["t"]
+        time.sleep(0.3)
+        assert sink.received["t"] == n  # no targets while only stale poses arrive
+        assert np.linalg.norm(sim.ee_pose()[:3] - held[:3]) < 0.005
+        page.evaluate("robotflowTest.state.bestRtt = Infinity; robotflowTest.state.offset += 500")
+        g.wait_for(lambda: not teleop._lost, 5, "fresh poses again")
+
         page.close()  # the page is gone: no more targets, the arm holds
-        g.wait_for(lambda: teleop.lost_count == 1, 5, "the node to notice the page is gone")
+        g.wait_for(lambda: teleop.lost_count == 2, 5, "the node to notice the page is gone")
         n = sink.received["t"]
         time.sleep(0.4)
         assert sink.received["t"] == n
         assert np.linalg.norm(sim.ee_pose()[:3] - held[:3]) < 0.005
         browser.close()
     report = teleop.report()
-    assert report["poses_received"] > 50 and report["page_lost"] == 1 and report["messages_invalid"] == 0
+    assert report["poses_received"] > 50 and report["page_lost"] == 2 and report["messages_invalid"] == 0
+    assert report["poses_dropped_stale"] > 10
     assert report["latency_ms_p50"] > 0
     assert g.result.ok, g.result
 
