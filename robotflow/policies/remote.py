@@ -48,6 +48,7 @@ class RemoteNodeParams:
         deterministic: a request costs no simulated time).
     status_timeout_s: longest silence allowed while the server waits for sessions or loads a model.
     request_timeout_s: longest wait for one answer before the connection counts as lost.
+    max_observation_age_s: skip the tick when any input is older than this (a stalled camera), as `policy.act`.
     """
 
     server: str
@@ -61,6 +62,7 @@ class RemoteNodeParams:
     connect_timeout_s: float = 10.0
     status_timeout_s: float = 30.0
     request_timeout_s: float = 30.0
+    max_observation_age_s: float = 0.25
 
 
 class RemoteUnavailable(RuntimeError):
@@ -164,6 +166,10 @@ class RemotePolicyNode(Node):
         p = self.params
         self._token = p.token or os.environ.get("ROBOTFLOW_TOKEN") or None
         self.codec = get_codec(p.codec)
+        if getattr(self.codec.layout, "objects", None):
+            raise ValueError(
+                f"{self.name}: codec {p.codec!r} reads the simulator's object poses, which Protocol v1 does not carry"
+            )
         self._cameras = dict(self.codec.params.cameras)
         self._wire_keys = {cam: camera_wire_key(cam, p.camera_keys) for cam in self._cameras}
         self._ports = {ARM_STATE: "arm_state", GRIPPER_STATE: "gripper_state"}
@@ -184,11 +190,21 @@ class RemotePolicyNode(Node):
         self._connected = True
         self._failures = 0  # consecutive failed requests: the backoff grows with them
         self._closing = False
-        self.counters = {"requests": 0, "connection_losses": 0, "reconnects": 0, "refused": 0, "held_ticks": 0}
+        self.counters = {
+            "requests": 0,
+            "connection_losses": 0,
+            "reconnects": 0,
+            "refused": 0,
+            "held_ticks": 0,
+            "stale_observations": 0,
+        }
         cfg = ChunkExecutorConfig(n_action_steps=n, refill_at=p.refill_at, async_inference=use_async, fps=self._fps)
         self._fresh = True  # a session that has served no request yet: its state is already new
         self.executor = ChunkExecutor.from_source(self._infer, chunk_size=n, config=cfg, reset=self._new_session)
         self._episode_msg = None
+        # With episode events, act only inside an episode (as policy.act): between `end` and the next `start`
+        # the robot is being reset and nothing may drive it.
+        self._acting = not self.connected("episode")
         self.log(
             "connected to %s: model %s (%s), %d actions per chunk at %g Hz",
             self._session.url,
@@ -283,8 +299,11 @@ class RemotePolicyNode(Node):
     def step(self) -> None:
         for msg in self.read_all("episode"):
             self._episode_msg = msg
-            if msg["event"] == "start":
-                self.executor.reset()
+            if msg["event"] in ("start", "end"):
+                self.executor.reset()  # a chunk in flight belongs to the episode that ended
+                self._acting = msg["event"] == "start"
+        if not self._acting:
+            return
         if not self._connected:
             self.counters["held_ticks"] += 1
             return
@@ -294,12 +313,17 @@ class RemotePolicyNode(Node):
             if msg is None:
                 return  # a sensor has not published yet: no observation, no action
             latest[channel] = msg
+        now = self.now_ns()
+        observed_ns = min(m.timestamp_ns for m in latest.values())  # as old as its oldest part
+        if now - observed_ns > self.params.max_observation_age_s * 1e9:
+            self.counters["stale_observations"] += 1
+            return
         if self._episode_msg is not None:
             latest[TASK_CHANNEL] = self._episode_msg
         task = self.codec.live_task(latest)
         obs = wire_observation(latest, self._cameras, self._wire_keys, self._session_meta(), task)
         try:
-            action = self.executor.step(obs, self.now_ns())
+            action = self.executor.step(obs, now, observed_ns)
         except RuntimeError as e:
             cause = e.__cause__ if isinstance(e.__cause__, RemoteUnavailable) else e
             if not isinstance(cause, RemoteUnavailable):

@@ -61,7 +61,8 @@ class ServeConfig:
 
     checkpoints_dir: a training run (`<output-dir>/<run-name>`), or one step / pretrained_model dir.
     checkpoint: the default model's step (None: the newest).
-    codec: when set, every checkpoint must have been trained with this codec (name or alias).
+    codec: when set, every checkpoint must have been trained with this codec (name or alias); a checkpoint
+        without a stored codec spec (plain `lerobot-train`) is served with it.
     token: when set, HTTP and WebSocket requests need `Authorization: Bearer <token>`.
     insecure: allow a non-loopback bind without a token.
     max_message_bytes: larger observations get an error reply (the session goes on); four times this
@@ -127,12 +128,12 @@ class ModelCatalog:
             if self.default is None:
                 raise ServeError(f"--checkpoint {default}: no such checkpoint; available: {', '.join(self.paths)}")
         if codec is not None:
-            from robotflow.policies.checkpoints import CodecMismatchError, check_codec
+            from robotflow.codecs import CodecError, checkpoint_codec
 
             for mid, path in self.paths.items():
                 try:
-                    check_codec(path, codec, require_spec=True)
-                except CodecMismatchError as e:
+                    checkpoint_codec(path, codec)
+                except CodecError as e:
                     raise ServeError(f"model {mid}: {e}") from None
 
     def ids(self) -> list[str]:
@@ -159,8 +160,6 @@ class ServedModel:
 
         self.id = model_id
         self.loaded = load_policy(path, device=device, codec=codec)
-        if self.loaded.codec_spec is None:
-            raise ServeError(f"checkpoint {path} has no robotflow_codec.json: the server cannot encode observations")
         cfg = self.loaded.config
         self.chunk_size = int(getattr(cfg, "chunk_size", None) or getattr(cfg, "horizon", None) or cfg.n_action_steps)
         self.n_action_steps = int(getattr(cfg, "n_action_steps", self.chunk_size))
