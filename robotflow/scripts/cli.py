@@ -65,7 +65,23 @@ def main(verbose: bool) -> None:
 @click.option("--summary", type=click.Path(dir_okay=False), default=None, help="Write episode outcomes as JSON here.")
 @click.option("--viewer", is_flag=True, help="Open MuJoCo's viewer (needs a display).")
 @click.option("--realtime", is_flag=True, help="Pace simulated time to the wall clock.")
-def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime):
+@click.option(
+    "--rerun",
+    "rerun_target",
+    is_flag=False,
+    flag_value="spawn",
+    default=None,
+    metavar="[FILE.rrd|spawn]",
+    help="Stream channels to Rerun while the graph runs: into FILE.rrd, or a viewer it spawns (the default).",
+)
+@click.option(
+    "--rerun-channel",
+    "rerun_channels",
+    multiple=True,
+    metavar="NODE/OUTPUT",
+    help="A channel for --rerun (repeatable; default: every channel but episode events).",
+)
+def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime, rerun_target, rerun_channels):
     """Run GRAPH until a node finishes it, --duration elapses, Ctrl-C or a node fails."""
     spec = _load(graph, sets)
     extra = []
@@ -82,6 +98,13 @@ def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime):
     sets = tuple(sets) + tuple(extra)
     if extra:
         spec = _load(graph, sets)
+    if rerun_target is not None or rerun_channels:
+        from robotflow.views.rerun import with_view
+
+        try:
+            spec = with_view(spec, rerun_target or "spawn", tuple(rerun_channels))
+        except GraphError as e:
+            raise click.ClickException(str(e)) from None
     result, sched = run_and_report(spec, duration=duration, stats=stats)
     results = [r for node in episode_nodes(sched) for r in node.results]
     if results:
@@ -176,6 +199,7 @@ def _attach_optional_commands() -> None:
         ("robotflow.scripts.convert", "convert", "convert"),
         ("robotflow.scripts.train", "train_command", "train"),
         ("robotflow.scripts.rollout", "rollout", "rollout"),
+        ("robotflow.scripts.view", "view", "view"),
         ("robotflow.scripts.serve", "serve", "serve"),
     ]:
         try:

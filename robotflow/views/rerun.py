@@ -1,0 +1,204 @@
+"""Rerun views: a node that streams a running graph's channels, and loggers for recorded episodes and datasets.
+
+`robotflow launch --rerun [FILE.rrd|spawn]` adds a `view.rerun` node reading the chosen channels with `latest`
+delivery. On wall-clock graphs it runs in its own process group, so image conversion and Rerun's encoder never
+share the GIL with a control loop (benchmarks/rerun.py measures what is left). Entities are named after the
+channel and field (`front_camera/frame/image`, `arm/state/ee_pose`); the timeline is the graph clock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rerun as rr  # at import, so a view process has paid for it before the graph's clock starts
+
+from robotflow.runtime.node import Input, Node
+
+TIMELINE = "time"
+SCALAR_MAX = 32  # wider numeric fields (point clouds, depth rows) are not plotted as scalars
+
+
+def open_stream(target: str, application_id: str = "robotflow"):
+    """A Rerun recording stream writing to `target`: a `.rrd` file, `spawn` (start a viewer), or a viewer's
+    `rerun+http://HOST:PORT/proxy` URL."""
+    rec = rr.RecordingStream(application_id)
+    if target == "spawn":
+        # The viewer binary comes with rerun-sdk into the environment's bin/, which need not be on PATH.
+        bindir = str(Path(sys.executable).parent)
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
+        try:
+            rec.spawn()
+        except (RuntimeError, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RuntimeError(f"cannot start the Rerun viewer ({first}); write a file instead (FILE.rrd)") from None
+    elif target.startswith(("rerun://", "rerun+http://", "rerun+https://")):
+        rec.connect_grpc(target)
+    else:
+        Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        rec.save(str(Path(target).expanduser()))
+    return rec
+
+
+def is_image(value: Any) -> bool:
+    return (
+        isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (1, 3, 4)
+    )
+
+
+def log_fields(rec: Any, entity: str, fields: dict[str, Any]) -> int:
+    """Log one message's fields under `entity`; returns how many were logged.
+
+    uint8 HxWxC arrays are images; a 7-vector named `*ee_pose*` (x, y, z, qw, qx, qy, qz: docs/contracts.md) is
+    also a 3-D transform; other numbers (up to SCALAR_MAX values) are scalar plots. Strings are skipped.
+    """
+    n = 0
+    for name, value in fields.items():
+        path = f"{entity}/{name}"
+        if is_image(value):
+            rec.log(path, rr.Image(value))
+            n += 1
+            continue
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiub" or arr.size == 0 or arr.size > SCALAR_MAX:
+            continue
+        flat = arr.reshape(-1).astype(np.float64)
+        if "ee_pose" in name and flat.size == 7:
+            w, x, y, z = flat[3:7]
+            rec.log(
+                f"world/{entity}/{name}",
+                rr.Transform3D(translation=flat[:3], quaternion=rr.Quaternion(xyzw=[x, y, z, w]), axis_length=0.1),
+            )
+        rec.log(path, rr.Scalars(flat))
+        n += 1
+    return n
+
+
+@dataclass
+class RerunViewParams:
+    target: str = "spawn"  # FILE.rrd, `spawn` (open a viewer), or a viewer URL (rerun+http://HOST:9876/proxy)
+    application_id: str = "robotflow"
+
+
+class RerunView(Node):
+    """Streams every input channel to Rerun (see module docs); inputs are whatever the graph file lists."""
+
+    Params = RerunViewParams
+    any_inputs = True
+
+    @classmethod
+    def declare_inputs(cls, params: RerunViewParams) -> dict[str, Input]:
+        return {}
+
+    def setup(self) -> None:
+        self.rec = open_stream(self.params.target, self.params.application_id)
+        self.logged = 0
+        self.messages = 0
+
+    def step(self) -> None:
+        for port, sub in self._subs.items():
+            msg = self.read_new(port)
+            if msg is None:
+                continue
+            self.rec.set_time(TIMELINE, duration=msg.timestamp_ns / 1e9)
+            self.logged += log_fields(self.rec, sub.topic, msg.fields)
+            self.messages += 1
+
+    def teardown(self) -> None:
+        rec = getattr(self, "rec", None)
+        if rec is not None:
+            rec.flush(timeout_sec=10.0)
+            rec.disconnect()
+
+    def report(self) -> dict:
+        return {"target": self.params.target, "messages": self.messages, "fields_logged": self.logged}
+
+
+# ---- recorded data --------------------------------------------------------------------------------
+
+
+def log_episode(rec: Any, path: str | Path) -> int:
+    """Log every stream of a recorded episode file, on its own timestamps; returns the messages logged."""
+    from robotflow.recording.reader import EpisodeFile
+    from robotflow.recording.replay import is_image_field
+
+    n = 0
+    with EpisodeFile(path) as ep:
+        t0 = min((int(ep.timestamps(ch)[0]) for ch in ep.channels() if len(ep.timestamps(ch))), default=0)
+        for ch in ep.channels():
+            ts = ep.timestamps(ch)
+            cols = {name: ep.field(ch, name) for name in ep.fields(ch)}
+            for i in range(len(ts)):
+                rec.set_time(TIMELINE, duration=(int(ts[i]) - t0) / 1e9)
+                fields = {}
+                for name, col in cols.items():
+                    fields[name] = ep.images(ch, [i], name)[0] if is_image_field(ep, ch, name) else col[i]
+                log_fields(rec, ch, fields)
+                n += 1
+    return n
+
+
+def log_dataset_episode(rec: Any, root: str | Path, episode: int) -> int:
+    """Log one episode of a LeRobot dataset (cameras, state, action) on its timestamps; returns the frames."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("local/view", root=root, episodes=[episode])
+    cams = set(ds.meta.camera_keys)
+    n = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        rec.set_time(TIMELINE, duration=float(item["timestamp"]))
+        fields = {}
+        for key, value in item.items():
+            if key in cams:
+                img = (value.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                fields[key] = img
+            elif key.startswith(("observation.", "action")) and isinstance(value, torch.Tensor):
+                fields[key] = value.numpy()
+        log_fields(rec, "dataset", fields)
+        n += 1
+    return n
+
+
+# ---- adding the view to a graph -----------------------------------------------------------------
+
+
+def with_view(spec: Any, target: str, channels: tuple[str, ...] = (), rate: float = 30.0) -> Any:
+    """`spec` with a `view.rerun` node reading `channels` (NODE/OUTPUT; default: every output but episode events).
+
+    On the wall clock the view gets its own process group; a virtual-clock graph runs in one process, and there
+    logging costs simulated time nothing.
+    """
+    import yaml
+
+    from robotflow.runtime.graph import GraphError, parse_graph
+
+    outputs = [f"{n.name}/{o}" for n in spec.nodes for o in n.outputs]
+    chosen = list(channels) or [c for c in outputs if not c.endswith("/episode")]
+    unknown = [c for c in chosen if c not in outputs]
+    if unknown:
+        raise GraphError(
+            f"--rerun-channel {unknown[0]}: no such channel in {spec.path} (channels: {', '.join(outputs)})"
+        )
+    doc = yaml.safe_load(spec.text)
+    taken = {n.name for n in spec.nodes}
+    name = "rerun_view"
+    while name in taken:
+        name += "_"
+    node: dict[str, Any] = {
+        "name": name,
+        "type": "view.rerun",
+        "rate": rate,
+        "params": {"target": target},
+        "inputs": {c.replace("/", "."): {"source": c, "delivery": "latest"} for c in chosen},
+    }
+    if spec.clock == "wall":
+        node["process"] = "rerun"
+    doc["nodes"].append(node)
+    return parse_graph(yaml.safe_dump(doc, sort_keys=False), spec.path, spec.overrides)
