@@ -118,7 +118,7 @@ class Hand(Node):
 
 GRAPH = """
 nodes:
-  - {name: world, type: sim.world, rate: 500, params: {task: pick_place}}
+  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, visual_cell: 0}}
   - {name: arm, type: sim.arm, rate: 100, inputs: {ee_target: teleop/ee_target}}
   - {name: gripper, type: sim.gripper, rate: 100, inputs: {target: teleop/grip}}
   - name: task
@@ -203,7 +203,7 @@ def test_real_pygame_headless_without_a_pad():
     """Real pygame/SDL with the dummy video driver: no pad on this machine -> the one-line fix, no window."""
     text = """
 nodes:
-  - {name: world, type: sim.world, rate: 500, params: {task: pick_place}}
+  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, visual_cell: 0}}
   - {name: arm, type: sim.arm, rate: 100, inputs: {ee_target: teleop/ee_target}}
   - {name: teleop, type: teleop.gamepad, rate: 100, inputs: {state: arm/state}}
 """

@@ -96,7 +96,7 @@ class Hand(Node):
 
 GRAPH = """
 nodes:
-  - {name: world, type: sim.world, rate: 500, params: {task: pick_place}}
+  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, visual_cell: 0}}
   - {name: arm, type: sim.arm, rate: 100, inputs: {ee_target: teleop/ee_target}}
   - {name: gripper, type: sim.gripper, rate: 100, inputs: {target: teleop/grip}}
   - name: task
@@ -209,7 +209,7 @@ def test_real_pyspacemouse_without_a_device():
     """The real library over Debian's hidapi: no puck on this machine -> the node's one-line fix."""
     text = """
 nodes:
-  - {name: world, type: sim.world, rate: 500, params: {task: pick_place}}
+  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, visual_cell: 0}}
   - {name: arm, type: sim.arm, rate: 100, inputs: {ee_target: teleop/ee_target}}
   - {name: teleop, type: teleop.spacemouse, rate: 100, inputs: {state: arm/state}}
 """

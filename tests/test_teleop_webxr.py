@@ -19,6 +19,7 @@ from robotflow.drivers.sim.ik import angle_between
 from robotflow.drivers.teleop_base import EETarget
 from robotflow.drivers.teleop_webxr import Clutch, PoseHub, make_certificate, server_clock_ms
 from robotflow.runtime.graph import parse_graph
+from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
 
 HOME = np.array([0.55, 0.0, 0.48, 0.0, 0.70710678, 0.70710678, 0.0])
@@ -97,11 +98,28 @@ def test_certificate_names_localhost(tmp_path):
 
 SIM_GRAPH = """
 nodes:
-  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, realtime: true}}
+  - {name: world, type: sim.world, rate: 500, params: {task: pick_place, realtime: true, visual_cell: 0}}
   - {name: arm, type: sim.arm, rate: 100, inputs: {ee_target: teleop/ee_target}}
   - {name: gripper, type: sim.gripper, rate: 100, inputs: {target: teleop/grip}}
-  - {name: teleop, type: teleop.webxr, rate: 100, params: {port: 0, timeout_s: 0.25}, inputs: {state: arm/state}}
+  - {name: teleop, type: teleop.webxr, rate: 100, params: {port: 0, timeout_s: 0.5}, inputs: {state: arm/state}}
   - {name: sink, type: test.sink, rate: 100, inputs: {t: teleop/ee_target, e: {source: teleop/episode, delivery: queue}}}
+"""
+
+
+@register("testteleop.arm_state")
+class ArmState(Node):
+    """A still arm's `state`, for tests of the page server that need no physics."""
+
+    outputs = ("state",)
+
+    def step(self) -> None:
+        self.emit("state", ee_pose=HOME.copy(), joint_pos=np.zeros(7), joint_vel=np.zeros(7))
+
+
+WALL_GRAPH = """
+nodes:
+  - {name: arm, type: testteleop.arm_state, rate: 100}
+  - {name: teleop, type: teleop.webxr, rate: 100, params: {port: 0}, inputs: {state: arm/state}}
 """
 
 
@@ -133,7 +151,7 @@ class GraphThread:
 
 
 def test_page_is_served_over_https_only_on_loopback():
-    with GraphThread(SIM_GRAPH) as g:
+    with GraphThread(WALL_GRAPH) as g:
         g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
         node = g.sched.nodes["teleop"]
         assert node.server.sock.getsockname()[0] == "127.0.0.1"
@@ -204,25 +222,24 @@ def test_headless_browser_drives_the_sim_arm_and_clutch_release_holds():
 
         # Poses that arrive older than max_age_ms are dropped and counted; with only stale poses the node
         # holds. The page's clock is put 0.5 s behind (and pongs can no longer correct it).
-        dropped = teleop.hub.dropped_stale
-        page.evaluate("robotflowTest.state.bestRtt = -1; robotflowTest.state.offset -= 500")
-        g.wait_for(lambda: teleop.lost_count == 1 and teleop.hub.dropped_stale > dropped + 10, 5, "stale drops")
-        n = sink.received["t"]
+        dropped, lost = teleop.hub.dropped_stale, teleop.lost_count
+        page.evaluate("robotflowTest.state.bestRtt = -1; robotflowTest.state.offset -= 800")
+        g.wait_for(lambda: teleop.lost_count > lost and teleop.hub.dropped_stale > dropped + 10, 5, "stale drops")
         time.sleep(0.3)
-        assert sink.received["t"] == n  # no targets while only stale poses arrive
+        assert sink.last["t"].timestamp_ns < teleop.lost_since_ns  # no targets while only stale poses arrive
         assert np.linalg.norm(sim.ee_pose()[:3] - held[:3]) < 0.005
-        page.evaluate("robotflowTest.state.bestRtt = Infinity; robotflowTest.state.offset += 500")
+        page.evaluate("robotflowTest.state.bestRtt = Infinity; robotflowTest.state.offset += 800")
         g.wait_for(lambda: not teleop._lost, 5, "fresh poses again")
 
+        lost = teleop.lost_count
         page.close()  # the page is gone: no more targets, the arm holds
-        g.wait_for(lambda: teleop.lost_count == 2, 5, "the node to notice the page is gone")
-        n = sink.received["t"]
+        g.wait_for(lambda: teleop.lost_count > lost and teleop._lost, 5, "the node to notice the page is gone")
         time.sleep(0.4)
-        assert sink.received["t"] == n
+        assert sink.last["t"].timestamp_ns < teleop.lost_since_ns
         assert np.linalg.norm(sim.ee_pose()[:3] - held[:3]) < 0.005
         browser.close()
     report = teleop.report()
-    assert report["poses_received"] > 50 and report["page_lost"] == 2 and report["messages_invalid"] == 0
+    assert report["poses_received"] > 50 and report["page_lost"] >= 2 and report["messages_invalid"] == 0
     assert report["poses_dropped_stale"] > 10
     assert report["latency_ms_p50"] > 0
     assert g.result.ok, g.result

@@ -374,6 +374,7 @@ class WebXRTeleopNode(TeleopNode):
         self.log("open %s in the phone's or headset's browser (accept the self-signed certificate)", self.url)
         self._lost = True
         self.lost_count = 0
+        self.lost_since_ns = self.now_ns()
         self.recv_ms: list[float] = []  # page -> server, per pose that reached the node
         self.latency_ms: list[float] = []  # page -> ee_target emitted, per pose
 
@@ -383,6 +384,7 @@ class WebXRTeleopNode(TeleopNode):
             if not self._lost:
                 self._lost = True
                 self.lost_count += 1
+                self.lost_since_ns = self.now_ns()  # no target is stamped after this until the page is back
                 self.log("page lost (no pose for %.2f s): holding the arm", self.params.timeout_s)
             self.clutch.release()  # a pose after reconnecting re-anchors; it never jumps
             with hub._lock:
