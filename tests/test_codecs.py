@@ -105,6 +105,14 @@ def test_spec_round_trip_is_json(name):
         "image_size": [64, 80],
         "task_field": None,
         "fps": 10,
+        "channels": {
+            "arm_state": "arm/state",
+            "arm_command": "arm/command",
+            "gripper_state": "gripper/state",
+            "gripper_command": "gripper/command",
+            "task": "task/episode",
+            "objects": "task/objects",
+        },
     }
     assert codec_from_spec(json.dumps(spec)).name == name
 

@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 from episode_factory import EpisodeSpec, frame_level, write_episode, write_episodes
 
-from robotflow.codecs import ConvertOptions, convert, get_codec, load_dataset_codec, read_dataset_codec_spec
-from robotflow.codecs.export import INFO_CODEC_KEY, video_backend
+from robotflow.codecs import ConvertOptions, convert, get_codec, load_dataset_codec, read_dataset_spec
+from robotflow.codecs.export import video_backend
+from robotflow.codecs.spec import INFO_CODEC_KEY
 from robotflow.scripts.convert import convert as convert_cli
 
 SIZE = (48, 64)
@@ -128,7 +129,7 @@ def test_codec_spec_is_stored(converted):
     out = converted["out"]
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info[INFO_CODEC_KEY]["name"] == "eepose_absolute"
-    assert read_dataset_codec_spec(out) == converted["codec"].spec()
+    assert read_dataset_spec(out) == converted["codec"].spec()
     assert load_dataset_codec(out).spec() == converted["codec"].spec()
 
 
@@ -259,7 +260,7 @@ def test_append_adds_episodes_and_refuses_mismatch(tmp_path):
     assert ds.num_episodes == 3 and ds.num_frames == 48
     assert ds[20]["task"] == "other task" and ds[0]["task"] == "pick up the red cube"
     assert tuple(ds[47]["observation.images.wrist"].shape) == (3, *SIZE)
-    assert read_dataset_codec_spec(out)["name"] == "eepose_absolute"
+    assert read_dataset_spec(out)["name"] == "eepose_absolute"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "first", "more"]
 
 
@@ -282,7 +283,7 @@ def test_parallel_workers_match_sequential(tmp_path):
     assert ds.num_episodes == 3 and ds.num_frames == 48
     assert list(ds.meta.episodes["episode_index"]) == [0, 1, 2]
     assert np.allclose(ds[16]["observation.state"].numpy(), ds[0]["observation.state"].numpy(), atol=1e-6)
-    assert read_dataset_codec_spec(tmp_path / "par")["name"] == "ee_joints"
+    assert read_dataset_spec(tmp_path / "par")["name"] == "ee_joints"
 
 
 def test_reads_files_written_by_the_recorder(tmp_path):

@@ -107,4 +107,4 @@ def test_record_convert_train_rollout(tmp_path):
         ],
     )
     assert r.exit_code != 0
-    assert "trained with codec 'eepose_absolute'" in r.output and "'joints'" in r.output
+    assert "trained with codec 'eepose_absolute'" in r.output and "'joints_absolute'" in r.output

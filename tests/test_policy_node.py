@@ -15,9 +15,8 @@ from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.factory import make_pre_post_processors
 from test_policy_chunking import H, W, tiny_config, tiny_stats
 
-from robotflow.codecs import get_codec
+from robotflow.codecs import get_codec, write_checkpoint_spec
 from robotflow.policies import nodes  # noqa: F401  (registers policy.act and policy.lerobot)
-from robotflow.policies.checkpoints import write_codec_spec
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
@@ -59,7 +58,7 @@ def save_checkpoint(model_dir: Path, codec_name: str = "ee") -> Path:
     policy.save_pretrained(model_dir)
     pre.save_pretrained(model_dir)
     post.save_pretrained(model_dir)
-    write_codec_spec(model_dir, get_codec(codec_name, image_size=(H, W)).spec())
+    write_checkpoint_spec(model_dir, get_codec(codec_name, image_size=(H, W)).spec())
     return model_dir
 
 
@@ -175,7 +174,7 @@ def test_lerobot_runner_serves_a_diffusion_checkpoint(tmp_path):
     policy.save_pretrained(model_dir)
     pre.save_pretrained(model_dir)
     post.save_pretrained(model_dir)
-    write_codec_spec(model_dir, get_codec("ee", image_size=(H, W), cameras={"wrist": "wrist_camera/frame"}).spec())
+    write_checkpoint_spec(model_dir, get_codec("ee", image_size=(H, W), cameras={"wrist": "wrist_camera/frame"}).spec())
 
     loaded = load_policy(model_dir, device="cpu", codec="ee")
     assert type(loaded.policy).__name__ == "DiffusionPolicy"

@@ -13,11 +13,9 @@ pytest.importorskip("lerobot")
 
 from click.testing import CliRunner
 
+from robotflow.codecs import CHECKPOINT_SPEC_FILE, CodecMismatchError, checkpoint_codec
 from robotflow.policies.checkpoints import (
-    CODEC_FILENAME,
     CheckpointError,
-    CodecMismatchError,
-    check_codec,
     latest_step,
     list_checkpoints,
     resolve_checkpoint,
@@ -45,7 +43,7 @@ def make_dataset(root: Path, codec) -> None:
     """Two short episodes (state 8, action 8, two cameras) written with LeRobot's own writer."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from robotflow.codecs import write_codec_spec
+    from robotflow.codecs import write_dataset_spec
 
     features = {k: dict(v) for k, v in codec.features().items()}
     for key in codec.camera_keys:
@@ -64,7 +62,7 @@ def make_dataset(root: Path, codec) -> None:
             ds.add_frame(frame)
         ds.save_episode()
     ds.finalize()
-    write_codec_spec(root, codec)
+    write_dataset_spec(root, codec)
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +111,10 @@ def test_checkpoint_layout_and_codec(trained_run):
             "train_config.json",
             "policy_preprocessor.json",
             "policy_postprocessor.json",
-            CODEC_FILENAME,
+            CHECKPOINT_SPEC_FILE,
         ):
             assert (c.path / f).is_file(), f
-        assert json.loads((c.path / CODEC_FILENAME).read_text()) == codec.spec()
+        assert json.loads((c.path / CHECKPOINT_SPEC_FILE).read_text()) == codec.spec()
         assert c.codec == "eepose_absolute"
     assert latest_step(run) == 2
     assert resolve_checkpoint(run) == ckpts[-1].path
@@ -131,9 +129,9 @@ def test_checkpoint_layout_and_codec(trained_run):
 def test_codec_mismatch_is_refused(trained_run):
     tmp, _, _ = trained_run
     model = resolve_checkpoint(tmp / "runs" / "tiny")
-    assert check_codec(model, "ee")["name"] == "eepose_absolute"  # aliases resolve
+    assert checkpoint_codec(model, "ee").name == "eepose_absolute"  # aliases resolve
     with pytest.raises(CodecMismatchError, match="'eepose_absolute'.*'joints_absolute'") as e:
-        check_codec(model, "joints")
+        checkpoint_codec(model, "joints")
     assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
     from robotflow.policies.loading import load_policy
 
@@ -180,7 +178,7 @@ def test_resume_continues_the_run(trained_run):
     result = CliRunner().invoke(train_command, [*args, "--resume"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert [c.step for c in list_checkpoints(tmp / "runs" / "tiny")] == [1, 2, 3]
-    assert (resolve_checkpoint(tmp / "runs" / "tiny") / CODEC_FILENAME).is_file()
+    assert (resolve_checkpoint(tmp / "runs" / "tiny") / CHECKPOINT_SPEC_FILE).is_file()
     again = CliRunner().invoke(train_command, args)  # same run name without --resume
     assert again.exit_code != 0 and "already exists" in again.output
 

@@ -1,10 +1,12 @@
-"""Codecs: observation encoders + action decoders, and the LeRobot dataset export.
+"""Codecs: observation encoders + action decoders, their specs, and the LeRobot dataset export.
 
 Public API (see docs/codecs.md):
 
 - ``get_codec(name, **params)`` / ``codec_from_spec(spec)`` / ``load_dataset_codec(root)``
 - ``Codec.encode_live(latest)``, ``Codec.decode(action)``, ``Codec.reset()``, ``Codec.spec()``,
   ``Codec.features()``
+- ``robotflow.codecs.spec``: spec files of datasets and checkpoints, ``checkpoint_codec(model_dir)``,
+  the mismatch checks.
 - ``convert(...)`` / ``append(...)`` for recorded episodes -> LeRobot v3.0 datasets.
 
 The export half imports LeRobot lazily (inside functions), so the policy node can import codecs
@@ -17,27 +19,36 @@ from robotflow.codecs.codec import (
     DEFAULT_IMAGE_SIZE,
     LAYOUTS,
     Codec,
+    CodecChannels,
     CodecError,
     CodecLayout,
     CodecParams,
     available_codecs,
     canonical_name,
-    codec_from_spec,
     get_codec,
-    spec_differences,
 )
 from robotflow.codecs.export import (
-    CODEC_SPEC_FILE,
-    INFO_CODEC_KEY,
     ConvertError,
     ConvertOptions,
     ConvertSummary,
     append,
     convert,
-    load_dataset_codec,
-    read_dataset_codec_spec,
     video_backend,
-    write_codec_spec,
+)
+from robotflow.codecs.spec import (
+    CHECKPOINT_SPEC_FILE,
+    DATASET_SPEC_FILE,
+    INFO_CODEC_KEY,
+    CheckpointCodec,
+    CodecMismatchError,
+    checkpoint_codec,
+    codec_from_spec,
+    load_dataset_codec,
+    read_checkpoint_spec,
+    read_dataset_spec,
+    spec_differences,
+    write_checkpoint_spec,
+    write_dataset_spec,
 )
 
 __all__ = [
@@ -46,23 +57,30 @@ __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "LAYOUTS",
     "Codec",
+    "CodecChannels",
     "CodecError",
     "CodecLayout",
     "CodecParams",
     "available_codecs",
     "canonical_name",
-    "codec_from_spec",
     "get_codec",
-    "spec_differences",
-    "CODEC_SPEC_FILE",
-    "INFO_CODEC_KEY",
     "ConvertError",
     "ConvertOptions",
     "ConvertSummary",
     "append",
     "convert",
-    "load_dataset_codec",
-    "read_dataset_codec_spec",
     "video_backend",
-    "write_codec_spec",
+    "CHECKPOINT_SPEC_FILE",
+    "DATASET_SPEC_FILE",
+    "INFO_CODEC_KEY",
+    "CheckpointCodec",
+    "CodecMismatchError",
+    "checkpoint_codec",
+    "codec_from_spec",
+    "load_dataset_codec",
+    "read_checkpoint_spec",
+    "read_dataset_spec",
+    "spec_differences",
+    "write_checkpoint_spec",
+    "write_dataset_spec",
 ]

@@ -11,8 +11,8 @@ A codec has three sides, all derived from one small layout table (``LAYOUTS``):
 - action decoder: policy action vector -> ``{"ee_pose": (7,), "width": float}`` for the arm and gripper.
 
 Keeping the three sides in one object is what lets ``convert``, ``train`` and the policy node agree: the
-codec's :meth:`Codec.spec` is stored with the dataset and the checkpoint, and :func:`codec_from_spec`
-rebuilds the identical codec at deployment.
+codec's :meth:`Codec.spec` is stored with the dataset and the checkpoint (``robotflow.codecs.spec``), and
+``codec_from_spec`` rebuilds the identical codec at deployment.
 """
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ __all__ = [
     "available_codecs",
     "canonical_name",
     "get_codec",
-    "codec_from_spec",
-    "spec_differences",
+    "CodecChannels",
 ]
 
 CODEC_SPEC_FORMAT = "robotflow.codec/1"
@@ -157,6 +156,45 @@ def canonical_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class CodecChannels:
+    """Where a codec reads each signal: ``node/output`` channel names, docs/contracts.md's by default.
+
+    A graph whose nodes are named otherwise maps them here, e.g. ``get_codec("ee", channels={"arm/state":
+    "robot/state"})`` or ``robotflow convert --channel arm/state=robot/state``. Cameras are mapped by the
+    ``cameras`` param. Channel names are wiring: they are stored in the spec but never make two codecs differ.
+    """
+
+    arm_state: str = ARM_STATE
+    arm_command: str = ARM_COMMAND
+    gripper_state: str = GRIPPER_STATE
+    gripper_command: str = GRIPPER_COMMAND
+    task: str = TASK_CHANNEL
+    objects: str = OBJECTS_CHANNEL
+
+    def __post_init__(self) -> None:
+        for role, channel in self.to_json().items():
+            if not isinstance(channel, str) or channel.count("/") != 1 or channel[0] == "/" or channel[-1] == "/":
+                raise CodecError(f"codec channel '{role}' must be 'node/output', got {channel!r}")
+
+    def to_json(self) -> dict[str, str]:
+        return {role: getattr(self, role) for role in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, channels: Mapping[str, str]) -> CodecChannels:
+        """From ``{role or default channel: channel}``: ``arm_state`` and ``arm/state`` name the same one."""
+        defaults = cls().to_json()
+        role_of = {channel: role for role, channel in defaults.items()}
+        kwargs: dict[str, str] = {}
+        for key, channel in dict(channels).items():
+            role = key if key in defaults else role_of.get(key)
+            if role is None:
+                known = ", ".join(f"{r} ({c})" for r, c in defaults.items())
+                raise CodecError(f"unknown codec channel '{key}'; channels: {known}")
+            kwargs[role] = channel
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
 class CodecParams:
     """Tunable parameters shared by every codec (all JSON-able; they go into the spec)."""
 
@@ -164,6 +202,7 @@ class CodecParams:
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE  # (height, width) of the stored/fed images
     task_field: str | None = "task"  # field of task/episode (and root attr of episode files) with the task text
     fps: int = 15
+    channels: CodecChannels = field(default_factory=CodecChannels)
     # Object names of task/objects, in environment_state order (``*_objects`` codecs). Empty: `convert`
     # takes them from the first episode; live messages are reordered by name, so a task listing its
     # objects in another order still feeds the policy the trained layout.
@@ -184,10 +223,17 @@ class CodecParams:
         if int(self.fps) <= 0:
             raise CodecError(f"fps must be positive, got {self.fps}")
         object.__setattr__(self, "fps", int(self.fps))
+        if not isinstance(self.channels, CodecChannels):
+            object.__setattr__(self, "channels", CodecChannels.from_json(self.channels or {}))
         objects = tuple(str(o) for o in (self.objects or ()))
         if len(set(objects)) != len(objects) or any(not o for o in objects):
             raise CodecError(f"objects must be distinct non-empty names, got {list(objects)}")
         object.__setattr__(self, "objects", objects)
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> CodecParams:
+        """Params from a stored spec; keys an older spec lacks take their defaults."""
+        return cls(**{k: v for k, v in params.items() if k in cls.__dataclass_fields__})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -195,6 +241,7 @@ class CodecParams:
             "image_size": list(self.image_size),
             "task_field": self.task_field,
             "fps": self.fps,
+            "channels": self.channels.to_json(),
         }
         if self.objects:  # only the *_objects codecs carry it, so older specs stay comparable
             out["objects"] = list(self.objects)
@@ -296,18 +343,19 @@ class Codec:
     def required_streams(self) -> list[tuple[str, str, str]]:
         """``(channel, field, why)`` for every recorded stream this codec reads from an episode."""
         need: list[tuple[str, str, str]] = []
+        ch = self.params.channels
         parts = set(self.layout.state)
         if parts & {"ee_pose", "ee_rot6d"} or self.layout.labels == "trajectory":
-            need.append((ARM_STATE, "ee_pose", "EE pose state/labels"))
+            need.append((ch.arm_state, "ee_pose", "EE pose state/labels"))
         if "joints" in parts:
-            need.append((ARM_STATE, "joint_pos", "joint state"))
-        need.append((GRIPPER_STATE, "width", "grip state"))
+            need.append((ch.arm_state, "joint_pos", "joint state"))
+        need.append((ch.gripper_state, "width", "grip state"))
         if self.layout.labels == "command":
-            need.append((ARM_COMMAND, "ee_pose", "action labels (commanded EE pose)"))
-            need.append((GRIPPER_COMMAND, "width", "action labels (commanded grip)"))
+            need.append((ch.arm_command, "ee_pose", "action labels (commanded EE pose)"))
+            need.append((ch.gripper_command, "width", "action labels (commanded grip)"))
         if self.layout.objects:
-            need.append((OBJECTS_CHANNEL, "names", "object names (environment state)"))
-            need.append((OBJECTS_CHANNEL, "poses", "object poses (environment state)"))
+            need.append((ch.objects, "names", "object names (environment state)"))
+            need.append((ch.objects, "poses", "object poses (environment state)"))
         for cam, channel in self.params.cameras.items():
             need.append((channel, "image", f"camera '{cam}'"))
         return need
@@ -452,21 +500,22 @@ class Codec:
             except (KeyError, TypeError):
                 raise CodecError(f"codec '{self.name}': channel '{channel}' has no field '{name}'") from None
 
+        ch = self.params.channels
         parts = set(self.layout.state)
         ee = None
         if parts & {"ee_pose", "ee_rot6d"}:
-            ee = np.array(get(ARM_STATE, "ee_pose"), dtype=np.float64).reshape(1, 7)
+            ee = np.array(get(ch.arm_state, "ee_pose"), dtype=np.float64).reshape(1, 7)
             q = canonical_quat(ee[0, 3:7])
             if self._prev_quat is not None and float(np.dot(q, self._prev_quat)) < 0.0:
                 q = -q
             self._prev_quat = q
             ee[0, 3:7] = q
-        joints = np.array(get(ARM_STATE, "joint_pos"), dtype=np.float64).reshape(1, 7) if "joints" in parts else None
-        grip = np.array([float(get(GRIPPER_STATE, "width"))])
+        joints = np.array(get(ch.arm_state, "joint_pos"), dtype=np.float64).reshape(1, 7) if "joints" in parts else None
+        grip = np.array([float(get(ch.gripper_state, "width"))])
         out: dict[str, np.ndarray] = {"observation.state": self._state_matrix(ee, grip, joints)[0]}
         if self.layout.objects:
             out["observation.environment_state"] = self.encode_objects(
-                get(OBJECTS_CHANNEL, "names"), get(OBJECTS_CHANNEL, "poses")
+                get(ch.objects, "names"), get(ch.objects, "poses")
             )
         for key, channel in self.camera_keys.items():
             out[key] = resize_image(get(channel, "image"), self.params.image_size)
@@ -477,7 +526,7 @@ class Codec:
 
         ACT ignores it; language-conditioned LeRobot policies take it as ``predict_action(..., task=)``.
         """
-        msg = latest.get(TASK_CHANNEL)
+        msg = latest.get(self.params.channels.task)
         if not self.params.task_field or msg is None:
             return default
         try:
@@ -511,6 +560,7 @@ def get_codec(
     cameras: Mapping[str, str] | None = None,
     image_size: tuple[int, int] | list[int] | None = None,
     task_field: str | None = "task",
+    channels: Mapping[str, str] | None = None,
     fps: int = 15,
     objects: list[str] | tuple[str, ...] | None = None,
 ) -> Codec:
@@ -525,58 +575,8 @@ def get_codec(
         cameras=dict(cameras),
         image_size=tuple(image_size) if image_size is not None else DEFAULT_IMAGE_SIZE,  # type: ignore[arg-type]
         task_field=task_field,
+        channels=CodecChannels.from_json(channels or {}),
         fps=fps,
         objects=tuple(objects or ()),
     )
     return Codec(name, params)
-
-
-def codec_from_spec(spec: Mapping[str, Any] | str) -> Codec:
-    """Rebuild a codec from :meth:`Codec.spec` output (a dict or its JSON text) and verify its features.
-
-    A spec whose recorded feature shapes differ from what this version of the codec produces is
-    refused: a checkpoint trained on one layout must never be driven through another.
-    """
-    if isinstance(spec, str):
-        spec = json.loads(spec)
-    if spec.get("format", CODEC_SPEC_FORMAT) != CODEC_SPEC_FORMAT:
-        raise CodecError(f"unsupported codec spec format {spec.get('format')!r}")
-    params = dict(spec.get("params", {}))
-    codec = get_codec(
-        spec["name"],
-        cameras=params.get("cameras"),
-        image_size=params.get("image_size"),
-        task_field=params.get("task_field", "task"),
-        fps=params.get("fps", 15),
-        objects=params.get("objects"),
-    )
-    if "features" in spec:
-        diffs = spec_differences(spec, codec.spec())
-        if diffs:
-            raise CodecError(f"codec spec for '{codec.name}' does not match this robotflow version: {diffs[0]}")
-    return codec
-
-
-def spec_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two codec specs (empty when compatible)."""
-    out: list[str] = []
-    name_a, name_b = ALIASES.get(a.get("name", ""), a.get("name")), ALIASES.get(b.get("name", ""), b.get("name"))
-    if name_a != name_b:
-        out.append(f"codec '{name_a}' != '{name_b}'")
-    pa, pb = a.get("params", {}), b.get("params", {})
-    for key in sorted(set(pa) | set(pb)):
-        if pa.get(key) != pb.get(key):
-            out.append(f"param {key}: {json.dumps(pa.get(key))} != {json.dumps(pb.get(key))}")
-    fa, fb = a.get("features", {}), b.get("features", {})
-    for key in sorted(set(fa) | set(fb)):
-        if key not in fa or key not in fb:
-            out.append(f"feature {key} only in {'first' if key in fa else 'second'}")
-        elif list(fa[key].get("shape", [])) != list(fb[key].get("shape", [])) or fa[key].get("dtype") != fb[key].get(
-            "dtype"
-        ):
-            out.append(
-                f"feature {key}: {fa[key].get('dtype')}{list(fa[key].get('shape', []))} != {fb[key].get('dtype')}{list(fb[key].get('shape', []))}"
-            )
-        elif list(fa[key].get("names") or []) != list(fb[key].get("names") or []):
-            out.append(f"feature {key}: names differ")
-    return out

@@ -37,24 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from robotflow.codecs.codec import (
-    ARM_COMMAND,
-    ARM_STATE,
-    GRIPPER_COMMAND,
-    GRIPPER_STATE,
-    OBJECTS_CHANNEL,
-    TASK_CHANNEL,
-    Codec,
-    CodecError,
-    codec_from_spec,
-    spec_differences,
-)
+from robotflow.codecs.codec import Codec, CodecError
 from robotflow.codecs.resample import FrameGrid, make_grid, zoh_indices
+from robotflow.codecs.spec import (
+    CodecMismatchError,
+    check_same_codec,
+    codec_from_spec,
+    read_dataset_spec,
+    write_dataset_spec,
+)
 from robotflow.recording.reader import EpisodeError, EpisodeFile, EpisodeInfo, find_episode_files
 
 __all__ = [
-    "CODEC_SPEC_FILE",
-    "INFO_CODEC_KEY",
     "ConvertError",
     "ConvertOptions",
     "PlannedEpisode",
@@ -64,9 +58,6 @@ __all__ = [
     "EncodedEpisode",
     "convert",
     "append",
-    "load_dataset_codec",
-    "read_dataset_codec_spec",
-    "write_codec_spec",
     "dir_size_bytes",
     "video_backend",
     "quiet_video_logs",
@@ -74,8 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CODEC_SPEC_FILE = "meta/robotflow_codec.json"
-INFO_CODEC_KEY = "robotflow_codec"
 DEFAULT_TASK = "default task"
 # Frames decoded and fed to the encoder per step: bounds memory to ~chunk x cameras x one image.
 FEED_CHUNK = 32
@@ -182,8 +171,9 @@ def _episode_task(ep: EpisodeFile, codec: Codec, override: str | None) -> str:
         attr = ep.attr(tf)
         if attr:
             return attr
-        if ep.has_field(TASK_CHANNEL, tf):
-            for value in ep.field(TASK_CHANNEL, tf):
+        task_channel = codec.params.channels.task
+        if ep.has_field(task_channel, tf):
+            for value in ep.field(task_channel, tf):
                 if str(value):
                     return str(value)
     return DEFAULT_TASK
@@ -195,8 +185,8 @@ def _check_streams(ep: EpisodeFile, codec: Codec) -> None:
             raise ConvertError(f"{ep.name}: missing channel '{channel}' ({why}) required by codec '{codec.name}'")
         if not ep.has_field(channel, name):
             hint = ""
-            if channel == ARM_COMMAND and ep.has_field(channel, "joint_pos"):
-                hint = "; the arm was commanded in joint space: use a _traj codec, whose labels come from arm/state"
+            if channel == codec.params.channels.arm_command and ep.has_field(channel, "joint_pos"):
+                hint = "; the arm was commanded in joint space: use a _traj codec, whose labels come from the arm state"
             raise ConvertError(
                 f"{ep.name}: channel '{channel}' has no field '{name}' ({why}) required by codec '{codec.name}'{hint}"
             )
@@ -248,12 +238,13 @@ def plan_episodes(
     return planned, skipped
 
 
-def _episode_objects(path: Path) -> list[str]:
+def _episode_objects(path: Path, codec: Codec) -> list[str]:
     """Object names of an episode's first ``task/objects`` message (the environment_state layout)."""
+    channel = codec.params.channels.objects
     with EpisodeFile(path) as ep:
-        names = [n for n in str(ep.field(OBJECTS_CHANNEL, "names")[0]).split(",") if n]
+        names = [n for n in str(ep.field(channel, "names")[0]).split(",") if n]
     if not names:
-        raise ConvertError(f"{path.name}: '{OBJECTS_CHANNEL}' lists no objects")
+        raise ConvertError(f"{path.name}: '{channel}' lists no objects")
     return names
 
 
@@ -264,21 +255,22 @@ def encode_episode(ep: EpisodeFile, planned: PlannedEpisode, codec: Codec) -> En
     def held(channel: str, name: str) -> np.ndarray:
         return ep.field(channel, name)[zoh_indices(ep.timestamps(channel), grid)]
 
+    ch = codec.params.channels
     parts = set(codec.layout.state)
     needs_ee = bool(parts & {"ee_pose", "ee_rot6d"}) or codec.layout.labels == "trajectory"
     kwargs: dict[str, Any] = {
-        "state_ee_pose": held(ARM_STATE, "ee_pose") if needs_ee else None,
-        "state_grip": held(GRIPPER_STATE, "width").astype(np.float64).reshape(-1),
-        "state_joints": held(ARM_STATE, "joint_pos") if "joints" in parts else None,
+        "state_ee_pose": held(ch.arm_state, "ee_pose") if needs_ee else None,
+        "state_grip": held(ch.gripper_state, "width").astype(np.float64).reshape(-1),
+        "state_joints": held(ch.arm_state, "joint_pos") if "joints" in parts else None,
     }
     if codec.layout.labels == "command":
-        kwargs["command_ee_pose"] = held(ARM_COMMAND, "ee_pose")
-        kwargs["command_grip"] = held(GRIPPER_COMMAND, "width").astype(np.float64).reshape(-1)
+        kwargs["command_ee_pose"] = held(ch.arm_command, "ee_pose")
+        kwargs["command_grip"] = held(ch.gripper_command, "width").astype(np.float64).reshape(-1)
     state, action = codec.encode_arrays(**kwargs)
     env = None
     if codec.layout.objects:
         try:
-            env = codec.encode_objects_arrays(held(OBJECTS_CHANNEL, "names"), held(OBJECTS_CHANNEL, "poses"))
+            env = codec.encode_objects_arrays(held(ch.objects, "names"), held(ch.objects, "poses"))
         except CodecError as exc:
             raise ConvertError(f"{ep.name}: {exc}") from None
     images = {key: (ch, zoh_indices(ep.timestamps(ch), grid)) for key, ch in codec.camera_keys.items()}
@@ -485,43 +477,6 @@ def quiet_video_logs() -> None:
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its config banner at the default level
 
 
-def write_codec_spec(root: str | Path, codec: Codec | dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Store the codec spec in ``meta/robotflow_codec.json`` and under ``robotflow_codec`` in info.json.
-
-    The separate file survives LeRobot tools that rewrite info.json from scratch (aggregation does);
-    the info.json key makes the spec visible to anyone reading LeRobot's own metadata.
-    """
-    root = Path(root)
-    spec = codec.spec() if isinstance(codec, Codec) else dict(codec)
-    if extra:
-        spec = {**spec, **extra}
-    (root / CODEC_SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-    info_path = root / "meta" / "info.json"
-    info = json.loads(info_path.read_text())
-    info[INFO_CODEC_KEY] = spec
-    info_path.write_text(json.dumps(info, indent=4, ensure_ascii=False) + "\n")
-
-
-def read_dataset_codec_spec(root: str | Path) -> dict[str, Any]:
-    """The codec spec stored with a converted dataset (``meta/robotflow_codec.json`` or info.json)."""
-    root = Path(root)
-    spec_file = root / CODEC_SPEC_FILE
-    if spec_file.is_file():
-        return json.loads(spec_file.read_text())
-    info_path = root / "meta" / "info.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if INFO_CODEC_KEY in info:
-            return info[INFO_CODEC_KEY]
-        raise CodecError(f"{root}: LeRobot dataset has no robotflow codec (not converted by robotflow)")
-    raise CodecError(f"{root}: not a LeRobot dataset (no meta/info.json)")
-
-
-def load_dataset_codec(root: str | Path) -> Codec:
-    """The :class:`Codec` a dataset was converted with; the train command copies its spec to checkpoints."""
-    return codec_from_spec(read_dataset_codec_spec(root))
-
-
 def dir_size_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -551,12 +506,12 @@ def convert(
         codec = Codec(codec.name, dataclasses.replace(codec.params, fps=fps))
     planned, skipped = plan_episodes(input_path, codec, fps, task=opts.task, include_aborted=opts.include_aborted)
     if codec.layout.objects and not codec.params.objects:
-        codec = codec.with_objects(_episode_objects(planned[0].path))
+        codec = codec.with_objects(_episode_objects(planned[0].path, codec))
     work = _fresh_workdir(output_dir, "convert")
     try:
         built = work / "dataset"
         frames = _build(built, planned, codec, fps, opts, work)
-        write_codec_spec(built, codec)
+        write_dataset_spec(built, codec)
         if output_dir.exists():
             output_dir.rmdir()  # empty (checked above)
         os.replace(built, output_dir)
@@ -595,19 +550,17 @@ def append(
             f"{output_dir}: not an existing LeRobot dataset (no meta/info.json); use 'robotflow convert'"
         )
     try:
-        existing_spec = read_dataset_codec_spec(output_dir)
+        existing_spec = read_dataset_spec(output_dir)
     except CodecError as exc:
         raise ConvertError(str(exc)) from None
     if inherit is not None:
         codec = inherit(existing_spec)
     if codec.layout.objects and not codec.params.objects:
         codec = codec.with_objects(existing_spec.get("params", {}).get("objects") or [])
-    diffs = spec_differences(existing_spec, codec.spec())
-    if diffs:
-        raise ConvertError(
-            f"{output_dir}: codec mismatch, dataset has '{existing_spec.get('name')}' and this run '{codec.name}': "
-            + "; ".join(diffs[:3])
-        )
+    try:
+        check_same_codec(existing_spec, codec, have_what=f"dataset {output_dir}", want_what="this run")
+    except CodecMismatchError as exc:
+        raise ConvertError(str(exc)) from None
     info = json.loads(info_path.read_text())
     fps = int(info["fps"])
     if opts.fps is not None and int(opts.fps) != fps:
@@ -631,7 +584,7 @@ def append(
             _aggregate([output_dir, new], merged, opts.repo_id, opts.progress)
         except ValueError as exc:  # validate_all_metadata: fps/robot_type/features differ
             raise ConvertError(f"{output_dir}: cannot merge new episodes: {str(exc).splitlines()[0]}") from None
-        write_codec_spec(merged, existing_spec)
+        write_dataset_spec(merged, existing_spec)
         # Swap: the old dataset moves aside only once the merged one is complete, and comes back if
         # the second rename fails, so the output path always holds a whole dataset.
         os.replace(output_dir, old)

@@ -1,13 +1,14 @@
-"""Load a LeRobot checkpoint with its saved pre/post-processors, the way LeRobot's own scripts do."""
+"""Load a LeRobot checkpoint with its saved pre/post-processors, the way LeRobot's own scripts do, and its codec."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import check_codec, read_codec_spec, resolve_checkpoint
+from .checkpoints import resolve_checkpoint
 
 log = logging.getLogger("robotflow.policies")
 
@@ -37,7 +38,8 @@ class LoadedPolicy:
     postprocessor: Any  # PolicyProcessorPipeline: unnormalise, to CPU
     path: Path  # the pretrained_model directory
     device: str
-    codec_spec: dict[str, Any] | None
+    codec_spec: dict[str, Any] | None  # None only with require_codec=False and no codec to be found
+    codec_source: str | None = None  # where the spec came from (beside the checkpoint, its dataset, the caller)
 
     @property
     def config(self) -> Any:
@@ -53,22 +55,33 @@ def load_policy(
     *,
     step: int | str | None = None,
     device: str = "auto",
-    codec: Any = None,
+    codec: str | None = None,
+    cameras: Sequence[str] | None = None,
     require_codec: bool = True,
 ) -> LoadedPolicy:
     """Load a checkpoint of any LeRobot policy type.
 
     path: a run dir, a step dir or a `pretrained_model` dir (see `resolve_checkpoint`).
-    codec: the graph's codec (name, spec dict or codec object). When given, a checkpoint trained with
-        another codec raises `CodecMismatchError` before any weights are read.
+    codec, cameras: the caller's codec name and camera names (`robotflow.codecs.spec.checkpoint_codec`):
+        a checkpoint trained with another codec raises `CodecMismatchError` before any weights are read,
+        and a checkpoint without a stored codec (plain `lerobot-train`) runs with the named one.
+    require_codec: when False, a checkpoint whose codec cannot be found loads with `codec_spec=None`.
     """
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
+    from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
+
     model_dir = resolve_checkpoint(path, step)
-    spec = (
-        check_codec(model_dir, codec, require_spec=require_codec) if codec is not None else read_codec_spec(model_dir)
-    )
+    spec, source = None, None
+    try:
+        found = checkpoint_codec(model_dir, codec, cameras=cameras)
+        spec, source = found.spec, found.source
+    except CodecMismatchError:
+        raise
+    except CodecError:
+        if require_codec:
+            raise
 
     dev = resolve_device(device)
     cfg = PreTrainedConfig.from_pretrained(model_dir)
@@ -87,4 +100,4 @@ def load_policy(
         postprocessor_overrides={"device_processor": {"device": "cpu"}},
     )
     log.info("loaded %s policy from %s on %s", cfg.type, model_dir, dev)
-    return LoadedPolicy(policy, preprocessor, postprocessor, model_dir, dev, spec)
+    return LoadedPolicy(policy, preprocessor, postprocessor, model_dir, dev, spec, source)

@@ -6,7 +6,7 @@ trained with, take one action per tick and emit `ee_target` {ee_pose} and `grip`
 
     arm_state       <- arm/state             (required)
     gripper_state   <- gripper/state         (required)
-    <camera>        <- <camera node>/frame   one per camera of the codec, e.g. `wrist`, `front`
+    <camera>        <- <camera node>/frame   one per camera in params.cameras (default: the codec's, `wrist`, `front`)
     objects         <- task/objects          (required by the privileged `*_objects` codecs: simulation only)
     episode         <- task/episode          (optional, queue) resets the policy on `start`, gives the task text;
                                              when connected, the node acts only between `start` and `end`
@@ -15,9 +15,13 @@ Every tick the node checks the age of each input it encodes: one older than `max
 stalled camera, a frozen arm state) makes it skip the tick instead of acting on the past; the arm's
 command watchdog (robotflow/safety.py) then holds the arm if that lasts.
 
-The graph names the codec (`codec: ee`); the checkpoint's stored codec spec must have the same name
-(else `CodecMismatchError`), and the node rebuilds the codec from that spec so image size and camera
-set are exactly what the policy was trained on.
+The ports come from the graph alone (`codec` and `cameras`): validating a graph reads no checkpoint. The
+channel names are the graph's `inputs:`, so a graph whose nodes are named `robot`, `hand`, `cam_top` wires
+`arm_state: robot/state` and needs nothing else. At setup the checkpoint's codec
+(`robotflow.codecs.spec.checkpoint_codec`: stored beside it, found through its `train_config.json`, or the
+graph's `codec` for a plain `lerobot-train` checkpoint) must have the graph's codec name and cameras, else
+setup fails with one line; the node then encodes with that codec, so image size and features are exactly
+what the policy was trained on.
 """
 
 from __future__ import annotations
@@ -26,22 +30,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from robotflow.codecs import LAYOUTS, CodecError, canonical_name, get_codec
 from robotflow.runtime.node import Input, Node
 
-from .checkpoints import (
-    CodecMismatchError,
-    check_codec,
-    read_codec_spec,
-    resolve_checkpoint,
-)
-from .checkpoints import (
-    canonical_codec_name as _canonical,
-)
+from .checkpoints import resolve_checkpoint
 
 log = logging.getLogger("robotflow.policies")
 
-
-ARM_STATE, GRIPPER_STATE, TASK_CHANNEL, OBJECTS_CHANNEL = "arm/state", "gripper/state", "task/episode", "task/objects"
+# Ports the node always has; a camera may not take one of these names.
+_FIXED_PORTS = ("arm_state", "gripper_state", "objects", "episode")
 
 
 @dataclass
@@ -50,6 +47,7 @@ class LeRobotNodeParams:
 
     checkpoint: a run dir (`<output-dir>/<run-name>`), a step dir, or a `pretrained_model` dir.
     codec: the graph's codec name (`ee`, `eepose_absolute`, ...); must match the checkpoint's.
+    cameras: camera names, one input port each; must be the checkpoint's (None: the codec's defaults).
     checkpoint_step: with a run dir, which step (None: the newest).
     device: `auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:1`, `mps`.
     warmup: run one forward pass in setup so the first tick does not pay for kernel selection.
@@ -57,10 +55,22 @@ class LeRobotNodeParams:
 
     checkpoint: str
     codec: str
+    cameras: list[str] | None = None
     checkpoint_step: int | None = None
     device: str = "auto"
     warmup: bool = True
     max_observation_age_s: float = 0.25  # skip the tick when any input is older than this (runtime clock)
+
+    def __post_init__(self) -> None:
+        self.codec = canonical_name(self.codec)  # an unknown name fails graph validation, with the known ones
+        for cam in self.cameras or ():
+            if cam in _FIXED_PORTS or not cam.replace("_", "").isalnum():
+                raise CodecError(f"camera name {cam!r} must be alphanumeric/underscore and not one of {_FIXED_PORTS}")
+
+    def camera_names(self) -> list[str]:
+        if self.cameras is not None:
+            return list(self.cameras)
+        return list(get_codec(self.codec).params.cameras)
 
 
 @dataclass
@@ -83,32 +93,16 @@ class ACTNodeParams(LeRobotNodeParams):
     inference_threads: int | None = None
 
 
-def graph_codec(params: LeRobotNodeParams):
-    """The codec this node encodes with: rebuilt from the checkpoint's spec when it can be read."""
-    from robotflow.codecs import codec_from_spec, get_codec
-
-    spec = None  # without a readable checkpoint (a template graph), ports come from the codec name
-    if params.checkpoint:
-        try:
-            spec = read_codec_spec(resolve_checkpoint(params.checkpoint, params.checkpoint_step))
-        except (FileNotFoundError, ValueError):
-            pass  # setup() reports the bad checkpoint with its own message
-    if spec is not None and _canonical(spec.get("name", "")) == _canonical(params.codec):
-        return codec_from_spec(spec)
-    return get_codec(params.codec)
-
-
 class _PolicyNode(Node):
     Params = LeRobotNodeParams
     outputs = ("ee_target", "grip")
 
     @classmethod
     def declare_inputs(cls, params: LeRobotNodeParams) -> dict[str, Input]:
-        codec = graph_codec(params)
         inputs = {"arm_state": Input(), "gripper_state": Input()}
-        for cam in codec.params.cameras:
+        for cam in params.camera_names():
             inputs[cam] = Input()
-        if codec.layout.objects:
+        if LAYOUTS[params.codec].objects:
             # Required: a graph without the simulated task's object poses is refused when it is loaded.
             inputs["objects"] = Input()
         inputs["episode"] = Input(delivery="queue", required=False)
@@ -129,18 +123,20 @@ class _PolicyNode(Node):
                 "(robotflow rollout sets it from --checkpoints-dir)"
             )
         model_dir = resolve_checkpoint(p.checkpoint, p.checkpoint_step)
-        # Name check first: a mismatch is refused before torch loads anything.
-        check_codec(model_dir, _canonical(p.codec), require_spec=True)
-        self.loaded = load_policy(model_dir, device=p.device)
+        # The codec is checked against the graph's before torch reads any weights.
+        self.loaded = load_policy(model_dir, device=p.device, codec=p.codec, cameras=p.camera_names())
         self.codec = codec_from_spec(self.loaded.codec_spec)
         self.codec.reset()
+        # encode_live reads channels by the codec's names (those of the recording it was trained on); the
+        # graph's wiring of each port may differ, so messages are keyed by the codec's names here.
+        ch = self.codec.params.channels
         self._ports = {
-            ARM_STATE: "arm_state",
-            GRIPPER_STATE: "gripper_state",
-            **{ch: cam for cam, ch in self.codec.params.cameras.items()},
+            ch.arm_state: "arm_state",
+            ch.gripper_state: "gripper_state",
+            **{channel: cam for cam, channel in self.codec.params.cameras.items()},
         }
         if self.codec.layout.objects:
-            self._ports[OBJECTS_CHANNEL] = "objects"
+            self._ports[ch.objects] = "objects"
         self._episode_msg = None
         # With episode events, act only inside an episode: between `end` and the next `start` the robot is
         # being reset (or a person is putting cubes back) and nothing may drive it.
@@ -179,7 +175,7 @@ class _PolicyNode(Node):
                 self.log("skipping ticks: %s is %.0f ms old", oldest, (now - observed_ns) / 1e6)
             return
         if self._episode_msg is not None:
-            latest[TASK_CHANNEL] = self._episode_msg
+            latest[self.codec.params.channels.task] = self._episode_msg
         obs = self.codec.encode_live(latest)
         live_task = getattr(self.codec, "live_task", None)
         task = live_task(latest) if live_task is not None else None
@@ -253,4 +249,4 @@ class LeRobotNode(_PolicyNode):
         return SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor, device=loaded.device)
 
 
-__all__ = ["ACTNodeParams", "LeRobotNodeParams", "CodecMismatchError", "graph_codec"]
+__all__ = ["ACTNodeParams", "LeRobotNodeParams"]

@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from robotflow.codecs.codec import DEFAULT_CAMERAS, DEFAULT_IMAGE_SIZE, Codec, CodecError, available_codecs, get_codec
+from robotflow.codecs.codec import (
+    DEFAULT_CAMERAS,
+    DEFAULT_IMAGE_SIZE,
+    Codec,
+    CodecChannels,
+    CodecError,
+    available_codecs,
+    get_codec,
+)
 from robotflow.codecs.export import (
     ConvertError,
     ConvertOptions,
@@ -50,6 +58,18 @@ def _parse_cameras(values: tuple[str, ...]) -> dict[str, str] | None:
     return out
 
 
+def _parse_channels(values: tuple[str, ...]) -> dict[str, str] | None:
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, channel = v.partition("=")
+        if not sep or not name or not channel:
+            raise click.BadParameter(f"'{v}' is not CHANNEL=NODE/OUTPUT (e.g. arm/state=robot/state)")
+        out[name] = channel
+    return out
+
+
 def _human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -75,12 +95,30 @@ def _report(summary: ConvertSummary, as_json: bool, verb: str) -> None:
 
 
 def _build_codec(
-    name: str, cameras: dict[str, str] | None, size: tuple[int, int] | None, task_field: str | None, fps: int | None
+    name: str,
+    cameras: dict[str, str] | None,
+    size: tuple[int, int] | None,
+    task_field: str | None,
+    fps: int | None,
+    channels: dict[str, str] | None = None,
 ) -> Codec:
     try:
-        return get_codec(name, cameras=cameras, image_size=size, task_field=task_field, fps=fps or 15)
+        return get_codec(
+            name,
+            cameras=cameras,
+            image_size=size,
+            task_field=task_field,
+            fps=fps or 15,
+            channels=channels,
+        )
     except CodecError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+_CHANNEL_HELP = (
+    "Where the codec reads a signal when the graph's nodes are named otherwise, e.g. arm/state=robot/state "
+    "(repeatable; " + ", ".join(CodecChannels().to_json().values()) + "; cameras: --camera)."
+)
 
 
 _CODEC_HELP = "Codec name: " + ", ".join(available_codecs()) + "."
@@ -137,6 +175,7 @@ def _common(f: Any) -> Any:
     + ", ".join(f"{k}={v}" for k, v in DEFAULT_CAMERAS.items())
     + ").",
 )
+@click.option("--channel", "channels", multiple=True, metavar="CHANNEL=NODE/OUTPUT", help=_CHANNEL_HELP)
 @click.option("--task-field", default="task", show_default=True, help="Episode field holding the task text.")
 @click.option(
     "--vcodec",
@@ -160,6 +199,7 @@ def convert(
     fps,
     image_size,
     cameras,
+    channels,
     task_field,
     vcodec,
 ) -> None:
@@ -174,7 +214,9 @@ def convert(
     if not input_path or not output_dir:
         raise click.UsageError("--input and --output-dir are required (or use: robotflow convert append ...)")
     logging.getLogger("lerobot").setLevel(logging.WARNING)
-    codec = _build_codec(codec_name, _parse_cameras(cameras), _parse_size(image_size), task_field or None, fps)
+    codec = _build_codec(
+        codec_name, _parse_cameras(cameras), _parse_size(image_size), task_field or None, fps, _parse_channels(channels)
+    )
     opts = ConvertOptions(
         fps=fps,
         task=task,
@@ -203,7 +245,14 @@ def convert(
     "cameras",
     multiple=True,
     metavar="NAME=NODE/OUTPUT",
-    help="Must match the dataset (default: the dataset's).",
+    help="Camera -> channel in the new episodes; the camera names must be the dataset's (default: the dataset's).",
+)
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    metavar="CHANNEL=NODE/OUTPUT",
+    help=_CHANNEL_HELP.removesuffix(".") + "; default: the dataset's).",
 )
 def append(
     input_path,
@@ -218,6 +267,7 @@ def append(
     fps,
     image_size,
     cameras,
+    channels,
 ) -> None:
     """Add the episodes in --input to the existing dataset --output-dir.
 
@@ -230,6 +280,7 @@ def append(
     logging.getLogger("lerobot").setLevel(logging.WARNING)
     size = _parse_size(image_size)
     cams = _parse_cameras(cameras)
+    chans = _parse_channels(channels)
     try:
         named = get_codec(codec_name)  # validates the name early
     except CodecError as exc:
@@ -244,6 +295,7 @@ def append(
             size if size is not None else tuple(params.get("image_size", DEFAULT_IMAGE_SIZE)),
             params.get("task_field", "task"),
             fps if fps is not None else params.get("fps", 15),
+            chans if chans is not None else params.get("channels"),
         )
 
     opts = ConvertOptions(

@@ -29,6 +29,12 @@ from robotflow.storage import Cache, StorageError, fetch_checkpoint, is_remote, 
     "--token", default=None, envvar="ROBOTFLOW_TOKEN", help="With --server: bearer token (or ROBOTFLOW_TOKEN)."
 )
 @click.option("--checkpoint", "step", default=None, help="Checkpoint step to load (default: the latest).")
+@click.option(
+    "--codec",
+    default=None,
+    help="Codec of the policy node (default: the graph's). A checkpoint trained by plain lerobot-train whose dataset "
+    "is not on this machine runs with it; a checkpoint with a stored codec must match it.",
+)
 @click.option("--list", "list_only", is_flag=True, help="List the run's checkpoints and exit.")
 @click.option(
     "--graph",
@@ -55,6 +61,7 @@ def rollout(
     model,
     token,
     step,
+    codec,
     list_only,
     graph_file,
     episodes,
@@ -71,14 +78,9 @@ def rollout(
         return _rollout_remote(server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record)
     if checkpoints_dir is None:
         raise click.UsageError("give --checkpoints-dir (a training run) or --server ws://HOST:PORT")
-    from robotflow.policies.checkpoints import (
-        CheckpointError,
-        canonical_codec_name,
-        codec_name,
-        list_checkpoints,
-        read_codec_spec,
-        resolve_checkpoint,
-    )
+    from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
+    from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
+    from robotflow.policies.nodes import LeRobotNodeParams
     from robotflow.scripts.cli import _print_episodes, episode_nodes, exit_for, run_and_report, write_summary
     from robotflow.scripts.record import upload_episodes, with_recorder
 
@@ -118,17 +120,23 @@ def rollout(
         spec = load_graph(graph_file, tuple(sets))
     except GraphError as e:
         raise click.ClickException(str(e)) from None
-    policies = [n for n in spec.nodes if n.type_name.startswith("policy.")]
+    policies = [n for n in spec.nodes if isinstance(n.params, LeRobotNodeParams)]
     if not policies:
-        raise click.ClickException(f"{graph_file} has no policy.* node to load the checkpoint into")
+        raise click.ClickException(f"{graph_file} has no policy.act/policy.lerobot node to load the checkpoint into")
     pol = policies[0]
-    ckpt_spec = read_codec_spec(model_dir)
-    graph_codec = canonical_codec_name(pol.params.codec)
-    if ckpt_spec is not None and canonical_codec_name(codec_name(ckpt_spec)) != graph_codec:
-        raise click.ClickException(
-            f"checkpoint {model_dir} was trained with codec {codec_name(ckpt_spec)!r} but {graph_file} uses "
-            f"{pol.params.codec!r}; use --set {pol.name}.codec={codec_name(ckpt_spec)} or a matching checkpoint"
-        )
+    if codec is not None:  # the graph's policy node runs with the named codec
+        sets = (*sets, f"{pol.name}.codec={codec}")
+        try:
+            pol = next(n for n in load_graph(graph_file, sets).nodes if n.name == pol.name)
+        except GraphError as e:
+            raise click.ClickException(str(e)) from None
+    # The same check the node makes at setup, here before any node starts.
+    try:
+        found = checkpoint_codec(model_dir, pol.params.codec, cameras=pol.params.camera_names())
+    except CodecMismatchError as e:
+        raise click.ClickException(f"{e}; use --codec or --set {pol.name}.cameras=[...] to match") from None
+    except CodecError as e:
+        raise click.ClickException(str(e)) from None
     extra = [f"{pol.name}.checkpoint={json.dumps(str(model_dir))}"]
     tasks = [n for n in spec.nodes if "episodes" in getattr(n.params, "__dataclass_fields__", {})]
     if not tasks:
@@ -153,7 +161,7 @@ def rollout(
     if not no_record:
         spec, _ = with_recorder(spec, sets, {"output_dir": str(rec_dir), "progress": False})
     click.echo(
-        f"rolling out {model_dir} (codec {pol.params.codec}) for {episodes} episodes"
+        f"rolling out {model_dir} (codec {found.name} from {found.source}) for {episodes} episodes"
         + ("" if no_record else f", recording to {rec_url or rec_dir}")
     )
     result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)

@@ -27,14 +27,19 @@ from typing import Any
 
 import click
 
+from robotflow.codecs.spec import (
+    CodecError,
+    CodecMismatchError,
+    check_same_codec,
+    read_checkpoint_spec,
+    read_dataset_spec,
+    write_checkpoint_spec,
+)
 from robotflow.policies.checkpoints import (
     CHECKPOINTS_DIR,
     LAST_CHECKPOINT_LINK,
     PRETRAINED_MODEL_DIR,
     list_checkpoints,
-    read_codec_spec,
-    read_dataset_codec_spec,
-    write_codec_spec,
 )
 from robotflow.storage import Cache, StorageError, is_remote, join, list_dir
 
@@ -288,7 +293,7 @@ def _codec_beside_checkpoints(
     def save_checkpoint(checkpoint_dir: Path, *args: Any, **kwargs: Any) -> None:
         original(checkpoint_dir, *args, **kwargs)
         if spec is not None:
-            write_codec_spec(Path(checkpoint_dir) / PRETRAINED_MODEL_DIR, spec)
+            write_checkpoint_spec(Path(checkpoint_dir) / PRETRAINED_MODEL_DIR, spec)
         if uploader is not None:
             uploader.submit(Path(checkpoint_dir))
 
@@ -360,25 +365,28 @@ def train_policy(opts: TrainOptions) -> Path:
             opts, run_url = _remote_output(opts, cache)
         except StorageError as e:
             raise TrainError(str(e)) from None
-    spec = read_dataset_codec_spec(opts.dataset_root)
-    if spec is None and _rank() == 0:
-        click.echo(
-            f"warning: {opts.dataset_root} has no robotflow codec spec; its checkpoints will not load in "
-            "policy nodes until a robotflow_codec.json is placed beside them",
-            err=True,
-        )
+    try:
+        spec = read_dataset_spec(opts.dataset_root)
+    except CodecError:
+        spec = None
+        if _rank() == 0:
+            click.echo(
+                f"warning: {opts.dataset_root} has no robotflow codec spec; policy nodes will need the codec named "
+                "(their `codec` param, rollout --codec) to run its checkpoints",
+                err=True,
+            )
     cfg, argv = build_train_config(opts)
     if _rank() != 0:
         # LeRobot's validate() refuses an existing output dir unless it is a Path; rank 0 (and its W&B logger)
         # may create it before this rank gets there. Only rank 0 writes to it.
         cfg.output_dir = str(cfg.output_dir)
     if opts.resume and spec is not None:
-        saved = read_codec_spec(opts.run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK / PRETRAINED_MODEL_DIR)
-        if saved is not None and saved.get("name") != spec.get("name"):
-            raise TrainError(
-                f"cannot resume: run {opts.run_name} was trained with codec {saved.get('name')!r}, "
-                f"the dataset uses {spec.get('name')!r}"
-            )
+        saved = read_checkpoint_spec(opts.run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK / PRETRAINED_MODEL_DIR)
+        if saved is not None:
+            try:
+                check_same_codec(saved, spec, have_what=f"run {opts.run_name}", want_what=f"{opts.dataset_root}")
+            except CodecMismatchError as e:
+                raise TrainError(f"cannot resume: {e}") from None
     uploader = _CheckpointUploader(cache, opts.run_dir, run_url) if run_url and _rank() == 0 else None
     try:
         with _argv(argv), _codec_beside_checkpoints(spec, uploader):
@@ -390,7 +398,7 @@ def train_policy(opts: TrainOptions) -> Path:
     if spec is not None and _rank() == 0:  # checkpoints written by an older run without the hook get the spec too
         for ckpt in list_checkpoints(run_dir):
             if ckpt.codec is None:
-                write_codec_spec(ckpt.path, spec)
+                write_checkpoint_spec(ckpt.path, spec)
     return run_dir
 
 
