@@ -34,7 +34,8 @@ def pose_msg(p, q=(0, 0, 0, 1), clutch=True, grip=1.0, age_ms=0.0) -> str:
 
 def test_hub_drops_stale_and_invalid_messages():
     hub = PoseHub(max_age_ms=50)
-    hub.client = object()
+    page = object()
+    assert hub.claim(page) and not hub.claim(object())  # one controlling page at a time
     assert hub.silent_for() == float("inf")
     hub.handle(pose_msg([0, 1, 0], age_ms=200))  # too old on arrival
     assert hub.take() is None and hub.dropped_stale == 1 and hub.received == 1
@@ -57,8 +58,8 @@ def test_hub_drops_stale_and_invalid_messages():
     reply = hub.handle(json.dumps({"type": "ping", "t0": 123.0}))
     assert reply["type"] == "pong" and reply["t0"] == 123.0 and abs(reply["ts"] - server_clock_ms()) < 1000
     assert hub.silent_for() < 1.0
-    hub.disconnect(hub.client)
-    assert hub.silent_for() == float("inf")
+    hub.disconnect(page)
+    assert hub.silent_for() == float("inf") and hub.claim(object())
 
 
 def test_clutch_maps_relative_hand_motion_and_holds_on_release():

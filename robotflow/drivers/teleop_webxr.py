@@ -142,7 +142,7 @@ class PoseHub:
         self.received = 0
         self.dropped_stale = 0
         self.invalid = 0
-        self.status = {"recording": False, "clutch": False, "holding": True}
+        self.status = {"recording": False, "following": False}  # shown by the page, set by the node
 
     def handle(self, text: str) -> dict | None:
         """One message from the page; returns the reply, if any."""
@@ -207,6 +207,18 @@ class PoseHub:
             if self.client is None or self._pose is None:
                 return float("inf")
             return time.monotonic() - self._last_recv
+
+    def claim(self, client: object) -> bool:
+        """Make `client` the controlling page, unless another one is."""
+        with self._lock:
+            if self.client is not None:
+                return False
+            self.client = client
+            return True
+
+    def set_status(self, recording: bool, following: bool) -> None:
+        with self._lock:
+            self.status = {"recording": recording, "following": following}
 
     def disconnect(self, client: object) -> None:
         with self._lock:
@@ -273,11 +285,7 @@ def make_app(hub: PoseHub) -> FastAPI:
     @app.websocket("/ws")
     async def ws(websocket: WebSocket):
         await websocket.accept()
-        with hub._lock:
-            busy = hub.client is not None
-            if not busy:
-                hub.client = websocket
-        if busy:
+        if not hub.claim(websocket):
             await websocket.send_text(json.dumps({"type": "refused", "reason": "another page is controlling"}))
             await websocket.close(code=1008)
             return
@@ -387,8 +395,7 @@ class WebXRTeleopNode(TeleopNode):
                 self.lost_since_ns = self.now_ns()  # no target is stamped after this until the page is back
                 self.log("page lost (no pose for %.2f s): holding the arm", self.params.timeout_s)
             self.clutch.release()  # a pose after reconnecting re-anchors; it never jumps
-            with hub._lock:
-                hub.status.update(clutch=False, holding=True)
+            hub.set_status(recording=self.episodes.recording, following=False)
             return
         if self._lost:
             self._lost = False
@@ -401,9 +408,7 @@ class WebXRTeleopNode(TeleopNode):
             self.grip = pose.grip
         for action in hub.actions():
             self.episode(action)
-        with hub._lock:
-            hub.status.update(recording=self.episodes.recording, clutch=self.clutch.engaged)
-            hub.status["holding"] = not self.clutch.engaged
+        hub.set_status(recording=self.episodes.recording, following=self.clutch.engaged)
         self.emit_command()
         if pose is not None and len(self.latency_ms) < 1_000_000:
             self.latency_ms.append(server_clock_ms() - pose.t_ms)

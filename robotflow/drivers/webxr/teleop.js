@@ -68,7 +68,7 @@ function onPong(m) {
   }
   state.synced = true;
   $("latency").textContent = (rtt / 2).toFixed(1);
-  $("arm").textContent = m.clutch ? "following" : "holding";
+  $("arm").textContent = m.following ? "following" : "holding";
   $("rec").textContent = m.recording ? "recording" : "idle";
   $("dropped").textContent = m.dropped;
 }
