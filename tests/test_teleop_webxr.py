@@ -127,8 +127,8 @@ nodes:
 class GraphThread:
     """Runs a graph on a thread so the test can act as the person at the page meanwhile."""
 
-    def __init__(self, text: str, duration_s: float = 60.0):
-        self.sched = Scheduler(parse_graph(text), duration_s=duration_s)
+    def __init__(self, graph, duration_s: float = 60.0):
+        self.sched = Scheduler(parse_graph(graph) if isinstance(graph, str) else graph, duration_s=duration_s)
         self.result = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -254,3 +254,59 @@ def test_sim_graph_file_validates():
     spec = load_graph(Path(__file__).resolve().parents[1] / "graphs" / "sim_stack_cubes_webxr.yaml", [])
     teleop = next(n for n in spec.nodes if n.name == "teleop")
     assert teleop.params.host == "127.0.0.1"  # loopback unless the person opens it to the LAN
+
+
+def test_webxr_on_the_franka_graph(monkeypatch, tmp_path):
+    """graphs/franka_stack_cubes.yaml with its keyboard swapped for teleop.webxr, on the franky fake, fed by
+    a WebSocket client speaking the page's protocol; closing it leaves the arm to the watchdog (no targets)."""
+    import yaml
+    from fakes import FAKES_DIR, install
+    from websockets.sync.client import connect
+
+    from robotflow.runtime.graph import load_graph
+
+    franky = install(monkeypatch, "franky")
+    install(monkeypatch, "pyrealsense2")
+    doc = yaml.safe_load((FAKES_DIR.parents[1] / "graphs" / "franka_stack_cubes.yaml").read_text())
+    doc["nodes"] = [n for n in doc["nodes"] if n["name"] != "teleop"] + [
+        {"name": "teleop", "type": "teleop.webxr", "rate": 100, "params": {"port": 0}, "inputs": {"state": "arm/state"}}
+    ]
+    path = tmp_path / "franka_stack_cubes_webxr.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    sets = ["wrist_camera.serial=111111111111", "front_camera.serial=222222222222"]
+    sets += [f"{c}.{k}={v}" for c in ("wrist_camera", "front_camera") for k, v in (("width", 64), ("height", 48))]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def cartesian_x():
+        moves = franky.Robot._instances[0]._moves if franky.Robot._instances else []
+        return [m.target.pose.end_effector_pose.translation[0] for m in moves if isinstance(m, franky.CartesianMotion)]
+
+    with GraphThread(load_graph(path, sets)) as g:
+        g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
+        teleop = g.sched.nodes["teleop"]
+        with connect(teleop.url.replace("https", "wss") + "ws", ssl=ctx) as ws:
+            for i in range(80):  # the hand 5 cm forward over 0.5 s, clutch held
+                z = -0.05 * min(1.0, i / 50)
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "pose",
+                            "t": server_clock_ms(),
+                            "p": [0, 1.2, z],
+                            "q": [0, 0, 0, 1],
+                            "clutch": True,
+                            "grip": 1.0,
+                        }
+                    )
+                )
+                time.sleep(0.01)
+            g.wait_for(lambda: cartesian_x() and abs(max(cartesian_x()) - 0.45) < 0.002, 5, "the Franka target")
+        g.wait_for(lambda: teleop._lost, 5, "the node to notice the client is gone")
+        time.sleep(0.15)  # the arm applies what was already in flight
+        n = len(cartesian_x())
+        time.sleep(0.6)
+        assert len(cartesian_x()) == n  # no new targets: the arm's watchdog holds it
+    assert np.isclose(cartesian_x()[0], 0.4)  # it started where the arm was
+    assert g.result.ok, g.result
