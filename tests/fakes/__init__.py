@@ -1,4 +1,4 @@
-"""Fake hardware SDKs (franky, pyrealsense2) and small graph nodes for the driver tests.
+"""Fake hardware SDKs (franky, pyrealsense2, pyspacemouse, pygame's joystick) and small graph nodes for the driver tests.
 
 `install(monkeypatch, "franky")` loads a fresh copy of tests/fakes/franky.py and puts it in sys.modules
 under the SDK's name, so the driver's lazy `import franky` gets the fake for that test only.
