@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from test_policy_node import save_checkpoint
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from robotflow.recording.reader import EpisodeFile
+from robotflow.scripts.cli import main
 from robotflow.serving.client import RemoteSession, ServerError, list_models
 from robotflow.serving.protocol import actions_from_wire, pack, unpack
 
@@ -148,7 +150,7 @@ def test_chunk_result_matches_in_process_inference(server, run_dir):
 
     loaded = load_policy(run_dir, step=2, device="cpu")
     codec = codec_from_spec(loaded.codec_spec)
-    latest, _ = channels_from_observation(obs, cameras=codec.params.cameras, needs_ee=True, needs_joints=False)
+    latest, _ = channels_from_observation(obs, codec)
     frame = codec.encode_live(latest)
     with torch.inference_mode():
         batch = loaded.preprocessor(prepare_observation_for_inference(frame, "cpu", None, None))
@@ -246,8 +248,6 @@ def test_switching_models_waits_for_active_sessions(server):
 
 
 def test_non_loopback_bind_needs_a_token(run_dir, monkeypatch):
-    from robotflow.scripts.cli import main
-
     monkeypatch.delenv("ROBOTFLOW_TOKEN", raising=False)
     r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir), "--host", "0.0.0.0"])
     assert r.exit_code != 0 and "refusing to bind 0.0.0.0 without a token" in r.output
@@ -255,3 +255,77 @@ def test_non_loopback_bind_needs_a_token(run_dir, monkeypatch):
     assert r.exit_code != 0 and "does not exist" in r.output
     r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir), "--checkpoint", "7"])
     assert r.exit_code != 0 and "--checkpoint 7: no such checkpoint; available: 1, 2" in r.output
+
+
+# ---- robotflow rollout --server ----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPH = ROOT / "graphs/sim_stack_cubes_policy.yaml"
+SETS = [
+    "--set",
+    "task.timeout_s=1.5",
+    *[f"--set={cam}.{k}={v}" for cam in ("wrist_camera", "front_camera") for k, v in (("width", 64), ("height", 48))],
+]
+
+
+def invoke(*args: object) -> str:
+    r = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def targets(rec: Path) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    out = []
+    for f in sorted(rec.glob("episode_*.h5")):
+        with EpisodeFile(f) as ep:
+            out.append(
+                (
+                    {"seed": ep.attr("seed"), "outcome": ep.attr("outcome")},
+                    ep.field("policy/ee_target", "ee_pose"),
+                    ep.field("policy/grip", "width"),
+                )
+            )
+    return out
+
+
+def test_remote_rollout_equals_in_process_rollout(server, run_dir, tmp_path, monkeypatch):
+    """`robotflow rollout --server` (policy.remote in the simulated stack graph) against the in-process
+    rollout of the same checkpoint on the same seeds."""
+    import json
+
+    monkeypatch.setenv("ROBOTFLOW_TOKEN", TOKEN)  # the rollout's --token default
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    args = ("--graph", GRAPH, "--episodes", 2, *SETS)
+    invoke("rollout", "--checkpoints-dir", run_dir, "--output-dir", local, "--summary", tmp_path / "l.json", *args)
+    out = invoke("rollout", "--server", server.url, "--output-dir", remote, "--summary", tmp_path / "r.json", *args)
+    assert "rolling out the policy served at ws://127.0.0.1" in out and "success rate:" in out
+
+    lsum, rsum = json.loads((tmp_path / "l.json").read_text()), json.loads((tmp_path / "r.json").read_text())
+    assert [e["seed"] for e in rsum["episodes"]] == [1000, 1001]
+    assert rsum["episodes"] == lsum["episodes"]
+    assert rsum["server"] == server.url and rsum["codec"] == "eepose_absolute"
+    a, b = targets(local), targets(remote)
+    assert len(a) == len(b) == 2
+    for (ma, pa, ga), (mb, pb, gb) in zip(a, b, strict=True):
+        assert ma == mb
+        assert len(pa) == len(pb) >= 15, "the policy acted every tick of the 1.5 s episode"
+        # Same weights, same pixels, same chunk cadence. The first chunk comes from the same observation and
+        # agrees to float rounding. The wire carries poses as rotation matrices (Positronic's format), so
+        # later targets carry ~1e-16 of conversion error back through the simulated arm, which MuJoCo
+        # amplifies a little by the next observation: they agree closely, not bitwise.
+        np.testing.assert_allclose(pb[:10], pa[:10], atol=1e-6)
+        np.testing.assert_allclose(gb[:10], ga[:10], atol=1e-6)
+        np.testing.assert_allclose(pb, pa, atol=1e-2)
+        np.testing.assert_allclose(gb, ga, atol=1e-2)
+
+
+def test_remote_rollout_refuses_bad_arguments(tmp_path):
+    r = CliRunner().invoke(main, ["rollout", "--server", "http://x:1", "--no-record"])
+    assert r.exit_code != 0 and "use ws://HOST:PORT" in r.output
+    r = CliRunner().invoke(main, ["rollout", "--server", "ws://127.0.0.1:9", "--checkpoints-dir", str(tmp_path)])
+    assert r.exit_code != 0 and "give one or the other" in r.output
+    r = CliRunner().invoke(main, ["rollout", "--server", "ws://127.0.0.1:9"])
+    assert r.exit_code != 0 and "--output-dir" in r.output
+    # Nothing listens there: the policy node fails setup with one line naming the server.
+    r = CliRunner().invoke(main, ["rollout", "--server", "ws://127.0.0.1:9", "--no-record", "--episodes", "1", *SETS])
+    assert r.exit_code != 0 and "cannot open a session on ws://127.0.0.1:9" in r.output

@@ -26,7 +26,6 @@ import numpy as np
 
 from robotflow.runtime.node import Input, Node
 
-ARM_STATE, GRIPPER_STATE, TASK_CHANNEL = "arm/state", "gripper/state", "task/episode"
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -37,6 +36,7 @@ class RemoteNodeParams:
     server: `ws://HOST:PORT` of a Protocol v1 server (`robotflow serve`, Positronic's OpenPI/GR00T/LeRobot).
     codec: the graph's codec: which cameras the node reads (one port each) and, against a robotflow
         server, the codec its model must have been trained with.
+    cameras: camera names, one input port each (None: the codec's, `wrist` and `front`), as `policy.act`.
     model: model id (a checkpoint step for `robotflow serve`); None: the server's default.
     token: bearer token; None: the ROBOTFLOW_TOKEN environment variable, if set.
     camera_keys: wire name per camera, e.g. `{front: image.exterior}` for Positronic's codecs
@@ -53,6 +53,7 @@ class RemoteNodeParams:
 
     server: str
     codec: str
+    cameras: list[str] | None = None
     model: str | None = None
     token: str | None = None
     camera_keys: dict[str, str] | None = None
@@ -71,25 +72,25 @@ class RemoteUnavailable(RuntimeError):
 
 def wire_observation(
     latest: dict[str, Any],
-    cameras: dict[str, str],
+    cameras: list[str],
     wire_keys: dict[str, str],
     meta: dict[str, Any],
     task: str | None,
 ) -> dict[str, Any]:
-    """The newest channel messages -> a Protocol v1 observation (Positronic's raw key names)."""
+    """The newest message of each input port -> a Protocol v1 observation (Positronic's raw key names)."""
     from robotflow.codecs.codec import resize_image
     from robotflow.serving.protocol import KEY_DQ, KEY_EE_POSE, KEY_GRIP, KEY_Q, KEY_TASK, fit_size, image_size_for
 
-    arm, grip = latest[ARM_STATE], latest[GRIPPER_STATE]
+    arm, grip = latest["arm_state"], latest["gripper_state"]
     obs: dict[str, Any] = {
         KEY_Q: np.asarray(arm["joint_pos"], dtype=np.float64),
         KEY_DQ: np.asarray(arm["joint_vel"], dtype=np.float64),
         KEY_EE_POSE: np.asarray(arm["ee_pose"], dtype=np.float64),
         KEY_GRIP: float(grip["width"]),
     }
-    for cam, channel in cameras.items():
+    for cam in cameras:
         key = wire_keys[cam]
-        img = latest[channel]["image"]
+        img = latest[cam]["image"]
         size = fit_size(img.shape, image_size_for(meta, key))
         # The codec's own resize (INTER_AREA when shrinking): a robotflow server then sees the pixels the
         # in-process policy node would have fed the model.
@@ -127,7 +128,7 @@ class RemotePolicyNode(Node):
         from robotflow.codecs import get_codec
 
         inputs = {"arm_state": Input(), "gripper_state": Input()}
-        for cam in get_codec(params.codec).params.cameras:
+        for cam in params.cameras if params.cameras is not None else get_codec(params.codec).params.cameras:
             inputs[cam] = Input()
         inputs["episode"] = Input(delivery="queue", required=False)
         return inputs
@@ -170,10 +171,9 @@ class RemotePolicyNode(Node):
             raise ValueError(
                 f"{self.name}: codec {p.codec!r} reads the simulator's object poses, which Protocol v1 does not carry"
             )
-        self._cameras = dict(self.codec.params.cameras)
+        self._cameras = list(p.cameras) if p.cameras is not None else list(self.codec.params.cameras)
         self._wire_keys = {cam: camera_wire_key(cam, p.camera_keys) for cam in self._cameras}
-        self._ports = {ARM_STATE: "arm_state", GRIPPER_STATE: "gripper_state"}
-        self._ports.update({ch: cam for cam, ch in self._cameras.items()})
+        self._ports = ["arm_state", "gripper_state", *self._cameras]
         try:
             self._session = self._connect()
         except Exception as e:
@@ -308,19 +308,18 @@ class RemotePolicyNode(Node):
             self.counters["held_ticks"] += 1
             return
         latest = {}
-        for channel, port in self._ports.items():
+        for port in self._ports:
             msg = self.read(port)
             if msg is None:
                 return  # a sensor has not published yet: no observation, no action
-            latest[channel] = msg
+            latest[port] = msg
         now = self.now_ns()
         observed_ns = min(m.timestamp_ns for m in latest.values())  # as old as its oldest part
         if now - observed_ns > self.params.max_observation_age_s * 1e9:
             self.counters["stale_observations"] += 1
             return
-        if self._episode_msg is not None:
-            latest[TASK_CHANNEL] = self._episode_msg
-        task = self.codec.live_task(latest)
+        episode = {self.codec.params.channels.task: self._episode_msg} if self._episode_msg is not None else {}
+        task = self.codec.live_task(episode)
         obs = wire_observation(latest, self._cameras, self._wire_keys, self._session_meta(), task)
         try:
             action = self.executor.step(obs, now, observed_ns)

@@ -180,12 +180,15 @@ def _array(value: Any, key: str, size: int | None = None) -> np.ndarray:
     return arr
 
 
-def channels_from_observation(
-    obs: Any, *, cameras: Mapping[str, str], needs_ee: bool, needs_joints: bool
-) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Server side: a Protocol v1 observation -> the ``{channel: fields}`` mapping ``Codec.encode_live`` reads,
-    and the task text. ``cameras`` is the codec's camera -> channel map. Missing or malformed keys raise
-    :class:`ProtocolError` naming the key."""
+def channels_from_observation(obs: Any, codec: Any) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Server side: a Protocol v1 observation -> the ``{channel: fields}`` mapping ``codec.encode_live`` reads
+    (keyed by the codec's own channel names), and the task text. Only what the codec encodes is required;
+    missing or malformed keys raise :class:`ProtocolError` naming the key."""
+    if codec.layout.objects:
+        raise ProtocolError(f"codec {codec.name!r} reads simulator object poses, which Protocol v1 does not carry")
+    parts = set(codec.layout.state)
+    needs_ee, needs_joints = bool(parts & {"ee_pose", "ee_rot6d"}), "joints" in parts
+    channels = codec.params.channels
     if not isinstance(obs, Mapping):
         raise ProtocolError(f"an observation must be a map, got {type(obs).__name__}")
 
@@ -200,8 +203,8 @@ def channels_from_observation(
     if needs_joints:
         arm["joint_pos"] = _array(need(KEY_Q), KEY_Q, 7)
     grip = _array(need(KEY_GRIP), KEY_GRIP, 1)[0]
-    latest: dict[str, dict[str, Any]] = {"arm/state": arm, "gripper/state": {"width": float(grip)}}
-    for cam, channel in cameras.items():
+    latest: dict[str, dict[str, Any]] = {channels.arm_state: arm, channels.gripper_state: {"width": float(grip)}}
+    for cam, channel in codec.params.cameras.items():
         keys = [IMAGE_PREFIX + cam]
         if cam in POSITRONIC_CAMERA_ALIASES:
             keys.append(IMAGE_PREFIX + POSITRONIC_CAMERA_ALIASES[cam])

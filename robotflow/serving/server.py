@@ -168,9 +168,6 @@ class ServedModel:
         self.cameras = dict(codec_obj.params.cameras)
         self.fps = float(codec_obj.params.fps)
         h, w = codec_obj.params.image_size
-        parts = set(codec_obj.layout.state)
-        self.needs_ee = bool(parts & {"ee_pose", "ee_rot6d"})
-        self.needs_joints = "joints" in parts
         self.meta = {
             "server": "robotflow",
             "type": self.loaded.policy_type,
@@ -389,9 +386,7 @@ class InferenceServer:
                             f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
                         )
                     obs = unpack(data)
-                    latest, task = channels_from_observation(
-                        obs, cameras=model.cameras, needs_ee=model.needs_ee, needs_joints=model.needs_joints
-                    )
+                    latest, task = channels_from_observation(obs, codec)
                     frame: dict[str, Any] = codec.encode_live(latest)
                     if task:
                         frame["task"] = task
