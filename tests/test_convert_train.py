@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from episode_factory import write_episodes
 
-from robotflow.codecs import ConvertOptions, convert, get_codec, load_dataset_codec
+from robotflow.codecs import ConvertOptions, checkpoint_codec, convert, get_codec, load_dataset_codec
 from robotflow.codecs.export import video_backend
 
 
@@ -63,6 +63,10 @@ def test_lerobot_train_runs_on_converted_dataset(tmp_path: Path, codec_name: str
     assert cfg["output_features"]["action"]["shape"] == [codec.action_dim]
     assert set(cfg["input_features"]) == {"observation.state", *codec.camera_keys}
     assert (model / "model.safetensors").stat().st_size > 0
+    # Plain lerobot-train puts no robotflow_codec.json beside its checkpoints: train_config.json leads to the dataset.
+    found = checkpoint_codec(model)
+    assert not (model / "robotflow_codec.json").exists()
+    assert found.spec == codec.spec() and "train_config.json" in found.source
 
     # Deployment path: live messages -> codec.encode_live -> LeRobot predict_action -> codec.decode.
     import numpy as np
