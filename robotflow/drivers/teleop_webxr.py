@@ -383,8 +383,9 @@ class WebXRTeleopNode(TeleopNode):
         self._lost = True
         self.lost_count = 0
         self.lost_since_ns = self.now_ns()
-        self.recv_ms: list[float] = []  # page -> server, per pose that reached the node
-        self.latency_ms: list[float] = []  # page -> ee_target emitted, per pose
+        # The newest 100,000 poses (about half an hour at 60 Hz): page -> server, page -> ee_target emitted.
+        self.recv_ms: deque[float] = deque(maxlen=100_000)
+        self.latency_ms: deque[float] = deque(maxlen=100_000)
 
     def step(self) -> None:
         hub = self.hub
@@ -410,7 +411,7 @@ class WebXRTeleopNode(TeleopNode):
             self.episode(action)
         hub.set_status(recording=self.episodes.recording, following=self.clutch.engaged)
         self.emit_command()
-        if pose is not None and len(self.latency_ms) < 1_000_000:
+        if pose is not None:
             self.latency_ms.append(server_clock_ms() - pose.t_ms)
             self.recv_ms.append(pose.recv_ms - pose.t_ms)
 
