@@ -96,11 +96,17 @@ def test_pose_conversion_matches_real_franky_affine():
 # ---- arm --------------------------------------------------------------------------------------------
 
 
+def down_yaw_wxyz(a: float) -> list[float]:
+    """The flange pointing down (180 deg about x), then yawed by a about the base z axis."""
+    c, s = np.cos(a / 2), np.sin(a / 2)
+    return [0.0, float(c), float(s), 0.0]  # yaw(a) * [0, 1, 0, 0]
+
+
 def test_arm_publishes_state_and_applies_converted_targets(monkeypatch):
     franky = install(monkeypatch, "franky")
-    yaw = 0.6
-    t1 = [0.45, 0.05, 0.30] + yaw_wxyz(yaw)
-    t2 = [1.50, 0.00, -0.20] + [-c for c in yaw_wxyz(-yaw)]  # outside the box, and w < 0
+    yaw = 0.2
+    t1 = [0.42, 0.02, 0.38] + down_yaw_wxyz(yaw)  # within one step of the start pose
+    t2 = [1.50, 0.00, -0.20] + [-c for c in down_yaw_wxyz(yaw)]  # outside the box, and w <= 0
     graph = arm_graph(
         repeat({"ee_target": {"ee_pose": t1}}) + repeat({"ee_target": {"ee_pose": t2}}),
         {"dynamics_factor": [0.1, 0.2, 0.3], "torque_threshold": 15.0, "force_threshold": 25.0},
@@ -115,14 +121,19 @@ def test_arm_publishes_state_and_applies_converted_targets(monkeypatch):
     assert robot._collision == (15.0, 25.0)
 
     motions = [m for m in robot._moves if isinstance(m, franky.CartesianMotion)]
-    assert len(motions) == 2, "a repeated target must not be re-sent"
     assert all(not m.return_when_finished and m.reference_type is franky.ReferenceType.Absolute for m in motions)
     a1 = motions[0].target.pose.end_effector_pose
     np.testing.assert_allclose(a1.translation, t1[:3])
-    np.testing.assert_allclose(a1.quaternion, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], atol=1e-12)  # xyzw
-    a2 = motions[1].target.pose.end_effector_pose
-    np.testing.assert_allclose(a2.translation, [0.8, 0.0, 0.01])  # clamped to the default workspace
-    np.testing.assert_allclose(a2.quaternion, [0, 0, -np.sin(yaw / 2), np.cos(yaw / 2)], atol=1e-12)
+    want_xyzw = [t1[4], t1[5], t1[6], t1[3]]
+    np.testing.assert_allclose(a1.quaternion, want_xyzw, atol=1e-12)
+    # t2 is approached a step at a time, toward its box-clamped position [0.8, 0, 0.01], never outside.
+    later = [m.target.pose.end_effector_pose for m in motions[1:]]
+    assert len(later) >= 2
+    for aff in later:
+        assert np.all(aff.translation >= [0.2, -0.5, 0.01]) and np.all(aff.translation <= [0.8, 0.5, 0.6])
+        assert abs(np.dot(aff.quaternion, want_xyzw)) == pytest.approx(1.0)  # the same rotation
+    steps = np.diff([aff.translation for aff in later], axis=0)
+    assert np.all(steps @ np.array([0.4, 0.0, -0.39]) >= -1e-9)  # always toward the clamped t2
 
     sink = sched.nodes["sink"]
     states = sink.messages["state"]
@@ -130,77 +141,72 @@ def test_arm_publishes_state_and_applies_converted_targets(monkeypatch):
     last = states[-1]
     for key in ("joint_pos", "joint_vel", "ee_pose"):
         assert last[key].dtype == np.float64 and last[key].shape == ((7,))
-    np.testing.assert_allclose(last["ee_pose"], [0.8, 0.0, 0.01] + yaw_wxyz(-yaw), atol=1e-12)  # wxyz, w >= 0
     assert all(m["ee_pose"][3] >= 0 for m in states)
     cmds = sink.messages["command"]
     assert cmds and all(c["mode"] == "ee" for c in cmds)
-    np.testing.assert_allclose(cmds[-1]["ee_pose"], [0.8, 0.0, 0.01] + yaw_wxyz(-yaw), atol=1e-12)
     rep = sched.reports["arm"]
-    assert rep["targets"] == 2 and rep["clamped"] >= 1 and rep["unchanged"] >= 1
+    assert rep["targets"] >= 3 and rep["unchanged"] >= 1
+    assert rep["safety"]["clamped"] >= 1 and rep["safety"]["step_limited"] >= 1 and rep["safety"]["rejected"] == 0
 
-    # teardown: a stop motion of the running type, joined; nothing left in control
-    assert isinstance(robot._moves[-1], franky.CartesianStopMotion)
-    assert not robot.is_in_control and robot._stop_calls == 0
+    # Shutdown: the arm was stopped first (robot.stop()); nothing left in control.
+    assert robot._stop_calls == 1 and not robot.is_in_control
 
 
-def test_arm_joint_targets_clamped_and_mode_switch_stops_first(monkeypatch):
+def test_arm_joint_targets_clamped_checked_by_fk_and_mode_switch_stops_first(monkeypatch):
     franky = install(monkeypatch, "franky")
-    q1 = [0.1, -0.5, 0.0, -2.0, 0.0, 1.6, 0.7]
-    q_bad = [0.1, -0.5, 0.0, 0.5, 0.0, 1.6, 0.7]  # joint 4 above its upper limit (-0.0698)
-    ee = [0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]
+    q1 = [0.1, -0.5, 0.0, -2.0, 0.0, 1.6, 0.7]  # EE at [0.405, 0.041, 0.559], pointing down
+    q_high = [0.1, -0.5, 0.0, -2.0, 0.0, 1.6, 3.5]  # joint 7 beyond its limit: clamped
+    q_bad = [0.1, -0.5, 0.0, 0.5, 0.0, 1.6, 0.7]  # joint 4 clamped, then the arm points up out of the box
+    ee = [0.4, 0.0, 0.35] + down_yaw_wxyz(0.0)
     steps = (
-        repeat({"joint_target": {"joint_pos": q1}})
+        repeat({"joint_target": {"joint_pos": q1}}, 10)
+        + repeat({"joint_target": {"joint_pos": q_high}})
         + repeat({"joint_target": {"joint_pos": q_bad}})
         + repeat({"ee_target": {"ee_pose": ee}})
     )
-    result, sched = run_graph(arm_graph(steps, {"home_on_start": True}), duration_s=10)
+    result, sched = run_graph(arm_graph(steps, {"home_on_start": True, "dynamics_factor": 1.0}), duration_s=10)
     assert result.ok, result
     robot = franky.Robot._instances[0]
     kinds = [type(m).__name__ for m in robot._moves]
-    # homing (blocking), two joint targets, a joint stop before the switch to pose control, the EE
-    # target, and the teardown stop
-    assert kinds == [
-        "JointMotion",
-        "JointMotion",
-        "JointMotion",
-        "JointStopMotion",
-        "CartesianMotion",
-        "CartesianStopMotion",
-    ], kinds
-    np.testing.assert_allclose(robot._moves[0].target.position, drv.READY_JOINTS)
-    np.testing.assert_allclose(robot._moves[1].target.position, q1)
+    np.testing.assert_allclose(robot._moves[0].target.position, drv.READY_JOINTS)  # homing (blocking)
+    first_cart = kinds.index("CartesianMotion")
+    assert kinds[first_cart - 1] == "JointStopMotion" and set(kinds[1 : first_cart - 1]) == {"JointMotion"}, kinds
     lo, hi = drv.JOINT_LIMITS["panda"]
-    np.testing.assert_allclose(robot._moves[2].target.position[3], hi[3] - drv.JOINT_LIMIT_MARGIN)
+    for m in robot._moves[1 : first_cart - 1]:
+        q = m.target.position
+        assert np.all(q >= lo + drv.JOINT_LIMIT_MARGIN - 1e-12) and np.all(q <= hi - drv.JOINT_LIMIT_MARGIN + 1e-12)
+    assert max(m.target.position[6] for m in robot._moves[1 : first_cart - 1]) > 0.8  # on its way to clamped q_high
+    rep = sched.reports["arm"]
+    assert rep["mode_switches"] == 1
+    assert rep["safety"]["clamped"] >= 1 and rep["safety"]["rejected_by"] == {"workspace": 4}
     cmds = sched.nodes["sink"].messages["command"]
     assert {c["mode"] for c in cmds} == {"joints", "ee"}
-    assert sched.reports["arm"]["mode_switches"] == 1
 
 
 def test_arm_impedance_updates_one_tracking_motion(monkeypatch):
     franky = install(monkeypatch, "franky")
-    t1 = [0.45, 0.05, 0.30, 1.0, 0.0, 0.0, 0.0]
-    t2 = [0.50, 0.05, 0.25] + yaw_wxyz(0.3)
+    t1 = [0.42, 0.02, 0.38] + down_yaw_wxyz(0.0)
+    t2 = [0.45, 0.03, 0.36] + down_yaw_wxyz(0.2)
     steps = repeat({"ee_target": {"ee_pose": t1}}) + repeat({"ee_target": {"ee_pose": t2}})
-    result, sched = run_graph(
-        arm_graph(steps, {"control": "impedance", "translational_stiffness": 800.0}), duration_s=10
-    )
+    graph = arm_graph(steps, {"control": "impedance", "translational_stiffness": 800.0, "dynamics_factor": 1.0})
+    result, sched = run_graph(graph, duration_s=10)
     assert result.ok, result
     robot = franky.Robot._instances[0]
     kinds = [type(m).__name__ for m in robot._moves]
-    assert kinds == ["CartesianImpedanceTrackingMotion", "TorqueStopMotion"], kinds
+    assert kinds == ["CartesianImpedanceTrackingMotion"], kinds  # one motion, its reference updated in place
     motion = robot._moves[0]
     assert motion._stiffness == (800.0, 50.0)
     ref = motion.get_reference().target
     np.testing.assert_allclose(ref.translation, t2[:3])
-    np.testing.assert_allclose(ref.quaternion, [0, 0, np.sin(0.15), np.cos(0.15)], atol=1e-12)
+    np.testing.assert_allclose(ref.quaternion, [t2[4], t2[5], t2[6], t2[3]], atol=1e-12)
     states = sched.nodes["sink"].messages["state"]
-    np.testing.assert_allclose(states[-1]["ee_pose"], t2, atol=1e-12)
+    np.testing.assert_allclose(states[-1]["ee_pose"], t2, atol=1e-9)  # the arm got there, in time
 
 
 def test_reflex_stops_graph_naming_the_arm(monkeypatch):
     franky = install(monkeypatch, "franky")
     franky.Robot._reflex_after_moves = 2
-    ee = [[0.4, 0.0, 0.3, 1, 0, 0, 0], [0.42, 0.0, 0.3, 1, 0, 0, 0], [0.44, 0.0, 0.3, 1, 0, 0, 0]]
+    ee = [[0.4, 0.0, 0.38, 0, 1, 0, 0], [0.42, 0.0, 0.38, 0, 1, 0, 0], [0.44, 0.0, 0.38, 0, 1, 0, 0]]
     steps = [s for e in ee for s in repeat({"ee_target": {"ee_pose": e}})]
     result, sched = run_graph(arm_graph(steps, hold=50), duration_s=10)
     assert not result.ok
@@ -211,11 +217,34 @@ def test_reflex_stops_graph_naming_the_arm(monkeypatch):
     assert robot.has_errors
 
 
-def test_invalid_target_stops_graph(monkeypatch):
-    install(monkeypatch, "franky")
-    steps = repeat({"ee_target": {"ee_pose": [0.4, 0.0, float("nan"), 1, 0, 0, 0]}})
-    result, _ = run_graph(arm_graph(steps), duration_s=10)
-    assert not result.ok and result.failed_node == "arm" and "finite" in result.error
+def test_auto_recover_clears_a_reflex_and_goes_on(monkeypatch):
+    franky = install(monkeypatch, "franky")
+    franky.Robot._reflex_after_moves = 2
+    ee = [[0.4, 0.0, 0.38, 0, 1, 0, 0], [0.42, 0.0, 0.38, 0, 1, 0, 0], [0.44, 0.0, 0.38, 0, 1, 0, 0]]
+    steps = [s for e in ee for s in repeat({"ee_target": {"ee_pose": e}})]
+    result, sched = run_graph(arm_graph(steps, {"auto_recover": True}), duration_s=10)
+    assert result.ok, result
+    robot = franky.Robot._instances[0]
+    assert sched.reports["arm"]["recoveries"] == 1
+    assert robot._recovered == 2  # on start, and after the reflex
+    franky.Robot._reflex_after_moves = None
+
+
+def test_invalid_targets_are_rejected_and_counted_never_sent(monkeypatch):
+    franky = install(monkeypatch, "franky")
+    steps = (
+        repeat({"ee_target": {"ee_pose": [0.4, 0.0, float("nan"), 0, 1, 0, 0]}})
+        + repeat({"ee_target": {"ee_pose": [0.4, 0.0, 0.3, float("inf"), 1, 0, 0]}})
+        + repeat({"ee_target": {"ee_pose": [0.4, 0.0, 0.3]}})
+        + repeat({"joint_target": {"joint_pos": [0.0] * 6}})
+    )
+    result, sched = run_graph(arm_graph(steps, hold=0), duration_s=10)
+    assert result.ok, result  # rejected, not fatal: the arm holds
+    robot = franky.Robot._instances[0]
+    assert not [m for m in robot._moves if not type(m).__name__.endswith("StopMotion")]
+    safety = sched.reports["arm"]["safety"]
+    assert safety["rejected"] == safety["commands"] == 16
+    assert safety["rejected_by"] == {"non_finite": 8, "shape": 8}
 
 
 def test_connection_failure_is_actionable(monkeypatch):

@@ -13,12 +13,14 @@ Conventions (docs/contracts.md): EE pose `[x, y, z, qw, qx, qy, qz]` in the robo
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from robotflow.runtime.node import Input, Node
+from robotflow.runtime.node import Input, Node, StopGraph
+from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety, check_gripper_limits, panda_fk
 
 log = logging.getLogger("robotflow")
 
@@ -93,7 +95,10 @@ def affine_from_pose(franky, pose) -> Any:
 
 
 @dataclass
-class FrankaArmParams:
+class FrankaArmParams(ArmSafetyParams):
+    """The arm's params; the safety limits (workspace box, tilt cone, step per tick, command watchdog) come
+    from ArmSafetyParams (robotflow/safety.py)."""
+
     host: str  # FCI address of the robot (Desk > Settings > Network)
     # Scales franky's velocity, acceleration and jerk limits, (0, 1]: one value or [velocity, accel, jerk].
     dynamics_factor: float | list[float] = 0.1
@@ -106,15 +111,16 @@ class FrankaArmParams:
     home_joints: list[float] = field(default_factory=lambda: list(READY_JOINTS))
     home_on_start: bool = False  # move to home_joints (blocking) before the graph starts
     recover_on_start: bool = True  # clear a previous reflex (robot.recover_from_errors)
+    # After a reflex during the run: False stops the graph (read the error first); True clears it with
+    # robot.recover_from_errors(), holds, and goes on with the next fresh command.
+    auto_recover: bool = False
     torque_threshold: float = 20.0  # collision reflex threshold, all joints (Nm)
     force_threshold: float = 30.0  # collision reflex threshold, Cartesian (N)
-    # EE targets are clamped to this box in the base frame (m): keep it above the table.
-    workspace_min: list[float] = field(default_factory=lambda: [0.2, -0.5, 0.01])
-    workspace_max: list[float] = field(default_factory=lambda: [0.8, 0.5, 0.6])
-    stop_timeout_s: float = 3.0  # teardown waits this long for the arm to come to rest
+    stop_timeout_s: float = 3.0  # a stop waits this long for the arm to come to rest
     realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         df = self.dynamics_factor if isinstance(self.dynamics_factor, list) else [self.dynamics_factor]
         if len(df) not in (1, 3) or not all(0.0 < float(v) <= 1.0 for v in df):
             raise ValueError(
@@ -122,21 +128,18 @@ class FrankaArmParams:
             )
         if len(self.home_joints) != 7:
             raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
-        if (
-            len(self.workspace_min) != 3
-            or len(self.workspace_max) != 3
-            or not all(lo < hi for lo, hi in zip(self.workspace_min, self.workspace_max))
-        ):
-            raise ValueError("workspace_min/workspace_max must be [x, y, z] with min < max on every axis")
 
 
 class FrankaArmNode(Node):
     """A Franka Panda/FR3 arm through franky: absolute EE or joint targets in, robot state out.
 
-    Targets are clamped (EE position to the workspace box, joints to the limits) and sent to franky as
-    asynchronous motions that replace each other; an unchanged target is not re-sent. Any franky error
-    (a reflex, a limit violation, a lost connection) raises, which stops the graph; teardown brings the
-    arm to rest and never leaves a motion running.
+    Every target passes the safety layer (robotflow/safety.py): malformed ones are rejected, the rest are
+    clamped to the workspace box, the tilt cone and the joint limits, and each tick the target sent leads
+    the measured pose by at most one step; without a fresh command for `command_timeout_s` the arm stops
+    and holds. Targets go to franky as asynchronous motions that replace each other; an unchanged target is
+    not re-sent. Any franky error (a reflex, a limit violation, a lost connection) raises, which stops the
+    graph, unless `auto_recover` clears a reflex. When the graph stops, `stop_hardware` stops the arm first
+    (robot.stop(), before any other node's teardown); a stop that fails fails the run.
     """
 
     Params = FrankaArmParams
@@ -150,9 +153,10 @@ class FrankaArmNode(Node):
         self._mode: str | None = None  # running motion: "ee" (cartesian), "impedance", "joints"
         self._motion = None  # the impedance tracking motion, updated in place
         self._target: np.ndarray | None = None
-        self.counts = {"targets": 0, "unchanged": 0, "clamped": 0, "mode_switches": 0}
-        self._ws_lo = np.asarray(p.workspace_min, float)
-        self._ws_hi = np.asarray(p.workspace_max, float)
+        self.counts = {"targets": 0, "unchanged": 0, "mode_switches": 0, "holds": 0, "recoveries": 0}
+        # step() applies commands under this lock; stop_hardware() takes it to make sure none follows a stop.
+        self._hw_lock = threading.Lock()
+        self._halted = False
         if p.control == "impedance" and not hasattr(franky, "CartesianImpedanceTrackingMotion"):
             raise RuntimeError(
                 "control: impedance needs franky-control >= 2.0 (CartesianImpedanceTrackingMotion); "
@@ -160,6 +164,7 @@ class FrankaArmNode(Node):
             )
         lo, hi = JOINT_LIMITS[p.robot_model]
         self._q_lo, self._q_hi = lo + JOINT_LIMIT_MARGIN, hi - JOINT_LIMIT_MARGIN
+        self.safety = ArmSafety(p, (self._q_lo, self._q_hi), panda_fk, self.name)
         try:
             if p.realtime_kernel:
                 self.robot = franky.Robot(p.host)
@@ -177,36 +182,27 @@ class FrankaArmNode(Node):
         robot.relative_dynamics_factor = franky.RelativeDynamicsFactor(*[float(v) for v in df])
         robot.set_collision_behavior(p.torque_threshold, p.force_threshold)
         if p.home_on_start:
-            home = self._clamp_joints(np.asarray(p.home_joints, float))
+            home = np.clip(np.asarray(p.home_joints, float), self._q_lo, self._q_hi)
             self.log("moving to home joints %s", np.round(home, 3).tolist())
-            robot.move(franky.JointMotion(home, franky.ReferenceType.Absolute), asynchronous=False)
+            try:
+                robot.move(franky.JointMotion(home, franky.ReferenceType.Absolute), asynchronous=False)
+            except Exception:
+                if self._halted:  # Ctrl-C / SIGTERM / a failure elsewhere: stop_hardware preempted the homing
+                    raise StopGraph("homing aborted") from None
+                raise
 
     # ---- targets --------------------------------------------------------------------------------
-    def _clamp_joints(self, q: np.ndarray) -> np.ndarray:
-        return np.clip(q, self._q_lo, self._q_hi)
-
-    def _check_target(self, name: str, value, size: int) -> np.ndarray:
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.shape != (size,) or not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} target must be {size} finite floats, got shape {arr.shape}: {arr.tolist()}")
-        return arr
-
-    def _apply_ee(self, pose) -> None:
+    def _apply_ee(self, target: np.ndarray) -> None:
         franky = self.franky
-        pose = self._check_target("ee_pose", pose, 7)
-        pos = np.clip(pose[:3], self._ws_lo, self._ws_hi)
-        if not np.array_equal(pos, pose[:3]):
-            self.counts["clamped"] += 1
-        target = np.concatenate([pos, quat_wxyz_from_xyzw(quat_xyzw_from_wxyz(pose[3:]))])
         mode = "impedance" if self.params.control == "impedance" else "ee"
-        if self._mode == mode and self._target is not None and np.allclose(target, self._target, rtol=0, atol=1e-6):
+        if self._mode == mode and self._target is not None and np.max(np.abs(target - self._target)) <= 1e-6:
             self.counts["unchanged"] += 1
             return
         affine = affine_from_pose(franky, target)
         if self._mode != mode:
             self._switch_from()
         if mode == "impedance":
-            if self._mode != "impedance":
+            if self._motion is None:  # first target, or after a hold replaced the tracking motion
                 p = self.params
                 self._motion = franky.CartesianImpedanceTrackingMotion(
                     translational_stiffness=p.translational_stiffness, rotational_stiffness=p.rotational_stiffness
@@ -223,13 +219,9 @@ class FrankaArmNode(Node):
         self._target = target
         self.counts["targets"] += 1
 
-    def _apply_joints(self, q) -> None:
+    def _apply_joints(self, target: np.ndarray) -> None:
         franky = self.franky
-        q = self._check_target("joint_pos", q, 7)
-        target = self._clamp_joints(q)
-        if not np.array_equal(target, q):
-            self.counts["clamped"] += 1
-        if self._mode == "joints" and np.allclose(target, self._target, rtol=0, atol=1e-6):
+        if self._mode == "joints" and self._target is not None and np.max(np.abs(target - self._target)) <= 1e-6:
             self.counts["unchanged"] += 1
             return
         if self._mode != "joints":
@@ -246,23 +238,34 @@ class FrankaArmNode(Node):
             self.log("switching control from %s targets: stopping the running motion first", self._mode)
             self._stop_motion()
 
+    def _stop_kind(self, mode: str):
+        franky = self.franky
+        return {
+            "ee": franky.CartesianStopMotion,
+            "joints": franky.JointStopMotion,
+            "impedance": franky.TorqueStopMotion,
+        }[mode]
+
+    def _hold(self) -> None:
+        """The watchdog fired: bring the running motion to rest (not waiting for it) and hold there. The
+        next fresh command replaces the stop motion (same control signal type) or switches mode."""
+        self.counts["holds"] += 1
+        if self._mode is not None and self.robot.is_in_control:
+            self.robot.move(self._stop_kind(self._mode)(), asynchronous=True)
+        self._motion, self._target = None, None
+
     def _stop_motion(self) -> None:
         """Bring a running motion to rest with the stop motion of its control signal type, then join it.
 
         franky cannot change the control signal type (pose, joints, torque) of a running motion, so a
         switch between EE and joint targets passes through here, as does teardown.
         """
-        robot, franky = self.robot, self.franky
+        robot = self.robot
         mode, self._mode, self._motion, self._target = self._mode, None, None, None
         if mode is None or robot is None:
             return
-        stop = {
-            "ee": franky.CartesianStopMotion,
-            "joints": franky.JointStopMotion,
-            "impedance": franky.TorqueStopMotion,
-        }[mode]
         if robot.is_in_control:
-            robot.move(stop(), asynchronous=True)
+            robot.move(self._stop_kind(mode)(), asynchronous=True)
         if not robot.join_motion(self.params.stop_timeout_s):
             log.warning(
                 "[%s] arm did not stop within %.1f s: preempting with robot.stop()",
@@ -275,37 +278,80 @@ class FrankaArmNode(Node):
             except Exception as e:  # noqa: BLE001 - the preemption itself surfaces as a ControlException
                 log.warning("[%s] after robot.stop(): %s: %s", self.name, type(e).__name__, e)
 
+    def _recover(self, error: Exception) -> None:
+        self.counts["recoveries"] += 1
+        log.warning("[%s] %s: %s; auto_recover: recover_from_errors() and hold", self.name, type(error).__name__, error)
+        self.robot.recover_from_errors()
+        self._mode, self._motion, self._target = None, None, None
+        self.safety.reset()
+
     # ---- tick -----------------------------------------------------------------------------------
     def step(self) -> None:
-        robot = self.robot
+        robot, franky = self.robot, self.franky
         try:
-            robot.poll_motion()  # re-raises what the running async motion hit (reflex, limits, network)
+            try:
+                robot.poll_motion()  # re-raises what the running async motion hit (reflex, limits, network)
+            except franky.ControlException as e:
+                if not self.params.auto_recover or self._halted:
+                    raise
+                self._recover(e)
+            js = robot.current_joint_state
+            cs = robot.current_cartesian_state
+            q = np.array(js.position, dtype=np.float64).reshape(7)
+            pose = pose_from_affine(cs.pose.end_effector_pose)
+            now = self.now_ns()
             ee = self.read_new("ee_target")
             jt = self.read_new("joint_target")
             if ee is not None and (jt is None or ee.timestamp_ns >= jt.timestamp_ns):
-                self._apply_ee(ee["ee_pose"])
+                self.safety.command_ee(ee.get("ee_pose"), now)
             elif jt is not None:
-                self._apply_joints(jt["joint_pos"])
-            js = robot.current_joint_state
-            cs = robot.current_cartesian_state
-        except ValueError:
-            raise
+                self.safety.command_joints(jt.get("joint_pos"), now)
+            with self._hw_lock:
+                if not self._halted:
+                    cmd = self.safety.tick(pose, q, now)
+                    if cmd is False:
+                        self._hold()
+                    elif cmd is not None:
+                        (self._apply_joints if cmd[0] == "joints" else self._apply_ee)(cmd[1])
         except Exception as e:  # noqa: BLE001 - franky's errors, reported with what to do next
             raise RuntimeError(
                 f"Franka at {self.params.host}: {type(e).__name__}: {e} (the robot stopped; "
                 f"check for obstacles, then clear the error in Desk or restart the graph, which "
                 f"calls recover_from_errors)"
             ) from e
-        self.emit(
-            "state",
-            joint_pos=np.array(js.position, dtype=np.float64).reshape(7),
-            joint_vel=np.array(js.velocity, dtype=np.float64).reshape(7),
-            ee_pose=pose_from_affine(cs.pose.end_effector_pose),
-        )
-        if self._mode in ("ee", "impedance"):
+        self.emit("state", joint_pos=q, joint_vel=np.array(js.velocity, dtype=np.float64).reshape(7), ee_pose=pose)
+        if self._mode in ("ee", "impedance") and self._target is not None:
             self.emit("command", ee_pose=self._target.copy(), mode="ee")
-        elif self._mode == "joints":
+        elif self._mode == "joints" and self._target is not None:
             self.emit("command", joint_pos=self._target.copy(), mode="joints")
+
+    def stop_hardware(self) -> None:
+        """Stop the arm now (robot.stop(): it decelerates to rest and the running motion ends), from the
+        scheduler's thread, before any other teardown; no command follows. Raises when it does not stop."""
+        lock = getattr(self, "_hw_lock", None)
+        if lock is None:
+            return
+        locked = lock.acquire(timeout=0.05)  # a step() stuck in franky must not delay the stop
+        self._halted = True
+        if locked:
+            lock.release()
+        robot = self.robot
+        if robot is None:
+            return
+        try:
+            robot.stop()
+            try:
+                robot.poll_motion()
+            except self.franky.ControlException:
+                pass  # "Move command preempted": the stop itself
+            if robot.is_in_control and not robot.join_motion(self.params.stop_timeout_s):
+                raise RuntimeError(f"still in control {self.params.stop_timeout_s:g} s after robot.stop()")
+        except Exception as e:
+            raise RuntimeError(
+                f"could not stop the Franka at {self.params.host}: {type(e).__name__}: {e}; use the external "
+                f"activation device (the stop button)"
+            ) from e
+        self._mode, self._motion, self._target = None, None, None
 
     def teardown(self) -> None:
         if getattr(self, "robot", None) is None:
@@ -321,7 +367,9 @@ class FrankaArmNode(Node):
                 log.warning("[%s] robot.stop(): %s: %s", self.name, type(e2).__name__, e2)
 
     def report(self) -> dict | None:
-        return dict(self.counts) if hasattr(self, "counts") else None
+        if not hasattr(self, "counts"):
+            return None
+        return {**self.counts, "safety": self.safety.report()}
 
 
 # ---- gripper ----------------------------------------------------------------------------------------
@@ -345,6 +393,7 @@ class FrankaGripperParams:
     def __post_init__(self) -> None:
         if not 0.0 <= self.close_below <= self.open_above <= 1.0:
             raise ValueError("need 0 <= close_below <= open_above <= 1")
+        check_gripper_limits(self.force, self.speed)
 
 
 class FrankaGripperNode(Node):
@@ -368,6 +417,8 @@ class FrankaGripperNode(Node):
         self._issued: tuple[str, float] | None = None  # last command sent
         self._closed: bool | None = None
         self.counts = {"commands": 0, "targets": 0, "failed": 0}
+        self.safety = GripperSafety(self.name)
+        self._halted = False  # set by stop_hardware: no new command is issued
         try:
             self.gripper = franky.Gripper(p.host)
         except Exception as e:  # noqa: BLE001
@@ -432,12 +483,13 @@ class FrankaGripperNode(Node):
         try:
             idle = self._check_future()
             msg = self.read_new("target")
-            if msg is not None:
+            width = self.safety.command(msg.get("width")) if msg is not None else None
+            if width is not None:
                 self.counts["targets"] += 1
-                cmd = self._decide(float(msg["width"]))
+                cmd = self._decide(width)
                 if cmd is not None:
                     self._pending = cmd
-            if self._pending is not None and idle:
+            if self._pending is not None and idle and not self._halted:
                 if self._pending != self._issued:
                     self._issue(self._pending)
                 self._pending = None
@@ -447,6 +499,11 @@ class FrankaGripperNode(Node):
         self.emit("state", width=float(np.clip(width / self.max_width, 0.0, 1.0)))
         if self._issued is not None:
             self.emit("command", width=float(self._issued[1]))
+
+    def stop_hardware(self) -> None:
+        """No new gripper command from now on. A running one is left to finish: stopping the hand would
+        release a grasp and drop what the arm holds."""
+        self._halted = True
 
     def teardown(self) -> None:
         # A running command is allowed to finish (bounded); the hand is not opened or stopped, because
@@ -460,4 +517,4 @@ class FrankaGripperNode(Node):
                 log.warning("[%s] gripper: %s: %s", self.name, type(e).__name__, e)
 
     def report(self) -> dict | None:
-        return dict(self.counts) if hasattr(self, "counts") else None
+        return {**self.counts, "safety": self.safety.report()} if hasattr(self, "counts") else None

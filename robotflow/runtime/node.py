@@ -65,6 +65,7 @@ class Node:
         self._subs: dict[str, Subscriber] = {}
         self._clock: Clock | None = None
         self._runtime = None  # the Scheduler, for peer() and request_stop()
+        self.counts: dict[str, int] = {}  # the node's own event counts (a recorder's late messages), in the stats
 
     # ---- declared ports -------------------------------------------------------------------------
     @classmethod
@@ -84,6 +85,10 @@ class Node:
 
     def teardown(self) -> None:
         """Release resources and put hardware in a safe state. Always called, even after a failure."""
+
+    def stop_hardware(self) -> None:
+        """Make hardware safe now (an arm at rest, no new command). Called from the scheduler's thread as soon
+        as the graph stops, before any teardown, even while setup() or step() still runs; raise if it fails."""
 
     def paces_virtual_time(self) -> bool:
         """A node that owns simulated time may ask the scheduler to pace it to the wall clock (a person watching,

@@ -10,7 +10,9 @@ call for. The simulator is never stepped while a renderer or a command reads its
 seed gives the same outputs. A clock-owning node may ask for virtual time to be paced to the wall clock (Node.paces_virtual_time).
 
 Shutdown: Ctrl-C, SIGTERM, a node's request_stop(), a node exception or the end of --duration stop every
-node (waits are bounded to 50 ms), then teardown runs in reverse start order in each node's thread.
+node (waits are bounded to 50 ms, a blocking setup is not waited for). Hardware first: every started node's
+stop_hardware() runs at once from this thread (a failure there fails the run, naming the node), then
+teardown in reverse start order in each node's thread.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .channels import Publisher, Subscriber
 from .clock import Clock, VirtualClock, WallClock
 from .graph import GraphSpec, NodeSpec, parse_graph
 from .node import Node, StopGraph
-from .stats import NodeStats, format_live
+from .stats import NodeStats, format_live, merge
 
 log = logging.getLogger("robotflow")
 
@@ -266,6 +268,12 @@ class Scheduler:
                     self._run_wall(started)
         finally:
             self._stop.set()
+            for rt in started:
+                try:
+                    rt.node.stop_hardware()
+                except BaseException as e:  # noqa: BLE001 - an unsafe robot outranks whatever failed first
+                    prev = f" (after {self._failure[0]} failed: {self._failure[1]})" if self._failure else ""
+                    self._failure = (rt.spec.name, f"{type(e).__name__}: {e}{prev}")
             self._teardown(started)
             self._stop_children()
             self._restore_signals(handlers)
@@ -340,7 +348,7 @@ class Scheduler:
             )
             rt.thread.start()
             while not rt.setup_done.wait(0.05):
-                if not rt.thread.is_alive():
+                if not rt.thread.is_alive() or self._stop.is_set():  # Ctrl-C aborts a blocking setup
                     break
             if self._stop.is_set():
                 go.set()
@@ -490,32 +498,17 @@ class Scheduler:
 
     # ---- stats ----------------------------------------------------------------------------------
     def stats(self) -> dict:
-        nodes = {rt.spec.name: rt.stats.summary() for rt in self.runtimes}
-        channels: dict[str, dict] = {}
-        for ch, pub in self._pubs.items():
-            channels[ch] = {"sent": pub.stats.sent, "inputs": {}}
+        nodes = {rt.spec.name: {**rt.stats.summary(), "counts": dict(rt.node.counts)} for rt in self.runtimes}
+        channels = {ch: {"sent": pub.stats.sent, "inputs": {}} for ch, pub in self._pubs.items()}
         for node, port, sub in self._subs:
-            c = channels.setdefault(sub.topic, {"sent": None, "inputs": {}})
             st = sub.stats
-            pub = self._pubs.get(sub.topic)
-            # Messages sent but neither received nor seen as a gap yet (still queued at stop, or lost at the
-            # very end): reported so that the totals always add up to what was sent.
-            unread = max(0, pub.stats.sent - 1 - st.last_seq) if pub is not None else None
-            c["inputs"][f"{node}.{port}"] = {
+            channels.setdefault(sub.topic, {"sent": None, "inputs": {}})["inputs"][f"{node}.{port}"] = {
                 "received": st.received,
                 "skipped": st.skipped,
                 "dropped": st.dropped,
-                "unread": unread,
                 "delivery": sub.delivery,
             }
-        for child in self._child_stats:
-            nodes.update(child.get("nodes", {}))
-            for ch, c in child.get("channels", {}).items():
-                mine = channels.setdefault(ch, {"sent": None, "inputs": {}})
-                if c.get("sent") is not None:
-                    mine["sent"] = c["sent"]
-                mine["inputs"].update(c["inputs"])
-        return {"nodes": nodes, "channels": channels}
+        return merge({"nodes": nodes, "channels": channels}, *self._child_stats)
 
 
 def _set_realtime_priority(node: str, priority: int) -> bool:

@@ -2,12 +2,16 @@
 
 It defines only what robotflow.drivers.franka uses, under the real names and with the real parameter
 names (tests/test_drivers_fakes.py checks every public name here against the installed franky).
-The robot is ideal: a motion's target becomes the measured state at once. Test hooks start with `_`.
+Motions take time: the measured state moves toward the running target at Franka's velocity limits scaled
+by the dynamics factor, `join_motion` waits, stop motions and `stop()` decelerate before the arm rests.
+Test hooks start with `_`.
 """
 
 from __future__ import annotations
 
 import builtins
+import threading
+import time
 
 import numpy as np
 
@@ -236,12 +240,35 @@ READY = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 
 # ---- robot ------------------------------------------------------------------------------------------
 
 
+def _slerp_xyzw(a, b, max_angle):
+    """From quaternion a toward b by at most max_angle (rad); returns (quaternion, whether b was reached)."""
+    dot = float(np.dot(a, b))
+    if dot < 0:
+        b, dot = -b, -dot
+    angle = 2.0 * np.arccos(min(1.0, dot))
+    if angle <= max_angle or angle < 1e-12:
+        return b.copy(), True
+    s, theta = max_angle / angle, angle / 2
+    q = (np.sin((1 - s) * theta) * a + np.sin(s * theta) * b) / np.sin(theta)
+    return q / np.linalg.norm(q), False
+
+
 class Robot:
-    """An ideal robot: the latest motion's target is the measured state."""
+    """A robot whose motions take time: the measured state moves toward the running motion's target at
+    Franka's velocity limits scaled by `relative_dynamics_factor`; stop motions and `stop()` decelerate at
+    its acceleration limits (also scaled) before the arm is at rest. The clock is `time.monotonic()`, so a
+    test measures how long anything took on the fake's own time base. Thread-safe like libfranka's Robot:
+    `stop()` may come from another thread and preempts a blocking `move`."""
 
     _instances: list = []
     _refuse_connection = False  # test hook: the constructor raises NetworkException
-    _reflex_after_moves: int | None = None  # test hook: the running motion faults after this many moves
+    _reflex_after_moves: int | None = None  # test hook: the motion of this move (1-based) faults at once
+    # Velocity and deceleration limits at dynamics factor 1 (Franka datasheet, Cartesian and joint).
+    _max_linear_speed = 1.7  # m/s
+    _max_angular_speed = 2.5  # rad/s
+    _max_joint_speed = 2.175  # rad/s
+    _max_linear_decel = 13.0  # m/s^2
+    _max_joint_decel = 10.0  # rad/s^2
 
     def __init__(
         self,
@@ -258,16 +285,92 @@ class Robot:
         self._realtime_config = realtime_config
         self._dynamics = relative_dynamics_factor
         self._collision = None
+        self._lock = threading.RLock()
         self._q = READY.copy()
-        self._pose = Affine(np.array([0.4, 0.0, 0.4]), np.array([1.0, 0.0, 0.0, 0.0]))  # flange down
+        self._pos = np.array([0.4, 0.0, 0.4])
+        self._quat = np.array([1.0, 0.0, 0.0, 0.0])  # xyzw: flange down
+        self._v_lin = np.zeros(3)  # current velocities, from the motion law
+        self._v_joint = np.zeros(7)
+        self._t = time.monotonic()
         self._moves: list = []  # every motion passed to move(), in order
+        self._move_times: list = []  # time.monotonic() of each move()
         self._running = None  # the motion in control, None when idle
+        self._stop_until: float | None = None  # a stop motion or stop() decelerating until then
         self._error: builtins.Exception | None = None
         self._has_errors = False
         self._recovered = 0
         self._stop_calls = 0
+        self._stop_times: list = []  # time.monotonic() at each stop() call
         Robot._instances.append(self)
 
+    def _factors(self):
+        d = self._dynamics
+        if isinstance(d, RelativeDynamicsFactor):
+            return d.velocity, d.acceleration
+        return float(d), float(d)
+
+    # ---- the motion law -------------------------------------------------------------------------
+    def _advance(self):
+        """Move the measured state to now."""
+        now = time.monotonic()
+        if now - self._t < 2e-4:  # nothing measurable moved; the time is kept for the next call
+            return
+        dt, self._t = now - self._t, now
+        if self._stop_until is not None:
+            # Decelerating: velocities fall linearly to zero at _stop_until.
+            left = self._stop_until - (now - dt)
+            step = min(dt, max(0.0, left))
+            frac_after = max(0.0, (self._stop_until - now) / left) if left > 0 else 0.0
+            self._pos = self._pos + self._v_lin * step * (1 + frac_after) / 2
+            self._q = self._q + self._v_joint * step * (1 + frac_after) / 2
+            self._v_lin, self._v_joint = self._v_lin * frac_after, self._v_joint * frac_after
+            if now >= self._stop_until:
+                self._stop_until = None
+                self._v_lin[:], self._v_joint[:] = 0.0, 0.0
+                if isinstance(self._running, _STOP_MOTIONS):
+                    self._running = None
+            return
+        m = self._running
+        vf, _ = self._factors()
+        if isinstance(m, CartesianMotion) or isinstance(m, CartesianImpedanceTrackingMotion):
+            if isinstance(m, CartesianMotion):
+                target = m.target.pose.end_effector_pose
+            elif m.get_reference() is not None:
+                target = m.get_reference().target
+            else:
+                return
+            d = target.translation - self._pos
+            dist, max_d = float(np.linalg.norm(d)), self._max_linear_speed * vf * dt
+            if dist <= max_d:
+                self._pos, self._v_lin = target.translation, np.zeros(3)
+            else:
+                self._pos = self._pos + d * (max_d / dist)
+                self._v_lin = d / dist * self._max_linear_speed * vf
+            self._quat, rot_done = _slerp_xyzw(self._quat, target.quaternion, self._max_angular_speed * vf * dt)
+            if dist <= max_d and rot_done and isinstance(m, CartesianMotion) and m.return_when_finished:
+                self._running = None
+        elif isinstance(m, JointMotion):
+            d = m.target.position - self._q
+            lim = self._max_joint_speed * vf * dt
+            step = np.clip(d, -lim, lim)
+            self._q = self._q + step
+            done = np.allclose(step, d)
+            self._v_joint = np.zeros(7) if done else step / dt
+            if done and m.return_when_finished:
+                self._running = None
+
+    def _stop_duration(self):
+        _, af = self._factors()
+        return max(
+            float(np.linalg.norm(self._v_lin)) / (self._max_linear_decel * af),
+            float(np.max(np.abs(self._v_joint))) / (self._max_joint_decel * af),
+        )
+
+    def _decelerate(self):
+        self._stop_until = time.monotonic() + self._stop_duration()
+        self._t = time.monotonic()
+
+    # ---- franky's API ---------------------------------------------------------------------------
     @property
     def relative_dynamics_factor(self):
         return self._dynamics
@@ -284,56 +387,93 @@ class Robot:
         self._collision = (torque_thresholds, force_thresholds)
 
     def recover_from_errors(self):
-        self._has_errors = False
-        self._error = None
-        self._recovered += 1
-        return True
+        with self._lock:
+            self._has_errors = False
+            self._error = None
+            self._recovered += 1
+            return True
 
     def move(self, motion, asynchronous=False, limit_rate=False, cutoff_frequency=100.0):
-        if self._has_errors:
-            raise ControlException("libfranka: Move command rejected: robot has errors; call recover_from_errors")
-        if self._running is not None and self._running._signal != motion._signal:
-            raise InvalidMotionTypeException("the control signal type must not change during a motion")
-        self._moves.append(motion)
-        if isinstance(motion, _STOP_MOTIONS):
-            self._running = None
-        elif isinstance(motion, CartesianMotion):
-            self._pose = motion.target.pose.end_effector_pose
-            self._running = None if motion.return_when_finished else motion
-        elif isinstance(motion, JointMotion):
-            self._q = motion.target.position
-            self._running = None if (motion.return_when_finished or not asynchronous) else motion
-        else:
-            self._running = motion
-        n = Robot._reflex_after_moves
-        if n is not None and len(self._moves) >= n and self._running is not None:
-            self._error = ControlException(
-                'libfranka: Move command aborted: motion aborted by reflex! ["cartesian_reflex"]'
-            )
-            self._has_errors = True
-            self._running = None
+        with self._lock:
+            self._advance()
+            if self._has_errors:
+                raise ControlException("libfranka: Move command rejected: robot has errors; call recover_from_errors")
+            if self._running is not None and self._running._signal != motion._signal:
+                raise InvalidMotionTypeException("the control signal type must not change during a motion")
+            self._moves.append(motion)
+            self._move_times.append(time.monotonic())
+            if isinstance(motion, _STOP_MOTIONS):
+                self._running = motion if self._running is not None else None
+                if self._running is not None:
+                    self._decelerate()
+            else:
+                self._stop_until = None
+                self._running = motion
+            n = Robot._reflex_after_moves
+            if n is not None and len(self._moves) == n and self._running is not None:
+                self._error = ControlException(
+                    'libfranka: Move command aborted: motion aborted by reflex! ["cartesian_reflex"]'
+                )
+                self._has_errors = True
+                self._running, self._stop_until = None, None
+                self._v_lin[:], self._v_joint[:] = 0.0, 0.0
+        if not asynchronous:
+            # Blocking: until the motion finishes, a reflex, or stop() from another thread preempts it.
+            while True:
+                with self._lock:
+                    self._advance()
+                    if self._error is not None:
+                        err, self._error = self._error, None
+                        raise err
+                    if self._running is not motion:
+                        return
+                time.sleep(0.001)
 
     def poll_motion(self):
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-        return self._running is not None
+        with self._lock:
+            self._advance()
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise err
+            return self._running is not None
 
     def join_motion(self, timeout=None):
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-        return self._running is None  # a held motion never finishes by itself
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._advance()
+                if self._error is not None:
+                    err, self._error = self._error, None
+                    raise err
+                if self._running is None:
+                    return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False  # a held motion (return_when_finished=False) never finishes by itself
+            time.sleep(0.001)
 
     def stop(self):
-        self._stop_calls += 1
-        if self._running is not None:
-            self._running = None
-            self._error = ControlException("libfranka: Move command preempted!")
+        """Preempt the running motion: the arm decelerates to rest (this call waits for it), and the motion
+        ends with 'Move command preempted'."""
+        with self._lock:
+            self._stop_calls += 1
+            self._stop_times.append(time.monotonic())
+            self._advance()
+            if self._running is None:
+                return
+            self._decelerate()
+            until = self._stop_until
+        time.sleep(max(0.0, until - time.monotonic()))
+        with self._lock:
+            self._advance()
+            if self._running is not None and not isinstance(self._running, _STOP_MOTIONS):
+                self._error = ControlException("libfranka: Move command preempted!")
+            self._running, self._stop_until = None, None
 
     @property
     def is_in_control(self):
-        return self._running is not None
+        with self._lock:
+            self._advance()
+            return self._running is not None
 
     @property
     def has_errors(self):
@@ -341,14 +481,21 @@ class Robot:
 
     @property
     def current_joint_state(self):
-        return JointState(self._q, np.zeros(7))
+        with self._lock:
+            self._advance()
+            return JointState(self._q, self._v_joint)
 
     @property
     def current_cartesian_state(self):
-        pose = self._pose
-        if isinstance(self._running, CartesianImpedanceTrackingMotion) and self._running.get_reference():
-            pose = self._running.get_reference().target
-        return CartesianState(RobotPose(pose))
+        with self._lock:
+            self._advance()
+            return CartesianState(RobotPose(Affine(self._pos.copy(), self._quat.copy())))
+
+    def _speed(self):
+        """Test hook: the current linear speed (m/s) and the largest joint speed (rad/s)."""
+        with self._lock:
+            self._advance()
+            return float(np.linalg.norm(self._v_lin)), float(np.max(np.abs(self._v_joint)))
 
 
 # ---- gripper ----------------------------------------------------------------------------------------

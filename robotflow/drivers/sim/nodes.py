@@ -10,19 +10,24 @@ on the start order.
 
 Commands are stamped by the runtime clock. After the task resets the robot, the arm and gripper ignore
 commands stamped before they saw the reset, so a stale target from the previous episode never drags the
-arm back.
+arm back. Every command passes the same safety layer as on the Franka (robotflow/safety.py), so
+simulated runs exercise it; the sim's defaults bound the scene's workspace and leave the scripted
+expert's motion untouched (its targets lead the arm by at most ~6 cm and ~11 deg).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import mujoco
 import numpy as np
 
 from robotflow.runtime.node import Input, Node
+from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety
 
+from .ik import mat_to_quat
 from .render import OffscreenCamera
 from .scene import TASKS
 from .tasks import TaskRunner
@@ -128,15 +133,23 @@ class _WorldUser(Node):
         return False
 
 
-@dataclass
-class ArmParams:
+@dataclass(kw_only=True)
+class ArmParams(ArmSafetyParams):
+    """The simulated arm's params; the safety limits come from ArmSafetyParams, with the sim scene's box."""
+
     world: str = "world"  # the sim.world node
     ik_iterations: int = 3  # damped least-squares iterations per tick
     speed_scale: float = 0.5  # fraction of the Panda's joint speed limits commands may use
+    workspace_min: list[float] = field(default_factory=lambda: [0.2, -0.45, 0.005])
+    workspace_max: list[float] = field(default_factory=lambda: [0.8, 0.45, 0.65])
+    max_tilt_deg: float = 60.0
+    max_step_m: float = 0.1
+    max_step_deg: float = 30.0
 
 
 class SimArmNode(_WorldUser):
-    """The simulated Panda: absolute EE targets (differential IK) or joint targets -> position servos."""
+    """The simulated Panda: absolute EE targets (differential IK) or joint targets -> position servos,
+    through the safety layer (box, tilt cone, step per tick, command watchdog)."""
 
     Params = ArmParams
     inputs = {"ee_target": Input(delayed=True, required=False), "joint_target": Input(delayed=True, required=False)}
@@ -146,27 +159,44 @@ class SimArmNode(_WorldUser):
         sim = self._attach()
         self.sim = sim
         self.controller = ArmController(sim, self.params.ik_iterations, self.params.speed_scale)
+        self._fk_data = mujoco.MjData(sim.model)  # scratch: checking a joint target never touches the world
+        self.safety = ArmSafety(self.params, (self.controller.ik.lo, self.controller.ik.hi), self._fk, self.name)
         self._last_ns: int | None = None
+
+    def _fk(self, q: np.ndarray) -> np.ndarray:
+        d, sim = self._fk_data, self.sim
+        d.qpos[sim.arm_qadr] = q
+        mujoco.mj_kinematics(sim.model, d)
+        return np.concatenate([d.site_xpos[sim.ee_site], mat_to_quat(d.site_xmat[sim.ee_site])])
 
     def step(self) -> None:
         now = self.now_ns()
         dt = 0.0 if self._last_ns is None else (now - self._last_ns) * 1e-9
         self._last_ns = now
+        sim, safety = self.sim, self.safety
         if self._check_reset():
             self.controller.reset()
+            safety.reset()
         msg = self.read_new("ee_target")
         if self._fresh(msg):
-            self.controller.set_ee_target(np.asarray(msg["ee_pose"], float))
+            safety.command_ee(msg.get("ee_pose"), now)
         msg = self.read_new("joint_target")
         if self._fresh(msg):
-            self.controller.set_joint_target(np.asarray(msg["joint_pos"], float))
+            safety.command_joints(msg.get("joint_pos"), now)
+        cmd = safety.tick(sim.ee_pose(), sim.arm_qpos(), now)
+        if cmd is False:
+            self.controller.hold()
+        elif cmd is not None:
+            (self.controller.set_joint_target if cmd[0] == "joints" else self.controller.set_ee_target)(cmd[1])
         self.controller.update(dt)
-        sim = self.sim
         self.emit("state", joint_pos=sim.arm_qpos(), joint_vel=sim.arm_qvel(), ee_pose=sim.ee_pose())
         if self.controller.mode == "ee":
             self.emit("command", ee_pose=self.controller.target.copy(), mode="ee")
         elif self.controller.mode == "joints":
             self.emit("command", joint_pos=self.controller.target.copy(), mode="joints")
+
+    def report(self) -> dict | None:
+        return {"safety": self.safety.report()} if hasattr(self, "safety") else None
 
 
 @dataclass
@@ -184,6 +214,7 @@ class SimGripperNode(_WorldUser):
     def setup(self) -> None:
         self.sim = self._attach()
         self.controller = GripperController(self.sim)
+        self.safety = GripperSafety(self.name)
         self._commanded = False
 
     def step(self) -> None:
@@ -191,12 +222,16 @@ class SimGripperNode(_WorldUser):
             self.controller.reset()
             self._commanded = False
         msg = self.read_new("target")
-        if self._fresh(msg):
-            self.controller.set_target(float(msg["width"]))
+        width = self.safety.command(msg.get("width")) if self._fresh(msg) else None
+        if width is not None:
+            self.controller.set_target(width)
             self._commanded = True
         self.emit("state", width=self.sim.gripper_width())
         if self._commanded:
             self.emit("command", width=self.controller.target)
+
+    def report(self) -> dict | None:
+        return {"safety": self.safety.report()} if hasattr(self, "safety") else None
 
 
 @dataclass

@@ -209,6 +209,13 @@ class ArmController:
         self.mode = "joints"
         self.target = np.clip(np.asarray(q, float), self.ik.lo, self.ik.hi)
 
+    def hold(self) -> None:
+        """Stop at the joints commanded now and drop the target (the command watchdog fired)."""
+        self._sync()
+        self.mode = "hold"
+        self.target = None
+        self.q_goal = self.q_cmd.copy()
+
     def _sync(self) -> None:
         if self.world.reset_count != self._seen_reset:
             self.reset()
