@@ -6,7 +6,7 @@ import socket
 import numpy as np
 import pytest
 
-from robotflow.runtime.channels import Publisher, Subscriber, decode, encode
+from robotflow.runtime.channels import Publisher, Subscriber
 
 
 def _pair(endpoint, delivery="latest", queue_size=256, topic="cam/frame"):
@@ -38,13 +38,18 @@ def test_inproc_image_is_not_copied_and_is_read_only():
 
 
 def test_header_roundtrip_keeps_dtype_shape_and_scalars():
+    pub, sub = _pair("inproc://test-header", "queue", topic="a/b")
     fields = {"q": np.arange(7, dtype=np.float32), "m": np.eye(3)[:, :2], "n": np.int64(4), "s": "x", "l": [1, 2]}
-    msg = decode(encode("a/b", 9, 77, fields))
-    assert msg.seq == 9 and msg.timestamp_ns == 77
+    pub.send(77, fields)
+    (msg,) = _recv(sub)
+    assert msg.topic == "a/b" and msg.seq == 0 and msg.timestamp_ns == 77
     np.testing.assert_array_equal(msg["q"], fields["q"])
     assert msg["q"].dtype == np.float32
     np.testing.assert_array_equal(msg["m"], fields["m"])  # non-contiguous input made contiguous
     assert msg["n"] == 4 and msg["s"] == "x" and msg["l"] == [1, 2]
+    assert not msg["q"].flags.writeable, "small arrays are copied out of ZeroMQ, and read-only too"
+    pub.close()
+    sub.close()
 
 
 def test_latest_delivery_counts_skipped_messages():
@@ -86,7 +91,7 @@ def test_queue_overflow_is_counted_as_dropped_never_silent():
     got += _recv(sub)
     assert got[-1].seq == sent
     assert len(got) + sub.stats.dropped == sent + 1, "every lost message is counted"
-    assert sub.stats.dropped > 0 and sub.stats.gaps
+    assert sub.stats.dropped > 0
     pub.close()
     sub.close()
 

@@ -18,7 +18,13 @@ def camera_graph(node_type: str, params: dict, rate: float = 60):
         "clock": "wall",
         "nodes": [
             {"name": "cam", "type": node_type, "rate": rate, "params": params},
-            {"name": "sink", "type": "testdrv.collect", "rate": 50, "inputs": {"frame": "cam/frame"}},
+            # queue delivery: the sink gets every frame, so counts can be compared one for one
+            {
+                "name": "sink",
+                "type": "testdrv.collect",
+                "rate": 50,
+                "inputs": {"frame": {"source": "cam/frame", "delivery": "queue"}},
+            },
         ],
     }
     return parse_graph(json.dumps(doc), "<camera-test>")
@@ -50,8 +56,10 @@ def test_realsense_publishes_fresh_rgb_frames_copied_once(monkeypatch):
         reds.append(int(img[0, 0, 0]))
         assert (img[..., 0] == reds[-1]).all()  # one whole frame, not a mix of two
     assert reds == sorted(set(reds)), "each device frame is published once, in order"
+    # Every node's last step ends before any teardown, so the sink's final read sees the last frame too.
     rep = sched.reports["cam"]
-    assert rep["frames"] == len(msgs)
+    assert rep["frames"] == len(msgs) == result.stats["channels"]["cam/frame"]["sent"]
+    assert result.stats["channels"]["cam/frame"]["inputs"]["sink.frame"]["unread"] == 0
     # Timestamps come from the runtime clock and increase.
     ts = [m.timestamp_ns for m in msgs]
     assert ts == sorted(ts)

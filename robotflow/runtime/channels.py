@@ -4,32 +4,40 @@ A channel is one node output (`node/output`). The publisher owns an XPUB socket 
 endpoint (`inproc://` inside a process, `ipc://` or `tcp://` across processes); each consuming input owns
 a SUB socket connected to it.
 
-A message is multipart: frame 0 is a msgpack header (topic, seq, timestamp_ns, and per field either an
-inline scalar or the dtype/shape of a payload frame); frames 1..n are array buffers sent with
-`copy=False`. Over inproc, ZeroMQ hands the receiver the sender's buffer itself, so the receiver's
-`np.frombuffer` view shares memory with the array the sender emitted: a 640x480 frame is never copied.
-Received arrays are read-only. (pyzmq still copies frames below `zmq.COPY_THRESHOLD`, 64 KiB: for a
-joint-state vector a copy is cheaper than tracking a shared buffer; images and point clouds are above it.)
+A message is multipart: frame 0 is a msgpack header `[topic, seq, timestamp_ns, {name: inline value},
+[[name, dtype, shape], ...]]`; frames 1..n are the array buffers, in the order the header lists them.
+Arrays from 64 KiB up (`zmq.COPY_THRESHOLD`) are sent with `copy=False`: over inproc, ZeroMQ hands the
+receiver the sender's buffer itself, so the receiver's `np.frombuffer` view shares memory with the array
+the sender emitted and a 640x480 frame is never copied. Smaller ones are copied on both sides: for a
+joint-state vector a copy is cheaper than a tracked shared buffer (pyzmq would copy them anyway, after
+building a Frame object per part). Received arrays are read-only.
 
 XPUB is used instead of PUB so the publisher can count subscriptions and the scheduler can wait until
 every subscriber is connected before the first message: ZeroMQ would otherwise drop messages sent
 before a subscription arrives ("slow joiner"). After that, a message can only be lost to a full queue
-(the high-water mark), and per-publisher sequence numbers make every such loss visible as a gap.
+(the high-water mark), and per-publisher sequence numbers, starting at 0, make every such loss visible
+as a gap, including losses before a reader's first message.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
+from zmq.backend import zmq_poll
 
 _context: zmq.Context | None = None
 _context_lock = threading.Lock()
+_ZERO_COPY_BYTES = zmq.COPY_THRESHOLD
+# Plain ints: pyzmq's enum flags cost microseconds per `&` and per call on the per-message path.
+_POLLIN, _SNDMORE = int(zmq.POLLIN), int(zmq.SNDMORE)
+_packb = msgpack.Packer(use_bin_type=True).pack
+_dtypes: dict[str, np.dtype] = {}  # header dtype strings seen so far; np.dtype(str) costs ~1 µs a field
 
 
 def context() -> zmq.Context:
@@ -44,14 +52,13 @@ def context() -> zmq.Context:
 class Message:
     """One received message. Arrays in `fields` are read-only views of the sender's buffers."""
 
-    __slots__ = ("topic", "seq", "timestamp_ns", "fields", "_frames")
+    __slots__ = ("topic", "seq", "timestamp_ns", "fields")
 
-    def __init__(self, topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any], frames=None):
+    def __init__(self, topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any]):
         self.topic = topic
         self.seq = seq
         self.timestamp_ns = timestamp_ns
         self.fields = fields
-        self._frames = frames  # keeps the zmq frames (and so the buffers) alive
 
     def __getitem__(self, name: str) -> Any:
         return self.fields[name]
@@ -66,56 +73,29 @@ class Message:
         return f"Message({self.topic!r}, seq={self.seq}, t={self.timestamp_ns}, fields={list(self.fields)})"
 
 
-def _scalar(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def encode(topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any]) -> list:
-    """Build the multipart frames for a message; arrays become zero-copy payload frames."""
-    header_fields: dict[str, Any] = {}
-    payloads: list = []
+    """Build the multipart frames for a message: the header, then one frame per array."""
+    inline: dict[str, Any] = {}
+    specs: list = []
+    payloads: list = [None]
     for name, value in fields.items():
         if isinstance(value, np.ndarray):
             if not value.flags.c_contiguous:
                 value = np.ascontiguousarray(value)
-            header_fields[name] = {"d": value.dtype.str, "s": list(value.shape), "i": len(payloads)}
+            specs.append((name, value.dtype.str, value.shape))
             payloads.append(value)
+        elif isinstance(value, np.generic):
+            inline[name] = value.item()
+        elif isinstance(value, (list, tuple)):
+            inline[name] = [v.item() if isinstance(v, np.generic) else v for v in value]
         else:
-            value = _scalar(value)
-            if isinstance(value, (list, tuple)):
-                value = [_scalar(v) for v in value]
-            header_fields[name] = {"v": value}
-    header = msgpack.packb({"t": topic, "q": seq, "ns": timestamp_ns, "f": header_fields}, use_bin_type=True)
-    return [header, *payloads]
-
-
-def decode(frames: list) -> Message:
-    """Turn received frames (zmq.Frame or bytes) back into a Message without copying payloads."""
-    head = msgpack.unpackb(frames[0].bytes if hasattr(frames[0], "bytes") else frames[0], raw=False)
-    fields: dict[str, Any] = {}
-    for name, spec in head["f"].items():
-        if "v" in spec:
-            fields[name] = spec["v"]
-        else:
-            frame = frames[1 + spec["i"]]
-            buf = frame.buffer if hasattr(frame, "buffer") else frame
-            arr = np.frombuffer(buf, dtype=np.dtype(spec["d"])).reshape(spec["s"])
-            if arr.flags.writeable:  # bytes from a copying transport are writable; keep the contract
-                arr.flags.writeable = False
-            fields[name] = arr
-    return Message(head["t"], head["q"], head["ns"], fields, frames)
-
-
-@dataclass
-class ChannelStats:
-    sent: int = 0
-    bytes: int = 0
+            inline[name] = value
+    payloads[0] = _packb((topic, seq, timestamp_ns, inline, specs))
+    return payloads
 
 
 class Publisher:
-    """Sends messages on one channel. Used by exactly one thread at a time (the owning node's).
+    """Sends messages on one channel, numbered from 0. Used by one thread at a time (the owning node's).
 
     The send-side queue per reader is small (`hwm`); the reader's own bound (`queue_size`) sits on top of
     it. A stalled reader therefore holds at most hwm + queue_size messages, never unbounded memory.
@@ -124,8 +104,7 @@ class Publisher:
     def __init__(self, topic: str, endpoint: str, hwm: int = 128):
         self.topic = topic
         self.endpoint = endpoint
-        self.stats = ChannelStats()
-        self._seq = 0
+        self.sent = 0  # messages sent, the `sent` of the channel's accounting
         self._sock = context().socket(zmq.XPUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -150,12 +129,13 @@ class Publisher:
         return True
 
     def send(self, timestamp_ns: int, fields: dict[str, Any]) -> int:
-        frames = encode(self.topic, self._seq, timestamp_ns, fields)
-        self._sock.send_multipart(frames, copy=False)
-        self.stats.sent += 1
-        self.stats.bytes += sum(f.nbytes if isinstance(f, np.ndarray) else len(f) for f in frames)
-        self._seq += 1
-        return self._seq - 1
+        frames = encode(self.topic, self.sent, timestamp_ns, fields)
+        sock, last = self._sock, len(frames) - 1
+        sock.send(frames[0], _SNDMORE if last else 0)
+        for i in range(1, last + 1):
+            sock.send(frames[i], _SNDMORE if i < last else 0, copy=frames[i].nbytes < _ZERO_COPY_BYTES)
+        self.sent += 1
+        return self.sent - 1
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -163,12 +143,13 @@ class Publisher:
 
 @dataclass
 class InputStats:
+    """One reader's counts. sent = received + dropped + unread, where unread (computed by the scheduler,
+    which knows `sent`) is what was still queued, or lost after the last received message, at stop."""
+
     received: int = 0  # messages taken off the socket
-    delivered: int = 0  # messages handed to the node
     skipped: int = 0  # `latest`: older messages superseded by a newer one before the node read
     dropped: int = 0  # sequence gaps: messages lost to a full queue (counted, never silent)
     last_seq: int = -1
-    gaps: list = field(default_factory=list)
 
 
 class Subscriber:
@@ -187,6 +168,7 @@ class Subscriber:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._sock.connect(endpoint)
+        self._poll_list = [(self._sock, _POLLIN)]  # for zmq_poll itself: zmq.Poller adds microseconds a call
         self._latest: Message | None = None
         self._pending: Message | None = None
 
@@ -194,22 +176,32 @@ class Subscriber:
     def socket(self) -> zmq.Socket:
         return self._sock
 
+    def wait(self, timeout_ms: int) -> bool:
+        """Block until a message is queued (True) or the timeout passes (False)."""
+        return bool(zmq_poll(self._poll_list, timeout_ms))
+
     def _recv_nowait(self) -> Message | None:
-        try:
-            frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+        # A zero-timeout poll instead of a NOBLOCK recv: raising zmq.Again on every empty read costs 3x more.
+        if not zmq_poll(self._poll_list, 0):
             return None
-        msg = decode(frames)
+        sock = self._sock
+        topic, seq, ts, fields, specs = msgpack.unpackb(sock.recv())
+        for name, dtype, shape in specs:
+            dt = _dtypes.get(dtype)
+            if dt is None:
+                dt = _dtypes[dtype] = np.dtype(dtype)
+            nbytes = dt.itemsize
+            for n in shape:
+                nbytes *= n
+            # The sender's rule: a large part stays in ZeroMQ's buffer (zero-copy), a small one is copied out.
+            arr = np.frombuffer(sock.recv(copy=False).buffer if nbytes >= _ZERO_COPY_BYTES else sock.recv(), dt)
+            arr.flags.writeable = False  # received arrays are read-only, whatever the transport
+            fields[name] = arr.reshape(shape)
         st = self.stats
         st.received += 1
-        if st.last_seq >= 0 and msg.seq != st.last_seq + 1:
-            lost = msg.seq - st.last_seq - 1
-            if lost > 0:
-                st.dropped += lost
-                if len(st.gaps) < 1000:
-                    st.gaps.append((st.last_seq, msg.seq))
-        st.last_seq = msg.seq
-        return msg
+        st.dropped += seq - st.last_seq - 1  # from seq 0 on: a loss before the first message counts too
+        st.last_seq = seq
+        return Message(topic, seq, ts, fields)
 
     def drain(self) -> None:
         """`latest` delivery: take everything queued, keep only the newest (older ones count as skipped).
@@ -218,10 +210,7 @@ class Subscriber:
         more than one reader period of messages: ZeroMQ's publisher drops the *newest* message when a
         queue is full, which would leave a slow reader looking at stale data.
         """
-        while True:
-            msg = self._recv_nowait()
-            if msg is None:
-                return
+        while (msg := self._recv_nowait()) is not None:
             if self._pending is not None:
                 self.stats.skipped += 1
             self._pending = msg
@@ -231,25 +220,19 @@ class Subscriber:
         self.drain()
         if self._pending is not None:
             self._latest, self._pending = self._pending, None
-            self.stats.delivered += 1
         return self._latest
 
     def read_new(self) -> Message | None:
         """Like read(), but None when nothing arrived since the last call."""
         self.drain()
-        if self._pending is None:
-            return None
-        return self.read()
+        return None if self._pending is None else self.read()
 
     def read_all(self) -> list[Message]:
         """`queue` delivery: every message received since the last call, in order."""
-        out = []
-        while True:
-            msg = self._recv_nowait()
-            if msg is None:
-                break
+        out = [] if self._pending is None else [self._pending]  # a `latest` input's drained message
+        self._pending = None
+        while (msg := self._recv_nowait()) is not None:
             out.append(msg)
-        self.stats.delivered += len(out)
         if out:
             self._latest = out[-1]
         return out

@@ -59,6 +59,28 @@ class NodeStats:
         }
 
 
+def merge(*parts: dict) -> dict:
+    """One stats dict from this process's and each process group's, with every reader's `unread` filled in.
+
+    A channel's `sent` is known only where its publisher runs, often another process than a reader's, so
+    unread is computed after merging: sent = received + dropped + unread, where unread is what was still
+    queued, or lost after the reader's last message, when the graph stopped. None until `sent` is known.
+    """
+    nodes: dict[str, dict] = {}
+    channels: dict[str, dict] = {}
+    for part in parts:
+        nodes.update(part.get("nodes", {}))
+        for ch, c in part.get("channels", {}).items():
+            mine = channels.setdefault(ch, {"sent": None, "inputs": {}})
+            if c.get("sent") is not None:
+                mine["sent"] = c["sent"]
+            mine["inputs"].update(c["inputs"])
+    for c in channels.values():
+        for i in c["inputs"].values():
+            i["unread"] = None if c["sent"] is None else c["sent"] - i["received"] - i["dropped"]
+    return {"nodes": nodes, "channels": channels}
+
+
 def _fmt(v, spec: str = ".0f") -> str:
     return "-" if v is None else format(v, spec)
 
