@@ -95,6 +95,11 @@ def test_certificate_names_localhost(tmp_path):
     assert key_path.stat().st_mode & 0o077 == 0
     again, _ = make_certificate(tmp_path, "127.0.0.1", reuse=True)  # kept: the phone accepted it once
     assert again.read_bytes() == cert_path.read_bytes()
+    lan, _ = make_certificate(tmp_path / "lan", "192.168.1.5", reuse=False)  # the address a phone opens
+    san = x509.load_pem_x509_certificate(lan.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert "192.168.1.5" in [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)]
 
 
 SIM_GRAPH = """

@@ -13,6 +13,7 @@ graph swaps one device for another by changing the node's type and params.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,10 @@ class TeleopNode(Node):
             self.target = EETarget.from_pose(state["ee_pose"])
         return True
 
+    def tell(self, message: str, *args) -> None:
+        """What the person at the device must see (device lost or back, episodes), whatever the log level."""
+        print(f"[{self.name}] " + (message % args if args else message), file=sys.stderr, flush=True)
+
     def on_reset(self) -> None:
         """Called when the sim task reset the robot (the target restarts from the arm)."""
 
@@ -170,7 +175,7 @@ class TeleopNode(Node):
                 duration_s=(now - self._start_ns) * 1e-9,
                 task=task,
             )
-        self.log("episode %s (%d)", ev, self._index)
+        self.tell("episode %d: %s", self._index, ev)
 
     def emit_command(self) -> None:
         """Emit the current target and grip (a fresh array each time: receivers hold views of it)."""

@@ -107,7 +107,7 @@ class GamepadTeleopNode(TeleopNode):
             )
         self.pad = pad
         self._instance = pad.get_instance_id()
-        self.log("opened %s", pad.get_name())
+        self.tell("opened %s", pad.get_name())
         return True
 
     def _poll(self) -> bool:
@@ -115,7 +115,7 @@ class GamepadTeleopNode(TeleopNode):
         pg = self.pygame
         for ev in pg.event.get():
             if ev.type == pg.JOYDEVICEREMOVED and self.pad is not None and ev.instance_id == self._instance:
-                self.log("gamepad lost: holding the arm until it is plugged in again")
+                self.tell("gamepad lost: holding the arm until it is plugged in again")
                 self.lost_count += 1
                 self.pad = None
                 self.buttons.clear()
@@ -143,7 +143,7 @@ class GamepadTeleopNode(TeleopNode):
                 if b < self.pad.get_numbuttons()
             }
         except pg.error as e:  # the pad went away between the event poll and the read
-            self.log("gamepad read failed (%s): holding the arm", e)
+            self.tell("gamepad read failed (%s): holding the arm", e)
             self.lost_count += 1
             self.pad = None
             return

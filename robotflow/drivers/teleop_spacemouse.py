@@ -99,7 +99,7 @@ class SpaceMouseTeleopNode(TeleopNode):
             if isinstance(e, ValueError) and "Unknown device" in str(e):
                 raise RuntimeError(f"teleop.spacemouse: {e}") from None  # a typo in `device`: not transient
             return None
-        self.log("opened %s", dev.name)
+        self.tell("opened %s", dev.name)
         self._report_t = dev.read().t
         self._report_ns = self.now_ns()
         return dev
@@ -115,7 +115,7 @@ class SpaceMouseTeleopNode(TeleopNode):
                 self._report_t = state.t
                 self._report_ns = self.now_ns()
         except Exception as e:  # noqa: BLE001 - whatever hidapi raises for a lost device, the arm must hold
-            self.log("SpaceMouse lost (%s): holding the arm, reconnecting", e)
+            self.tell("SpaceMouse lost (%s): holding the arm, reconnecting", e)
             self.lost_count += 1
             try:
                 self.device.close()

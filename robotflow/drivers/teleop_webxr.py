@@ -68,6 +68,14 @@ class WebXRParams:
 # ---- the certificate ----------------------------------------------------------------------------------
 
 
+def lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses as its own name resolves them (no network traffic)."""
+    try:
+        return sorted(set(socket.gethostbyname_ex(socket.gethostname())[2]))
+    except OSError:
+        return []
+
+
 def make_certificate(directory: Path, host: str, reuse: bool) -> tuple[Path, Path]:
     """A self-signed certificate (EC P-256) for localhost, this machine's names and the bind address."""
     cert_path, key_path = directory / "webxr-cert.pem", directory / "webxr-key.pem"
@@ -82,11 +90,8 @@ def make_certificate(directory: Path, host: str, reuse: bool) -> tuple[Path, Pat
     hostname = socket.gethostname()
     names.append(x509.DNSName(hostname))
     ips = {host} if host not in ("", "0.0.0.0", "127.0.0.1") else set()
-    if host == "0.0.0.0":
-        try:  # the addresses a phone on the LAN would use
-            ips.update(socket.gethostbyname_ex(hostname)[2])
-        except OSError:
-            pass
+    if host == "0.0.0.0":  # the addresses a phone on the LAN would use
+        ips.update(lan_addresses())
     for ip in sorted(ips):
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(ip)))
@@ -375,11 +380,15 @@ class WebXRTeleopNode(TeleopNode):
         cert, key = make_certificate(cert_dir, p.host, reuse=bool(p.cert_dir))
         self.server = PageServer(self.hub, p.host, p.port, cert, key)
         self.server.start()
-        shown = (
-            "localhost" if p.host in ("127.0.0.1", "::1") else (socket.gethostname() if p.host == "0.0.0.0" else p.host)
-        )
-        self.url = f"https://{shown}:{self.server.port}/"
-        self.log("open %s in the phone's or headset's browser (accept the self-signed certificate)", self.url)
+        if p.host in ("127.0.0.1", "::1"):
+            names = ["localhost"]
+        elif p.host == "0.0.0.0":  # a phone on the LAN may not resolve this machine's name: list its addresses
+            names = [socket.gethostname()] + [ip for ip in lan_addresses() if not ip.startswith("127.")]
+        else:
+            names = [p.host]
+        urls = [f"https://{n}:{self.server.port}/" for n in names]
+        self.url = urls[0]
+        self.tell("open %s in the phone's or headset's browser (accept the self-signed certificate)", " or ".join(urls))
         self._lost = True
         self.lost_count = 0
         self.lost_since_ns = self.now_ns()
@@ -394,13 +403,13 @@ class WebXRTeleopNode(TeleopNode):
                 self._lost = True
                 self.lost_count += 1
                 self.lost_since_ns = self.now_ns()  # no target is stamped after this until the page is back
-                self.log("page lost (no pose for %.2f s): holding the arm", self.params.timeout_s)
+                self.tell("page lost (no pose for %.2f s): holding the arm", self.params.timeout_s)
             self.clutch.release()  # a pose after reconnecting re-anchors; it never jumps
             hub.set_status(recording=self.episodes.recording, following=False)
             return
         if self._lost:
             self._lost = False
-            self.log("page connected")
+            self.tell("page connected")
         if not self.sync_target():
             return
         pose = hub.take()
