@@ -146,7 +146,9 @@ class Cache:
         tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
         tmp.replace(self._index_file)
 
-    def _touch(self, url: str, *, pinned: bool | None = None, files: dict[str, str] | None = None) -> None:
+    def _touch(self, url: str, *, pinned: bool | None = None, files: dict[str, list] | None = None) -> None:
+        """Record a use of `url`; `files` maps each relative path to [remote tag, local size, local mtime_ns] as
+        of the last transfer, which is how both directions tell a changed file from a synced one."""
         with self._lock():
             index = self._read_index()
             entry = index.setdefault(url.rstrip("/"), {"pinned": False, "files": {}})
@@ -168,8 +170,8 @@ class Cache:
     def download(self, url: str) -> Path:
         """Mirror the remote file or directory `url` locally and return its local path.
 
-        Files already mirrored with the same size and ETag are kept; local files the remote no longer has are
-        removed, except in a pinned output (it may hold data not yet uploaded).
+        Files already mirrored (same remote ETag, local copy untouched since) are kept; local files the remote no
+        longer has are removed, except in a pinned output (it may hold data not yet uploaded).
         """
         fs, rpath = _fs(url)
         local = self.local_path(url)
@@ -184,15 +186,15 @@ class Cache:
             except Exception as e:  # noqa: BLE001 - any client error becomes one line naming the URL
                 raise StorageError(f"cannot list {url}: {one_line(e)}") from None
             known = (self.entry(url) or {}).get("files", {})
-            files: dict[str, str] = {}
+            files: dict[str, list] = {}
             for rel, info in _relative(listing, rpath).items():
                 if info.get("type") == "directory":
                     continue
                 remote_name = info["name"]
                 dest = local if single else local / rel
                 tag = _tag(info)
-                files[rel] = tag
-                if dest.is_file() and known.get(rel) == tag and dest.stat().st_size == info.get("size"):
+                if dest.is_file() and known.get(rel) == [tag, *_sig(dest)]:
+                    files[rel] = known[rel]
                     continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_name(dest.name + ".download")
@@ -202,6 +204,7 @@ class Cache:
                     tmp.unlink(missing_ok=True)
                     raise StorageError(f"cannot download {url}: {one_line(e)}") from None
                 tmp.replace(dest)
+                files[rel] = [tag, *_sig(dest)]
             if not single and local.is_dir() and not self.pinned(url):
                 for rel in _files(local):
                     if rel not in files:
@@ -245,23 +248,33 @@ class Cache:
         except Exception as e:  # noqa: BLE001
             raise StorageError(f"cannot upload to {url}: {one_line(e)}") from None
         remote_by_rel = _relative(remote, rpath)
+        known = (self.entry(url) or {}).get("files", {})
         done = []
         for rel in rels:
             src = local if rel == "" else local / rel
             dest = rpath if rel == "" else f"{rpath.rstrip('/')}/{rel}"
             there = remote_by_rel.get(rel)
-            if there is not None and there.get("size") == src.stat().st_size:
-                continue
-            if there is not None and not overwrite:
-                raise StorageError(f"{url}/{rel} already exists with other content; not overwritten")
+            if there is not None:
+                if known.get(rel) == [_tag(there), *_sig(src)]:
+                    continue  # neither side changed since the last transfer
+                if not overwrite:
+                    # Files that are never rewritten (episodes): the same size means the same file.
+                    if there.get("size") == src.stat().st_size:
+                        continue
+                    raise StorageError(f"{url}/{rel} already exists with other content; not overwritten")
             try:
                 fs.put_file(str(src), dest)
             except Exception as e:  # noqa: BLE001
                 raise StorageError(f"upload of {src} to {url} failed: {one_line(e)}") from None
             done.append(rel)
-        try:  # record the new versions, so a later download of this URL transfers nothing
-            files = {rel: _tag(info) for rel, info in _relative(fs.find(rpath, detail=True), rpath).items()}
-        except Exception:  # noqa: BLE001 - the upload itself succeeded; a stale tag only costs a re-download
+        try:  # record the new versions, so a later transfer of this URL in either direction skips them
+            listing = _relative(fs.find(rpath, detail=True) if not local.is_file() else {rpath: fs.info(rpath)}, rpath)
+            files = {
+                rel: [_tag(info), *_sig(local if rel == "" else local / rel)]
+                for rel, info in listing.items()
+                if rel in rels
+            }
+        except Exception:  # noqa: BLE001 - the upload itself succeeded; a stale record only costs a transfer
             files = None
         self._touch(url, files=files)
         return done
@@ -325,6 +338,11 @@ def _files(root: Path) -> list[str]:
             if not p.is_symlink():
                 out.append(p.relative_to(root).as_posix())
     return sorted(out)
+
+
+def _sig(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _du(path: Path) -> int:
@@ -434,3 +452,40 @@ def publish(local: Path, url: str, *, overwrite: bool, cache: Cache | None = Non
         return [], str(e)
     cache.finish_output(url)
     return done, None
+
+
+@contextlib.contextmanager
+def dataset_output(path: str | os.PathLike[str], *, append: bool, cache: Cache | None = None) -> Iterator[Path]:
+    """The local directory to write a dataset to; for a URL it is uploaded when the block succeeds.
+
+    A new remote dataset must not exist yet (as a local one must be empty); `append=True` downloads the
+    existing one first and uploads what changed. A failed upload raises StorageError, keeping the local copy.
+    """
+    if not (isinstance(path, str) and is_remote(path)):
+        yield Path(_strip_file(os.fspath(path))).expanduser()
+        return
+    cache = cache or Cache()
+    url = path.rstrip("/")
+    if append:
+        local = cache.download(url)
+    else:
+        if list_dir(url):
+            raise StorageError(
+                f"{url}: output exists and is not empty (use 'robotflow convert append' to add episodes)"
+            )
+        local = cache.local_path(url)
+        if local.exists() and cache.pinned(url):
+            raise StorageError(f"{local} holds a conversion for {url} that was never uploaded; remove it to start over")
+        shutil.rmtree(local, ignore_errors=True)  # a cached copy of a dataset deleted remotely since
+    cache.output_dir(url, create=False)
+    try:
+        yield local
+    except BaseException:
+        # The conversion failed: a new dataset is half-written, an appended one untouched. Nothing to upload.
+        if not append:
+            shutil.rmtree(local, ignore_errors=True)
+        cache.finish_output(url)
+        raise
+    _, error = publish(local, url, overwrite=True, cache=cache)
+    if error is not None:
+        raise StorageError(f"{error}; the dataset is kept in {local}")

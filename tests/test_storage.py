@@ -92,13 +92,17 @@ def test_cache_cap_evicts_least_recently_used_but_never_pinned(s3, tmp_path):
     assert cache.size_bytes() <= 9000 + 3000
 
 
-def test_failed_upload_keeps_local_files_and_pin(s3, tmp_path):
+def test_failed_upload_keeps_local_files_and_pin(s3, tmp_path, monkeypatch):
     cache = Cache(CacheConfig(tmp_path / "cache", 10**9))
     url = f"s3://{BUCKET}/episodes"
     out = cache.output_dir(url)
     data = os.urandom(2000)
     (out / "episode_000000.h5").write_bytes(data)
     s3.stop()
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # no pooled connection to the stopped server: fail at once
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(StorageError) as e:
         cache.upload(out, url)
     assert "\n" not in str(e.value) and url in str(e.value)

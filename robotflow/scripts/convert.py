@@ -32,6 +32,7 @@ from robotflow.codecs.export import (
 from robotflow.codecs.export import (
     convert as convert_episodes,
 )
+from robotflow.storage import StorageError, dataset_output, local_input
 
 __all__ = ["convert"]
 
@@ -131,9 +132,11 @@ def _common(f: Any) -> Any:
             "--input",
             "input_path",
             type=click.Path(),
-            help="Directory of episode files (episode_*.h5), searched recursively.",
+            help="Directory of episode files (episode_*.h5), searched recursively; or a URL (s3://...).",
         ),
-        click.option("--output-dir", type=click.Path(), help="LeRobot dataset directory."),
+        click.option(
+            "--output-dir", type=click.Path(), help="LeRobot dataset directory, or a URL it is uploaded to when done."
+        ),
         click.option("--task", default=None, help="Task text for every episode (default: the episode's own task)."),
         click.option(
             "--repo-id", default="robotflow/dataset", show_default=True, help="LeRobot repo id recorded in the dataset."
@@ -227,8 +230,9 @@ def convert(
         progress=not quiet and not as_json,
     )
     try:
-        summary = convert_episodes(input_path, output_dir, codec, opts)
-    except (ConvertError, CodecError) as exc:
+        with dataset_output(output_dir, append=False) as local_out:
+            summary = convert_episodes(local_input(input_path), local_out, codec, opts)
+    except (ConvertError, CodecError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     _report(summary, as_json, "converted")
 
@@ -307,7 +311,8 @@ def append(
         progress=not quiet and not as_json,
     )
     try:
-        summary = append_episodes(input_path, output_dir, named, opts, inherit=inherit)
-    except (ConvertError, CodecError) as exc:
+        with dataset_output(output_dir, append=True) as local_out:
+            summary = append_episodes(local_input(input_path), local_out, named, opts, inherit=inherit)
+    except (ConvertError, CodecError, StorageError) as exc:
         raise click.ClickException(str(exc)) from None
     _report(summary, as_json, "appended")
