@@ -329,3 +329,39 @@ def test_remote_rollout_refuses_bad_arguments(tmp_path):
     # Nothing listens there: the policy node fails setup with one line naming the server.
     r = CliRunner().invoke(main, ["rollout", "--server", "ws://127.0.0.1:9", "--no-record", "--episodes", "1", *SETS])
     assert r.exit_code != 0 and "cannot open a session on ws://127.0.0.1:9" in r.output
+
+
+# ---- wire format (no server) ---------------------------------------------------------------------
+
+
+def test_wire_format_is_positronics():
+    """Arrays travel as maps with binary keys and the dtype's `str`, as Positronic's serialization writes them;
+    text keys (another client's) decode too; poses are translation + row-major rotation matrix."""
+    from robotflow.codecs.rotation import quat_to_matrix
+    from robotflow.serving.protocol import pose_from_wire, pose_to_wire
+
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    raw = msgpack.unpackb(pack({"a": arr, "s": np.float32(0.5)}), raw=False)
+    assert raw["a"] == {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": "<f4", b"shape": [2, 3]}
+    assert raw["s"] == {b"__npgeneric__": True, b"data": 0.5, b"dtype": "<f4"}
+    back = unpack(msgpack.packb({"a": {"__ndarray__": True, "data": arr.tobytes(), "dtype": "<f4", "shape": [2, 3]}}))
+    np.testing.assert_array_equal(back["a"], arr)
+    q = np.array([0.9, 0.1, -0.3, 0.2])
+    q /= np.linalg.norm(q)
+    pose = np.array([0.4, -0.1, 0.3, *q])
+    wire = pose_to_wire(pose)
+    np.testing.assert_allclose(wire[3:].reshape(3, 3), quat_to_matrix(q), atol=1e-12)
+    np.testing.assert_allclose(pose_from_wire(wire), pose, atol=1e-12)
+
+
+def test_chunks_are_laid_onto_ticks_by_timestamp():
+    from robotflow.policies.remote import chunk_to_ticks
+
+    poses = np.arange(4)[:, None] * np.ones((4, 7))
+    grips = np.arange(4, dtype=np.float64)
+    # A 30 Hz server seen from a 15 Hz graph: every other action; a 7.5 Hz one: each held for two ticks.
+    fast = chunk_to_ticks(poses, grips, np.arange(4) / 30, fps=15, horizon_s=None)
+    assert fast[:, -1].tolist() == [0.0, 2.0]
+    slow = chunk_to_ticks(poses, grips, np.arange(4) / 7.5, fps=15, horizon_s=None)
+    assert slow[:, -1].tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert chunk_to_ticks(poses, grips, np.arange(4) / 15, fps=15, horizon_s=2 / 15)[:, -1].tolist() == [0, 1]

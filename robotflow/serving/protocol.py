@@ -241,9 +241,13 @@ def pose_from_wire(pose: Any) -> np.ndarray:
 
 def actions_to_wire(decoded: Sequence[Mapping[str, Any]], fps: float) -> list[dict[str, Any]]:
     """Decoded robotflow actions (``{"ee_pose", "width"}``, one per control period) -> a Protocol v1 result."""
+    if not decoded:
+        return []
+    poses = np.stack([np.asarray(a["ee_pose"], dtype=np.float64) for a in decoded])
+    wire = np.concatenate([poses[:, :3], quat_to_matrix(poses[:, 3:7]).reshape(-1, 9)], axis=1)  # one batch
     return [
         {
-            "robot_command": {"type": "cartesian_pos", "pose": pose_to_wire(a["ee_pose"])},
+            "robot_command": {"type": "cartesian_pos", "pose": wire[i]},
             "target_grip": float(a["width"]),
             "timestamp": i / fps,
         }
@@ -270,7 +274,18 @@ def actions_from_wire(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             raise ProtocolError(
                 f"action {i}: command type {kind!r} is not supported (policy.remote drives EE targets: cartesian_pos)"
             )
-        poses.append(pose_from_wire(cmd.get("pose")))
-        grips.append(float(_array(action["target_grip"], "target_grip", 1)[0]))
-        stamps.append(float(action.get("timestamp", 0.0)))
-    return np.stack(poses), np.asarray(grips), np.asarray(stamps)
+        poses.append(cmd.get("pose"))
+        grips.append(action["target_grip"])
+        stamps.append(action.get("timestamp", 0.0))
+    try:
+        pose = np.asarray(poses, dtype=np.float64).reshape(len(result), -1)
+        grip = np.asarray(grips, dtype=np.float64).reshape(len(result))
+        stamp = np.asarray(stamps, dtype=np.float64).reshape(len(result))
+    except (TypeError, ValueError):
+        raise ProtocolError("actions need numeric poses (12 values each), target_grip and timestamp") from None
+    if pose.shape[1] != 12:
+        raise ProtocolError(f"cartesian_pos pose must have 12 values (xyz + 3x3 matrix), got {pose.shape[1]}")
+    if not (np.isfinite(pose).all() and np.isfinite(grip).all() and np.isfinite(stamp).all()):
+        raise ProtocolError("actions have non-finite values")
+    quats = canonical_quat(matrix_to_quat(pose[:, 3:].reshape(-1, 3, 3)))
+    return np.concatenate([pose[:, :3], quats], axis=1), grip, stamp
