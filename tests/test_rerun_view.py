@@ -93,3 +93,11 @@ def test_view_dataset_episode(episodes, tmp_path):
     assert any(e.startswith("/dataset/observation.images.") for e in got), got
     bad = CliRunner().invoke(main, ["view", str(root), "--episode", "7"])
     assert bad.exit_code != 0 and "episodes 0..1" in bad.output
+
+
+def test_replay_writes_the_same_view(episodes, tmp_path):
+    ep = sorted(episodes.glob("*.h5"))[0]
+    rrd = tmp_path / "replay.rrd"
+    res = CliRunner().invoke(main, ["replay", str(ep), "--rerun", str(rrd)])
+    assert res.exit_code == 0, res.output
+    assert any(e.endswith("/image") for e in entities(rrd))

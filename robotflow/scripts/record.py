@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 import yaml
 
 from robotflow.recording.format import episode_name
@@ -247,31 +246,15 @@ def replay(episode, graph_file, speed, sets, rerun_file):
 
 
 def _to_rerun(episode: str, out: str) -> None:
-    """Log every recorded stream into a .rrd file (open with `rerun FILE`)."""
-    import rerun as rr
+    """Log every recorded stream into a .rrd file (open with `rerun FILE`); `robotflow view` shows it live."""
+    from robotflow.views.rerun import log_episode, open_stream
 
-    from robotflow.recording.reader import EpisodeFile
-    from robotflow.recording.replay import is_image_field
-
-    rr.init("robotflow-replay", spawn=False)
-    rr.save(out)
-    with EpisodeFile(episode) as ep:
-        for ch in ep.channels():
-            ts = ep.timestamps(ch)
-            t0 = ts[0] if len(ts) else 0
-            for name in ep.fields(ch):
-                if is_image_field(ep, ch, name):
-                    for i in range(len(ts)):
-                        rr.set_time("time", duration=(ts[i] - t0) / 1e9)
-                        rr.log(f"{ch}/{name}", rr.Image(ep.images(ch, [i], name)[0]))
-                    continue
-                col = ep.field(ch, name)
-                if col.dtype.kind not in "fiub":
-                    continue
-                flat = col.reshape(len(col), -1).astype(np.float64)
-                for i in range(len(ts)):
-                    rr.set_time("time", duration=(ts[i] - t0) / 1e9)
-                    rr.log(f"{ch}/{name}", rr.Scalars(flat[i]))
+    rec = open_stream(out, "robotflow-replay")
+    try:
+        log_episode(rec, episode)
+    finally:
+        rec.flush(timeout_sec=30.0)
+        rec.disconnect()
     click.echo(f"wrote {out}")
 
 
