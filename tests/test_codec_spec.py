@@ -123,8 +123,18 @@ def test_named_codec_when_the_dataset_is_elsewhere(plain_checkpoint, tmp_path):
     with pytest.raises(CodecMismatchError, match=r"observation.state is \[8\] in the policy and \[15\] from the codec"):
         checkpoint_codec(model, "ee_joints")
 
+    # A LeRobot dataset robotflow did not convert (no codec spec in it): the named codec is used the same way.
+    foreign = tmp_path / "hub_dataset"
+    (foreign / "meta").mkdir(parents=True)
+    (foreign / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v3.0", "fps": 30}))
+    train_config(model, str(foreign))
+    with pytest.raises(CodecError, match="hub_dataset .*has no robotflow codec.*--codec"):
+        checkpoint_codec(model)
+    assert checkpoint_codec(model, "ee").spec == found.spec
+
     from robotflow.policies.loading import load_policy
 
+    train_config(model, str(tmp_path / "trained_on_another_machine"))
     loaded = load_policy(model, device="cpu", codec="ee")
     assert loaded.codec_spec == found.spec
     with pytest.raises(CodecError, match="is not on this machine"):

@@ -317,14 +317,17 @@ def checkpoint_codec(
     config = _read_json(config_file) if config_file.is_file() else {}
     spec = read_checkpoint_spec(model_dir)
     source = f"{CHECKPOINT_SPEC_FILE} beside the checkpoint"
-    missing_dataset = None
+    why_not = f"no {TRAIN_CONFIG_FILE} names a robotflow dataset"
     if spec is None:
         root = _training_dataset(model_dir)
         if root is not None and (root / "meta").is_dir():
-            spec = read_dataset_spec(root)
-            source = f"dataset {root}, from {TRAIN_CONFIG_FILE}"
+            try:
+                spec = read_dataset_spec(root)
+                source = f"dataset {root}, from {TRAIN_CONFIG_FILE}"
+            except CodecError:  # a LeRobot dataset robotflow did not convert
+                why_not = f"its training dataset {root} ({TRAIN_CONFIG_FILE}) has no robotflow codec"
         elif root is not None:
-            missing_dataset = root
+            why_not = f"its training dataset {root} ({TRAIN_CONFIG_FILE}) is not on this machine"
     if spec is not None:
         problem = _declared_differences(spec, codec, cameras)
         if problem:
@@ -342,13 +345,8 @@ def checkpoint_codec(
         spec = get_codec(codec, cameras=cams, image_size=image_size).spec()
         source = "the codec named by the graph or --codec"
     else:
-        where = (
-            f"its training dataset {missing_dataset} ({TRAIN_CONFIG_FILE}) is not on this machine"
-            if missing_dataset is not None
-            else f"no {TRAIN_CONFIG_FILE} names a robotflow dataset"
-        )
         raise CodecError(
-            f"checkpoint {model_dir} has no {CHECKPOINT_SPEC_FILE} and {where}: name its codec (--codec NAME, "
+            f"checkpoint {model_dir} has no {CHECKPOINT_SPEC_FILE} and {why_not}: name its codec (--codec NAME, "
             f"or the policy node's codec param), or copy the dataset's {DATASET_SPEC_FILE} beside it "
             f"as {CHECKPOINT_SPEC_FILE}"
         )
