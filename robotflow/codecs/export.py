@@ -465,15 +465,12 @@ def video_backend() -> str:
 
 def quiet_video_logs() -> None:
     """Silence libx264/libav per-stream INFO dumps (dozens of lines per episode) but keep errors."""
-    try:
-        import av
+    import av  # PyAV: LeRobot's video encoder
 
-        # LeRobot's encoder threads restore FFmpeg's default (terminal) callback when they finish, so
-        # the libav-side threshold must be lowered too, not only PyAV's.
-        av.logging.set_level(av.logging.ERROR)
-        av.logging.set_libav_level(av.logging.ERROR)
-    except Exception:  # pragma: no cover - av ships with lerobot
-        pass
+    # LeRobot's encoder threads restore FFmpeg's default (terminal) callback when they finish, so
+    # the libav-side threshold must be lowered too, not only PyAV's.
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_libav_level(av.logging.ERROR)
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its config banner at the default level
 
 
