@@ -569,7 +569,7 @@ class ChunkExecutor:
             self.stats.no_action += 1
             return None
         self.stats.actions += 1
-        self.stats.late_ms.append((now_ns - self.last_action_ns) / 1e6)
+        self.stats.late_ms.append((now_ns - self.last_action_ns) / 1e6)  # as the caller's clock saw the tick
         self._acted_this_episode = True
         if isinstance(self._ensembler, TemporalEnsembler):
             with torch.inference_mode():  # as inside LeRobot's predict_action
@@ -603,11 +603,14 @@ class ChunkExecutor:
             self._count_missing()
             if not self._inflight:
                 self._submit(observation, obs_ns)
-            # Bounded: a tick never waits longer than max_wait_s (one period) for the chunk in flight.
-            deadline = time.monotonic() + self.max_wait_s
-            while action is None and self._inflight and (left := deadline - time.monotonic()) > 0:
-                res = self._collect(left)
+            # Bounded: a tick never waits longer than max_wait_s (one period) for the chunk in flight. Time
+            # passes while it waits: the action picked is the one for when the chunk arrived.
+            t0 = time.monotonic_ns()
+            deadline = t0 + int(self.max_wait_s * 1e9)
+            while action is None and self._inflight and (left := deadline - time.monotonic_ns()) > 0:
+                res = self._collect(left / 1e9)
                 if res is not None:
+                    now += time.monotonic_ns() - t0
                     self._install(res, now)
                     action = self._pick(now)
         # Refill ahead of need: this observation is the freshest there is.

@@ -12,6 +12,7 @@ import click
 from robotflow.runtime.graph import GraphError, GraphSpec, load_graph
 from robotflow.runtime.scheduler import RunResult, Scheduler
 from robotflow.runtime.stats import format_table
+from robotflow.safety import format_safety
 
 
 def _load(graph: str, sets: tuple[str, ...]) -> GraphSpec:
@@ -34,6 +35,9 @@ def run_and_report(
     result = sched.run()
     if stats or not quiet:
         click.echo(format_table(result.stats), err=True)
+    safety = format_safety(sched.reports)  # clamped / rejected / timed-out commands of every arm and gripper
+    if safety:
+        click.echo(safety, err=True)
     return result, sched
 
 
