@@ -73,4 +73,10 @@ def test_plain_lerobot_train(dataset: Path, tmp_path: Path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     res = subprocess.run([exe, *lerobot_train_args(dataset, out)], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert (out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").stat().st_size > 0
+    model = out / "checkpoints" / "000002" / "pretrained_model"
+    assert (model / "model.safetensors").stat().st_size > 0
+    # Such a checkpoint has no robotflow_codec.json; its train_config.json names the dataset, which has the codec.
+    from robotflow.codecs.spec import checkpoint_codec
+
+    found = checkpoint_codec(model)
+    assert found.name == "eepose_absolute" and str(dataset) in found.source
