@@ -218,7 +218,7 @@ def test_sim_graph_file_runs_with_the_gamepad(monkeypatch):
 
     fake = install(monkeypatch, "pygame")
     fake._plug()
-    sets = ["world.realtime=false", "wrist_camera.width=64", "wrist_camera.height=48"]
+    sets = ["world.realtime=false", "world.visual_cell=0", "wrist_camera.width=64", "wrist_camera.height=48"]
     sets += ["front_camera.width=64", "front_camera.height=48"]
     spec = load_graph(FAKES_DIR.parents[1] / "graphs" / "sim_stack_cubes_gamepad.yaml", sets)
     result, sched = run_graph(spec, duration_s=0.5)

@@ -267,9 +267,43 @@ def test_sim_graph_file_runs_with_the_spacemouse(monkeypatch):
 
     fake = install(monkeypatch, "pyspacemouse")
     fake._plug()
-    sets = ["world.realtime=false", "wrist_camera.width=64", "wrist_camera.height=48"]
+    sets = ["world.realtime=false", "world.visual_cell=0", "wrist_camera.width=64", "wrist_camera.height=48"]
     sets += ["front_camera.width=64", "front_camera.height=48"]
     spec = load_graph(FAKES_DIR.parents[1] / "graphs" / "sim_stack_cubes_spacemouse.yaml", sets)
     result, sched = run_graph(spec, duration_s=0.5)
     assert result.ok, result
     assert result.stats["channels"]["teleop/ee_target"]["sent"] > 20
+
+
+def test_recording_a_sim_demonstration_with_the_spacemouse(monkeypatch, tmp_path):
+    """`robotflow record`'s recorder on the SpaceMouse sim graph: episodes come from the sim task (seeded), and
+    the puck's episode button ends one; the episode file is written with that outcome."""
+    from fakes import FAKES_DIR
+
+    from robotflow.recording.reader import EpisodeFile
+    from robotflow.runtime.graph import load_graph
+    from robotflow.scripts.record import with_recorder
+
+    fake = install(monkeypatch, "pyspacemouse")
+    fake._plug()
+    sets = ["world.realtime=false", "world.visual_cell=0", "wrist_camera.width=64", "wrist_camera.height=48"]
+    sets += ["front_camera.width=64", "front_camera.height=48", "task.episodes=1"]
+    graph = load_graph(FAKES_DIR.parents[1] / "graphs" / "sim_stack_cubes_spacemouse.yaml", sets)
+    spec, name = with_recorder(graph, tuple(sets), {"output_dir": str(tmp_path), "task": "stack"})
+    assert spec.node(name).inputs["episode"].source == "task/episode"  # the sim task, not the device's control
+    doc = __import__("yaml").safe_load(spec.text)
+    doc["nodes"].append(
+        {
+            "name": "hand",
+            "type": "testteleop.spacemouse_hand",
+            "rate": 100,
+            "params": {"script": [{"t": [0.2, 0.6], "axes": {"y": 1.0}}, {"t": [0.8, 0.9], "buttons": [0, 1]}]},
+        }
+    )
+    spec = parse_graph(__import__("yaml").safe_dump(doc, sort_keys=False), spec.path, spec.overrides)
+    result, sched = run_graph(spec, duration_s=5.0)
+    assert result.ok, result
+    files = sorted(tmp_path.glob("episode_*.h5"))
+    assert len(files) == 1
+    with EpisodeFile(files[0]) as ep:
+        assert ep.info.outcome == "aborted" and 0.8 < ep.info.duration_s < 1.2 and ep.info.seed == 0

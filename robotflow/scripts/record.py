@@ -39,11 +39,16 @@ def with_recorder(spec: GraphSpec, sets: tuple[str, ...], recorder_params: dict)
         while name in taken:
             name += "_"
         inputs = {}
+        sources = [f"{n.name}/episode" for n in spec.nodes if "episode" in n.outputs]
+        # A teleop device in a sim graph publishes `episode` too, into the sim task's `control` input; the
+        # episodes themselves (seeded, with outcomes) are the task's: a source wired into a control is skipped.
+        controls = {i.source for n in spec.nodes for i in n.inputs.values() if i.port == "control"}
+        source = next((s for s in reversed(sources) if s not in controls), sources[-1] if sources else None)
         for n in spec.nodes:
             for o in n.outputs:
                 port = f"{n.name}.{o}"
-                if o == "episode":
-                    inputs["episode"] = {"source": f"{n.name}/{o}", "delivery": "queue"}
+                if f"{n.name}/{o}" == source:
+                    inputs["episode"] = {"source": source, "delivery": "queue"}
                 else:
                     inputs[port] = {"source": f"{n.name}/{o}", "delivery": "queue", "queue_size": 2048}
         node = {"name": name, "type": RECORDER_TYPE, "rate": 50, "inputs": inputs, "params": {}}
