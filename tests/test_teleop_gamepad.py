@@ -88,7 +88,9 @@ class Hand(Node):
         return self.fake._PADS[0] if self.fake._PADS else None
 
     def step(self) -> None:
-        now = self.now_ns() * 1e-9
+        if not hasattr(self, "t0"):
+            self.t0 = self.now_ns() * 1e-9  # script times are from the first tick (wall clocks start anywhere)
+        now = self.now_ns() * 1e-9 - self.t0
         for i, e in enumerate(self.params.script):
             t0, t1 = e["t"]
             if now < t0 or i in self.released:
@@ -224,3 +226,41 @@ def test_sim_graph_file_runs_with_the_gamepad(monkeypatch):
     result, sched = run_graph(spec, duration_s=0.5)
     assert result.ok, result
     assert result.stats["channels"]["teleop/ee_target"]["sent"] > 20
+
+
+def test_gamepad_on_the_franka_graph(monkeypatch, tmp_path):
+    """graphs/franka_stack_cubes.yaml with its keyboard swapped for the gamepad, on the franky fake."""
+    import yaml
+    from fakes import FAKES_DIR
+
+    from robotflow.runtime.graph import load_graph
+
+    franky = install(monkeypatch, "franky")
+    install(monkeypatch, "pyrealsense2")
+    install(monkeypatch, "pygame")._plug()
+    doc = yaml.safe_load((FAKES_DIR.parents[1] / "graphs" / "franka_stack_cubes.yaml").read_text())
+    doc["nodes"] = [n for n in doc["nodes"] if n["name"] != "teleop"] + [
+        {
+            "name": "hand",
+            "type": "testteleop.gamepad_hand",
+            "rate": 100,
+            "params": {"script": [{"t": [0.2, 0.7], "axes": {"4": -1.0}}]},
+        },
+        {
+            "name": "teleop",
+            "type": "teleop.gamepad",
+            "rate": 100,
+            "params": {"max_speed": 0.1},
+            "inputs": {"state": "arm/state"},
+        },
+    ]
+    path = tmp_path / "franka_stack_cubes_gamepad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    sets = ["wrist_camera.serial=111111111111", "front_camera.serial=222222222222"]
+    sets += [f"{c}.{k}={v}" for c in ("wrist_camera", "front_camera") for k, v in (("width", 64), ("height", 48))]
+    result, sched = run_graph(load_graph(path, sets), duration_s=1.5)
+    assert result.ok, result
+    cart = [m for m in franky.Robot._instances[0]._moves if isinstance(m, franky.CartesianMotion)]
+    zs = np.array([m.target.pose.end_effector_pose.translation[2] for m in cart])
+    assert np.isclose(zs[0], 0.4)  # starts where the arm is
+    assert 0.03 < zs.max() - zs[0] < 0.07  # right stick up for 0.5 s at 0.1 m/s (wall-clock ticks: loose)
