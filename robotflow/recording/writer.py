@@ -3,7 +3,10 @@
 Nothing is lost and the control loop is not disturbed:
 - Inputs use `queue` delivery: every message arrives, or a gap is counted and written into the episode.
 - The node thread only moves messages (zero-copy views) onto a writer thread; JPEG encoding and h5py
-  writes happen there. The recorder measures its own backlog (messages waiting for the writer).
+  writes happen there. Its backlog (bytes received but not yet in the file) is bounded by what the writer,
+  at its measured rate, can write in `backlog_s`, well inside the scheduler's teardown budget, so a clean
+  stop always closes the last episode. A full backlog makes the node thread wait (backpressure, measured:
+  `backpressure_ms`); its input queues then fill and ZeroMQ's losses show as counted gaps, never silently.
 - Episodes are written as `episode_NNNNNN.h5.partial`, flushed every `flush_s`, and renamed when the
   episode closes, so finished episodes are always complete files; `robotflow recover` handles a partial.
 
@@ -13,7 +16,9 @@ episode is therefore counted in the channel's totals (the run's stats table) rat
 Episode boundaries come from `task/episode` events (`event: start|end`, see docs/contracts.md). Messages
 are routed by their runtime timestamp, after a short reorder window, so a frame stamped just before an
 `end` event still lands in its episode even if it reaches the recorder a moment later. Without an
-episode input, the whole run is one episode.
+episode input, the whole run is one episode. The node's counts (in the run's stats) say what was not
+written: `outside_episode` (before the first, between or after episodes, or late for a closed one) and
+`late` (arrived after the reorder window; still written when its episode is open).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 
 from robotflow.runtime.channels import Message
 from robotflow.runtime.node import Input, Node
+from robotflow.runtime.scheduler import TEARDOWN_S
 
 from .format import (
     EPISODE_FORMAT,
@@ -198,6 +204,8 @@ class RecorderParams:
     flush_s: float = 1.0  # wall seconds between file flushes (bounds what a crash can lose)
     reorder_s: float = 0.1  # graph-clock window for routing late messages into the right episode
     progress: bool = False  # a live status line on stderr
+    backlog_s: float = 3.0  # bound on the writer's backlog, in seconds of writing at its measured rate
+    backlog_mb: int = 1024  # and in memory
 
 
 class Recorder(Node):
@@ -214,6 +222,11 @@ class Recorder(Node):
         p = self.params
         if p.image_encoding not in ("jpeg", "raw"):
             raise ValueError(f"image_encoding must be jpeg or raw, not {p.image_encoding!r}")
+        if not 0 < p.backlog_s <= TEARDOWN_S / 2 or p.backlog_mb < 1:
+            raise ValueError(
+                f"backlog_s must be in (0, {TEARDOWN_S / 2:g}] (half the teardown budget) and backlog_mb >= 1, "
+                f"not {p.backlog_s:g} and {p.backlog_mb}"
+            )
         self.out_dir = Path(p.output_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.next_index = max(p.first_index, next_episode_index(self.out_dir))
@@ -224,6 +237,12 @@ class Recorder(Node):
         self._commands: queue.Queue = queue.Queue()
         self._writer_error: BaseException | None = None
         self.backlog_max = 0
+        self.backlog_max_mb = 0.0
+        self.counts.update(outside_episode=0, late=0, backpressure_waits=0, backpressure_ms=0)
+        self._backlog = threading.Condition()
+        self._backlog_bytes = 0  # received, not yet written to the file (the writer's buffers included)
+        self._write_rate = 50e6  # bytes/s, measured by the writer on every flush (this only seeds the bound)
+        self._watermark = -(2**63)  # everything stamped before this has been routed
         self.episodes: list[dict] = []  # closed episodes: index, path, outcome, duration_s, frames
         self._open: dict | None = None
         self._last_seq: dict[str, int] = {}
@@ -266,19 +285,43 @@ class Recorder(Node):
         ep_port = self.params.episode_input
         while self._pending and (until_ns is None or self._pending[0][0] <= until_ns):
             t, _, port, msg = heapq.heappop(self._pending)
+            if t < self._watermark:  # its reorder window has passed: messages stamped after it went first
+                self.counts["late"] += 1
             if port == ep_port:
                 self._on_event(t, msg)
-            else:
-                # A sequence gap belongs to the episode that receives the message after it.
-                prev = self._last_seq.get(port)
-                self._last_seq[port] = msg.seq
-                if self._open is None:
-                    continue
-                ch = self.channel_of[port]
-                if prev is not None and msg.seq > prev + 1:
-                    self._open["gaps"][ch] = self._open["gaps"].get(ch, 0) + msg.seq - prev - 1
-                self._open["frames"][ch] = self._open["frames"].get(ch, 0) + 1
-                self._commands.put(("data", ch, msg))
+                continue
+            # A sequence gap belongs to the episode that receives the message after it.
+            prev = self._last_seq.get(port)
+            self._last_seq[port] = msg.seq
+            if self._open is None or t < self._open["t0"]:
+                self.counts["outside_episode"] += 1
+                continue
+            ch = self.channel_of[port]
+            if prev is not None and msg.seq > prev + 1:
+                self._open["gaps"][ch] = self._open["gaps"].get(ch, 0) + msg.seq - prev - 1
+            self._open["frames"][ch] = self._open["frames"].get(ch, 0) + 1
+            self._put_data(ch, msg)
+        if until_ns is not None:
+            self._watermark = max(self._watermark, until_ns)
+
+    def _put_data(self, ch: str, msg: Message) -> None:
+        size = 64 + sum(v.nbytes for v in msg.fields.values() if isinstance(v, np.ndarray))
+        with self._backlog:
+            limit = self._backlog_limit()
+            if self._backlog_bytes + size > limit and self._backlog_bytes > 0:
+                t0 = time.monotonic()
+                self.counts["backpressure_waits"] += 1
+                while self._backlog_bytes + size > limit and self._backlog_bytes > 0:
+                    if self._writer_error is not None or not self._writer.is_alive():
+                        raise RuntimeError(f"episode writer failed: {self._writer_error}")
+                    self._backlog.wait(0.05)
+                self.counts["backpressure_ms"] += round((time.monotonic() - t0) * 1e3)
+            self._backlog_bytes += size
+            self.backlog_max_mb = max(self.backlog_max_mb, self._backlog_bytes / 2**20)
+        self._commands.put(("data", ch, msg, size))
+
+    def _backlog_limit(self) -> float:
+        return min(self.params.backlog_mb * 2**20, self._write_rate * self.params.backlog_s)
 
     def _on_event(self, t: int, msg: Message) -> None:
         event = msg.get("event")
@@ -314,7 +357,7 @@ class Recorder(Node):
             ),
         }
         self._open = {"index": index, "t0": t, "frames": {}, "gaps": {}, "attrs": attrs}
-        self._commands.put(("open", self.out_dir / episode_name(index), attrs))
+        self._commands.put(("open", self.out_dir / episode_name(index), attrs, 0))
 
     def _end_episode(self, t: int, outcome: str, fields: dict) -> None:
         ep = self._open
@@ -333,13 +376,18 @@ class Recorder(Node):
             "frames": dict(ep["frames"]),
             "gaps": sum(c["gaps"] for c in counts.values()),
         }
-        self._commands.put(("close", attrs, info))
+        self._commands.put(("close", attrs, info, 0))
         self._closed += 1
         if self.params.max_episodes and self._closed >= self.params.max_episodes:
             self.request_stop(f"{self.params.max_episodes} episodes recorded")
 
     def report(self) -> dict:
-        return {"episodes": list(getattr(self, "episodes", [])), "backlog_max": getattr(self, "backlog_max", 0)}
+        return {
+            "episodes": list(getattr(self, "episodes", [])),
+            "backlog_max": getattr(self, "backlog_max", 0),
+            "backlog_max_mb": round(getattr(self, "backlog_max_mb", 0.0), 1),
+            **self.counts,
+        }
 
     def status_line(self) -> str:
         ep = self._open
@@ -369,15 +417,32 @@ class Recorder(Node):
                     self._end_episode(self.now_ns(), "success" if whole_run and not failed else "aborted", {})
         finally:
             if hasattr(self, "_writer"):
-                self._commands.put(("stop", None, None))
-                self._writer.join(timeout=60)
+                self._commands.put(("stop", None, None, 0))
+                # The backlog holds at most backlog_s of writing, so this ends well inside the scheduler's wait.
+                self._writer.join(timeout=TEARDOWN_S - 1)
+                if self._writer.is_alive():
+                    log.error(
+                        "[%s] the writer did not finish within %g s; the open episode stays *.partial "
+                        "(robotflow recover turns it into an aborted episode)",
+                        self.name,
+                        TEARDOWN_S - 1,
+                    )
                 if self.params.progress:
                     print(file=sys.stderr)
 
     # ---- writer thread --------------------------------------------------------------------------
+    def _written(self, nbytes: int, seconds: float) -> None:
+        """The writer put `nbytes` of backlog into the file in `seconds`: shrink the backlog, update the rate."""
+        with self._backlog:
+            self._backlog_bytes -= nbytes
+            if nbytes > 2**20 and seconds > 0:  # small flushes say little about the rate
+                self._write_rate = 0.7 * self._write_rate + 0.3 * nbytes / seconds
+            self._backlog.notify_all()
+
     def _write_loop(self) -> None:
         writer: EpisodeWriter | None = None
         last_flush = time.monotonic()
+        unwritten = 0  # backlog bytes appended to the writer's buffers since its last flush
         while True:
             try:
                 cmd = self._commands.get(timeout=0.2)
@@ -385,15 +450,20 @@ class Recorder(Node):
                 cmd = None
             try:
                 if cmd is not None:
-                    kind, a, b = cmd
+                    kind, a, b, size = cmd
                     if kind == "open":
                         if writer is not None:  # cannot happen: start closes first; keep the data anyway
                             writer.close({"outcome": "aborted"})
                         writer = EpisodeWriter(a, b, self.params.image_encoding, self.params.jpeg_quality)
-                    elif kind == "data" and writer is not None:
-                        writer.append(a, b)
+                    elif kind == "data":
+                        unwritten += size
+                        if writer is not None:
+                            writer.append(a, b)
                     elif kind == "close" and writer is not None:
+                        t0 = time.monotonic()
                         writer.close(a)
+                        self._written(unwritten, time.monotonic() - t0)
+                        unwritten = 0
                         writer = None
                         b["closed_monotonic_ns"] = time.monotonic_ns()
                         b["end_timestamp_ns"] = a["end_timestamp_ns"]
@@ -402,9 +472,16 @@ class Recorder(Node):
                         if writer is not None:
                             writer.close({"outcome": "aborted"})
                         return
-                if writer is not None and time.monotonic() - last_flush >= self.params.flush_s:
-                    writer.flush()
+                # Flush on time (what a crash can lose), or early when half the backlog waits in the buffers.
+                if unwritten and (
+                    time.monotonic() - last_flush >= self.params.flush_s or 2 * unwritten >= self._backlog_limit()
+                ):
+                    t0 = time.monotonic()
+                    if writer is not None:
+                        writer.flush()
                     last_flush = time.monotonic()
+                    self._written(unwritten, last_flush - t0)
+                    unwritten = 0
             except BaseException as e:  # noqa: BLE001 - surfaced on the node thread, which stops the graph
                 self._writer_error = e
                 log.error("episode writer failed: %s", e)
