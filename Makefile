@@ -53,7 +53,7 @@ test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Each prints one JSON object; run them on an otherwise idle machine (figures in the README).
-BENCHMARKS := channels scheduler recording sim convert policy teleop rerun
+BENCHMARKS := channels scheduler recording sim convert policy teleop rerun serve
 bench: install
 	@mkdir -p out/bench
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m benchmarks.$$b --json | tee out/bench/$$b.json; done
