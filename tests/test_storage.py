@@ -108,3 +108,50 @@ def test_failed_upload_keeps_local_files_and_pin(s3, tmp_path, monkeypatch):
     assert "\n" not in str(e.value) and url in str(e.value)
     assert (out / "episode_000000.h5").read_bytes() == data
     assert cache.pinned(url)
+
+
+def _upload_run(tmp_path, url, steps=(1, 2)):
+    run = tmp_path / "run_src"
+    for step in steps:
+        model = run / "checkpoints" / f"{step:06d}" / "pretrained_model"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text('{"type": "act"}')
+        (model / "model.safetensors").write_bytes(os.urandom(100 * step))
+        (run / "checkpoints" / f"{step:06d}" / "training_state").mkdir()
+        (run / "checkpoints" / f"{step:06d}" / "training_state" / "training_step.json").write_text(
+            f'{{"step": {step}}}'
+        )
+    incomplete = run / "checkpoints" / "000003" / "pretrained_model"  # config.json not uploaded yet
+    incomplete.mkdir(parents=True)
+    (incomplete / "model.safetensors").write_bytes(b"x")
+    Cache().upload(run, url)
+
+
+def test_fetch_checkpoint_downloads_only_the_chosen_one(s3, tmp_path):
+    from robotflow.storage import fetch_checkpoint, remote_checkpoints
+
+    url = f"s3://{BUCKET}/runs/act"
+    _upload_run(tmp_path, url)
+    assert [s for s, _ in remote_checkpoints(url)] == [1, 2]
+    newest = fetch_checkpoint(url)
+    assert newest.name == "pretrained_model" and newest.parent.name == "000002"
+    assert (newest / "model.safetensors").stat().st_size == 200
+    assert not (newest.parent.parent / "000001").exists()  # nothing else was downloaded
+    assert fetch_checkpoint(url, 1).parent.name == "000001"
+    assert fetch_checkpoint(f"{url}/checkpoints/000002").parent.name == "000002"
+    with pytest.raises(StorageError, match="available: 1, 2"):
+        fetch_checkpoint(url, 7)
+
+
+def test_remote_resume_downloads_the_last_checkpoint(s3, tmp_path):
+    from robotflow.scripts.train import TrainError, TrainOptions, _remote_output
+
+    _upload_run(tmp_path, f"s3://{BUCKET}/runs/act")
+    cache = Cache()
+    opts = TrainOptions(dataset_root=tmp_path, run_name="act", output_dir=f"s3://{BUCKET}/runs", resume=True)
+    local_opts, run_url = _remote_output(opts, cache)
+    assert run_url == f"s3://{BUCKET}/runs/act"
+    last = local_opts.run_dir / "checkpoints" / "last"
+    assert last.is_symlink() and (last / "training_state" / "training_step.json").read_text() == '{"step": 2}'
+    with pytest.raises(TrainError, match="already exists"):
+        _remote_output(TrainOptions(dataset_root=tmp_path, run_name="act", output_dir=f"s3://{BUCKET}/runs"), cache)

@@ -41,7 +41,7 @@ from robotflow.policies.checkpoints import (
     PRETRAINED_MODEL_DIR,
     list_checkpoints,
 )
-from robotflow.storage import Cache, StorageError, is_remote, join, list_dir
+from robotflow.storage import Cache, StorageError, is_remote, join, list_dir, remote_checkpoints
 
 log = logging.getLogger("robotflow.train")
 
@@ -315,9 +315,8 @@ def _remote_output(opts: TrainOptions, cache: Cache) -> tuple[TrainOptions, str]
     local_run = local_out / opts.run_name
     if _rank() != 0:
         return replace(opts, output_dir=local_out), run_url
-    steps = sorted(n for n in list_dir(join(run_url, CHECKPOINTS_DIR)) if n.isdigit())
     if not opts.resume:
-        if steps:
+        if list_dir(join(run_url, CHECKPOINTS_DIR)):
             raise TrainError(f"run {run_url} already exists: pass --resume to continue it, or another --run-name")
         if local_run.exists():
             if cache.pinned(run_url):
@@ -326,11 +325,14 @@ def _remote_output(opts: TrainOptions, cache: Cache) -> tuple[TrainOptions, str]
                     "and upload it, or remove that directory"
                 )
             shutil.rmtree(local_run)  # a cached copy of a run deleted remotely since
-    elif steps and not (local_run / CHECKPOINTS_DIR / steps[-1]).is_dir():
-        ckpt = cache.download(join(run_url, CHECKPOINTS_DIR, steps[-1]))
-        last = local_run / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
-        last.unlink(missing_ok=True)
-        last.symlink_to(ckpt.name)
+    elif complete := remote_checkpoints(run_url):  # the newest whose upload finished (config.json goes last)
+        step_dir = complete[-1][1].rsplit("/", 1)[0]
+        local_step = local_run / CHECKPOINTS_DIR / step_dir.rsplit("/", 1)[-1]
+        if not (local_step / PRETRAINED_MODEL_DIR / "config.json").is_file():
+            cache.download(step_dir)
+            last = local_run / CHECKPOINTS_DIR / LAST_CHECKPOINT_LINK
+            last.unlink(missing_ok=True)
+            last.symlink_to(local_step.name)
     cache.output_dir(run_url, create=False)  # LeRobot creates it (and refuses one that exists, unless resuming)
     return replace(opts, output_dir=local_out), run_url
 
