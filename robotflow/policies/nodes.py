@@ -126,6 +126,7 @@ class _PolicyNode(Node):
         # The codec is checked against the graph's before torch reads any weights.
         self.loaded = load_policy(model_dir, device=p.device, codec=p.codec, cameras=p.camera_names())
         self.codec = codec_from_spec(self.loaded.codec_spec)
+        self.log("codec %s from %s", self.codec.name, self.loaded.codec_source)
         self.codec.reset()
         # encode_live reads channels by the codec's names (those of the recording it was trained on); the
         # graph's wiring of each port may differ, so messages are keyed by the codec's names here.
