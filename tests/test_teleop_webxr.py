@@ -315,3 +315,17 @@ def test_webxr_on_the_franka_graph(monkeypatch, tmp_path):
         assert len(cartesian_x()) == n  # no new targets: the arm's watchdog holds it
     assert np.isclose(cartesian_x()[0], 0.4)  # it started where the arm was
     assert g.result.ok, g.result
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path):
+    import socket
+
+    from robotflow.drivers.teleop_webxr import PageServer
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cert, key = make_certificate(tmp_path, "127.0.0.1", reuse=False)
+    with pytest.raises(RuntimeError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*set `port` to a free one"):
+        PageServer(PoseHub(100.0), "127.0.0.1", busy.getsockname()[1], cert, key)
+    busy.close()
