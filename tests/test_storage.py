@@ -155,3 +155,15 @@ def test_remote_resume_downloads_the_last_checkpoint(s3, tmp_path):
     assert last.is_symlink() and (last / "training_state" / "training_step.json").read_text() == '{"step": 2}'
     with pytest.raises(TrainError, match="already exists"):
         _remote_output(TrainOptions(dataset_root=tmp_path, run_name="act", output_dir=f"s3://{BUCKET}/runs"), cache)
+
+
+def test_serve_and_rollout_name_a_missing_remote_run_in_one_line(s3):
+    from click.testing import CliRunner
+
+    from robotflow.scripts.cli import main
+
+    url = f"s3://{BUCKET}/runs/none"
+    for args in (["serve", "--checkpoints-dir", url], ["rollout", "--checkpoints-dir", url]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code != 0 and f"no checkpoints under {url}" in res.output, res.output
+        assert "Traceback" not in res.output

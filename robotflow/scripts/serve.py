@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from robotflow.storage import StorageError, fetch_checkpoint, is_remote
+
 
 def _say(message: str) -> None:
     click.echo(f"robotflow serve: {message}")
@@ -18,7 +20,8 @@ def _say(message: str) -> None:
     "--checkpoints-dir",
     type=click.Path(file_okay=False),
     required=True,
-    help="A training run (OUTPUT_DIR/RUN_NAME from `robotflow train`), or one checkpoint's directory.",
+    help="A training run (OUTPUT_DIR/RUN_NAME from `robotflow train`), or one checkpoint's directory; either may "
+    "be a URL (s3://...), of which the --checkpoint (default: newest) is downloaded and served.",
 )
 @click.option("--checkpoint", default=None, help="Step of the default model (default: the newest).")
 @click.option("--codec", default=None, help="Refuse to start unless every checkpoint was trained with this codec.")
@@ -49,6 +52,11 @@ def serve(checkpoints_dir, checkpoint, codec, host, port, device, token, insecur
         raise click.BadParameter(f"{port} is not a TCP port (1..65535)", param_hint="--port")
     if max_message_mb <= 0:
         raise click.BadParameter("must be positive", param_hint="--max-message-mb")
+    if is_remote(checkpoints_dir):
+        try:  # one checkpoint from object storage, not every step of the run
+            checkpoints_dir, checkpoint = str(fetch_checkpoint(checkpoints_dir, checkpoint)), None
+        except StorageError as e:
+            raise click.ClickException(str(e)) from None
     cfg = ServeConfig(
         checkpoints_dir=checkpoints_dir,
         checkpoint=checkpoint,
