@@ -15,8 +15,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from robotflow.drivers.sim.ik import angle_between
-from robotflow.drivers.teleop_base import EETarget
+from robotflow.drivers.sim.ik import angle_between, quat_mul
+from robotflow.drivers.teleop_base import EETarget, rotvec_quat
 from robotflow.drivers.teleop_webxr import Clutch, PoseHub, make_certificate, server_clock_ms
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
@@ -75,6 +75,8 @@ def test_clutch_maps_relative_hand_motion_and_holds_on_release():
     qy = np.array([np.cos(np.radians(10)), 0, np.sin(np.radians(10)), 0])
     clutch.update(target, np.array([0.28, 1.23, -0.45]), qy, engaged=True)
     assert np.isclose(np.degrees(angle_between(target.quat, HOME[3:])), 20.0, atol=1e-6)
+    turned_left = quat_mul(rotvec_quat([0, 0, np.radians(20)]), HOME[3:])  # counter-clockwise seen from above
+    assert angle_between(target.quat, turned_left) < 1e-6
     held = target.pose()
     clutch.update(target, np.array([0.0, 0.0, 0.0]), q0, engaged=False)  # released: the hand moves freely
     assert np.allclose(target.pose(), held)
