@@ -81,7 +81,12 @@ def test_train_from_and_to_s3_with_wandb_offline(dataset, tmp_path, monkeypatch)
         assert not fs.exists(f"{run}/checkpoints/last/pretrained_model/config.json")  # symlinks stay local
         assert fs.glob(f"{run}/wandb/offline-run-*"), fs.find(run)[:20]
 
-        # In this process (LeRobot is imported already): listing the remote run, and refusing to overwrite it.
+        # In this process (LeRobot is imported already): the policy nodes' loader takes the run's URL,
+        from robotflow.policies.loading import load_policy
+
+        loaded = load_policy(f"s3://{BUCKET}/runs/act_s3", device="cpu")
+        assert loaded.path.parent.name == "000002" and loaded.codec_spec["name"] == "eepose_absolute"
+        # listing the remote run, and refusing to overwrite it.
         listed = CliRunner().invoke(main, ["rollout", f"--checkpoints-dir=s3://{BUCKET}/runs/act_s3", "--list"])
         assert listed.exit_code == 0, listed.output
         assert [line.split()[0] for line in listed.output.splitlines()] == ["1", "2"]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robotflow.storage import fetch_checkpoint, is_remote
+
 from .checkpoints import resolve_checkpoint
 
 log = logging.getLogger("robotflow.policies")
@@ -61,7 +63,7 @@ def load_policy(
 ) -> LoadedPolicy:
     """Load a checkpoint of any LeRobot policy type.
 
-    path: a run dir, a step dir or a `pretrained_model` dir (see `resolve_checkpoint`).
+    path: a run dir, a step dir or a `pretrained_model` dir (see `resolve_checkpoint`), or the URL of one.
     codec, cameras: the caller's codec name and camera names (`robotflow.codecs.spec.checkpoint_codec`):
         a checkpoint trained with another codec raises `CodecMismatchError` before any weights are read,
         and a checkpoint without a stored codec (plain `lerobot-train`) runs with the named one.
@@ -72,7 +74,10 @@ def load_policy(
 
     from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
 
-    model_dir = resolve_checkpoint(path, step)
+    if is_remote(str(path)):  # a run in object storage: only the checkpoint used is downloaded
+        model_dir = fetch_checkpoint(str(path), step)
+    else:
+        model_dir = resolve_checkpoint(path, step)
     spec, source = None, None
     try:
         found = checkpoint_codec(model_dir, codec, cameras=cameras)
