@@ -255,6 +255,12 @@ def test_non_loopback_bind_needs_a_token(run_dir, monkeypatch):
     assert r.exit_code != 0 and "does not exist" in r.output
     r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir), "--checkpoint", "7"])
     assert r.exit_code != 0 and "--checkpoint 7: no such checkpoint; available: 1, 2" in r.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = CliRunner().invoke(main, ["serve", "--checkpoints-dir", str(run_dir), "--port", port])
+    assert r.exit_code != 0 and f"cannot serve on 127.0.0.1:{port}: Address already in use" in r.output
 
 
 # ---- robotflow rollout --server ----------------------------------------------------------------------

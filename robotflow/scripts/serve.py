@@ -70,12 +70,15 @@ def serve(checkpoints_dir, checkpoint, codec, host, port, device, token, insecur
     )
     try:
         server = InferenceServer(cfg, say=_say)
-        server.load_default()
+        server.bind()
     except (ServeError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e).splitlines()[0]) from None
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
     if os.environ.get("ROBOTFLOW_TOKEN") and token == os.environ["ROBOTFLOW_TOKEN"]:
         _say("bearer token taken from ROBOTFLOW_TOKEN")
     try:
-        server.run()
-    except OSError as e:  # the port is taken, or the address is not ours
-        raise click.ClickException(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+        server.load_default()
+    except (ServeError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e).splitlines()[0]) from None
+    server.run()

@@ -22,6 +22,7 @@ import hmac
 import ipaddress
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -308,6 +309,7 @@ class InferenceServer:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robotflow-serve-infer")
         self.manager = PolicyManager(self._load, self.say)
         self._session_ids = itertools.count(1)
+        self._sock: socket.socket | None = None
         self.app = self._build_app()
 
     def _load(self, model_id: str) -> ServedModel:
@@ -417,6 +419,22 @@ class InferenceServer:
                 await self.manager.release()
                 self.say(f"session {sid} closed after {requests} request(s), {errors} refused")
 
+    def bind(self) -> socket.socket:
+        """Bind the listening address (before loading: a taken port should not cost a model load).
+
+        Bound here, not in uvicorn: a taken port is an OSError with a one-line message for the CLI, instead
+        of uvicorn's log line and SystemExit from inside the event loop.
+        """
+        sock = socket.socket(socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.cfg.host, self.cfg.port))
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        return sock
+
     def run(self) -> None:
         """Serve until Ctrl-C / SIGTERM (uvicorn handles both)."""
         import uvicorn
@@ -431,13 +449,14 @@ class InferenceServer:
             ws_ping_timeout=60.0,  # a long forward pass on a busy CPU must not look like a dead peer
         )
         server = uvicorn.Server(config)
+        sock = self._sock or self.bind()
+        port = sock.getsockname()[1]
 
         async def serve() -> None:
-            task = asyncio.ensure_future(server.serve())
+            task = asyncio.ensure_future(server.serve(sockets=[sock]))
             while not server.started and not task.done():
                 await asyncio.sleep(0.05)
-            if server.started:  # the socket is bound: say so only now, scripts wait for this line
-                port = server.servers[0].sockets[0].getsockname()[1] if server.servers else self.cfg.port
+            if server.started:  # listening: say so only now, scripts wait for this line
                 self.say(
                     f"serving {len(self.catalog.ids())} model(s) ({', '.join(self.catalog.ids())}; default "
                     f"{self.catalog.default}) on ws://{self.cfg.host}:{port}{SESSION_PATH}"
