@@ -182,7 +182,12 @@ class RemotePolicyNode(Node):
         self._check_meta(meta)
         self._fps = float(meta.get("action_fps") or self.codec.params.fps)
         self._horizon = p.horizon_s if p.horizon_s is not None else meta.get("action_horizon_sec")
-        n = int(np.ceil(self._horizon * self._fps - 1e-6)) if self._horizon else int(meta.get("chunk_size") or 1)
+        # Ticks per chunk: the horizon, else the whole chunk, else (a server that says neither) about a second.
+        n = (
+            int(np.ceil(self._horizon * self._fps - 1e-6))
+            if self._horizon
+            else int(meta.get("chunk_size") or round(self._fps))
+        )
         use_async = p.async_inference
         if use_async is None:
             use_async = getattr(self._clock, "kind", "wall") != "virtual"
