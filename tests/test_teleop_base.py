@@ -3,8 +3,15 @@
 import numpy as np
 
 from robotflow.drivers.sim.ik import angle_between
-from robotflow.drivers.teleop_base import ButtonEdges, EETarget, EpisodeButtons, deadband, rotvec_quat
-from robotflow.drivers.teleop_keyboard import WORKSPACE_HI, WORKSPACE_LO
+from robotflow.drivers.teleop_base import (
+    WORKSPACE_HI,
+    WORKSPACE_LO,
+    ButtonEdges,
+    EETarget,
+    EpisodeButtons,
+    deadband,
+    rotvec_quat,
+)
 
 HOME = np.array([0.55, 0.0, 0.48, 0.0, 0.70710678, 0.70710678, 0.0])
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from robotflow.drivers.sim.ik import quat_canonical, quat_mul
-from robotflow.drivers.teleop_keyboard import WORKSPACE_HI, WORKSPACE_LO
 from robotflow.runtime.node import Input, Node
+
+WORKSPACE_LO = np.array([0.2, -0.5, 0.01])  # teleop targets stay in a box above the table (m)
+WORKSPACE_HI = np.array([0.8, 0.5, 0.6])
 
 
 def rotvec_quat(rotvec: np.ndarray) -> np.ndarray:
@@ -157,8 +159,12 @@ class TeleopNode(Node):
     def episode(self, action: str) -> None:
         """Apply an episode button (`start`, `stop`, `discard`, `toggle`) and emit the event it produces."""
         ev = self.episodes.request(action)
-        if ev is None:
-            return
+        if ev is not None:
+            self.emit_episode(ev)
+            self.tell("episode %d: %s", self._index, ev)
+
+    def emit_episode(self, ev: str) -> None:
+        """Emit the `episode` event for `start`, `stop` or `discard` (the task node's event fields)."""
         now = self.now_ns()
         task = getattr(self.params, "task", "")
         if ev == "start":
@@ -175,7 +181,6 @@ class TeleopNode(Node):
                 duration_s=(now - self._start_ns) * 1e-9,
                 task=task,
             )
-        self.tell("episode %d: %s", self._index, ev)
 
     def emit_command(self) -> None:
         """Emit the current target and grip (a fresh array each time: receivers hold views of it)."""

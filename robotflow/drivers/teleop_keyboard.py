@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robotflow.drivers.sim.ik import quat_canonical, quat_mul, yaw_quat
-from robotflow.runtime.node import Input, Node
+from robotflow.drivers.teleop_base import WORKSPACE_HI, WORKSPACE_LO, TeleopNode
 
 # key: (action, argument). Movements are in the robot base frame.
 KEYMAP: dict[str, tuple[str, object]] = {
@@ -37,9 +37,6 @@ HELP = """keyboard teleop keys:
   w/s  +x/-x (forward/back)     a/d  +y/-y (left/right)     r/f  up/down
   q/e  yaw left/right           o/c  open/close gripper     space  toggle gripper
   n    start episode            m    stop episode (keep)    x  discard episode"""
-
-WORKSPACE_LO = np.array([0.2, -0.5, 0.01])  # clamp targets to a box above the table (m)
-WORKSPACE_HI = np.array([0.8, 0.5, 0.6])
 
 
 @dataclass
@@ -101,21 +98,16 @@ class KeyboardParams:
     task: str = ""  # written into episode events
 
 
-class KeyboardTeleopNode(Node):
+class KeyboardTeleopNode(TeleopNode):
     """Terminal keyboard teleop (see HELP for the keys); needs `arm/state` to start from the current pose."""
 
     Params = KeyboardParams
-    # task_episode (optional): the sim task's events; after its reset the target restarts from the arm.
-    inputs = {"state": Input(), "task_episode": Input(delivery="queue", required=False)}
-    outputs = ("ee_target", "grip", "episode")
 
     def setup(self) -> None:
+        super().setup()
         self.keys = KeyboardTeleop(self.params.step_m, np.radians(self.params.yaw_step_deg))
         self._fd: int | None = None
         self._saved = None
-        self._index = -1
-        self._start_ns = 0
-        self._reset_ns = -1
         if sys.stdin is not None and sys.stdin.isatty():
             import termios
             import tty
@@ -146,29 +138,7 @@ class KeyboardTeleopNode(Node):
             ev = self.keys.press(k)
             if ev is None:
                 continue
-            now = self.now_ns()
-            if ev == "start":
-                self._index += 1
-                self._start_ns = now
-                self.emit(
-                    "episode",
-                    event="start",
-                    index=self._index,
-                    seed=-1,
-                    outcome="",
-                    duration_s=0.0,
-                    task=self.params.task,
-                )
-            else:
-                self.emit(
-                    "episode",
-                    event="end",
-                    index=self._index,
-                    seed=-1,
-                    outcome="discarded" if ev == "discard" else "success",
-                    duration_s=(now - self._start_ns) * 1e-9,
-                    task=self.params.task,
-                )
+            self.emit_episode(ev)
 
     def step(self) -> None:
         for msg in self.read_all("task_episode"):
