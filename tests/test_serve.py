@@ -371,3 +371,57 @@ def test_chunks_are_laid_onto_ticks_by_timestamp():
     slow = chunk_to_ticks(poses, grips, np.arange(4) / 7.5, fps=15, horizon_s=None)
     assert slow[:, -1].tolist() == [0, 0, 1, 1, 2, 2, 3]
     assert chunk_to_ticks(poses, grips, np.arange(4) / 15, fps=15, horizon_s=2 / 15)[:, -1].tolist() == [0, 1]
+
+
+def test_a_diffusion_checkpoint_is_served_with_its_observation_history(tmp_path):
+    """Any policy type `policy.lerobot` loads: diffusion keeps an observation queue, per session."""
+    import torch
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from robotflow.codecs import get_codec, write_checkpoint_spec
+    from robotflow.serving.protocol import channels_from_observation
+    from robotflow.serving.server import ServedModel
+
+    feats = {
+        "observation.state": PolicyFeature(FeatureType.STATE, (8,)),
+        "observation.images.wrist": PolicyFeature(FeatureType.VISUAL, (3, H, W)),
+    }
+    cfg = DiffusionConfig(
+        input_features=feats,
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (8,))},
+        crop_shape=None,
+        down_dims=(16, 32),
+        diffusion_step_embed_dim=16,
+        n_groups=4,
+        spatial_softmax_num_keypoints=8,
+        num_inference_steps=3,
+        horizon=8,
+        n_action_steps=4,
+        device="cpu",
+    )
+    torch.manual_seed(0)
+    stats = {
+        "observation.images.wrist": {"mean": torch.full((3, 1, 1), 0.45), "std": torch.full((3, 1, 1), 0.25)},
+        "action": {"min": -torch.ones(8), "max": torch.ones(8)},
+        "observation.state": {"min": -torch.ones(8), "max": torch.ones(8)},
+    }
+    model_dir = tmp_path / "checkpoints" / "000005" / "pretrained_model"
+    DiffusionPolicy(cfg).save_pretrained(model_dir)
+    for proc in make_pre_post_processors(cfg, dataset_stats=stats):
+        proc.save_pretrained(model_dir)
+    write_checkpoint_spec(model_dir, get_codec("ee", image_size=(H, W), cameras={"wrist": "wrist_camera/frame"}))
+
+    model = ServedModel("5", model_dir, "cpu", None)
+    model.warmup()
+    assert model.meta["type"] == "diffusion" and model.meta["chunk_size"] == 4
+    codec, a, b = model.new_codec(), model.new_state(), model.new_state()
+    latest, _ = channels_from_observation({**observation(5), "image.wrist": observation(5)["image.wrist"]}, codec)
+    for _ in range(3):  # two sessions, each with its own observation queue
+        chunk, a = model.predict(codec.encode_live(latest), a)
+        assert chunk.shape == (4, 8) and np.isfinite(chunk).all()
+    _, b = model.predict(codec.encode_live(latest), b)
+    assert len(a["observation.state"]) == 2 and len(b["observation.state"]) == 2  # n_obs_steps, filled per session
+    assert a is not b

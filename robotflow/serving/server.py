@@ -212,7 +212,7 @@ class ServedModel:
             batch = prepare_observation_for_inference(arrays, self.loaded.device, frame.get("task"), None)
             batch = self.loaded.preprocessor(batch)
             if getattr(policy, "_queues", None) is not None:
-                _populate_queues(policy, batch)
+                batch = _populate_queues(policy, batch)
             chunk = policy.predict_action_chunk(batch)
             if chunk.ndim == 2:
                 chunk = chunk.unsqueeze(0)
@@ -220,25 +220,36 @@ class ServedModel:
         return actions[0].float().cpu().numpy(), getattr(policy, "_queues", None)
 
     def warmup(self) -> float:
+        """One forward pass on zeros; the chunk it returns is the size every answer will have."""
         from robotflow.policies.chunking import dummy_observation
 
         t = time.perf_counter()
-        self.predict(dummy_observation(self.loaded.config), self.new_state())
-        return time.perf_counter() - t
+        chunk, _ = self.predict(dummy_observation(self.loaded.config), self.new_state())
+        elapsed = time.perf_counter() - t
+        # What predict_action_chunk returns: ACT its chunk_size, diffusion its n_action_steps.
+        self.chunk_size = len(chunk)
+        self.n_action_steps = min(self.n_action_steps, self.chunk_size)
+        self.meta.update(
+            chunk_size=self.chunk_size,
+            n_action_steps=self.n_action_steps,
+            action_horizon_sec=self.n_action_steps / self.fps,
+        )
+        return elapsed
 
 
-def _populate_queues(policy: Any, batch: dict[str, Any]) -> None:
+def _populate_queues(policy: Any, batch: dict[str, Any]) -> dict[str, Any]:
     """Observation history for policies that keep one (diffusion): what their own `select_action` does
-    before `predict_action_chunk`."""
+    before `predict_action_chunk`; returns the batch to predict from."""
     import torch
     from lerobot.policies.utils import populate_queues
-    from lerobot.utils.constants import OBS_IMAGES
+    from lerobot.utils.constants import ACTION, OBS_IMAGES
 
+    batch = {k: v for k, v in batch.items() if k != ACTION}
     image_keys = list(getattr(policy.config, "image_features", None) or [])
     if image_keys and OBS_IMAGES in policy._queues:
-        batch = dict(batch)
         batch[OBS_IMAGES] = torch.stack([batch[k] for k in image_keys], dim=-4)
     policy._queues = populate_queues(policy._queues, batch)
+    return batch
 
 
 class PolicyManager:
