@@ -133,3 +133,41 @@ def test_same_api_across_processes(kind, tmp_path):
     assert got[5]["image"].shape == (48, 64, 3) and int(got[5]["image"][0, 0, 0]) == 5
     assert got[0].timestamp_ns == 1000 and not got[0]["image"].flags.writeable
     sub.close()
+
+
+def test_inproc_hand_over_releases_arrays_once_every_reader_has_them():
+    pub = Publisher("cam/frame", "inproc://test-handover")
+    a = Subscriber("cam/frame", "inproc://test-handover", "queue")
+    b = Subscriber("cam/frame", "inproc://test-handover", "latest")
+    assert pub.wait_for_subscribers(2, 5.0)
+    img = np.zeros((480, 640, 3), np.uint8)
+    for i in range(3):
+        pub.send(i, {"image": img, "i": i})
+    assert len(pub._handed) == 3, "held until both readers have taken them"
+    got = _recv(a)
+    assert [m["i"] for m in got] == [0, 1, 2] and all(np.shares_memory(m["image"], img) for m in got)
+    assert _recv(b)["i"] == 2 and b.stats.skipped == 2
+    assert not pub._handed, "every reader took every message: the publisher holds nothing"
+    pub.close()
+    a.close()
+    b.close()
+
+
+def test_stalled_inproc_reader_bounds_held_arrays_and_counts_what_it_lost():
+    pub = Publisher("cam/frame", "inproc://test-stalled", hwm=8)
+    sub = Subscriber("cam/frame", "inproc://test-stalled", "queue", queue_size=64)
+    assert pub.wait_for_subscribers(1, 5.0)
+    img = np.zeros((256, 256, 3), np.uint8)
+    for i in range(200):  # the reader stalls: ZeroMQ keeps the oldest, the publisher at most 2 * hwm arrays
+        pub.send(i, {"image": img})
+    assert len(pub._handed) == 16
+    got = []
+    while sub.socket.poll(200):
+        got += sub.read_all()
+    pub.send(200, {"image": img})  # losses show when the next message arrives
+    got += _recv(sub)
+    assert got[-1].seq == 200 and all(np.shares_memory(m["image"], img) for m in got)
+    assert len(got) + sub.stats.dropped == 201, "messages whose arrays were let go are counted as dropped"
+    assert not pub._handed
+    pub.close()
+    sub.close()

@@ -2,15 +2,17 @@
 
 A channel is one node output (`node/output`). The publisher owns an XPUB socket bound to the channel's
 endpoint (`inproc://` inside a process, `ipc://` or `tcp://` across processes); each consuming input owns
-a SUB socket connected to it.
+a SUB socket connected to it, all in the process-wide ZeroMQ context (inproc connects only within one).
 
 A message is multipart: frame 0 is a msgpack header `[topic, seq, timestamp_ns, {name: inline value},
-[[name, dtype, shape], ...]]`; frames 1..n are the array buffers, in the order the header lists them.
-Arrays from 64 KiB up (`zmq.COPY_THRESHOLD`) are sent with `copy=False`: over inproc, ZeroMQ hands the
-receiver the sender's buffer itself, so the receiver's `np.frombuffer` view shares memory with the array
-the sender emitted and a 640x480 frame is never copied. Smaller ones are copied on both sides: for a
-joint-state vector a copy is cheaper than a tracked shared buffer (pyzmq would copy them anyway, after
-building a Frame object per part). Received arrays are read-only.
+[[name, dtype, shape, handed], ...]]`, then one frame per array that is not handed over, in header order.
+Arrays under 64 KiB (`zmq.COPY_THRESHOLD`) are copied: for a joint-state vector a copy is cheaper than
+sharing. Larger ones are never copied. Over ipc/tcp they go as `copy=False` frames. Inside a process
+(inproc) the publisher hands the array object itself to its readers: it keeps it by sequence number until
+every reader has taken it, or has seen the message as lost, while ZeroMQ carries the header (order, queue
+bounds, losses). This is zero-copy without pyzmq's zero-copy frames, whose release goes through a
+garbage-collector thread that cost 10-20 µs a message here and took the GIL from the reader. Either way
+the reader's array shares memory with the one the sender emitted, and received arrays are read-only.
 
 XPUB is used instead of PUB so the publisher can count subscriptions and the scheduler can wait until
 every subscriber is connected before the first message: ZeroMQ would otherwise drop messages sent
@@ -31,22 +33,12 @@ import numpy as np
 import zmq
 from zmq.backend import zmq_poll
 
-_context: zmq.Context | None = None
-_context_lock = threading.Lock()
 _ZERO_COPY_BYTES = zmq.COPY_THRESHOLD
 # Plain ints: pyzmq's enum flags cost microseconds per `&` and per call on the per-message path.
 _POLLIN, _SNDMORE = int(zmq.POLLIN), int(zmq.SNDMORE)
 _packb = msgpack.Packer(use_bin_type=True).pack
+_inproc_publishers: dict[str, Publisher] = {}  # by endpoint: where inproc readers take handed-over arrays
 _dtypes: dict[str, np.dtype] = {}  # header dtype strings seen so far; np.dtype(str) costs ~1 µs a field
-
-
-def context() -> zmq.Context:
-    """The process-wide ZeroMQ context (inproc endpoints only connect within one context)."""
-    global _context
-    with _context_lock:
-        if _context is None or _context.closed:
-            _context = zmq.Context(io_threads=1)
-        return _context
 
 
 class Message:
@@ -73,8 +65,8 @@ class Message:
         return f"Message({self.topic!r}, seq={self.seq}, t={self.timestamp_ns}, fields={list(self.fields)})"
 
 
-def encode(topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any]) -> list:
-    """Build the multipart frames for a message: the header, then one frame per array."""
+def encode(topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any], handed: list | None = None) -> list:
+    """The multipart frames of a message. With `handed`, large arrays go there instead of into frames."""
     inline: dict[str, Any] = {}
     specs: list = []
     payloads: list = [None]
@@ -82,8 +74,9 @@ def encode(topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any]) -> l
         if isinstance(value, np.ndarray):
             if not value.flags.c_contiguous:
                 value = np.ascontiguousarray(value)
-            specs.append((name, value.dtype.str, value.shape))
-            payloads.append(value)
+            hand = handed is not None and value.nbytes >= _ZERO_COPY_BYTES
+            specs.append((name, value.dtype.str, value.shape, hand))
+            (handed if hand else payloads).append(value)
         elif isinstance(value, np.generic):
             inline[name] = value.item()
         elif isinstance(value, (list, tuple)):
@@ -105,31 +98,40 @@ class Publisher:
         self.topic = topic
         self.endpoint = endpoint
         self.sent = 0  # messages sent, the `sent` of the channel's accounting
-        self._sock = context().socket(zmq.XPUB)
+        self._sock = zmq.Context.instance().socket(zmq.XPUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
         self._sock.bind(endpoint)
         self.subscribers = 0
+        # Arrays handed to inproc readers, by seq: [arrays, readers yet to take them]. Bounded like a
+        # ZeroMQ queue: a stalled reader finds the oldest gone and counts those messages as dropped.
+        self._handed: dict[int, list] = {}
+        self._handed_max = 2 * hwm
+        self._lock = threading.Lock()
+        if endpoint.startswith("inproc://"):
+            _inproc_publishers[endpoint] = self
 
     def wait_for_subscribers(self, expected: int, timeout_s: float) -> bool:
         """Block until `expected` subscriptions have arrived (so no early message is lost)."""
         deadline = time.monotonic() + timeout_s
         while self.subscribers < expected:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
+            if not self._sock.poll(max(1, int((deadline - time.monotonic()) * 1000))):
                 if time.monotonic() >= deadline:
                     return False
                 continue
-            msg = self._sock.recv()
-            if msg[:1] == b"\x01":
-                self.subscribers += 1
-            elif msg[:1] == b"\x00":
-                self.subscribers -= 1
+            flag = self._sock.recv()[:1]  # XPUB: b"\x01" + topic on a subscription, b"\x00" when one ends
+            self.subscribers += (flag == b"\x01") - (flag == b"\x00")
         return True
 
     def send(self, timestamp_ns: int, fields: dict[str, Any]) -> int:
-        frames = encode(self.topic, self.sent, timestamp_ns, fields)
+        handed: list | None = [] if self.subscribers and self.endpoint in _inproc_publishers else None
+        frames = encode(self.topic, self.sent, timestamp_ns, fields, handed)
+        if handed:
+            with self._lock:
+                self._handed[self.sent] = [handed, self.subscribers]
+                if len(self._handed) > self._handed_max:
+                    del self._handed[next(iter(self._handed))]
         sock, last = self._sock, len(frames) - 1
         sock.send(frames[0], _SNDMORE if last else 0)
         for i in range(1, last + 1):
@@ -137,7 +139,21 @@ class Publisher:
         self.sent += 1
         return self.sent - 1
 
+    def take(self, seq: int, lost_from: int) -> list | None:
+        """A reader takes message `seq`'s handed-over arrays (None if evicted) and lets go of lost ones."""
+        with self._lock:
+            for s in range(max(lost_from, seq - self._handed_max), seq + 1):
+                entry = self._handed.get(s)
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._handed[s]
+            return entry[0] if entry is not None else None
+
     def close(self) -> None:
+        if _inproc_publishers.get(self.endpoint) is self:
+            del _inproc_publishers[self.endpoint]
+        self._handed.clear()
         self._sock.close(linger=0)
 
 
@@ -162,7 +178,7 @@ class Subscriber:
         self.endpoint = endpoint
         self.delivery = delivery
         self.stats = InputStats()
-        self._sock = context().socket(zmq.SUB)
+        self._sock = zmq.Context.instance().socket(zmq.SUB)
         # `latest` readers are drained after every step, so this only has to hold one reader period.
         self._sock.setsockopt(zmq.RCVHWM, queue_size if delivery == "queue" else 128)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -186,7 +202,24 @@ class Subscriber:
             return None
         sock = self._sock
         topic, seq, ts, fields, specs = msgpack.unpackb(sock.recv())
-        for name, dtype, shape in specs:
+        st = self.stats
+        handed = None
+        for name, dtype, shape, hand in specs:
+            if hand:  # the sender's own array object, from its publisher in this process
+                if handed is None:
+                    pub = _inproc_publishers.get(self.endpoint)
+                    arrays = pub.take(seq, st.last_seq + 1) if pub is not None else None
+                    if arrays is None:  # evicted while this reader stalled: lost, and counted as such
+                        while sock.get(zmq.RCVMORE):
+                            sock.recv()
+                        st.dropped += seq - st.last_seq
+                        st.last_seq = seq
+                        return self._recv_nowait()
+                    handed = iter(arrays)
+                arr = next(handed).view()
+                arr.flags.writeable = False
+                fields[name] = arr
+                continue
             dt = _dtypes.get(dtype)
             if dt is None:
                 dt = _dtypes[dtype] = np.dtype(dtype)
@@ -197,7 +230,6 @@ class Subscriber:
             arr = np.frombuffer(sock.recv(copy=False).buffer if nbytes >= _ZERO_COPY_BYTES else sock.recv(), dt)
             arr.flags.writeable = False  # received arrays are read-only, whatever the transport
             fields[name] = arr.reshape(shape)
-        st = self.stats
         st.received += 1
         st.dropped += seq - st.last_seq - 1  # from seq 0 on: a loss before the first message counts too
         st.last_seq = seq

@@ -30,8 +30,6 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-import zmq
-
 from .channels import Publisher, Subscriber
 from .clock import Clock, VirtualClock, WallClock
 from .graph import GraphSpec, NodeSpec, parse_graph
@@ -420,9 +418,8 @@ class Scheduler:
                 deadline += missed * period
 
     def _triggered_loop(self, rt: _NodeRuntime) -> None:
-        sock = rt.trigger_sub.socket
         while not self._stop.is_set():
-            if sock.poll(_POLL_MS, zmq.POLLIN):
+            if rt.trigger_sub.wait(_POLL_MS):
                 if not self._tick(rt):
                     return
 
@@ -468,7 +465,7 @@ class Scheduler:
         for _ in range(100):  # bounded: a node that never consumes its trigger cannot hang the loop
             ran = False
             for rt in triggered:
-                if rt.trigger_sub.socket.poll(0, zmq.POLLIN):
+                if rt.trigger_sub.wait(0):
                     ran = True
                     if not self._tick(rt):
                         return False

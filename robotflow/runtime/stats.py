@@ -85,39 +85,6 @@ def _fmt(v, spec: str = ".0f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def format_table(summary: dict) -> str:
-    """Render the stats dict from Scheduler.stats() as the exit table."""
-    lines = []
-    nodes = summary.get("nodes", {})
-    w = max([len("node")] + [len(n) for n in nodes])
-    lines.append(
-        f"{'node':<{w}}  {'rate Hz':>8} {'ticks':>8} {'err p50 us':>10} {'err p99 us':>10} "
-        f"{'overruns':>8} {'step p50 ms':>11} {'step p99 ms':>11}"
-    )
-    for name, s in nodes.items():
-        lines.append(
-            f"{name:<{w}}  {_fmt(s['rate_hz'], '.1f'):>8} {s['ticks']:>8} {_fmt(s['period_error_p50_us']):>10} "
-            f"{_fmt(s['period_error_p99_us']):>10} {s['overruns']:>8} "
-            f"{_fmt(s['step_p50_us'] and s['step_p50_us'] / 1e3, '.2f'):>11} "
-            f"{_fmt(s['step_p99_us'] and s['step_p99_us'] / 1e3, '.2f'):>11}"
-        )
-    chans = summary.get("channels", {})
-    if chans:
-        rows = []
-        for ch, c in chans.items():
-            if not c["inputs"]:
-                rows.append((ch, c["sent"], "(no reader)", "-", "-", "-"))
-            for reader, i in c["inputs"].items():
-                rows.append((ch, c["sent"], reader, i["received"], i["skipped"], i["dropped"]))
-        cw = max(len("channel"), *(len(r[0]) for r in rows))
-        rw = max(len("reader"), *(len(r[2]) for r in rows))
-        lines.append("")
-        lines.append(f"{'channel':<{cw}}  {'sent':>8}  {'reader':<{rw}} {'received':>9} {'skipped':>8} {'dropped':>8}")
-        for r in rows:
-            lines.append(f"{r[0]:<{cw}}  {r[1]:>8}  {r[2]:<{rw}} {r[3]:>9} {r[4]:>8} {r[5]:>8}")
-    return "\n".join(lines)
-
-
 def format_live(summary: dict) -> str:
     parts = []
     for name, s in summary.get("nodes", {}).items():

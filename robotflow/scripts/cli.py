@@ -11,8 +11,8 @@ import click
 
 from robotflow.runtime.graph import GraphError, GraphSpec, load_graph
 from robotflow.runtime.scheduler import RunResult, Scheduler
-from robotflow.runtime.stats import format_table
 from robotflow.safety import format_safety
+from robotflow.scripts.stats_table import format_table
 
 
 def _load(graph: str, sets: tuple[str, ...]) -> GraphSpec:
