@@ -54,9 +54,16 @@ test-all: install
 
 # Each prints one JSON object; run them on an otherwise idle machine (figures in the README).
 BENCHMARKS := channels scheduler recording sim convert policy teleop rerun serve
-bench: install
+# dora-rs, measured beside robotflow by `channels`, lives in its own environment so that its pins stay out of ours.
+PEERS := .venv-peers
+$(PEERS)/.stamp-install:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q dora-rs==1.1.0 dora-rs-cli==1.1.0 numpy
+	touch $@
+
+bench: install $(PEERS)/.stamp-install
 	@mkdir -p out/bench
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m benchmarks.$$b --json | tee out/bench/$$b.json; done
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) .venv-peers *.egg-info
