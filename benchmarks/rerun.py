@@ -50,6 +50,8 @@ def run(duration: float) -> dict:
         "ticks_with": viewed.stats["nodes"]["control"]["ticks"],
         "overruns_with": viewed.stats["nodes"]["control"]["overruns"],
         "messages_logged": report.get("messages"),
+        "view_in_own_process": report.get("pid") not in (None, os.getpid()),
+        "view_niceness": report.get("niceness"),
         "rrd_mb": round(rrd_mb, 1),
         "duration_s": duration,
         "view_process": "own process group (ipc channels), as `robotflow launch --rerun` adds it",

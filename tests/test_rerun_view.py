@@ -33,11 +33,19 @@ def entities(rrd: Path) -> dict[str, int]:
     return out
 
 
-def test_view_node_has_its_own_process_on_the_wall_clock():
-    spec = with_view(parse_graph(GRAPH, "g.yaml"), "x.rrd", ("cam/frame",))
+def test_view_node_has_its_own_lower_priority_process_on_the_wall_clock(tmp_path):
+    import os
+
+    from robotflow.runtime.scheduler import Scheduler
+
+    spec = with_view(parse_graph(GRAPH, "g.yaml"), str(tmp_path / "x.rrd"), ("cam/frame",))
     view = [n for n in spec.nodes if n.type_name == "view.rerun"][0]
     assert view.process == "rerun" and list(view.inputs) == ["cam.frame"]
     assert view.inputs["cam.frame"].delivery == "latest"
+    sched = Scheduler(spec)
+    assert sched.run().ok
+    report = sched.reports[view.name]
+    assert report["pid"] != os.getpid() and report["niceness"] >= 10 and report["messages"] >= 1
 
 
 def test_launch_streams_channels_to_a_file(tmp_path):

@@ -83,6 +83,7 @@ def log_fields(rec: Any, entity: str, fields: dict[str, Any]) -> int:
 class RerunViewParams:
     target: str = "spawn"  # FILE.rrd, `spawn` (open a viewer), or a viewer URL (rerun+http://HOST:9876/proxy)
     application_id: str = "robotflow"
+    nice: int = 10  # niceness added to the view's own process (not applied when it shares the graph's process)
 
 
 class RerunView(Node):
@@ -96,6 +97,12 @@ class RerunView(Node):
         return {}
 
     def setup(self) -> None:
+        self.niceness = os.nice(0)
+        if self.params.nice and getattr(self._runtime, "group", None) is not None:
+            # Best effort: on a busy machine the view gives the CPU up first, so the graph's threads (and the one
+            # holding the control process's GIL) are not kept waiting behind Rerun's encoding. Linux applies it to
+            # this thread and to the threads Rerun starts from it below.
+            self.niceness = os.nice(self.params.nice)
         self.rec = open_stream(self.params.target, self.params.application_id)
         self.logged = 0
         self.messages = 0
@@ -116,7 +123,13 @@ class RerunView(Node):
             rec.disconnect()
 
     def report(self) -> dict:
-        return {"target": self.params.target, "messages": self.messages, "fields_logged": self.logged}
+        return {
+            "target": self.params.target,
+            "messages": self.messages,
+            "fields_logged": self.logged,
+            "pid": os.getpid(),
+            "niceness": self.niceness,
+        }
 
 
 # ---- recorded data --------------------------------------------------------------------------------
