@@ -11,7 +11,7 @@ DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
 	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps lint demo test test-all bench clean
+.PHONY: install sysdeps lint demo test test-all bench e2e-lowdim clean
 
 install: sysdeps $(STAMP)
 
@@ -53,7 +53,7 @@ test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Each prints one JSON object; run them on an otherwise idle machine (figures in the README).
-BENCHMARKS := channels scheduler recording sim convert policy teleop rerun serve
+BENCHMARKS := channels scheduler recording sim convert policy rollout teleop rerun serve
 # dora-rs, measured beside robotflow by `channels`, lives in its own environment so that its pins stay out of ours.
 PEERS := .venv-peers
 $(PEERS)/.stamp-install:
@@ -64,6 +64,13 @@ $(PEERS)/.stamp-install:
 bench: install $(PEERS)/.stamp-install
 	@mkdir -p out/bench
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m benchmarks.$$b --json | tee out/bench/$$b.json; done
+
+# The CPU learning result (README, "Low-dim result"): scripted demos, low-dim conversion, ACT training and
+# 50 unseen seeds per task, from nothing; prints the success table and keeps everything in E2E_DIR.
+E2E_DIR ?= out/e2e_lowdim
+e2e-lowdim: install
+	rm -rf $(E2E_DIR)
+	$(PY) -m benchmarks.e2e_lowdim --out $(E2E_DIR)
 
 clean:
 	rm -rf $(VENV) .venv-peers *.egg-info

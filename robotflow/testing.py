@@ -199,3 +199,48 @@ class Episodes(Node):
             self.index += 1
             self.t_start = None
             self.t_next = now + int(p.gap_s * 1e9)
+
+
+@dataclass
+class DatasetActionsParams:
+    dataset: str = ""  # root of a LeRobot dataset made by `robotflow convert` (its codec spec decodes actions)
+    episode: int = 0  # episode index in the dataset
+
+
+class DatasetActions(Node):
+    """Plays one dataset episode's `action` column into the arm and gripper (zero-order hold, one per tick).
+
+    The train side of the codec, driven open loop: give the node `rate:` = the dataset's fps and the task
+    the episode's seed, and a sound action path (recorded commands -> resampling -> codec -> decode)
+    solves the task again. Action k goes out k periods after the task's `start` event, as frame k of the
+    dataset was taken k periods after the episode's first message.
+    """
+
+    Params = DatasetActionsParams
+    inputs = {"episode": Input(delivery="queue", required=False)}
+    outputs = ("ee_target", "grip")
+
+    def setup(self) -> None:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        from robotflow.codecs import load_dataset_codec
+
+        p = self.params
+        self.codec = load_dataset_codec(p.dataset)
+        ds = LeRobotDataset("local/actions", root=p.dataset, episodes=[p.episode])
+        rows = ds.hf_dataset.filter(lambda r: r["episode_index"] == p.episode)
+        self.actions = np.stack([np.asarray(a, dtype=np.float32) for a in rows["action"]])
+        self.k = None  # next action index; None until the episode starts
+
+    def step(self) -> None:
+        for msg in self.read_all("episode"):
+            if msg["event"] == "start":
+                self.k = 0
+            elif msg["event"] == "end":
+                self.k = None
+        if self.k is None:
+            return
+        cmd = self.codec.decode(self.actions[min(self.k, len(self.actions) - 1)])
+        self.k += 1
+        self.emit("ee_target", ee_pose=cmd["ee_pose"])
+        self.emit("grip", width=cmd["width"])

@@ -55,6 +55,19 @@ from robotflow.storage import Cache, StorageError, fetch_checkpoint, is_remote, 
 @click.option("--seed", type=int, default=None, help="Seed of the first episode (default: the graph's).")
 @click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help="Override a node param (repeatable).")
 @click.option("--no-record", is_flag=True, help="Do not record the rollouts.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Episodes run in this many processes, each its own sim and policy; the per-seed results do not depend on it.",
+)
+@click.option(
+    "--video-channel",
+    default="front_camera/frame",
+    show_default=True,
+    help="Camera channel written as an mp4 beside each failed episode's recording ('' for none).",
+)
 def rollout(
     checkpoints_dir,
     server,
@@ -70,6 +83,8 @@ def rollout(
     seed,
     sets,
     no_record,
+    workers,
+    video_channel,
 ):
     """Roll out a policy checkpoint (or a served policy, --server) for N seeded episodes; print a success table."""
     if server is not None:
@@ -81,8 +96,7 @@ def rollout(
     from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
     from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
     from robotflow.policies.nodes import LeRobotNodeParams
-    from robotflow.scripts.cli import _print_episodes, episode_nodes, exit_for, run_and_report, write_summary
-    from robotflow.scripts.record import upload_episodes, with_recorder
+    from robotflow.scripts.record import upload_episodes
 
     if is_remote(checkpoints_dir):
         # A run in object storage: list it there, download only the checkpoint that is rolled out.
@@ -158,29 +172,75 @@ def rollout(
         rec_url = join(checkpoints_dir, "rollouts", step_name)
     if rec_url is not None:
         rec_dir = Cache().output_dir(rec_url)  # recorded locally, uploaded once the episodes are closed
-    if not no_record:
-        spec, _ = with_recorder(spec, sets, {"output_dir": str(rec_dir), "progress": False})
     click.echo(
         f"rolling out {model_dir} (codec {found.name} from {found.source}) for {episodes} episodes"
+        + (f" in {workers} worker processes" if workers > 1 else "")
         + ("" if no_record else f", recording to {rec_url or rec_dir}")
     )
-    result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)
-    results = [r for node in episode_nodes(sched) for r in node.results]
-    if results:
-        _print_episodes(results)
+    outcomes = _evaluate(
+        graph_file, sets, tasks[0], episodes, seed, None if no_record else rec_dir, workers, video_channel
+    )
     if rec_url is not None and not no_record:
         upload_episodes(rec_dir, rec_url)
     if summary:
-        write_summary(
+        _write_eval_summary(
             summary,
-            results,
+            outcomes,
+            workers,
             checkpoint=str(model_dir),
             step=step_name,
             codec=pol.params.codec,
             graph=str(graph_file),
             recorded_to=None if no_record else str(rec_url or rec_dir),
         )
-    exit_for(result)
+
+
+def _evaluate(graph_file, sets, task_node, episodes, seed, rec_dir, workers, video_channel) -> list:
+    """Each seeded episode in a graph of its own (robotflow.evaluation), in `workers` processes; prints the table."""
+    from robotflow.evaluation import EpisodeJob, EvalError, EvalPlan, format_table, run_episodes, write_failure_videos
+
+    first = task_node.params.seed if seed is None else seed
+    jobs = [EpisodeJob(i, first + i) for i in range(episodes)]
+    plan = EvalPlan(
+        str(graph_file),
+        tuple(s for s in sets if not s.startswith((f"{task_node.name}.episodes=", f"{task_node.name}.seed="))),
+        task_node.name,
+        None if rec_dir is None else str(rec_dir),
+        # Workers share the cores: one torch thread each (more only oversubscribes them).
+        torch_threads=1 if workers > 1 else None,
+    )
+    done = []
+
+    def progress(o) -> None:
+        done.append(o)
+        click.echo(f"  [{len(done)}/{episodes}] seed {o.seed}: {o.outcome} after {o.duration_s:.1f} s", err=True)
+
+    try:
+        outcomes = run_episodes(plan, jobs, workers, progress)
+    except EvalError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(format_table(outcomes))
+    if rec_dir is not None and video_channel:
+        for path in write_failure_videos(outcomes, video_channel):
+            click.echo(f"failed episode video: {path}")
+    return outcomes
+
+
+def _write_eval_summary(path, outcomes, workers, **extra) -> None:
+    from robotflow.evaluation import wilson_interval
+    from robotflow.scripts.cli import write_summary
+
+    k = sum(o.success for o in outcomes)
+    lo, hi = wilson_interval(k, len(outcomes))
+    write_summary(
+        path,
+        [o.as_dict() for o in outcomes],
+        successes=k,
+        wilson_95=[round(lo, 4), round(hi, 4)],
+        workers=workers,
+        outcomes=[o.as_dict() for o in outcomes],
+        **extra,
+    )
 
 
 def _rollout_remote(server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record):

@@ -1,0 +1,287 @@
+"""The CPU learning result end to end: scripted demos -> low-dim dataset -> ACT -> 50 unseen seeds per task.
+
+    python -m benchmarks.e2e_lowdim [--out out/e2e_lowdim] [--json]       # `make e2e-lowdim`
+    python -m benchmarks.e2e_lowdim --small --out /tmp/e2e                 # the pipeline check in `make test`
+
+Every stage is the public command line (`robotflow record`, `convert`, `train`, `rollout`), so the run is
+what a user would type. The privileged low-dim codec `ee_objects` (EE pose + grip, and the task's object
+poses from `task/objects` as `observation.environment_state`; no cameras) makes a policy trainable on two
+CPU cores. The two tasks are independent, so each stage runs them side by side, one process and one torch
+thread each: on two cores that uses both without the thread oversubscription of two 2-thread processes.
+The config and why it is what it is: README, "Low-dim result".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks._util import emit, machine, parser
+
+TASK_TEXT = {"stack_cubes": "stack the red cube on the green cube", "pick_place": "put the cube in the bin"}
+
+
+@dataclass
+class E2EConfig:
+    tasks: tuple[str, ...] = ("stack_cubes", "pick_place")
+    demos: int = 100  # scripted demonstrations per task (seeds 0..demos-1)
+    expert_noise: float = 0.5  # per-episode plan variation of the scripted expert (state diversity)
+    fps: int = 15
+    steps: int = 5000
+    batch_size: int = 32
+    dim_model: int = 128
+    dim_feedforward: int = 512
+    chunk_size: int = 20
+    n_action_steps: int = 10
+    lr: float = 3e-4
+    use_vae: bool = False
+    eval_episodes: int = 50
+    eval_seed: int = 1000  # unseen: the demos used seeds 0..demos-1
+    eval_timeout_s: float = 30.0
+    workers: int = 1  # rollout worker processes per task (the tasks already run side by side)
+    train_args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def small(cls) -> E2EConfig:
+        """The pipeline check: a couple of demos, a few steps, one short rollout; success is not expected."""
+        return cls(
+            tasks=("stack_cubes",),
+            demos=2,
+            steps=4,
+            batch_size=4,
+            dim_model=32,
+            dim_feedforward=64,
+            eval_episodes=1,
+            eval_timeout_s=3.0,
+        )
+
+
+def _robotflow() -> list[str]:
+    return [sys.executable, "-m", "robotflow.scripts.cli"]
+
+
+def _run_parallel(cmds: dict[str, list[str]], logs: Path, stage: str) -> float:
+    """Run one command per task side by side; returns the stage's wall time. A failure ends the run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.setdefault("WANDB_MODE", "disabled")
+    t0 = time.perf_counter()
+    procs = {}
+    for task, cmd in cmds.items():
+        log = open(logs / f"{stage}_{task}.log", "w")  # noqa: SIM115 - closed below
+        procs[task] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+    failed = []
+    for task, (p, log) in procs.items():
+        if p.wait() != 0:
+            failed.append(task)
+        log.close()
+    if failed:
+        tail = (logs / f"{stage}_{failed[0]}.log").read_text().strip().splitlines()[-1:]
+        raise SystemExit(f"e2e-lowdim: {stage} failed for {failed[0]} (see {logs}/{stage}_{failed[0]}.log): {tail}")
+    return time.perf_counter() - t0
+
+
+def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    rf = _robotflow()
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    load0 = os.getloadavg()
+    t_all = time.perf_counter()
+    stages: dict[str, float] = {}
+    d = {t: out / t for t in cfg.tasks}
+
+    say(f"record {cfg.demos} demos per task: {', '.join(cfg.tasks)}")
+    stages["record"] = _run_parallel(
+        {
+            t: [
+                *rf,
+                "record",
+                f"graphs/sim_{t}_lowdim.yaml",
+                "--episodes",
+                str(cfg.demos),
+                "--output-dir",
+                str(d[t] / "demos"),
+                "--task",
+                TASK_TEXT[t],
+                "--set",
+                f"teleop.noise={cfg.expert_noise}",
+            ]
+            for t in cfg.tasks
+        },
+        logs,
+        "record",
+    )
+    say("convert (codec ee_objects)")
+    stages["convert"] = _run_parallel(
+        {
+            t: [
+                *rf,
+                "convert",
+                "--input",
+                str(d[t] / "demos"),
+                "--codec",
+                "ee_objects",
+                "--output-dir",
+                str(d[t] / "dataset"),
+                "--fps",
+                str(cfg.fps),
+                "--json",
+            ]
+            for t in cfg.tasks
+        },
+        logs,
+        "convert",
+    )
+    say(f"train {cfg.steps} steps per task")
+    policy_args = [
+        f"--policy-arg=dim_feedforward={cfg.dim_feedforward}",
+        f"--policy-arg=optimizer_lr={cfg.lr}",
+        f"--policy-arg=use_vae={json.dumps(cfg.use_vae)}",
+    ]
+    stages["train"] = _run_parallel(
+        {
+            t: [
+                *rf,
+                "train",
+                "--dataset-root",
+                str(d[t] / "dataset"),
+                "--run-name",
+                "act_lowdim",
+                "--output-dir",
+                str(d[t] / "runs"),
+                "--steps",
+                str(cfg.steps),
+                "--save-freq",
+                str(cfg.steps),
+                "--batch-size",
+                str(cfg.batch_size),
+                "--device",
+                "cpu",
+                "--dim-model",
+                str(cfg.dim_model),
+                "--chunk-size",
+                str(cfg.chunk_size),
+                "--n-action-steps",
+                str(cfg.n_action_steps),
+                "--num-workers",
+                "0",
+                "--log-freq",
+                str(max(1, min(500, cfg.steps // 10))),
+                *policy_args,
+                *cfg.train_args,
+            ]
+            for t in cfg.tasks
+        },
+        logs,
+        "train",
+    )
+    say(f"roll out {cfg.eval_episodes} unseen seeds per task (from seed {cfg.eval_seed})")
+    stages["rollout"] = _run_parallel(
+        {
+            t: [
+                *rf,
+                "rollout",
+                "--checkpoints-dir",
+                str(d[t] / "runs" / "act_lowdim"),
+                "--graph",
+                f"graphs/sim_{t}_lowdim_policy.yaml",
+                "--episodes",
+                str(cfg.eval_episodes),
+                "--seed",
+                str(cfg.eval_seed),
+                "--workers",
+                str(cfg.workers),
+                "--set",
+                f"task.timeout_s={cfg.eval_timeout_s}",
+                "--summary",
+                str(d[t] / "rollout.json"),
+            ]
+            for t in cfg.tasks
+        },
+        logs,
+        "rollout",
+    )
+    results = {}
+    for t in cfg.tasks:
+        roll = json.loads((d[t] / "rollout.json").read_text())
+        conv = json.loads((logs / f"convert_{t}.log").read_text().strip().splitlines()[-1])
+        results[t] = {
+            "success": roll["successes"],
+            "episodes": len(roll["episodes"]),
+            "success_rate": roll["success_rate"],
+            "wilson_95": roll["wilson_95"],
+            "failed_seeds": [e["seed"] for e in roll["episodes"] if not e["success"]],
+            "demo_frames": conv["frames"],
+            "final_loss": _final_loss(logs / f"train_{t}.log"),
+        }
+    return {
+        "config": asdict(cfg),
+        "results": results,
+        "stages_s": {k: round(v, 1) for k, v in stages.items()},
+        "total_s": round(time.perf_counter() - t_all, 1),
+        "loadavg_start": [round(x, 2) for x in load0],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(),
+        "out": str(out),
+    }
+
+
+def _final_loss(log: Path) -> float | None:
+    import re
+
+    losses = re.findall(r"loss:([0-9.]+)", log.read_text())
+    return float(losses[-1]) if losses else None
+
+
+def table(doc: dict) -> str:
+    lines = [
+        "| task | success (unseen seeds) | 95% Wilson interval | demos (frames) | final train loss |",
+        "|---|---|---|---|---|",
+    ]
+    cfg = doc["config"]
+    for t, r in doc["results"].items():
+        lo, hi = r["wilson_95"]
+        lines.append(
+            f"| {t} | {r['success']}/{r['episodes']} ({r['success_rate']:.0%}) | {lo:.0%} - {hi:.0%} "
+            f"| {cfg['demos']} ({r['demo_frames']}) | {r['final_loss']} |"
+        )
+    st = doc["stages_s"]
+    lines.append(
+        f"\ntotal {doc['total_s'] / 60:.1f} min (record {st['record']:.0f} s, convert {st['convert']:.0f} s, "
+        f"train {st['train']:.0f} s, rollout {st['rollout']:.0f} s) on {doc['machine']['cpus']} CPUs; "
+        f"load average {doc['loadavg_start'][0]} at start, {doc['loadavg_end'][0]} at end"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/e2e_lowdim", help="working directory (demos, datasets, runs, rollouts)")
+    p.add_argument("--small", action="store_true", help="the quick pipeline check (no success expected)")
+    p.add_argument("--steps", type=int, default=None, help="override the training steps")
+    p.add_argument("--demos", type=int, default=None, help="override the demonstrations per task")
+    p.add_argument("--episodes", type=int, default=None, help="override the evaluation episodes per task")
+    args = p.parse_args()
+    cfg = E2EConfig.small() if args.small else E2EConfig()
+    for name, value in (("steps", args.steps), ("demos", args.demos), ("eval_episodes", args.episodes)):
+        if value is not None:
+            setattr(cfg, name, value)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"e2e-lowdim: {out} is not empty; remove it or pass another --out")
+    doc = run(cfg, out, progress=True)
+    (out / "result.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        emit(doc, True)
+    else:
+        print(table(doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Rollout throughput: the same checkpoint and seeds evaluated by 1 and by 2 worker processes.
+
+    python -m benchmarks.rollout --json [--checkpoints-dir RUN] [--episodes 8]
+
+Without --checkpoints-dir the benchmark makes its own low-dim ACT checkpoint first (the small
+`benchmarks.e2e_lowdim` pipeline: 2 scripted demos, a few training steps), which is not a good policy:
+its episodes run to the timeout, so every episode simulates the same `--timeout-s` and the comparison
+is of equal work. Each episode is its own graph (robotflow.evaluation), so both runs must give identical
+per-seed results (`same_results`). Workers use one torch thread each; the 1-worker run too, so the
+speedup is the parallelism, not a thread-count change.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._util import emit, machine, parser
+
+
+def _checkpoint(work: Path) -> Path:
+    from benchmarks.e2e_lowdim import E2EConfig, run
+
+    cfg = E2EConfig.small()
+    cfg.eval_episodes = 1
+    run(cfg, work, progress=False)
+    return work / "stack_cubes" / "runs" / "act_lowdim"
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--checkpoints-dir", default=None, help="a training run of a low-dim ee_objects policy")
+    p.add_argument("--graph", default="graphs/sim_stack_cubes_lowdim_policy.yaml")
+    p.add_argument("--episodes", type=int, default=8)
+    p.add_argument("--timeout-s", type=float, default=10.0, help="episode timeout (simulated seconds)")
+    p.add_argument("--seed", type=int, default=1000)
+    args = p.parse_args()
+
+    from robotflow.evaluation import EpisodeJob, EvalPlan, run_episodes
+    from robotflow.policies.checkpoints import resolve_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="rf-bench-rollout-") as tmp:
+        run_dir = Path(args.checkpoints_dir) if args.checkpoints_dir else _checkpoint(Path(tmp) / "ckpt")
+        model_dir = resolve_checkpoint(run_dir, None)
+        plan = EvalPlan(
+            args.graph,
+            (f"policy.checkpoint={json.dumps(str(model_dir))}", f"task.timeout_s={args.timeout_s}"),
+            "task",
+            None,
+            torch_threads=1,
+        )
+        jobs = [EpisodeJob(i, args.seed + i) for i in range(args.episodes)]
+        timings, outcomes = {}, {}
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            outcomes[workers] = run_episodes(plan, jobs, workers)
+            timings[workers] = time.perf_counter() - t0
+
+    def key(outs):
+        return [(o.seed, o.success, o.outcome, o.duration_s) for o in outs]
+
+    eps = {w: args.episodes / timings[w] * 60.0 for w in timings}
+    result = {
+        "episodes": args.episodes,
+        "workers_1_eps_per_min": round(eps[1], 2),
+        "workers_2_eps_per_min": round(eps[2], 2),
+        "speedup": round(eps[2] / eps[1], 2),
+        "workers_1_s": round(timings[1], 1),
+        "workers_2_s": round(timings[2], 1),
+        "same_results": key(outcomes[1]) == key(outcomes[2]),
+        "successes": sum(o.success for o in outcomes[1]),
+        "timeout_s": args.timeout_s,
+        "checkpoint": str(model_dir) if args.checkpoints_dir else "made by the benchmark (small e2e pipeline)",
+        **machine(),
+    }
+    emit(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
