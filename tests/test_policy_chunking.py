@@ -159,13 +159,16 @@ def test_async_latency_skip_and_no_stall():
             actions.append(ex.step(obs))
             time.sleep(period)
         st = ex.stats
-        assert st.cold_starts == 1
+        # The episode's first ticks may go without an action (a tick waits at most one period for the
+        # first chunk); from the first action on, every tick has one.
+        first = next(i for i, a in enumerate(actions) if a is not None)
+        assert st.cold_starts in (first, first + 1)
         assert st.chunks >= 4
         assert st.stalls == 0, st.as_dict()
         assert st.stale_chunks == 0
         # Every installed chunk after the first came from an observation some ticks old.
         assert st.skipped_actions >= st.chunks - 1
-        assert all(a.shape == (8,) and a.dtype == np.float32 for a in actions)
+        assert all(a is not None and a.shape == (8,) and a.dtype == np.float32 for a in actions[first:])
     finally:
         ex.close()
 
@@ -178,7 +181,10 @@ def test_async_actions_are_the_chunk_of_the_observed_tick():
         ours,
         pre,
         post,
-        ChunkExecutorConfig(async_inference=True, refill_at=6, inference_threads=torch.get_num_threads()),
+        # The first chunk is waited for (the bound on a tick's wait is another test's subject).
+        ChunkExecutorConfig(
+            async_inference=True, refill_at=6, inference_threads=torch.get_num_threads(), max_wait_s=60.0
+        ),
     )
     try:
         obs_list = list(observations(14))
@@ -207,11 +213,14 @@ def test_async_temporal_ensembling_runs():
     ex = ChunkExecutor(ours, pre, post, ChunkExecutorConfig(temporal_ensemble_coeff=0.01, inference_threads=1))
     try:
         period = min(0.1, max(0.01, ex.warmup() / 3))  # a chunk spans ~3 ticks: well inside its 10-step horizon
+        actions = []
         for obs in observations(25):
             a = ex.step(obs)
-            assert a.shape == (8,) and np.isfinite(a).all()
+            if a is not None:  # None until the first chunk arrives (a tick waits at most one period)
+                assert a.shape == (8,) and np.isfinite(a).all()
+                actions.append(a)
             time.sleep(period)
-        assert ex.stats.chunks >= 3 and ex.stats.stale_chunks == 0
+        assert len(actions) >= 15 and ex.stats.chunks >= 3 and ex.stats.stale_chunks == 0
     finally:
         ex.close()
 
@@ -291,10 +300,12 @@ def test_async_chunks_land_on_their_timestamps_and_ticks_never_wait_longer_than_
             now = time.monotonic_ns()
             a = ex.step({"k": k}, now, now)
             if a is not None:
-                got.append((now, a))
+                got.append((time.monotonic_ns(), a))  # executed when step() returns
         assert len(got) > 20
-        for now, a in got:
-            assert -1e-3 / FPS <= now / 1e9 - a[0] < 1 / FPS  # on its timestamp, though predicted 5 periods ago
+        for done, a in got:
+            # On its timestamp (a period long: zero-order hold), though predicted 5 periods ago. The margin
+            # covers a loaded machine delaying the return from step().
+            assert -1e-3 / FPS <= done / 1e9 - a[0] < 1 / FPS + 0.02
         assert ex.stats.skipped_actions >= 4 * (ex.stats.chunks - 1)  # inference latency skipped, not replayed
         assert ex.stats.cold_starts >= 1
         # reset while a chunk is in flight: that chunk is dropped, and the source's reset runs on the worker.

@@ -556,7 +556,8 @@ class ChunkExecutor:
         Without timestamps the executor keeps a tick clock: each call is one period after the previous one
         and the observation is of that instant (LeRobot's select_action semantics).
         """
-        if now_ns is None:
+        timed = now_ns is not None
+        if not timed:
             self._tick_ns += 1
             now_ns = int(round(self._tick_ns * self.period_ns))
         obs_ns = now_ns if observation_ns is None else int(observation_ns)
@@ -564,7 +565,7 @@ class ChunkExecutor:
         if self._worker is None:
             action = self._step_sync(observation, now_ns, obs_ns)
         else:
-            action = self._step_async(observation, now_ns, obs_ns)
+            action = self._step_async(observation, now_ns, obs_ns, timed)
         if action is None:
             self.stats.no_action += 1
             return None
@@ -594,7 +595,7 @@ class ChunkExecutor:
             action = self._pick(now)
         return action
 
-    def _step_async(self, observation: Mapping[str, Any], now: int, obs_ns: int) -> Any:
+    def _step_async(self, observation: Mapping[str, Any], now: int, obs_ns: int, timed: bool) -> Any:
         res = self._collect(0.0) if self._inflight else None
         if res is not None:
             self._install(res, now)
@@ -603,14 +604,14 @@ class ChunkExecutor:
             self._count_missing()
             if not self._inflight:
                 self._submit(observation, obs_ns)
-            # Bounded: a tick never waits longer than max_wait_s (one period) for the chunk in flight. Time
-            # passes while it waits: the action picked is the one for when the chunk arrived.
+            # Bounded: a tick never waits longer than max_wait_s (one period) for the chunk in flight. On a
+            # timed call, time passes while it waits: the action picked is the one for when the chunk arrived.
             t0 = time.monotonic_ns()
             deadline = t0 + int(self.max_wait_s * 1e9)
             while action is None and self._inflight and (left := deadline - time.monotonic_ns()) > 0:
                 res = self._collect(left / 1e9)
                 if res is not None:
-                    now += time.monotonic_ns() - t0
+                    now += (time.monotonic_ns() - t0) if timed else 0
                     self._install(res, now)
                     action = self._pick(now)
         # Refill ahead of need: this observation is the freshest there is.
