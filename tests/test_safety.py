@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import yaml
-from fakes import install
+from fakes import FAKES_DIR, install
 
 from robotflow.drivers import franka as drv
 from robotflow.runtime.channels import Message
@@ -24,6 +24,7 @@ from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety, panda_fk
 
 HOST = "10.0.0.2"
 N_COMMANDS = 10_000
+FAKES_ROOT = FAKES_DIR.parents[1]
 
 
 def test_panda_fk_matches_franka_ready_pose():
@@ -374,3 +375,14 @@ def test_ctrl_c_aborts_a_blocking_homing(monkeypatch):
     robot = franky.Robot._instances[0]
     assert robot._stop_calls >= 1 and not robot.is_in_control
     assert robot.current_joint_state.position[0] < 1.0  # stopped on the way
+
+
+def test_franka_policy_graph_validates():
+    from robotflow.runtime.graph import load_graph
+
+    spec = load_graph(FAKES_ROOT / "graphs" / "franka_stack_cubes_policy.yaml")
+    arm = spec.node("arm").params
+    assert spec.clock == "wall" and spec.node("policy").process == "inference"
+    assert arm.command_timeout_s == 0.3 and arm.max_step_m == 0.03 and not arm.auto_recover
+    assert spec.node("policy").inputs["episode"].source == "teleop/episode"
+    assert spec.node("arm").inputs["ee_target"].source == "policy/ee_target"
