@@ -188,3 +188,111 @@ def test_lerobot_runner_serves_a_diffusion_checkpoint(tmp_path):
             }
         )
         assert a.shape == (8,) and np.isfinite(a).all()
+
+
+@dataclass
+class _EpisodeParams:
+    start_ticks: tuple = (3, 25)  # ticks (15 Hz) at which an episode starts
+    end_ticks: tuple = (13,)
+
+
+@register("testpolicy.episodes")
+class Episodes(Node):
+    """Emits task/episode events on a schedule and records when."""
+
+    Params = _EpisodeParams
+    outputs = ("episode",)
+
+    def setup(self) -> None:
+        self.k, self.sent = 0, []
+
+    def step(self) -> None:
+        self.k += 1
+        for event, ticks in (("start", self.params.start_ticks), ("end", self.params.end_ticks)):
+            if self.k in ticks:
+                self.emit("episode", event=event, index=len(self.sent), task="stack", outcome="success")
+                self.sent.append((event, self.now_ns()))
+
+
+@dataclass
+class _FreezeParams:
+    after_ticks: int = 60  # stop publishing after this many ticks (30 Hz): a frozen sensor
+
+
+@register("testpolicy.freezing_arm")
+class FreezingArm(ArmState):
+    Params = _FreezeParams
+
+    def setup(self) -> None:
+        self.k, self.frozen_at = 0, None
+
+    def step(self) -> None:
+        self.k += 1
+        if self.k <= self.params.after_ticks:
+            super().step()
+        elif self.frozen_at is None:
+            self.frozen_at = self.now_ns()
+
+
+@register("testpolicy.stamps")
+class Stamps(Node):
+    """Keeps the timestamp of every message on every (queue) input."""
+
+    any_inputs = True
+
+    def setup(self) -> None:
+        self.stamps: dict[str, list[int]] = {}
+
+    def step(self) -> None:
+        for port in self._subs:
+            self.stamps.setdefault(port, []).extend(m.timestamp_ns for m in self.read_all(port))
+
+
+EPISODE_GRAPH = """
+nodes:
+  - {{name: arm, type: testpolicy.freezing_arm, rate: 30, params: {{after_ticks: {freeze}}}}}
+  - {{name: gripper, type: testpolicy.gripper, rate: 30}}
+  - {{name: wrist_camera, type: test.frames, rate: 15, params: {{width: 128, height: 96}}}}
+  - {{name: front_camera, type: test.frames, rate: 15, params: {{width: 128, height: 96}}}}
+  - {{name: episodes, type: testpolicy.episodes, rate: 15}}
+  - name: policy
+    type: policy.act
+    rate: 15
+    params: {{checkpoint: "{ckpt}", codec: ee, device: cpu, max_observation_age_s: 0.25}}
+    inputs: {{arm_state: arm/state, gripper_state: gripper/state, wrist: wrist_camera/frame,
+             front: front_camera/frame, episode: episodes/episode}}
+  - name: sink
+    type: testpolicy.stamps
+    rate: 15
+    inputs: {{target: {{source: policy/ee_target, delivery: queue}}}}
+"""
+
+
+def test_policy_acts_only_inside_episodes(checkpoint):
+    graph = parse_graph(EPISODE_GRAPH.format(ckpt=checkpoint, freeze=10_000))
+    sched = Scheduler(graph, duration_s=2.6)
+    result = sched.run()
+    assert result.ok, result.error
+    (_, start1), (_, end1), (_, start2) = sched.nodes["episodes"].sent
+    stamps = np.array(sched.nodes["sink"].stamps["target"])
+    period = 1e9 / 15
+    assert len(stamps) >= 5
+    assert not np.any(stamps < start1)  # nothing before the first start
+    # Nothing between an `end` and the next `start` (the policy sees an event at its next tick).
+    assert not np.any((stamps > end1 + 1.5 * period) & (stamps < start2)), (stamps - end1) / 1e6
+    assert np.any((stamps > start1) & (stamps < end1)) and np.any(stamps > start2)
+    rep = sched.reports["policy"]
+    assert rep["idle"] >= 10 and len(stamps) <= rep["actions"] <= len(stamps) + 1  # the last may be unread
+
+
+def test_policy_skips_ticks_on_stale_observations(checkpoint):
+    graph = parse_graph(EPISODE_GRAPH.format(ckpt=checkpoint, freeze=30))  # the arm state freezes after 1 s
+    sched = Scheduler(graph, duration_s=2.6)
+    result = sched.run()
+    assert result.ok, result.error
+    frozen_at = sched.nodes["arm"].frozen_at
+    stamps = np.array(sched.nodes["sink"].stamps["target"])
+    # Once the newest arm state is older than max_observation_age_s, the policy emits nothing.
+    assert frozen_at is not None and not np.any(stamps > frozen_at + 0.25e9 + 1e9 / 15)
+    rep = sched.reports["policy"]
+    assert rep["stale_observations"] >= 5
