@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from robotflow.runtime.graph import GraphError, load_graph, parse_graph
+from robotflow.runtime.graph import GraphError, load_graph
 from robotflow.storage import Cache, StorageError, fetch_checkpoint, is_remote, join, remote_checkpoints
 
 
@@ -90,7 +90,20 @@ def rollout(
     if server is not None:
         if checkpoints_dir is not None or step is not None or list_only:
             raise click.UsageError("--server replaces --checkpoints-dir / --checkpoint / --list: give one or the other")
-        return _rollout_remote(server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record)
+        return _rollout_remote(
+            server,
+            model,
+            token,
+            graph_file,
+            episodes,
+            output_dir,
+            summary,
+            seed,
+            sets,
+            no_record,
+            workers,
+            video_channel,
+        )
     if checkpoints_dir is None:
         raise click.UsageError("give --checkpoints-dir (a training run) or --server ws://HOST:PORT")
     from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
@@ -243,12 +256,15 @@ def _write_eval_summary(path, outcomes, workers, **extra) -> None:
     )
 
 
-def _rollout_remote(server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record):
-    """The graph's policy node becomes `policy.remote` on the same ports, pointed at the server."""
+def _rollout_remote(
+    server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record, workers, video_channel
+):
+    """The graph's policy node becomes `policy.remote` on the same ports, pointed at the server; the episodes
+    then run exactly as a checkpoint's do (each seed in a graph of its own)."""
+    import tempfile
+
     import yaml
 
-    from robotflow.scripts.cli import _print_episodes, episode_nodes, exit_for, run_and_report, write_summary
-    from robotflow.scripts.record import with_recorder
     from robotflow.serving.client import session_url
 
     try:
@@ -272,34 +288,34 @@ def _rollout_remote(server, model, token, graph_file, episodes, output_dir, summ
     node = next(n for n in doc["nodes"] if n.get("name") == pol.name)
     node["type"] = "policy.remote"
     node["params"] = {"server": server, "codec": pol.params.codec, "model": model, "token": token}
+    if getattr(pol.params, "cameras", None) is not None:
+        node["params"]["cameras"] = list(pol.params.cameras)
     # Overrides of the policy node were for the local policy's params; the task/camera ones still apply.
-    keep = tuple(s for s in sets if not s.startswith(f"{pol.name}.") or s.startswith(f"{pol.name}.rate="))
-    extra = [f"{tasks[0].name}.episodes={episodes}"]
-    if seed is not None:
-        extra.append(f"{tasks[0].name}.seed={seed}")
-    sets = keep + tuple(extra)
-    try:
-        spec = parse_graph(yaml.safe_dump(doc, sort_keys=False), str(graph_file), sets)
-    except GraphError as e:
-        raise click.ClickException(str(e)) from None
-    if not no_record:
-        spec, _ = with_recorder(spec, sets, {"output_dir": str(output_dir), "progress": False})
+    sets = tuple(s for s in sets if not s.startswith(f"{pol.name}.") or s.startswith(f"{pol.name}.rate="))
     click.echo(
         f"rolling out the policy served at {server} (codec {pol.params.codec}) for {episodes} episodes"
+        + (f" in {workers} worker processes" if workers > 1 else "")
         + ("" if no_record else f", recording to {output_dir}")
     )
-    result, sched = run_and_report(spec, duration=None, stats=False, quiet=True)
-    results = [r for node in episode_nodes(sched) for r in node.results]
-    if results:
-        _print_episodes(results)
+    with tempfile.TemporaryDirectory(prefix="robotflow-rollout-") as tmp:
+        # Every episode's graph is loaded from a file (worker processes too): the remote variant of the graph.
+        remote_graph = Path(tmp) / f"{Path(graph_file).stem}.remote.yaml"
+        remote_graph.write_text(yaml.safe_dump(doc, sort_keys=False))
+        try:
+            task = load_graph(remote_graph, sets).node(tasks[0].name)
+        except GraphError as e:
+            raise click.ClickException(str(e)) from None
+        outcomes = _evaluate(
+            remote_graph, sets, task, episodes, seed, None if no_record else Path(output_dir), workers, video_channel
+        )
     if summary:
-        write_summary(
+        _write_eval_summary(
             summary,
-            results,
+            outcomes,
+            workers,
             server=server,
             model=model,
             codec=pol.params.codec,
             graph=str(graph_file),
             recorded_to=None if no_record else str(output_dir),
         )
-    exit_for(result)
