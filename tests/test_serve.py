@@ -269,7 +269,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAPH = ROOT / "graphs/sim_stack_cubes_policy.yaml"
 SETS = [
     "--set",
-    "task.timeout_s=1.5",
+    "task.timeout_s=1.0",
     *[f"--set={cam}.{k}={v}" for cam in ("wrist_camera", "front_camera") for k, v in (("width", 64), ("height", 48))],
 ]
 
@@ -314,7 +314,7 @@ def test_remote_rollout_equals_in_process_rollout(server, run_dir, tmp_path, mon
     assert len(a) == len(b) == 2
     for (ma, pa, ga), (mb, pb, gb) in zip(a, b, strict=True):
         assert ma == mb
-        assert len(pa) == len(pb) >= 15, "the policy acted every tick of the 1.5 s episode"
+        assert len(pa) == len(pb) >= 12, "the policy acted every tick of the 1 s episode"
         # Same weights, same pixels, same chunk cadence. The first chunk comes from the same observation and
         # agrees to float rounding. The wire carries poses as rotation matrices (Positronic's format), so
         # later targets carry ~1e-16 of conversion error back through the simulated arm, which MuJoCo
