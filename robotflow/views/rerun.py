@@ -8,6 +8,7 @@ channel and field (`front_camera/frame/image`, `arm/state/ee_pose`); the timelin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ def log_fields(rec: Any, entity: str, fields: dict[str, Any]) -> int:
 class RerunViewParams:
     target: str = "spawn"  # FILE.rrd, `spawn` (open a viewer), or a viewer URL (rerun+http://HOST:9876/proxy)
     application_id: str = "robotflow"
-    nice: int = 10  # niceness added to the view's own process (not applied when it shares the graph's process)
+    nice: int = 15  # niceness added to the view's own process (not applied when it shares the graph's process)
 
 
 class RerunView(Node):
@@ -97,12 +98,15 @@ class RerunView(Node):
         return {}
 
     def setup(self) -> None:
-        self.niceness = os.nice(0)
+        self.niceness = os.getpriority(os.PRIO_PROCESS, 0)
         if self.params.nice and getattr(self._runtime, "group", None) is not None:
             # Best effort: on a busy machine the view gives the CPU up first, so the graph's threads (and the one
-            # holding the control process's GIL) are not kept waiting behind Rerun's encoding. Linux applies it to
-            # this thread and to the threads Rerun starts from it below.
-            self.niceness = os.nice(self.params.nice)
+            # holding the control process's GIL) are not kept waiting behind Rerun's encoding. Linux keeps a
+            # niceness per thread: set it on every thread of this process (ZeroMQ's, Rerun's), later ones inherit.
+            self.niceness = min(19, self.niceness + self.params.nice)
+            for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+                with contextlib.suppress(OSError):  # a thread that has just exited
+                    os.setpriority(os.PRIO_PROCESS, int(tid), self.niceness)
         self.rec = open_stream(self.params.target, self.params.application_id)
         self.logged = 0
         self.messages = 0
