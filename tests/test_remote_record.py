@@ -3,6 +3,8 @@ after the run, never overwrite remote ones, and stay local (with a one-line erro
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import s3fs
 from click.testing import CliRunner
@@ -48,6 +50,16 @@ def test_record_to_s3_appends_after_remote_episodes(graph, tmp_path, monkeypatch
         local = Cache().local_path(url) / "episode_000002.h5"
         with EpisodeFile(local) as ep:
             assert ep.info.episode_index == 2 and ep.info.outcome == "success"
+        # info and replay read the remote episodes too.
+        monkeypatch.setenv("ROBOTFLOW_CACHE_DIR", str(tmp_path / "third_cache"))
+        res = CliRunner().invoke(main, ["info", url, "--json"])
+        assert res.exit_code == 0, res.output
+        assert [e["index"] for e in json.loads(res.output)["episodes"]] == [0, 1, 2]
+        rrd = tmp_path / "ep.rrd"
+        res = CliRunner().invoke(main, ["replay", f"{url}/episode_000001.h5", "--rerun", str(rrd)])
+        assert res.exit_code == 0 and rrd.stat().st_size > 0, res.output
+        missing = CliRunner().invoke(main, ["replay", f"{url}/episode_000009.h5", "--rerun", str(rrd)])
+        assert missing.exit_code != 0 and "does not exist" in missing.output
 
 
 def test_failed_upload_keeps_the_episode_and_reports_one_line(graph, tmp_path, monkeypatch):

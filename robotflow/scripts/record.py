@@ -11,7 +11,7 @@ import yaml
 
 from robotflow.recording.format import episode_name
 from robotflow.runtime.graph import GraphError, GraphSpec, load_graph, parse_graph
-from robotflow.storage import Cache, StorageError, is_remote, list_dir, publish
+from robotflow.storage import Cache, StorageError, is_remote, list_dir, local_input, publish
 
 RECORDER_TYPE = "record.hdf5"
 
@@ -160,13 +160,25 @@ def _print_episode_table(episodes: list[dict]) -> None:
         click.echo(f"{e['index']:>7}  {e['outcome']:<9} {e['duration_s']:>10.2f} {e['gaps']:>5}  {frames}")
 
 
+def _local_path(path: str, what: str) -> str:
+    """A local path for an argument that may be a URL (downloaded into the cache); a missing one is an error."""
+    try:
+        local = local_input(path)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
+    if not local.exists():
+        raise click.ClickException(f"{what} {path} does not exist")
+    return str(local)
+
+
 @click.command()
-@click.argument("directory", type=click.Path(exists=True))
+@click.argument("directory")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def info(directory, as_json):
-    """Summarise the episodes in DIRECTORY: durations, outcomes, streams with rates, gaps."""
+    """Summarise the episodes in DIRECTORY (a directory or a URL): durations, outcomes, streams with rates, gaps."""
     from robotflow.recording.summary import summarize_episodes
 
+    directory = _local_path(directory, "directory")
     summary = summarize_episodes(directory, warn=lambda m: click.echo(f"warning: {m}", err=True))
     rows, streams, outcomes = summary["episodes"], summary["streams"], summary["outcomes"]
     total, partials = summary["total_duration_s"], summary["partial_files"]
@@ -195,7 +207,7 @@ def info(directory, as_json):
 
 
 @click.command()
-@click.argument("episode", type=click.Path(exists=True, dir_okay=False))
+@click.argument("episode")
 @click.option(
     "--graph",
     "graph_file",
@@ -213,11 +225,12 @@ def info(directory, as_json):
     help="Write the episode to a Rerun recording (.rrd) instead of running a graph.",
 )
 def replay(episode, graph_file, speed, sets, rerun_file):
-    """Publish EPISODE's recorded channels into a graph with their original timing."""
+    """Publish EPISODE's (a file or a URL) recorded channels into a graph with their original timing."""
     from robotflow.scripts.cli import exit_for, run_and_report
 
     if speed <= 0:
         raise click.ClickException("--speed must be positive")
+    episode = _local_path(episode, "episode")
     if rerun_file:
         _to_rerun(episode, rerun_file)
         return
