@@ -68,6 +68,12 @@ from robotflow.storage import Cache, StorageError, fetch_checkpoint, is_remote, 
     show_default=True,
     help="Camera channel written as an mp4 beside each failed episode's recording ('' for none).",
 )
+@click.option(
+    "--realtime",
+    is_flag=True,
+    help="The on-robot path: the simulator paced to the wall clock, the policy inferring asynchronously (chunks "
+    "on a worker thread, each tick acting on the action for now). Default: virtual time, inference in lock-step.",
+)
 def rollout(
     checkpoints_dir,
     server,
@@ -85,6 +91,7 @@ def rollout(
     no_record,
     workers,
     video_channel,
+    realtime,
 ):
     """Roll out a policy checkpoint (or a served policy, --server) for N seeded episodes; print a success table."""
     if server is not None:
@@ -103,6 +110,7 @@ def rollout(
             no_record,
             workers,
             video_channel,
+            realtime,
         )
     if checkpoints_dir is None:
         raise click.UsageError("give --checkpoints-dir (a training run) or --server ws://HOST:PORT")
@@ -191,7 +199,7 @@ def rollout(
         + ("" if no_record else f", recording to {rec_url or rec_dir}")
     )
     outcomes = _evaluate(
-        graph_file, sets, tasks[0], episodes, seed, None if no_record else rec_dir, workers, video_channel
+        graph_file, sets, tasks[0], episodes, seed, None if no_record else rec_dir, workers, video_channel, realtime
     )
     if rec_url is not None and not no_record:
         upload_episodes(rec_dir, rec_url)
@@ -205,12 +213,16 @@ def rollout(
             codec=pol.params.codec,
             graph=str(graph_file),
             recorded_to=None if no_record else str(rec_url or rec_dir),
+            realtime=realtime,
         )
 
 
-def _evaluate(graph_file, sets, task_node, episodes, seed, rec_dir, workers, video_channel) -> list:
+def _evaluate(graph_file, sets, task_node, episodes, seed, rec_dir, workers, video_channel, realtime=False) -> list:
     """Each seeded episode in a graph of its own (robotflow.evaluation), in `workers` processes; prints the table."""
     from robotflow.evaluation import EpisodeJob, EvalError, EvalPlan, format_table, run_episodes, write_failure_videos
+
+    if realtime:
+        sets = (*sets, *_realtime_sets(graph_file, sets))
 
     first = task_node.params.seed if seed is None else seed
     jobs = [EpisodeJob(i, first + i) for i in range(episodes)]
@@ -239,6 +251,22 @@ def _evaluate(graph_file, sets, task_node, episodes, seed, rec_dir, workers, vid
     return outcomes
 
 
+def _realtime_sets(graph_file, sets) -> tuple[str, ...]:
+    """--realtime: every node with a `realtime` param (sim.world) paced to the wall clock, every policy node
+    with `async_inference` inferring on its worker thread: the timing the robot sees."""
+    try:
+        spec = load_graph(graph_file, tuple(sets))
+    except GraphError as e:
+        raise click.ClickException(str(e)) from None
+    out = []
+    for n in spec.nodes:
+        fields = getattr(n.params, "__dataclass_fields__", {})
+        out += [f"{n.name}.{f}=true" for f in ("realtime", "async_inference") if f in fields]
+    if not any(s.endswith(".realtime=true") for s in out):
+        raise click.ClickException(f"--realtime: no node of {graph_file} has a `realtime` param (a sim.world)")
+    return tuple(out)
+
+
 def _write_eval_summary(path, outcomes, workers, **extra) -> None:
     from robotflow.evaluation import wilson_interval
     from robotflow.scripts.cli import write_summary
@@ -257,7 +285,19 @@ def _write_eval_summary(path, outcomes, workers, **extra) -> None:
 
 
 def _rollout_remote(
-    server, model, token, graph_file, episodes, output_dir, summary, seed, sets, no_record, workers, video_channel
+    server,
+    model,
+    token,
+    graph_file,
+    episodes,
+    output_dir,
+    summary,
+    seed,
+    sets,
+    no_record,
+    workers,
+    video_channel,
+    realtime=False,
 ):
     """The graph's policy node becomes `policy.remote` on the same ports, pointed at the server; the episodes
     then run exactly as a checkpoint's do (each seed in a graph of its own)."""
@@ -305,9 +345,8 @@ def _rollout_remote(
             task = load_graph(remote_graph, sets).node(tasks[0].name)
         except GraphError as e:
             raise click.ClickException(str(e)) from None
-        outcomes = _evaluate(
-            remote_graph, sets, task, episodes, seed, None if no_record else Path(output_dir), workers, video_channel
-        )
+        rec = None if no_record else Path(output_dir)
+        outcomes = _evaluate(remote_graph, sets, task, episodes, seed, rec, workers, video_channel, realtime)
     if summary:
         _write_eval_summary(
             summary,
@@ -318,4 +357,5 @@ def _rollout_remote(
             codec=pol.params.codec,
             graph=str(graph_file),
             recorded_to=None if no_record else str(output_dir),
+            realtime=realtime,
         )
