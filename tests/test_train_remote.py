@@ -98,8 +98,8 @@ def test_train_from_and_to_s3_with_wandb_offline(dataset, tmp_path, monkeypatch)
         assert again.exit_code != 0 and "already exists" in again.output and "Traceback" not in again.output
 
 
-@pytest.mark.slow  # about a minute on 2 loaded cores; test_worker_arguments_round_trip is the fast-suite check
 def test_train_with_two_processes(dataset, tmp_path):
+    # 30-60 s on 2 shared cores: two processes each import LeRobot and run a tiny ACT for 2 steps.
     res = robotflow(
         "train",
         f"--dataset-root={dataset}",
