@@ -386,3 +386,13 @@ def test_franka_policy_graph_validates():
     assert arm.command_timeout_s == 0.3 and arm.max_step_m == 0.03 and not arm.auto_recover
     assert spec.node("policy").inputs["episode"].source == "teleop/episode"
     assert spec.node("arm").inputs["ee_target"].source == "policy/ee_target"
+
+
+def test_exit_table_lists_the_safety_counts(monkeypatch, capsys):
+    from robotflow.scripts.cli import run_and_report
+
+    install(monkeypatch, "franky")
+    run_and_report(franka_graph({"ticks": 5}, {"command_timeout_s": 0.2}), duration=0.8, stats=False)
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("safety arm:"))
+    assert "commands 5" in line and "rejected 0" in line and "timeouts 1" in line
