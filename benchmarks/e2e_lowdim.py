@@ -23,6 +23,7 @@ from pathlib import Path
 
 from benchmarks._util import emit, machine, parser
 
+NORMALIZATION = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ENV": "MEAN_STD", "ACTION": "MEAN_STD"}
 TASK_TEXT = {"stack_cubes": "stack the red cube on the green cube", "pick_place": "put the cube in the bin"}
 
 
@@ -143,6 +144,8 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
         f"--policy-arg=dim_feedforward={cfg.dim_feedforward}",
         f"--policy-arg=optimizer_lr={cfg.lr}",
         f"--policy-arg=use_vae={json.dumps(cfg.use_vae)}",
+        # ACT leaves ENV features unnormalised by default; object poses in metres need MEAN_STD like the state.
+        f"--policy-arg=normalization_mapping={json.dumps(NORMALIZATION)}",
     ]
     stages["train"] = _run_parallel(
         {
@@ -171,6 +174,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
                 str(cfg.n_action_steps),
                 "--num-workers",
                 "0",
+                "--no-pretrained-backbone",  # no images: nothing to load, and no network wait for it
                 "--log-freq",
                 str(max(1, min(500, cfg.steps // 10))),
                 *policy_args,

@@ -85,6 +85,12 @@ def test_convert_sim_episodes_with_object_poses(lowdim_episodes, tmp_path):
         held = poses[np.searchsorted(ts, start, side="right") - 1]
     want = np.concatenate([held[names.index("red_cube")], held[names.index("green_cube")]])
     assert np.allclose(first["observation.environment_state"].numpy(), want, atol=1e-6)
+    # Coordinates the demos leave constant (the bottom cube's height, tilts) get a std floor, so a small
+    # deviation at deployment is not a many-sigma input; the varying ones keep their own std.
+    stats = json.loads((tmp_path / "ds" / "meta" / "stats.json").read_text())
+    std = np.asarray(stats["observation.environment_state"]["std"])
+    assert std.min() >= 0.01 and std[9] == 0.01  # green_cube.z
+    assert std[1] > 0.05  # red_cube.y varies across seeds
     # The cube moved during the demonstration: the feature is not a constant.
     last = ds[ds.meta.episodes["length"][0] - 1]["observation.environment_state"].numpy()
     assert np.linalg.norm(last[:3] - want[:3]) > 0.02

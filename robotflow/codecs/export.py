@@ -238,6 +238,29 @@ def plan_episodes(
     return planned, skipped
 
 
+# Smallest std the low-dim observations are normalised with, in their units (m, quaternion components, grip).
+# Demonstrations leave some coordinates almost constant (the bottom cube's height: std 5e-5 m; a resting
+# cube's tilt components: 1e-4); LeRobot's MEAN_STD divides by that std, so a millimetre or a small tilt at
+# deployment would become a 20-sigma input. With the floor such coordinates stay near zero after
+# normalisation, and the coordinates that carry the task (object x/y, yaw) keep their own std.
+OBSERVATION_STD_FLOOR = 1e-2
+
+
+def floor_observation_std(root: Path, codec: Codec) -> None:
+    """Raise the std of the low-dim observation features in ``meta/stats.json`` to OBSERVATION_STD_FLOOR.
+
+    Only for the privileged ``*_objects`` codecs, whose whole input is these numbers.
+    """
+    if not codec.layout.objects:
+        return
+    path = Path(root) / "meta" / "stats.json"
+    stats = json.loads(path.read_text())
+    for key in ("observation.state", "observation.environment_state"):
+        if key in stats and "std" in stats[key]:
+            stats[key]["std"] = np.maximum(np.asarray(stats[key]["std"], np.float64), OBSERVATION_STD_FLOOR).tolist()
+    path.write_text(json.dumps(stats, indent=4))
+
+
 def _episode_objects(path: Path, codec: Codec) -> list[str]:
     """Object names of an episode's first ``task/objects`` message (the environment_state layout)."""
     channel = codec.params.channels.objects
@@ -509,6 +532,7 @@ def convert(
         built = work / "dataset"
         frames = _build(built, planned, codec, fps, opts, work)
         write_dataset_spec(built, codec)
+        floor_observation_std(built, codec)
         if output_dir.exists():
             output_dir.rmdir()  # empty (checked above)
         os.replace(built, output_dir)
@@ -582,6 +606,7 @@ def append(
         except ValueError as exc:  # validate_all_metadata: fps/robot_type/features differ
             raise ConvertError(f"{output_dir}: cannot merge new episodes: {str(exc).splitlines()[0]}") from None
         write_dataset_spec(merged, existing_spec)
+        floor_observation_std(merged, codec)
         # Swap: the old dataset moves aside only once the merged one is complete, and comes back if
         # the second rename fails, so the output path always holds a whole dataset.
         os.replace(output_dir, old)
