@@ -489,3 +489,55 @@ def dataset_output(path: str | os.PathLike[str], *, append: bool, cache: Cache |
     _, error = publish(local, url, overwrite=True, cache=cache)
     if error is not None:
         raise StorageError(f"{error}; the dataset is kept in {local}")
+
+
+class BackgroundUploader:
+    """Uploads what appears in a local output directory to its URL while a run goes on, from its own process.
+
+    Episodes are uploaded within about `interval_s` of closing (`*.partial` files are skipped). The process is niced
+    and owns the network I/O, so a control loop in the recording process shares neither its GIL nor its CPU share.
+    `finish()` makes a last pass and returns what `publish` returns.
+    """
+
+    def __init__(self, local: Path, url: str, interval_s: float = 2.0):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._results = ctx.Queue()
+        self._proc = ctx.Process(
+            target=_upload_loop,
+            args=(str(local), url, interval_s, self._stop, self._results),
+            name="robotflow-upload",
+            daemon=True,
+        )
+        self._proc.start()
+
+    def finish(self, timeout_s: float = 600.0) -> tuple[list[str], str | None]:
+        self._stop.set()
+        try:
+            uploaded, error = self._results.get(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - queue.Empty, or the process died: the caller retries in-process
+            uploaded, error = [], "the upload process did not finish"
+        self._proc.join(timeout=5.0)
+        return uploaded, error
+
+
+def _upload_loop(local: str, url: str, interval_s: float, stop: Any, results: Any) -> None:
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    cache = Cache()
+    uploaded: list[str] = []
+    error = None
+    while True:
+        last = stop.wait(interval_s)
+        try:
+            uploaded += cache.upload(Path(local), url, overwrite=False)
+            error = None
+        except StorageError as e:
+            error = str(e)  # tried again at the next pass; reported if the last one fails too
+        if last:
+            break
+    if error is None:
+        cache.finish_output(url)
+    results.put((uploaded, error))

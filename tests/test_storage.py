@@ -167,3 +167,32 @@ def test_serve_and_rollout_name_a_missing_remote_run_in_one_line(s3):
         res = CliRunner().invoke(main, args)
         assert res.exit_code != 0 and f"no checkpoints under {url}" in res.output, res.output
         assert "Traceback" not in res.output
+
+
+def test_background_uploader_sends_closed_files_while_running(s3, tmp_path):
+    import time
+
+    import s3fs
+
+    from robotflow.storage import BackgroundUploader
+
+    url = f"s3://{BUCKET}/live"
+    local = Cache().output_dir(url)
+    uploader = BackgroundUploader(local, url, interval_s=0.2)
+    try:
+        (local / "episode_000000.h5.partial").write_bytes(os.urandom(1000))  # still being written: not uploaded
+        time.sleep(1.0)
+        (local / "episode_000000.h5.partial").rename(local / "episode_000000.h5")
+        fs = s3fs.S3FileSystem()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            fs.invalidate_cache()
+            if fs.exists(f"{BUCKET}/live/episode_000000.h5"):
+                break
+            time.sleep(0.2)
+        assert fs.exists(f"{BUCKET}/live/episode_000000.h5")  # uploaded before the run ended
+        assert not fs.exists(f"{BUCKET}/live/episode_000000.h5.partial")
+    finally:
+        uploaded, error = uploader.finish()
+    assert error is None and uploaded == ["episode_000000.h5"]
+    assert not Cache().pinned(url)

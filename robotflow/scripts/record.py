@@ -11,7 +11,7 @@ import yaml
 
 from robotflow.recording.format import episode_name
 from robotflow.runtime.graph import GraphError, GraphSpec, load_graph, parse_graph
-from robotflow.storage import Cache, StorageError, is_remote, list_dir, local_input, publish
+from robotflow.storage import BackgroundUploader, Cache, StorageError, is_remote, list_dir, local_input, publish
 
 RECORDER_TYPE = "record.hdf5"
 
@@ -71,7 +71,7 @@ def with_recorder(spec: GraphSpec, sets: tuple[str, ...], recorder_params: dict)
 @click.option(
     "--output-dir",
     required=True,
-    help="Where episode files go: a directory, or a URL (s3://...) they are uploaded to when the run ends.",
+    help="Where episode files go: a directory, or a URL (s3://...) each is uploaded to once it closes.",
 )
 @click.option("--task", default="", help="Task text stored with each episode (e.g. 'stack the green cube').")
 @click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help="Override a node param (repeatable).")
@@ -106,19 +106,26 @@ def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality
     if not extra:  # no task node counts episodes: the recorder ends the run after N
         rec_params["max_episodes"] = episodes
     rec_url = str(output_dir) if is_remote(str(output_dir)) else None
+    uploader = None
     if rec_url is not None:
-        # Written locally, uploaded once closed: the local copy stays until its upload succeeded.
+        # Written locally, uploaded by a background process as each episode closes; the local copy stays until
+        # its upload succeeded.
         rec_params["output_dir"] = str(Cache().output_dir(rec_url))
         rec_params["first_index"] = _next_remote_index(rec_url)
     spec, rec_name = with_recorder(_load(graph, tuple(sets) + tuple(extra)), tuple(sets) + tuple(extra), rec_params)
-    result, sched = run_and_report(spec, duration=None, stats=stats, quiet=True)
+    if rec_url is not None:
+        uploader = BackgroundUploader(Path(rec_params["output_dir"]), rec_url)
+    try:
+        result, sched = run_and_report(spec, duration=None, stats=stats, quiet=True)
+    finally:
+        upload = uploader.finish() if uploader is not None else None
     rep = sched.reports.get(rec_name, {})
     _print_episode_table(rep.get("episodes", []))
     click.echo(
         f"episodes in {output_dir}: {len(rep.get('episodes', []))} recorded this run, "
         f"writer backlog max {rep.get('backlog_max', 0)} messages"
     )
-    uploaded = rec_url is None or upload_episodes(rec_params["output_dir"], rec_url)
+    uploaded = rec_url is None or upload_episodes(rec_params["output_dir"], rec_url, upload)
     exit_for(result)
     if not uploaded:
         sys.exit(1)
@@ -135,12 +142,13 @@ def _next_remote_index(url: str) -> int:
     return max(indices, default=-1) + 1
 
 
-def upload_episodes(local_dir: str | Path, url: str) -> bool:
-    """Upload the closed episodes in `local_dir` (this run's and any left by an earlier failed upload) to `url`.
+def upload_episodes(local_dir: str | Path, url: str, done_already: tuple[list[str], str | None] | None = None) -> bool:
+    """Upload the closed episodes in `local_dir` (this run's and any left by an earlier failed upload) to `url`,
+    unless `done_already` holds the outcome of a background upload of them.
 
     Prints one line either way; on failure the episodes stay in `local_dir`, which the cache never evicts.
     """
-    done, error = publish(Path(local_dir), url, overwrite=False)
+    done, error = done_already or publish(Path(local_dir), url, overwrite=False)
     if error is not None:
         click.echo(
             f"error: {error}; the episodes are kept in {local_dir} and uploaded by the next run to {url}", err=True
