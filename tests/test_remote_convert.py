@@ -8,7 +8,7 @@ from episode_factory import write_episodes
 from s3_server import BUCKET, s3_server
 
 from robotflow.scripts.cli import main
-from robotflow.storage import Cache
+from robotflow.storage import Cache, CacheConfig
 
 
 @pytest.fixture
@@ -34,8 +34,7 @@ def test_convert_and_append_on_s3(s3, tmp_path):
     res = CliRunner().invoke(main, ["convert", "append", "--input", f"s3://{BUCKET}/raw/b", *args])
     assert res.exit_code == 0, res.output
     # Another machine reads the dataset from the bucket with LeRobot's defaults.
-    other = Cache.__new__(Cache)
-    other.__init__(type(Cache().config)(tmp_path / "reader_cache", 10**9))
+    other = Cache(CacheConfig(tmp_path / "reader_cache", 10**9))
     ds = LeRobotDataset("local/stack", root=other.download(ds_url))
     assert ds.meta.total_episodes == 3 and len(ds) > 0
     assert (other.local_path(ds_url) / "meta" / "robotflow_codec.json").is_file()
