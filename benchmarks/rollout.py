@@ -13,6 +13,8 @@ speedup is the parallelism, not a thread-count change.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,21 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000)
     args = p.parse_args()
 
+    # LeRobot prints while loading a policy (here and in the workers, which inherit the descriptors): keep
+    # stdout for the one JSON object.
+    sys.stdout.flush()
+    json_out = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = _measure(args)
+    finally:
+        sys.stdout.flush()
+        os.dup2(json_out, 1)
+        os.close(json_out)
+    emit(result, args.json)
+
+
+def _measure(args) -> dict:
     from robotflow.evaluation import EpisodeJob, EvalPlan, run_episodes
     from robotflow.policies.checkpoints import resolve_checkpoint
 
@@ -75,7 +92,7 @@ def main() -> None:
         "checkpoint": str(model_dir) if args.checkpoints_dir else "made by the benchmark (small e2e pipeline)",
         **machine(),
     }
-    emit(result, args.json)
+    return result
 
 
 if __name__ == "__main__":
