@@ -476,8 +476,8 @@ class Scheduler:
     # ---- shutdown -------------------------------------------------------------------------------
     def _teardown(self, started: list[_NodeRuntime]) -> None:
         # Every node's last step ends before any teardown starts, so a reader's final read (the recorder's
-        # last episode) sees all that its producers sent.
-        deadline = time.monotonic() + TEARDOWN_S
+        # last episode) sees all that its producers sent. A setup or step still running after 2 s is not waited for.
+        deadline = time.monotonic() + 2.0
         for rt in started:
             if rt.thread is not None:
                 rt.loop_done.wait(max(0.0, deadline - time.monotonic()))
