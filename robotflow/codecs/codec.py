@@ -67,6 +67,13 @@ DEFAULT_CAMERAS: dict[str, str] = {"wrist": "wrist_camera/frame", "front": "fron
 # the image, and makes both video encoding at conversion and the backbone at inference ~3x slower.
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (240, 320)
 GRIP_THRESHOLD = 0.5
+# Where every episode's quaternion chain starts: the sign of its first quaternion is the one nearer this
+# reference. The source's `w >= 0` cannot decide it for a top-down gripper: the Panda's home orientation is
+# a half turn, w = +-6e-7, so solver noise picked the hemisphere, and a dataset whose grid started a few
+# steps later than the live policy's first tick held the opposite sign of every quaternion (a policy then
+# sees inputs it was never trained on). The reference is at least 60 degrees from a half turn about x, y,
+# z or the x+y diagonal (top-down grippers) and from the identity, so those start poses are never ambiguous.
+QUAT_CHAIN_REFERENCE = np.array([0.5, 0.5, 0.5, 0.5])
 
 # Element names for each state/action part, written as LeRobot feature ``names``.
 _PART_NAMES: dict[str, list[str]] = {
@@ -420,7 +427,7 @@ class Codec:
         ee = None
         if state_ee_pose is not None:
             ee = np.array(state_ee_pose, dtype=np.float64)
-            ee[:, 3:7] = continuous_quats(canonical_quat(ee[:, 3:7]))
+            ee[:, 3:7] = continuous_quats(canonical_quat(ee[:, 3:7]), previous=QUAT_CHAIN_REFERENCE)
         state = self._state_matrix(
             ee,
             np.asarray(state_grip, np.float64),
@@ -506,7 +513,8 @@ class Codec:
         if parts & {"ee_pose", "ee_rot6d"}:
             ee = np.array(get(ch.arm_state, "ee_pose"), dtype=np.float64).reshape(1, 7)
             q = canonical_quat(ee[0, 3:7])
-            if self._prev_quat is not None and float(np.dot(q, self._prev_quat)) < 0.0:
+            prev = QUAT_CHAIN_REFERENCE if self._prev_quat is None else self._prev_quat
+            if float(np.dot(q, prev)) < 0.0:
                 q = -q
             self._prev_quat = q
             ee[0, 3:7] = q
