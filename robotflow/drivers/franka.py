@@ -201,6 +201,8 @@ class FrankaArmNode(Node):
         affine = affine_from_pose(franky, target)
         if self._mode != mode:
             self._switch_from()
+            if self._halted:  # stop_hardware ran while the old motion was being stopped: nothing more
+                return
         if mode == "impedance":
             if self._motion is None:  # first target, or after a hold replaced the tracking motion
                 p = self.params
@@ -226,6 +228,8 @@ class FrankaArmNode(Node):
             return
         if self._mode != "joints":
             self._switch_from()
+            if self._halted:
+                return
         motion = franky.JointMotion(target, franky.ReferenceType.Absolute, return_when_finished=False)
         self.robot.move(motion, asynchronous=True)
         self._mode = "joints"
