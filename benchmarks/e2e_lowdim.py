@@ -33,7 +33,7 @@ class E2EConfig:
     demos: int = 100  # scripted demonstrations per task (seeds 0..demos-1)
     expert_noise: float = 0.5  # per-episode plan variation of the scripted expert (state diversity)
     fps: int = 15
-    steps: int = 5000
+    steps: int = 6000
     batch_size: int = 32
     dim_model: int = 128
     dim_feedforward: int = 512
