@@ -59,19 +59,12 @@ def next_episode_index(directory: Path) -> int:
 def decode_jpeg(data: np.ndarray | bytes) -> np.ndarray:
     """Decode one JPEG buffer to an RGB ``uint8`` ``(H, W, 3)`` array.
 
-    OpenCV (installed with LeRobot as opencv-python-headless) is about twice as fast as Pillow here;
-    Pillow is the fallback because LeRobot depends on it unconditionally.
+    OpenCV (installed with LeRobot as opencv-python-headless; the encoder uses it too) is about twice as
+    fast as Pillow here.
     """
+    import cv2
+
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - cv2 ships with lerobot here
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(buf.tobytes())) as img:
-            return np.asarray(img.convert("RGB"))
     if buf.size == 0:
         # The recorder writes an empty row when a message on an image channel lacked the image.
         raise ValueError("empty image buffer")
