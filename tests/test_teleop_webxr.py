@@ -331,3 +331,33 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
     with pytest.raises(RuntimeError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*set `port` to a free one"):
         PageServer(PoseHub(100.0), "127.0.0.1", busy.getsockname()[1], cert, key)
     busy.close()
+
+
+def test_websocket_requires_the_token_and_off_loopback_one_is_always_set(tmp_path):
+    """A page that moves the arm authenticates: a wrong or missing token is refused at the handshake."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from robotflow.drivers.teleop_webxr import PageServer, page_token
+
+    assert page_token("127.0.0.1", "") == ""  # loopback: optional
+    assert len(page_token("0.0.0.0", "")) >= 16 and page_token("0.0.0.0", "") != page_token("0.0.0.0", "")
+    assert page_token("192.168.1.5", "mine") == "mine"
+    cert, key = make_certificate(tmp_path, "127.0.0.1", reuse=False)
+    hub = PoseHub(100.0)
+    server = PageServer(hub, "127.0.0.1", 0, cert, key, token="s3cret")
+    server.start()
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        base = f"wss://127.0.0.1:{server.port}/ws"
+        for url in (base, base + "?token=wrong"):
+            with pytest.raises(InvalidStatus) as e:
+                connect(url, ssl=ctx, open_timeout=10)
+            assert e.value.response.status_code == 403
+        with connect(base + "?token=s3cret", ssl=ctx, open_timeout=10) as ws:
+            ws.send(json.dumps({"type": "ping", "t0": 1.0}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "pong"
+    finally:
+        server.stop()

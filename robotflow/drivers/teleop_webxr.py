@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hmac
 import ipaddress
 import json
+import secrets
 import socket
 import tempfile
 import threading
@@ -55,6 +57,9 @@ def server_clock_ms() -> float:
 @dataclass
 class WebXRParams:
     host: str = "127.0.0.1"  # bind address; 0.0.0.0 to reach it from a phone on the LAN
+    # Required in the page's WebSocket (`?token=`; the logged URL carries it). Off loopback a page that moves the
+    # arm must authenticate: with "" there a random token is generated for the run.
+    token: str = ""
     port: int = 8443  # 0: any free port (the URL is logged)
     cert_dir: str = ""  # keep the generated certificate here and reuse it (the phone accepts it once); "": new each run
     scale: float = 1.0  # EE motion per unit of hand motion
@@ -276,7 +281,16 @@ class Clutch:
 # ---- the server -----------------------------------------------------------------------------------------
 
 
-def make_app(hub: PoseHub) -> FastAPI:
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+def page_token(host: str, token: str) -> str:
+    """The token the page must present: the given one, or off loopback a fresh random one (never none)."""
+    return token or ("" if is_loopback(host) else secrets.token_urlsafe(16))
+
+
+def make_app(hub: PoseHub, token: str = "") -> FastAPI:
     app = FastAPI(title="robotflow teleop.webxr", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/")
@@ -289,6 +303,9 @@ def make_app(hub: PoseHub) -> FastAPI:
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket):
+        if token and not hmac.compare_digest(websocket.query_params.get("token", ""), token):
+            await websocket.close(code=1008)  # before accepting: the handshake is refused (HTTP 403)
+            return
         await websocket.accept()
         if not hub.claim(websocket):
             await websocket.send_text(json.dumps({"type": "refused", "reason": "another page is controlling"}))
@@ -310,7 +327,7 @@ def make_app(hub: PoseHub) -> FastAPI:
 class PageServer:
     """uvicorn serving the page over HTTPS on its own thread and event loop."""
 
-    def __init__(self, hub: PoseHub, host: str, port: int, cert: Path, key: Path) -> None:
+    def __init__(self, hub: PoseHub, host: str, port: int, cert: Path, key: Path, token: str = "") -> None:
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -324,7 +341,7 @@ class PageServer:
             ) from None
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(
-            make_app(hub),
+            make_app(hub, token),
             ssl_certfile=str(cert),
             ssl_keyfile=str(key),
             log_level="warning",
@@ -378,15 +395,17 @@ class WebXRTeleopNode(TeleopNode):
             self._tmp = tempfile.TemporaryDirectory(prefix="robotflow-webxr-")
             cert_dir = Path(self._tmp.name)
         cert, key = make_certificate(cert_dir, p.host, reuse=bool(p.cert_dir))
-        self.server = PageServer(self.hub, p.host, p.port, cert, key)
+        self.token = page_token(p.host, p.token)
+        self.server = PageServer(self.hub, p.host, p.port, cert, key, self.token)
         self.server.start()
-        if p.host in ("127.0.0.1", "::1"):
+        if is_loopback(p.host):
             names = ["localhost"]
         elif p.host == "0.0.0.0":  # a phone on the LAN may not resolve this machine's name: list its addresses
             names = [socket.gethostname()] + [ip for ip in lan_addresses() if not ip.startswith("127.")]
         else:
             names = [p.host]
-        urls = [f"https://{n}:{self.server.port}/" for n in names]
+        query = f"?token={self.token}" if self.token else ""
+        urls = [f"https://{n}:{self.server.port}/{query}" for n in names]
         self.url = urls[0]
         self.tell("open %s in the phone's or headset's browser (accept the self-signed certificate)", " or ".join(urls))
         self._lost = True

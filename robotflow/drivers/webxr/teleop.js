@@ -28,7 +28,9 @@ function setConn(text, kind) {
 }
 
 function connect() {
-  const ws = new WebSocket(`wss://${location.host}/ws`);
+  // The node logs the page's URL with its token when it requires one (always off loopback).
+  const token = query.get("token");
+  const ws = new WebSocket(`wss://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : ""));
   state.ws = ws;
   setConn("connecting", "connecting");
   ws.onopen = () => {
