@@ -315,7 +315,9 @@ def test_webxr_on_the_franka_graph(monkeypatch, tmp_path):
         n = len(cartesian_x())
         time.sleep(0.6)
         assert len(cartesian_x()) == n  # no new targets: the arm's watchdog holds it
-    assert np.isclose(cartesian_x()[0], 0.4)  # it started where the arm was
+    # It started where the arm was: the hand moves 1 mm a tick, and the arm reads its newest target (`latest`),
+    # so its first motion may already hold a tick or two of hand motion, never a jump toward the 5 cm goal.
+    assert abs(cartesian_x()[0] - 0.4) < 0.005, cartesian_x()[:5]
     assert g.result.ok, g.result
 
 
