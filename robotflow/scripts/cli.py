@@ -85,7 +85,16 @@ def main(verbose: bool) -> None:
     metavar="NODE/OUTPUT",
     help="A channel for --rerun (repeatable; default: every channel but episode events).",
 )
-def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime, rerun_target, rerun_channels):
+@click.option(
+    "--rerun-rate",
+    "rerun_rate",
+    type=float,
+    default=10.0,
+    show_default=True,
+    metavar="HZ",
+    help="The most messages a second --rerun shows of each channel (the newest one; full resolution).",
+)
+def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime, rerun_target, rerun_channels, rerun_rate):
     """Run GRAPH until a node finishes it, --duration elapses, Ctrl-C or a node fails."""
     spec = _load(graph, sets)
     extra = []
@@ -106,7 +115,7 @@ def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime, re
         from robotflow.views.rerun import with_view
 
         try:
-            spec = with_view(spec, rerun_target or "spawn", tuple(rerun_channels))
+            spec = with_view(spec, rerun_target or "spawn", tuple(rerun_channels), rerun_rate)
         except GraphError as e:
             raise click.ClickException(str(e)) from None
     result, sched = run_and_report(spec, duration=duration, stats=stats)
