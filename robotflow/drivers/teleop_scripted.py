@@ -44,6 +44,7 @@ class Waypoint:
     speed: float = 0.25  # m/s along the segment leading here
     dwell: float = 0.0  # s to stay after arriving (e.g. for the fingers to close)
     reach_tol: float | None = None  # wait (bounded) until the EE is this close before going on
+    at_goal: bool = False  # a waypoint over the goal: shifted by the held object's offset in the hand
 
 
 class ScriptedExpert:
@@ -60,6 +61,8 @@ class ScriptedExpert:
         self._seg_start_t = 0.0
         self._seg_from: Waypoint | None = None
         self._arrived_t: float | None = None
+        self._held: str | None = None  # the object this plan picks up
+        self._carry_yaw = 0.0  # how far the EE turns between grasp and release (rad)
 
     @property
     def planned(self) -> bool:
@@ -72,6 +75,7 @@ class ScriptedExpert:
         jit = lambda s: float(np.clip(rng.normal(0.0, s * n), -2 * s * n, 2 * s * n)) if n > 0 else 0.0  # noqa: E731
         v = self.speed * (1.0 + jit(0.15))
         if self.task == "stack_cubes":
+            self._held = "red_cube"
             obj, goal = objects["red_cube"], objects["green_cube"]
             grasp_yaw = wrap_quarter(cube_yaw(obj[3:]))
             # Turn the held cube onto the lower cube's faces on the way.
@@ -79,6 +83,7 @@ class ScriptedExpert:
             place_xy = goal[:2]
             place_z = goal[2] + 2 * CUBE_HALF + 0.006 + GRASP_DEPTH
         elif self.task == "pick_place":
+            self._held = "cube"
             obj, goal = objects["cube"], objects["bin"]
             grasp_yaw = wrap_quarter(cube_yaw(obj[3:]))
             place_yaw = grasp_yaw
@@ -86,7 +91,9 @@ class ScriptedExpert:
             place_z = goal[2] + BIN_HEIGHT + CUBE_HALF + 0.03
         else:
             raise ValueError(f"the scripted expert has no plan for task {self.task!r}")
-        gxy = obj[:2] + np.array([jit(0.003), jit(0.003)])
+        # Grasps land up to ~1 cm off the cube's centre (as a learned policy's do); the carry then corrects
+        # for where the cube sits in the hand, so the demonstrations show placing the cube, not the hand.
+        gxy = obj[:2] + np.array([jit(0.008), jit(0.008)])
         pxy = place_xy + np.array([jit(0.004), jit(0.004)])
         hover = SAFE_Z + jit(0.02)
         grasp_z = max(obj[2] + GRASP_DEPTH, TABLE_TOP + 0.012)
@@ -97,11 +104,12 @@ class ScriptedExpert:
             W(np.array([*gxy, grasp_z]), grasp_yaw, 1.0, 0.5 * v, dwell=0.15, reach_tol=0.004),
             W(np.array([*gxy, grasp_z]), grasp_yaw, 0.0, v, dwell=0.6),
             W(np.array([*gxy, hover]), grasp_yaw, 0.0, 0.6 * v),
-            W(np.array([*pxy, hover]), place_yaw, 0.0, v, reach_tol=0.01),
-            W(np.array([*pxy, place_z]), place_yaw, 0.0, 0.5 * v, dwell=0.2, reach_tol=0.004),
-            W(np.array([*pxy, place_z]), place_yaw, 1.0, v, dwell=0.5),
-            W(np.array([*pxy, hover + 0.05]), place_yaw, 1.0, 0.6 * v),
+            W(np.array([*pxy, hover]), place_yaw, 0.0, v, reach_tol=0.01, at_goal=True),
+            W(np.array([*pxy, place_z]), place_yaw, 0.0, 0.5 * v, dwell=0.2, reach_tol=0.004, at_goal=True),
+            W(np.array([*pxy, place_z]), place_yaw, 1.0, v, dwell=0.5, at_goal=True),
+            W(np.array([*pxy, hover + 0.05]), place_yaw, 1.0, 0.6 * v, at_goal=True),
         ]
+        self._carry_yaw = place_yaw - grasp_yaw
         yaw0 = cube_yaw_from_ee(ee_pose)
         self._seg_from = W(np.asarray(ee_pose[:3], float).copy(), yaw0, 1.0)
         self._i = 0
@@ -112,8 +120,21 @@ class ScriptedExpert:
     def finished(self) -> bool:
         return self.planned and self._i >= len(self.waypoints)
 
-    def act(self, now_s: float, ee_pose: np.ndarray | None) -> tuple[np.ndarray, float]:
-        """The EE target pose and gripper width at `now_s`."""
+    def _correct_for_grasp(self, ee_pose: np.ndarray, held: np.ndarray) -> None:
+        """Shift the goal waypoints by the held object's offset from the EE, turned as the EE turns on the way,
+        so the object (not the EE) ends up over the goal."""
+        offset = np.asarray(ee_pose[:2], float) - np.asarray(held[:2], float)
+        c, s = np.cos(self._carry_yaw), np.sin(self._carry_yaw)
+        shift = np.array([c * offset[0] - s * offset[1], s * offset[0] + c * offset[1]])
+        for wp in self.waypoints:
+            if wp.at_goal:
+                wp.pos = wp.pos + np.array([*shift, 0.0])
+
+    def act(
+        self, now_s: float, ee_pose: np.ndarray | None, objects: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, float]:
+        """The EE target pose and gripper width at `now_s`. `objects` (latest poses by name) lets the carry
+        correct for where the object sits in the hand."""
         if not self.waypoints:
             raise RuntimeError("ScriptedExpert.act() before plan()")
         if self._i >= len(self.waypoints):
@@ -138,6 +159,9 @@ class ScriptedExpert:
             if reached and now_s - self._arrived_t >= wp.dwell:
                 self._seg_from = wp
                 self._i += 1
+                nxt = self.waypoints[self._i] if self._i < len(self.waypoints) else None
+                if nxt is not None and nxt.at_goal and not wp.at_goal and ee_pose is not None and objects:
+                    self._correct_for_grasp(ee_pose, objects[self._held])  # lifted: the object is in the hand
                 self._seg_start_t = now_s
                 self._arrived_t = None
         return np.concatenate([pos, ee_orientation(yaw)]), wp.grip
@@ -196,6 +220,10 @@ class ScriptedTeleop(Node):
             names = str(objects["names"]).split(",")
             poses = np.asarray(objects["poses"], float)
             self.expert.plan(dict(zip(names, poses)), np.asarray(state["ee_pose"], float), now_s, self._episode[1])
-        target, width = self.expert.act(now_s, None if state is None else np.asarray(state["ee_pose"], float))
+        objects = self.read("objects")
+        poses = None
+        if objects is not None:
+            poses = dict(zip(str(objects["names"]).split(","), np.asarray(objects["poses"], float)))
+        target, width = self.expert.act(now_s, None if state is None else np.asarray(state["ee_pose"], float), poses)
         self.emit("ee_target", ee_pose=target)
         self.emit("grip", width=float(width))

@@ -66,7 +66,8 @@ def run_expert(
                 names, poses = runner.objects()
                 expert.plan(dict(zip(names.split(","), poses)), world.ee_pose(), t, runner.episode_seed)
         if tick % period["teleop"] == 0 and expert.planned and runner.active:
-            new_cmd = expert.act(t, world.ee_pose())
+            names, poses = runner.objects()
+            new_cmd = expert.act(t, world.ee_pose(), dict(zip(names.split(","), poses)))
             if trace is not None:
                 trace.append((t, world.ee_pose(), world.object_poses(), new_cmd[1]))
         cmd = new_cmd
