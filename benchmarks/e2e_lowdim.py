@@ -4,9 +4,9 @@
     python -m benchmarks.e2e_lowdim --small --out /tmp/e2e                 # the pipeline check in `make test`
 
 Every stage is the public command line (`robotflow record`, `convert`, `train`, `rollout`), so the run is
-what a user would type. The privileged low-dim codec `ee_objects` (EE pose + grip, and the task's object
-poses from `task/objects` as `observation.environment_state`; no cameras) makes a policy trainable on two
-CPU cores. The two tasks are independent, so each stage runs them side by side, one process and one torch
+what a user would type. The privileged low-dim codec `ee_objects_rel` (EE pose + grip, and the task's object
+poses from `task/objects` as `observation.environment_state`, positions relative to the EE; no cameras) makes
+a policy trainable on two CPU cores. The two tasks are independent, so each stage runs them side by side, one process and one torch
 thread each: on two cores that uses both without the thread oversubscription of two 2-thread processes.
 The config and why it is what it is: README, "Low-dim result".
 """
@@ -30,6 +30,7 @@ TASK_TEXT = {"stack_cubes": "stack the red cube on the green cube", "pick_place"
 @dataclass
 class E2EConfig:
     tasks: tuple[str, ...] = ("stack_cubes", "pick_place")
+    codec: str = "ee_objects_rel"  # object positions and actions relative to the EE: README, "Low-dim result"
     demos: int = 100  # scripted demonstrations per task (seeds 0..demos-1)
     expert_noise: float = 0.5  # per-episode plan variation of the scripted expert (state diversity)
     fps: int = 15
@@ -118,7 +119,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
         logs,
         "record",
     )
-    say("convert (codec ee_objects)")
+    say(f"convert (codec {cfg.codec})")
     stages["convert"] = _run_parallel(
         {
             t: [
@@ -127,7 +128,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
                 "--input",
                 str(d[t] / "demos"),
                 "--codec",
-                "ee_objects",
+                cfg.codec,
                 "--output-dir",
                 str(d[t] / "dataset"),
                 "--fps",
@@ -271,9 +272,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="override the training steps")
     p.add_argument("--demos", type=int, default=None, help="override the demonstrations per task")
     p.add_argument("--episodes", type=int, default=None, help="override the evaluation episodes per task")
+    p.add_argument("--codec", default=None, help="override the codec (ee_objects_rel; ee_objects for absolute poses)")
     args = p.parse_args()
     cfg = E2EConfig.small() if args.small else E2EConfig()
-    for name, value in (("steps", args.steps), ("demos", args.demos), ("eval_episodes", args.episodes)):
+    overrides = (("steps", args.steps), ("demos", args.demos), ("eval_episodes", args.episodes), ("codec", args.codec))
+    for name, value in overrides:
         if value is not None:
             setattr(cfg, name, value)
     out = Path(args.out)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from robotflow.codecs import CodecError, codec_from_spec, convert, get_codec, load_dataset_codec
@@ -104,3 +105,63 @@ def test_policy_graph_without_task_objects_is_refused():
         parse_graph(broken, "lowdim.yaml")
     msg = str(exc.value)
     assert "\n" not in msg and "missing required input 'objects'" in msg
+
+
+def test_relative_codec_gives_object_positions_from_the_ee_and_trains_relative_chunks(lowdim_episodes, tmp_path):
+    """`ee_objects_rel`: object positions are offsets from the EE of the same frame (live and converted); the
+    dataset keeps absolute actions, and training reads chunks relative to each sample's EE position, with
+    the normaliser's statistics of those offsets."""
+    codec = get_codec("ee_objects_rel", objects=["red_cube", "green_cube"])
+    assert codec.layout.relative
+    feats = codec.features()
+    assert feats["observation.environment_state"]["names"][:3] == ["red_cube.dx", "red_cube.dy", "red_cube.dz"]
+    assert feats["action"]["names"][:3] == ["ee.x", "ee.y", "ee.z"]
+    ee = np.array([0.5, 0.1, 0.3, 0.0, 0.7071068, 0.7071068, 0.0])
+    poses = np.array([[0.52, 0.05, 0.02, 1, 0, 0, 0], [0.45, -0.1, 0.02, 1, 0, 0, 0]], dtype=np.float64)
+    live = codec.encode_live(
+        {
+            "arm/state": {"ee_pose": ee},
+            "gripper/state": {"width": 1.0},
+            "task/objects": {"names": "red_cube,green_cube", "poses": poses},
+        }
+    )
+    assert np.allclose(live["observation.environment_state"][:3], [0.02, -0.05, -0.28], atol=1e-6)
+    assert np.allclose(live["observation.environment_state"][7:10], [-0.05, -0.2, -0.28], atol=1e-6)
+    with pytest.raises(CodecError, match="needs the EE position"):
+        codec.encode_objects("red_cube,green_cube", poses)
+
+    convert(lowdim_episodes, tmp_path / "abs", get_codec("ee_objects"), ConvertOptions(progress=False))
+    convert(lowdim_episodes, tmp_path / "rel", get_codec("ee_objects_rel"), ConvertOptions(progress=False))
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from robotflow.codecs.relative import make_relative
+
+    absolute, relative = (
+        LeRobotDataset("local/a", root=tmp_path / "abs"),
+        LeRobotDataset("local/r", root=tmp_path / "rel"),
+    )
+    assert load_dataset_codec(tmp_path / "rel").params.objects == ("red_cube", "green_cube")
+    for i in (0, len(relative) // 2, len(relative) - 1):
+        a, r = absolute[i], relative[i]
+        assert np.array_equal(r["action"].numpy(), a["action"].numpy())  # the dataset's actions stay absolute
+        ee_i = r["observation.state"].numpy()[:3]
+        env_a, env_r = a["observation.environment_state"].numpy(), r["observation.environment_state"].numpy()
+        assert np.allclose(env_r[:3], env_a[:3] - ee_i, atol=1e-5) and np.allclose(env_r[3:7], env_a[3:7])
+
+    chunk = [k / 15 for k in range(5)]
+    ds = LeRobotDataset("local/r", root=tmp_path / "rel", delta_timestamps={"action": chunk})
+    plain = LeRobotDataset("local/r", root=tmp_path / "rel", delta_timestamps={"action": chunk})
+    ds = make_relative(ds)
+    i = len(ds) // 2
+    got, want = ds[i], plain[i]
+    assert got["action"].shape == (5, 8)
+    offsets = want["action"][:, :3] - want["observation.state"][:3]
+    assert torch.allclose(got["action"][:, :3], offsets) and torch.equal(got["action"][:, 3:], want["action"][:, 3:])
+    # The state's x/y (the one absolute position left) is shifted per sample; the labels are not.
+    shift = got["observation.state"] - want["observation.state"]
+    assert 0 < shift[:2].abs().max() <= 0.1 and torch.equal(shift[2:], torch.zeros(6))
+    assert not torch.equal(ds[i]["observation.state"], got["observation.state"])
+    # The normaliser sees offsets of a few centimetres around zero, not absolute positions around 0.5 m.
+    mean, std = np.asarray(ds.meta.stats["action"]["mean"]), np.asarray(ds.meta.stats["action"]["std"])
+    assert np.all(np.abs(mean[:3]) < 0.1) and np.all(std[:3] < 0.2) and std[2] > 0.01
+    assert np.allclose(mean[3:], plain.meta.stats["action"]["mean"][3:])

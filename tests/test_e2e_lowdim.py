@@ -134,3 +134,36 @@ def test_failed_episode_gets_a_front_camera_video(small_run, tmp_path):
     # Same orientation and channel order as the recording (within video compression).
     err = np.abs(frames[-1].astype(int) - recorded[-1].astype(int)).mean()
     assert err < 12, err
+
+
+def test_relative_checkpoint_carries_offset_statistics_and_plain_lerobot_ones_are_refused(small_run, tmp_path):
+    """The small run trains `ee_objects_rel`: its normaliser holds the statistics of chunk offsets from the EE
+    (centimetres around zero), and a checkpoint without robotflow's codec file beside it (what plain
+    lerobot-train writes) is refused in one line rather than driven as if its targets were offsets."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    out, doc = small_run
+    assert doc["config"]["codec"] == "ee_objects_rel"
+    model = out / "stack_cubes/runs/act_lowdim/checkpoints/last/pretrained_model"
+    stats = load_file(next(model.glob("policy_postprocessor_step_*_unnormalizer_processor.safetensors")))
+    assert stats["action.mean"][:3].abs().max() < 0.1 and stats["action.mean"][3:7].abs().max() > 0.3
+    plain = tmp_path / "plain"
+    shutil.copytree(model, plain)
+    (plain / "robotflow_codec.json").unlink()
+    r = CliRunner().invoke(
+        main,
+        [
+            "rollout",
+            "--checkpoints-dir",
+            str(plain),
+            "--graph",
+            str(ROOT / "graphs/sim_stack_cubes_lowdim_policy.yaml"),
+            "--episodes",
+            "1",
+            "--no-record",
+        ],
+    )
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert "was not trained by `robotflow train`" in r.output, r.output

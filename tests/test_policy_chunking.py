@@ -110,6 +110,25 @@ def test_sync_equals_lerobot_select_action(kw, cfg):
         assert torch.equal(torch.from_numpy(ex.step(dict(obs))), want[0])
 
 
+@pytest.mark.parametrize("coeff", [None, 0.01])
+def test_relative_chunks_get_the_observed_position_added(coeff):
+    """Codecs with relative positions: every action of a chunk is offset by the EE position (state[:3]) of
+    the observation that chunk was predicted from, not of the tick that executes it."""
+    n = 10 if coeff is None else 1  # ensembling predicts (and so offsets) a chunk every tick
+    (ours, pre, post), (native, npre, npost) = make_pair(n_action_steps=n, temporal_ensemble_coeff=coeff)
+    common = {"async_inference": False, "n_action_steps": n, "temporal_ensemble_coeff": coeff}
+    absolute = ChunkExecutor(native, npre, npost, ChunkExecutorConfig(**common))
+    relative = ChunkExecutor(ours, pre, post, ChunkExecutorConfig(**common, relative_positions=True))
+    obs = list(observations(3))
+    got, want = relative.step(dict(obs[0])), absolute.step(dict(obs[0]))
+    assert np.allclose(got[:3], want[:3] + obs[0]["observation.state"][:3], atol=1e-5)
+    assert np.array_equal(got[3:], want[3:])
+    if coeff is None:  # later ticks still act on the chunk of obs 0, so they carry obs 0's position
+        for o in obs[1:]:
+            got, want = relative.step(dict(o)), absolute.step(dict(o))
+            assert np.allclose(got[:3], want[:3] + obs[0]["observation.state"][:3], atol=1e-5)
+
+
 def test_ensembler_matches_lerobot_and_handles_late_chunks():
     torch.manual_seed(0)
     ref, ours = ACTTemporalEnsembler(0.05, 6), TemporalEnsembler(0.05, 6)

@@ -59,6 +59,7 @@ TASK_CHANNEL = "task/episode"
 # Privileged object state, published by the simulated task only: codecs that read it cannot run on hardware.
 OBJECTS_CHANNEL = "task/objects"
 OBJECT_POSE_NAMES = ["x", "y", "z", "qw", "qx", "qy", "qz"]
+RELATIVE_OBJECT_POSE_NAMES = ["dx", "dy", "dz", "qw", "qx", "qy", "qz"]  # position: object minus EE
 
 DEFAULT_CAMERAS: dict[str, str] = {"wrist": "wrist_camera/frame", "front": "front_camera/frame"}
 # (height, width). 240x320 keeps the 4:3 aspect of every camera we drive (sim renders 320x240 natively,
@@ -105,6 +106,12 @@ class CodecLayout:
     # Privileged low-dim setting (robomimic's "low_dim"): object poses from task/objects become
     # observation.environment_state. Such codecs have no cameras unless asked for (`cameras=`).
     objects: bool = False
+    # Positions relative to the EE: object positions are offsets from the EE position of the same frame,
+    # and the policy predicts each chunk's target positions as offsets from the EE position it observed
+    # (the dataset keeps absolute actions; `robotflow train` subtracts per chunk, the policy nodes add the
+    # observed position back). "Put it 2 cm past the green cube" is then the same numbers anywhere on the
+    # table, so a policy need not learn that mapping separately for every object placement.
+    relative: bool = False
 
 
 LAYOUTS: dict[str, CodecLayout] = {
@@ -144,6 +151,14 @@ LAYOUTS: dict[str, CodecLayout] = {
         "command",
         "EE pose + grip + joints, object poses (sim only) -> absolute EE pose + grip",
         objects=True,
+    ),
+    "ee_objects_rel": CodecLayout(
+        ("ee_pose", "grip"),
+        "quat",
+        "command",
+        "EE pose + grip, object poses relative to the EE (sim only) -> EE pose chunk relative to the EE + grip",
+        objects=True,
+        relative=True,
     ),
 }
 ALIASES: dict[str, str] = {"ee": "eepose_absolute", "joints": "joints_absolute"}
@@ -312,7 +327,8 @@ class Codec:
     @property
     def environment_names(self) -> list[str]:
         """Names of ``observation.environment_state``: ``<object>.x`` ... ``<object>.qz`` per object."""
-        return [f"{obj}.{n}" for obj in self.params.objects for n in OBJECT_POSE_NAMES]
+        names = RELATIVE_OBJECT_POSE_NAMES if self.layout.relative else OBJECT_POSE_NAMES
+        return [f"{obj}.{n}" for obj in self.params.objects for n in names]
 
     def _require_objects(self) -> None:
         if self.layout.objects and not self.params.objects:
@@ -450,13 +466,16 @@ class Codec:
         action = np.concatenate([self._pose_vectors(act_pose), act_grip.reshape(-1, 1)], axis=1).astype(np.float32)
         return state, action
 
-    def encode_objects(self, names: str, poses: np.ndarray) -> np.ndarray:
+    def encode_objects(self, names: str, poses: np.ndarray, ee_position: np.ndarray | None = None) -> np.ndarray:
         """One ``task/objects`` message (comma-separated names, (K, 7) poses) -> environment_state (7 K',) f32.
 
         Objects are taken by name in the codec's order; quaternions are made ``w >= 0`` (the task already
-        publishes them so; a recorder on another source may not).
+        publishes them so; a recorder on another source may not). Relative codecs subtract `ee_position`
+        (the EE position observed at the same instant) from every object position.
         """
         self._require_objects()
+        if self.layout.relative and ee_position is None:
+            raise CodecError(f"codec '{self.name}' needs the EE position to encode object positions relative to it")
         listed = [n for n in str(names).split(",") if n]
         arr = np.asarray(poses, dtype=np.float64).reshape(len(listed), 7) if listed else np.zeros((0, 7))
         rows = []
@@ -467,12 +486,19 @@ class Codec:
                 )
             pose = arr[listed.index(obj)].copy()
             pose[3:7] = canonical_quat(pose[3:7])
+            if self.layout.relative:
+                pose[:3] -= np.asarray(ee_position, np.float64)[:3]
             rows.append(pose)
         return np.concatenate(rows).astype(np.float32)
 
-    def encode_objects_arrays(self, names: np.ndarray, poses: np.ndarray) -> np.ndarray:
-        """Per-frame names (N,) and poses (N, K, 7) held on the frame grid -> (N, 7 K') float32."""
-        return np.stack([self.encode_objects(n, p) for n, p in zip(names, poses)]).astype(np.float32)
+    def encode_objects_arrays(
+        self, names: np.ndarray, poses: np.ndarray, ee_positions: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per-frame names (N,) and poses (N, K, 7) held on the frame grid -> (N, 7 K') float32.
+
+        `ee_positions` (N, 3): the observed EE position of each frame, for relative codecs."""
+        ee = [None] * len(names) if ee_positions is None else ee_positions
+        return np.stack([self.encode_objects(n, p, e) for n, p, e in zip(names, poses, ee)]).astype(np.float32)
 
     def encode_images(self, images: np.ndarray) -> np.ndarray:
         """Resize a stack of (N, H, W, 3) frames to the codec's image size."""
@@ -523,7 +549,7 @@ class Codec:
         out: dict[str, np.ndarray] = {"observation.state": self._state_matrix(ee, grip, joints)[0]}
         if self.layout.objects:
             out["observation.environment_state"] = self.encode_objects(
-                get(ch.objects, "names"), get(ch.objects, "poses")
+                get(ch.objects, "names"), get(ch.objects, "poses"), None if ee is None else ee[0, :3]
             )
         for key, channel in self.camera_keys.items():
             out[key] = resize_image(get(channel, "image"), self.params.image_size)
@@ -548,7 +574,8 @@ class Codec:
         """Policy action vector -> ``{"ee_pose": (7,) float64 [x,y,z,qw,qx,qy,qz], "width": float}``.
 
         The quaternion is normalised with ``w >= 0`` (a 6D rotation is orthonormalised by
-        Gram-Schmidt first); the width is clipped to the contract's 0..1 range.
+        Gram-Schmidt first); the width is clipped to the contract's 0..1 range. Actions of relative codecs
+        arrive here absolute: the chunk executor adds the observed EE position to each chunk.
         """
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape[0] != self.action_dim:

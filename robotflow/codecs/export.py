@@ -293,7 +293,8 @@ def encode_episode(ep: EpisodeFile, planned: PlannedEpisode, codec: Codec) -> En
     env = None
     if codec.layout.objects:
         try:
-            env = codec.encode_objects_arrays(held(ch.objects, "names"), held(ch.objects, "poses"))
+            ee_positions = kwargs["state_ee_pose"][:, :3] if codec.layout.relative else None
+            env = codec.encode_objects_arrays(held(ch.objects, "names"), held(ch.objects, "poses"), ee_positions)
         except CodecError as exc:
             raise ConvertError(f"{ep.name}: {exc}") from None
     images = {key: (ch, zoh_indices(ep.timestamps(ch), grid)) for key, ch in codec.camera_keys.items()}

@@ -68,6 +68,9 @@ class ChunkExecutorConfig:
     fps: the rate the policy's actions were trained at (the dataset's fps): action i of a chunk is meant for
         start + i / fps.
     max_wait_s: the longest a tick waits for a chunk in flight (None: one period, 1 / fps).
+    relative_positions: the policy predicts action[:3] as offsets from observation.state[:3] of the
+        observation its chunk came from (codecs with relative positions, e.g. `ee_objects_rel`); the
+        executor adds that position back, so `step()` returns absolute actions either way.
     """
 
     n_action_steps: int | None = None
@@ -77,6 +80,7 @@ class ChunkExecutorConfig:
     inference_threads: int | None = None
     fps: float = 15.0
     max_wait_s: float | None = None
+    relative_positions: bool = False
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -380,7 +384,8 @@ class ChunkExecutor:
         if self.ensembling:
             # Synchronous local policy: LeRobot's tensor ops in normalized space, for bit-exact parity.
             # Otherwise unnormalized numpy chunks, to keep the control tick free of torch and pipeline calls.
-            local_sync = not cfg.async_inference and self.policy is not None
+            # Relative chunks become absolute only once unnormalized, so they ensemble in numpy too.
+            local_sync = not cfg.async_inference and self.policy is not None and not cfg.relative_positions
             ens_cls = TemporalEnsembler if local_sync else NumpyTemporalEnsembler
             self._ensembler = ens_cls(cfg.temporal_ensemble_coeff, self.chunk_size)
         self._plan: np.ndarray | None = None  # non-ensembling: the current chunk ...
@@ -444,8 +449,10 @@ class ChunkExecutor:
         # Unnormalizing is elementwise, so doing the whole chunk here gives the same bits as LeRobot's
         # per-action postprocessing, and leaves the control tick nothing but an array index.
         n = self.chunk_size if self.ensembling else self.n_action_steps
-        actions = self.postprocessor(chunk[:, :n])
-        return actions[0].float().cpu().numpy()
+        actions = self.postprocessor(chunk[:, :n])[0].float().cpu().numpy()
+        if self.config.relative_positions:
+            actions[:, :3] += np.asarray(observation["observation.state"], np.float32)[:3]
+        return actions
 
     def _local_chunk(self, observation: Mapping[str, Any], observation_ns: int) -> tuple[Any, int]:
         return self._infer(observation), observation_ns

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robotflow.codecs import LAYOUTS, CodecError, canonical_name, get_codec
+from robotflow.codecs.spec import CHECKPOINT_SPEC_FILE
 from robotflow.runtime.node import Input, Node
 
 from .checkpoints import resolve_checkpoint
@@ -225,6 +226,13 @@ class ACTNode(_PolicyNode):
             if p.temporal_ensemble_coeff is not None
             else loaded.config.temporal_ensemble_coeff
         )
+        if self.codec.layout.relative and not (loaded.codec_source or "").startswith(CHECKPOINT_SPEC_FILE):
+            # Only `robotflow train` makes the chunks relative; plain lerobot-train learns absolute targets from
+            # the same dataset, and adding the EE position to those would send the arm twice as far.
+            raise ValueError(
+                f"{self.name}: {loaded.path} was not trained by `robotflow train` (no {CHECKPOINT_SPEC_FILE} beside "
+                f"it), and codec '{self.codec.name}' needs the relative action chunks only it trains"
+            )
         use_async = p.async_inference
         if use_async is None:
             use_async = getattr(self._clock, "kind", "wall") != "virtual"
@@ -235,6 +243,7 @@ class ACTNode(_PolicyNode):
             async_inference=use_async,
             inference_threads=p.inference_threads,
             fps=float(self.codec.params.fps),  # the dataset's: action i of a chunk is for start + i / fps
+            relative_positions=self.codec.layout.relative,
         )
         return ChunkExecutor(loaded.policy, loaded.preprocessor, loaded.postprocessor, cfg, device=loaded.device)
 
@@ -247,6 +256,10 @@ class LeRobotNode(_PolicyNode):
     def _make_runner(self, loaded: Any) -> Any:
         from .chunking import SyncPolicyRunner
 
+        if self.codec.layout.relative:
+            # select_action hands out one action at a time from LeRobot's own queue, which does not say which
+            # observation its chunk came from, so there is no position to add the offsets to.
+            raise ValueError(f"{self.name}: codec '{self.codec.name}' predicts relative chunks; run it with policy.act")
         return SyncPolicyRunner(loaded.policy, loaded.preprocessor, loaded.postprocessor, device=loaded.device)
 
 

@@ -304,6 +304,32 @@ def _codec_beside_checkpoints(
         lt.save_checkpoint = original
 
 
+@contextlib.contextmanager
+def _relative_chunks(spec: dict[str, Any] | None) -> Iterator[None]:
+    """For a codec with relative positions, train on action chunks relative to each sample's EE position
+    (`robotflow.codecs.relative`): LeRobot's loop gets its dataset from the module-level `make_dataset` of
+    lerobot_train, so that one name is wrapped for the duration of the call, like `save_checkpoint` above."""
+    from robotflow.codecs import codec_from_spec
+
+    if spec is None or not codec_from_spec(spec).layout.relative:
+        yield
+        return
+    import lerobot.scripts.lerobot_train as lt
+
+    from robotflow.codecs.relative import make_relative
+
+    original = lt.make_dataset
+
+    def make_dataset(cfg: Any) -> Any:
+        return make_relative(original(cfg))
+
+    lt.make_dataset = make_dataset
+    try:
+        yield
+    finally:
+        lt.make_dataset = original
+
+
 def _remote_output(opts: TrainOptions, cache: Cache) -> tuple[TrainOptions, str]:
     """Map a remote --output-dir onto its local mirror; returns the options with the local dir and the run URL.
 
@@ -391,7 +417,7 @@ def train_policy(opts: TrainOptions) -> Path:
                 raise TrainError(f"cannot resume: {e}") from None
     uploader = _CheckpointUploader(cache, opts.run_dir, run_url) if run_url and _rank() == 0 else None
     try:
-        with _argv(argv), _codec_beside_checkpoints(spec, uploader):
+        with _argv(argv), _codec_beside_checkpoints(spec, uploader), _relative_chunks(spec):
             train(cfg)
     finally:
         if uploader is not None:
