@@ -199,3 +199,28 @@ def test_imagenet_backbone_used_when_loadable_else_clear_fallback(trained_run, t
         assert "ImageNet weights ResNet18_Weights.IMAGENET1K_V1 cannot be loaded" in result.output
         assert "--no-pretrained-backbone" in result.output
         assert cfg["pretrained_backbone_weights"] is None
+
+
+def test_cosine_schedule_decays_the_policy_learning_rate(trained_run, tmp_path):
+    """`--lr-schedule cosine` keeps the policy's optimizer preset (its rate) and decays that rate to 1% by the
+    last step; the default leaves LeRobot's preset (ACT: no scheduler) alone."""
+    tmp, _, args = trained_run
+    args = list(args)
+    args[args.index("--output-dir") + 1] = str(tmp_path)
+    args[args.index("--steps") + 1] = "4"
+    args[args.index("--save-freq") + 1] = "4"
+    result = CliRunner().invoke(
+        train_command,
+        [*args, "--lr-schedule", "cosine", "--policy-arg", "optimizer_lr=0.0002"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    last = tmp_path / "tiny" / "checkpoints" / "000004"
+    cfg = json.loads((last / "pretrained_model" / "train_config.json").read_text())
+    assert cfg["scheduler"]["type"] == "cosine_decay_with_warmup" and cfg["optimizer"]["lr"] == 0.0002
+    state = json.loads((last / "training_state" / "scheduler_state.json").read_text())
+    assert state["base_lrs"][0] == 0.0002 and state["_last_lr"][0] == pytest.approx(0.0002 * 0.01)
+    default = json.loads(
+        (tmp / "runs" / "tiny" / "checkpoints" / "000002" / "pretrained_model" / "train_config.json").read_text()
+    )
+    assert default["scheduler"] is None

@@ -135,6 +135,7 @@ def test_worker_arguments_round_trip(tmp_path, monkeypatch):
         chunk_size=5,
         wandb=True,
         policy_args={"n_heads": 2, "optimizer_lr": 0.0001},
+        lr_schedule="cosine",
     )
     seen = []
     monkeypatch.setattr("robotflow.scripts.train.train_policy", lambda o: seen.append(o) or tmp_path)

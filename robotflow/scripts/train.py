@@ -71,6 +71,9 @@ class TrainOptions:
     log_freq: int = 100
     seed: int = 1000
     policy_args: dict[str, Any] = field(default_factory=dict)  # more policy config fields, by name
+    # "constant": the policy's own optimizer preset (ACT: a constant learning rate). "cosine": the same optimizer,
+    # with a 2% linear warm-up and a cosine decay to 1% of the rate over `steps` (README, "Low-dim result").
+    lr_schedule: str = "constant"
     num_processes: int = 1  # >1: `accelerate launch` runs this many training processes (one per GPU)
     wandb: bool = False  # log to Weights & Biases (offline without WANDB_API_KEY); also on when the key is set
 
@@ -208,6 +211,21 @@ def build_train_config(opts: TrainOptions):
         eval_freq=0,  # no simulated env inside LeRobot: robotflow evaluates with `rollout`
         wandb=wandb,
     )
+    if opts.lr_schedule == "cosine":
+        from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+
+        # LeRobot takes optimizer and scheduler together or not at all: keep the policy's optimizer preset
+        # (its learning rate, weight decay and backbone group), and decay that rate.
+        cfg.use_policy_training_preset = False
+        cfg.optimizer = cfg.policy.get_optimizer_preset()
+        cfg.scheduler = CosineDecayWithWarmupSchedulerConfig(
+            num_warmup_steps=max(1, opts.steps // 50),
+            num_decay_steps=opts.steps,
+            peak_lr=cfg.optimizer.lr,
+            decay_lr=cfg.optimizer.lr * 0.01,
+        )
+    elif opts.lr_schedule != "constant":
+        raise TrainError(f"unknown --lr-schedule {opts.lr_schedule!r}: use constant or cosine")
     return cfg, []
 
 
@@ -449,7 +467,7 @@ def _cli_args(opts: TrainOptions) -> list[str]:
         if getattr(opts, name) is not None:
             args.append(f"--{name.replace('_', '-')}={getattr(opts, name)}")
     args += ["--resume"] * opts.resume + ["--no-pretrained-backbone"] * (not opts.pretrained_backbone)
-    args += ["--wandb"] * opts.wandb
+    args += ["--wandb"] * opts.wandb + [f"--lr-schedule={opts.lr_schedule}"]
     args += [f"--policy-arg={k}={json.dumps(v)}" for k, v in opts.policy_args.items()]
     return args
 
@@ -539,6 +557,13 @@ def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
     help="Any other field of the policy's LeRobot config (JSON value), e.g. kl_weight=10.",
 )
 @click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="constant: the policy's preset (ACT: a fixed rate); cosine: 2% warm-up, then decay to 1% of the rate.",
+)
+@click.option(
     "--num-processes",
     type=click.IntRange(1, 1024),
     default=1,
@@ -564,6 +589,7 @@ def train_command(
     log_freq,
     seed,
     policy_args,
+    lr_schedule,
     num_processes,
     use_wandb,
 ):
@@ -592,6 +618,7 @@ def train_command(
         log_freq=log_freq,
         seed=seed,
         policy_args=_parse_policy_args(policy_args),
+        lr_schedule=lr_schedule,
         num_processes=num_processes,
         wandb=use_wandb,
     )
