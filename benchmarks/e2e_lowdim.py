@@ -41,6 +41,7 @@ class E2EConfig:
     chunk_size: int = 20
     n_action_steps: int = 10
     lr: float = 3e-4
+    lr_schedule: str = "cosine"  # `robotflow train --lr-schedule`: README, "Low-dim result"
     use_vae: bool = False
     eval_episodes: int = 50
     eval_seed: int = 1000  # unseen: the demos used seeds 0..demos-1
@@ -178,6 +179,8 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
                 "--no-pretrained-backbone",  # no images: nothing to load, and no network wait for it
                 "--log-freq",
                 str(max(1, min(500, cfg.steps // 10))),
+                "--lr-schedule",
+                cfg.lr_schedule,
                 *policy_args,
                 *cfg.train_args,
             ]
