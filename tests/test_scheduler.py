@@ -164,13 +164,13 @@ def test_virtual_time_is_deterministic_single_threaded_and_stamped_by_the_clock(
     g = parse_graph(VIRTUAL, "v.yaml")
     assert g.clock == "virtual"
     runs = []
-    for _ in range(2):
+    for _ in range(5):  # ZeroMQ's queue bookkeeping runs on wall time: a bounded queue dropped 1 run in ~30
         s = Scheduler(g, duration_s=2.0)
         res = s.run()
         assert res.ok and "simulated time" in res.reason
         runs.append(s)
-    a, b = (r.nodes["ctrl"].seen for r in runs)
-    assert a == b and len(a) == 61, "same seed, same outputs, 30 Hz over 2 s of virtual time"
+    a, *others = (r.nodes["ctrl"].seen for r in runs)
+    assert all(b == a for b in others) and len(a) == 61, "same seed, same outputs, 30 Hz over 2 s of virtual time"
     for now, stamp, _ in a:
         assert stamp <= now and now - stamp < 2_000_000, "the controller sees the sim's state of this instant"
     assert a[1][0] == round(1e9 / 30)

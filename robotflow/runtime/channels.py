@@ -23,6 +23,7 @@ as a gap, including losses before a reader's first message.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class Publisher:
         # Arrays handed to inproc readers, by seq: [arrays, readers yet to take them]. Bounded like a
         # ZeroMQ queue: a stalled reader finds the oldest gone and counts those messages as dropped.
         self._handed: dict[int, list] = {}
-        self._handed_max = 2 * hwm
+        self._handed_max = 2 * hwm if hwm else sys.maxsize  # hwm 0: ZeroMQ's queues are unbounded too
         self._lock = threading.Lock()
         if endpoint.startswith("inproc://"):
             _inproc_publishers[endpoint] = self

@@ -25,7 +25,8 @@ class Input:
     """How a node input receives its channel.
 
     delivery: `latest` (sensor streams: newest value, superseded ones counted as skipped) or `queue`
-        (every message in order, bounded by queue_size; overflow counted as dropped).
+        (every message in order, bounded by queue_size on the wall clock; overflow counted as dropped).
+        On the virtual clock nothing is dropped, so a seed replays exactly.
     delayed: a feedback edge; the consumer may read the value produced in the previous tick. Only
         delayed edges may close a cycle.
     required: a graph that leaves it unconnected is refused.
