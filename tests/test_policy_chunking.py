@@ -339,6 +339,36 @@ def test_async_chunks_land_on_their_timestamps_and_ticks_never_wait_longer_than_
         ex.close()
 
 
+def _run_async(ex, ticks: int) -> None:
+    deadline = time.monotonic_ns()
+    for k in range(ticks):
+        deadline += PERIOD_NS
+        time.sleep(max(0.0, (deadline - time.monotonic_ns()) / 1e9))
+        now = time.monotonic_ns()
+        ex.step({"k": k}, now, now)
+
+
+def test_default_refill_covers_the_measured_latency_and_uses_most_of_each_chunk():
+    # Chunks take 1.5 periods to arrive. A fixed half-plan refill re-plans every ~4 actions; the measured
+    # default requests the next chunk 2 actions before the plan ends, so ~7 of each chunk's 10 run.
+    runs = {}
+    for refill_at in (None, 5):
+        src = ClockSource(n=10, latency_s=1.5 / FPS)
+        ex = ChunkExecutor.from_source(
+            src, chunk_size=10, config=ChunkExecutorConfig(fps=FPS, n_action_steps=10, refill_at=refill_at)
+        )
+        try:
+            _run_async(ex, 60)
+        finally:
+            ex.close()
+        runs[refill_at] = ex
+    auto, half = runs[None], runs[5]
+    assert 2 <= auto.refill_at <= 4, "at least the periods a chunk takes to arrive, rounded up"
+    assert auto.stats.stalls <= 1, "the plan never runs out while the next chunk is in flight"
+    assert auto.stats.chunks < 0.8 * half.stats.chunks, (auto.stats.chunks, half.stats.chunks)
+    assert auto.stats.actions >= half.stats.actions - 2
+
+
 def test_reset_drops_the_chunk_in_flight():
     src = ClockSource(n=8, latency_s=0.1)
     ex = ChunkExecutor.from_source(src, chunk_size=8, config=ChunkExecutorConfig(fps=FPS, max_wait_s=0.0))

@@ -81,7 +81,7 @@ class ACTNodeParams(LeRobotNodeParams):
     n_action_steps: actions used per chunk (None: the checkpoint's).
     temporal_ensemble_coeff: None: the checkpoint's setting (usually off); a float turns ACT's temporal
         ensembling on (n_action_steps must then be None or 1).
-    refill_at: queue level that requests the next chunk (None: half of n_action_steps).
+    refill_at: queue level that requests the next chunk (None: the measured chunk latency in periods).
     async_inference: None = on with a wall clock, off on a virtual clock (in lock-step simulation a
         synchronous forward pass costs no simulated time, and the run stays deterministic).
     inference_threads: torch threads of the inference worker (None: all cores but one).

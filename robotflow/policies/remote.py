@@ -43,7 +43,7 @@ class RemoteNodeParams:
         (default `image.<camera>`).
     horizon_s: use the actions stamped before this many seconds of each chunk (None: the server's
         `action_horizon_sec`, else the whole chunk).
-    refill_at: ticks left in the chunk when the next one is requested (None: half the chunk).
+    refill_at: ticks left in the chunk when the next one is requested (None: the measured round trip in periods).
     async_inference: None = on with a wall clock, off on the simulator's virtual clock (lock-step and
         deterministic: a request costs no simulated time).
     status_timeout_s: longest silence allowed while the server waits for sessions or loads a model.
