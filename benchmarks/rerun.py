@@ -7,8 +7,8 @@ Same graph as benchmarks/scheduler.py (control at `priority: 50`, two 30 fps cam
 node); the view is added exactly as `robotflow launch --rerun` adds it by default: a `view.tap` in the graph's
 process passing each channel's newest message on at 10 Hz (`--rerun-rate`), and the `view.rerun` node in its own
 niced process on the wall clock. Both sides run in this process, in alternating rounds (without, with,
-without, ...). Reports the control node's p99 period error on each side (median over the rounds) and their
-ratio, and this process's CPU outside the load node on each side, which the machine's other load moves less.
+without, ...). Reports the control node's p99 period error on each side (over all its rounds' ticks, and the
+median of the per-round p99s) and their ratio, and this process's CPU outside the load node on each side, which the machine's other load moves less.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def _one(duration: float, rrd: Path | None) -> tuple[dict, dict]:
     # What crossed into the view's process: the tap's outputs.
     report["crossed"] = sum(c["sent"] for name, c in result.stats["channels"].items() if name.startswith("rerun_tap"))
     ctl = dict(result.stats["nodes"]["control"])
+    ctl["lateness_us"] = next(rt for rt in sched.runtimes if rt.spec.name == "control").stats.lateness_us.values().copy()
     load = next(rt.thread.native_id for rt in sched.runtimes if rt.spec.name == "load")
     if len(samples) == 2:
         (t0, a), (t1, b) = samples
@@ -78,7 +79,7 @@ def _one(duration: float, rrd: Path | None) -> tuple[dict, dict]:
 
 def run(duration: float, rounds: int) -> dict:
     """`rounds` alternating pairs (without, then with the view), `duration / rounds` seconds each, so a change in
-    the machine's other load during the run hits both sides alike; each side's figure is the median over rounds."""
+    the machine's other load during the run hits both sides alike; each side pools its rounds."""
     without, with_view_, reports = [], [], []
     with tempfile.TemporaryDirectory(prefix="robotflow-bench-rerun-") as tmp:
         # Discarded: a process's first graph run pays for page faults and lazy imports, which would flatter the view.
@@ -95,10 +96,20 @@ def run(duration: float, rounds: int) -> dict:
         return round(float(np.median([r[key] for r in rows])), 1)
 
     p99_without, p99_with = med(without, "period_error_p99_us"), med(with_view_, "period_error_p99_us")
+
+    def pooled(rows: list[dict]) -> float:
+        return round(float(np.percentile(np.concatenate([r["lateness_us"] for r in rows]), 99)), 1)
+
+    pooled_without, pooled_with = pooled(without), pooled(with_view_)
     return {
-        "p99_us_without": p99_without,
-        "p99_us_with": p99_with,
-        "ratio": round(p99_with / p99_without, 2),
+        # The p99 of every tick of a side's rounds together: the loop's p99 over the run. The median of the
+        # per-round p99s (2,500 ticks each) is kept beside it; it moves about twice as much between runs.
+        "p99_us_without": pooled_without,
+        "p99_us_with": pooled_with,
+        "ratio": round(pooled_with / pooled_without, 2),
+        "p99_us_round_median_without": p99_without,
+        "p99_us_round_median_with": p99_with,
+        "ratio_round_median": round(p99_with / p99_without, 2),
         "p50_us_without": med(without, "period_error_p50_us"),
         "p50_us_with": med(with_view_, "period_error_p50_us"),
         "p99_us_without_rounds": [round(r["period_error_p99_us"], 1) for r in without],
@@ -117,15 +128,15 @@ def run(duration: float, rounds: int) -> dict:
         "duration_s": duration,
         "rounds": rounds,
         "view_process": "own process group, fed by a 10 Hz tap in the graph's process, as `launch --rerun` adds it",
-        "target_met": bool(p99_with / p99_without <= 1.3),
+        "target_met": bool(pooled_with / pooled_without <= 1.3),
         "machine": machine(),
     }
 
 
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds per side, split over the rounds")
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=40.0, help="seconds per side, split over the rounds")
+    ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args()
     emit(run(args.duration, args.rounds), args.json)
 
