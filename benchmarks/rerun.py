@@ -68,7 +68,9 @@ def _one(duration: float, rrd: Path | None) -> tuple[dict, dict]:
     # What crossed into the view's process: the tap's outputs.
     report["crossed"] = sum(c["sent"] for name, c in result.stats["channels"].items() if name.startswith("rerun_tap"))
     ctl = dict(result.stats["nodes"]["control"])
-    ctl["lateness_us"] = next(rt for rt in sched.runtimes if rt.spec.name == "control").stats.lateness_us.values().copy()
+    ctl["lateness_us"] = (
+        next(rt for rt in sched.runtimes if rt.spec.name == "control").stats.lateness_us.values().copy()
+    )
     load = next(rt.thread.native_id for rt in sched.runtimes if rt.spec.name == "load")
     if len(samples) == 2:
         (t0, a), (t1, b) = samples
