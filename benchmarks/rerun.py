@@ -8,7 +8,8 @@ node); the view is added exactly as `robotflow launch --rerun` adds it by defaul
 process passing each channel's newest message on at 10 Hz (`--rerun-rate`), and the `view.rerun` node in its own
 niced process on the wall clock. Both sides run in this process, in alternating rounds (without, with,
 without, ...). Reports the control node's p99 period error on each side (over all its rounds' ticks, and the
-median of the per-round p99s) and their ratio, and this process's CPU outside the load node on each side, which the machine's other load moves less.
+median of the per-round p99s) and their ratio, and this process's CPU outside the load node on each side,
+which the machine's other load moves less.
 """
 
 from __future__ import annotations

@@ -380,7 +380,8 @@ class ChunkExecutor:
         # refill_at None: set from how late chunks arrive (_install). A fixed half of the plan would have the
         # policy re-plan twice as often as in training and lock-step evaluation, which can change what it
         # does: an EE-relative stack_cubes policy solved 19/20 seeds in lock-step and 7/20 re-planning at 5 of 10.
-        self._arrivals: deque | None = deque(maxlen=8) if cfg.refill_at is None else None
+        measured = cfg.refill_at is None and cfg.async_inference and not self.ensembling
+        self._arrivals: deque | None = deque(maxlen=8) if measured else None
         self._submitted_ns = 0
         if not 0 <= self.refill_at < max(n, 1) and not self.ensembling:
             raise ValueError(f"refill_at must be within 0..n_action_steps-1={n - 1}, got {self.refill_at}")
@@ -505,7 +506,7 @@ class ChunkExecutor:
             )
             return
         self.stats.skipped_actions += skip
-        if self._arrivals is not None and self._worker is not None and not self.ensembling:
+        if self._arrivals is not None:
             # Periods from the observation to the chunk's arrival (not to this tick, which rounds up by a tick).
             self._arrivals.append((self._submitted_ns - res.start_ns + res.infer_s * 1e9) / self.period_ns)
             self.refill_at = min(self.n_action_steps - 1, max(1, math.ceil(max(self._arrivals))))

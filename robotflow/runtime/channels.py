@@ -88,6 +88,9 @@ def encode(topic: str, seq: int, timestamp_ns: int, fields: dict[str, Any], hand
     return payloads
 
 
+SEND_HWM = 128  # a publisher's send-side queue per reader, in messages (0: unbounded)
+
+
 class Publisher:
     """Sends messages on one channel, numbered from 0. Used by one thread at a time (the owning node's).
 
@@ -95,7 +98,7 @@ class Publisher:
     it. A stalled reader therefore holds at most hwm + queue_size messages, never unbounded memory.
     """
 
-    def __init__(self, topic: str, endpoint: str, hwm: int = 128):
+    def __init__(self, topic: str, endpoint: str, hwm: int = SEND_HWM):
         self.topic = topic
         self.endpoint = endpoint
         self.sent = 0  # messages sent, the `sent` of the channel's accounting

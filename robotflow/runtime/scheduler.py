@@ -30,7 +30,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-from .channels import Publisher, Subscriber
+from .channels import SEND_HWM, Publisher, Subscriber
 from .clock import Clock, VirtualClock, WallClock
 from .graph import GraphSpec, NodeSpec, parse_graph
 from .node import Node, StopGraph
@@ -175,7 +175,7 @@ class Scheduler:
         # On the virtual clock every node runs in this one thread, so a reader's backlog is what its
         # producers send between two of its steps. A ZeroMQ bound there would drop messages by when
         # ZeroMQ's wall-clock-throttled bookkeeping notices reads, and the same seed would not replay.
-        hwm = 0 if self.graph.clock == "virtual" else 128
+        hwm = 0 if self.graph.clock == "virtual" else SEND_HWM
         for rt in self.runtimes:
             for o in rt.spec.outputs:
                 ch = f"{rt.spec.name}/{o}"
