@@ -352,7 +352,8 @@ def test_websocket_requires_the_token_and_off_loopback_one_is_always_set(tmp_pat
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
-    from robotflow.drivers.teleop_webxr import PageServer, page_token
+    from robotflow.drivers.teleop_webxr import PageServer
+    from robotflow.network import token_for_bind as page_token
 
     assert page_token("127.0.0.1", "") == ""  # loopback: optional
     assert len(page_token("0.0.0.0", "")) >= 16 and page_token("0.0.0.0", "") != page_token("0.0.0.0", "")

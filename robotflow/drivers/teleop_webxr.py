@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hmac
 import ipaddress
 import json
-import secrets
 import socket
 import tempfile
 import threading
@@ -41,6 +39,7 @@ from fastapi.responses import FileResponse
 from robotflow.codecs.rotation import matrix_to_quat
 from robotflow.drivers.sim.ik import quat_canonical, quat_conj, quat_mul
 from robotflow.drivers.teleop_base import EETarget, TeleopNode
+from robotflow.network import is_loopback, token_for_bind, token_matches
 
 PAGE_DIR = Path(__file__).resolve().parent / "webxr"
 
@@ -281,15 +280,6 @@ class Clutch:
 # ---- the server -----------------------------------------------------------------------------------------
 
 
-def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
-
-
-def page_token(host: str, token: str) -> str:
-    """The token the page must present: the given one, or off loopback a fresh random one (never none)."""
-    return token or ("" if is_loopback(host) else secrets.token_urlsafe(16))
-
-
 def make_app(hub: PoseHub, token: str = "") -> FastAPI:
     app = FastAPI(title="robotflow teleop.webxr", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -303,7 +293,7 @@ def make_app(hub: PoseHub, token: str = "") -> FastAPI:
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket):
-        if token and not hmac.compare_digest(websocket.query_params.get("token", ""), token):
+        if token and not token_matches(websocket.query_params.get("token"), token):
             await websocket.close(code=1008)  # before accepting: the handshake is refused (HTTP 403)
             return
         await websocket.accept()
@@ -395,7 +385,7 @@ class WebXRTeleopNode(TeleopNode):
             self._tmp = tempfile.TemporaryDirectory(prefix="robotflow-webxr-")
             cert_dir = Path(self._tmp.name)
         cert, key = make_certificate(cert_dir, p.host, reuse=bool(p.cert_dir))
-        self.token = page_token(p.host, p.token)
+        self.token = token_for_bind(p.host, p.token)
         self.server = PageServer(self.hub, p.host, p.port, cert, key, self.token)
         self.server.start()
         if is_loopback(p.host):

@@ -18,8 +18,6 @@ a non-loopback bind refused without a token unless ``insecure``, and a message s
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import itertools
 import logging
 import socket
@@ -35,6 +33,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
+from robotflow.network import bearer_token, token_matches, unauthenticated_bind_error
 from robotflow.serving.protocol import (
     CLOSE_POLICY_VIOLATION,
     IMAGE_PREFIX,
@@ -81,22 +80,11 @@ class ServeConfig:
     max_message_bytes: int = 16 * 1024 * 1024
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(cfg: ServeConfig) -> None:
     """Refuse to expose an unauthenticated model server beyond this machine unless asked to."""
-    if not is_loopback(cfg.host) and not cfg.token and not cfg.insecure:
-        raise ServeError(
-            f"refusing to bind {cfg.host} without a token: anyone who can reach it could drive your robot; "
-            "pass --token (or set ROBOTFLOW_TOKEN), or --insecure on a trusted network"
-        )
+    refusal = unauthenticated_bind_error(cfg.host, cfg.token, cfg.insecure)
+    if refusal:
+        raise ServeError(refusal)
 
 
 # ---- models ---------------------------------------------------------------------------------------
@@ -343,9 +331,7 @@ class InferenceServer:
     def _authorized(self, headers: Any) -> bool:
         if not self.cfg.token:
             return True
-        got = headers.get("authorization", "")
-        scheme, _, value = got.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.cfg.token.encode())
+        return token_matches(bearer_token(headers.get("authorization")), self.cfg.token)
 
     def _build_app(self) -> FastAPI:
         # FastAPI reads the handlers' annotations to inject Request / WebSocket: they must be module-level names.
