@@ -124,6 +124,16 @@ def build_spec(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: 
     spec.modelname = f"robotflow_{task}"
     if visual_cell > 0:
         lighten_visual_meshes(spec, visual_cell)
+    _set_physics_and_visuals(spec, timestep)
+    _position_controlled_arm(spec)
+    _add_room(spec)
+    _add_cameras(spec)
+    for k, obj in enumerate(TASK_OBJECTS[task]):
+        (_add_cube if obj.kind == "cube" else _add_bin)(spec.worldbody, obj, 0.45 + 0.1 * k)
+    return spec
+
+
+def _set_physics_and_visuals(spec: mujoco.MjSpec, timestep: float) -> None:
     spec.option.timestep = timestep
     # implicitfast integrates the position actuators' damping implicitly: stable at 2 ms with stiff gains.
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
@@ -141,6 +151,9 @@ def build_spec(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: 
     spec.stat.center = [0.35, 0.0, 0.2]
     spec.stat.extent = 0.9
 
+
+def _position_controlled_arm(spec: mujoco.MjSpec) -> None:
+    """gym-hil's torque motors become position servos within the joint ranges, and the robot is gravity-compensated."""
     joint_range = {j.name: (j.range[0], j.range[1]) for j in spec.joints}
     for i, name in enumerate(ARM_ACTUATORS):
         act = spec.actuator(name)
@@ -150,14 +163,15 @@ def build_spec(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: 
         act.ctrlrange = list(joint_range[ARM_JOINTS[i]])
         act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
         act.forcerange = [-tau, tau]
-
-    root = spec.body(ROBOT_ROOT)
-    stack = [root]
+    stack = [spec.body(ROBOT_ROOT)]
     while stack:  # gravity compensation for the whole robot subtree
         body = stack.pop()
         body.gravcomp = 1.0
         stack.extend(body.bodies)
 
+
+def _add_room(spec: mujoco.MjSpec) -> None:
+    """Floor, table and two shadowless lights."""
     world = spec.worldbody
     spec.add_texture(
         name="floor_tex",
@@ -180,31 +194,19 @@ def build_spec(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: 
         pos=[0.35, 0.0, TABLE_TOP - 0.375],
         rgba=[0.62, 0.55, 0.45, 1.0],
     )
-    world.add_light(
-        name="top",
-        pos=[0.4, 0, 2.0],
-        dir=[0, 0, -1],
-        diffuse=[0.7, 0.7, 0.7],
-        specular=[0.2, 0.2, 0.2],
-        castshadow=False,
-    )
-    world.add_light(
-        name="side",
-        pos=[1.2, -0.8, 1.0],
-        dir=[-0.6, 0.5, -0.6],
-        diffuse=[0.3, 0.3, 0.3],
-        specular=[0.0, 0.0, 0.0],
-        castshadow=False,
-    )
+    for name, pos, direction, diffuse, specular in (
+        ("top", [0.4, 0, 2.0], [0, 0, -1], [0.7] * 3, [0.2] * 3),
+        ("side", [1.2, -0.8, 1.0], [-0.6, 0.5, -0.6], [0.3] * 3, [0.0] * 3),
+    ):
+        world.add_light(name=name, pos=pos, dir=direction, diffuse=diffuse, specular=specular, castshadow=False)
+
+
+def _add_cameras(spec: mujoco.MjSpec) -> None:
     # front: across the table, looking back at the robot and the workspace (x 0.3..0.7 m).
-    world.add_camera(name="front", pos=[1.1, 0.0, 0.6], xyaxes=[0, 1, 0, -0.581, 0, 0.814], fovy=45)
+    spec.worldbody.add_camera(name="front", pos=[1.1, 0.0, 0.6], xyaxes=[0, 1, 0, -0.581, 0, 0.814], fovy=45)
     # wrist: on the gripper base, beside the fingers' plane of motion so they never hide the view, tilted
     # toward the pinch point; the pads are at the bottom of the image.
     spec.body("base").add_camera(name="wrist", pos=[0.07, 0.0, 0.02], fovy=70, xyaxes=[0, 1, 0, 0.958, 0, 0.287])
-
-    for k, obj in enumerate(TASK_OBJECTS[task]):
-        (_add_cube if obj.kind == "cube" else _add_bin)(world, obj, 0.45 + 0.1 * k)
-    return spec
 
 
 def build_model(task: str = "stack_cubes", timestep: float = 0.002, visual_cell: float = 0.004) -> mujoco.MjModel:
