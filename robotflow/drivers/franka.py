@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from robotflow.geometry import panda_fk
 from robotflow.runtime.node import Input, Node, StopGraph
-from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety, check_gripper_limits, panda_fk
+from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety, check_gripper_limits
 
 log = logging.getLogger("robotflow")
 

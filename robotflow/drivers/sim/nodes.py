@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from robotflow.geometry import pose_from_pos_mat
 from robotflow.runtime.node import Input, Node
 from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety
 
-from .ik import mat_to_quat
 from .render import OffscreenCamera
 from .scene import TASKS
 from .tasks import TaskRunner
@@ -167,7 +167,7 @@ class SimArmNode(_WorldUser):
         d, sim = self._fk_data, self.sim
         d.qpos[sim.arm_qadr] = q
         mujoco.mj_kinematics(sim.model, d)
-        return np.concatenate([d.site_xpos[sim.ee_site], mat_to_quat(d.site_xmat[sim.ee_site])])
+        return pose_from_pos_mat(d.site_xpos[sim.ee_site], d.site_xmat[sim.ee_site])
 
     def step(self) -> None:
         now = self.now_ns()
