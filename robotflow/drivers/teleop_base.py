@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robotflow.drivers.base import TeleopDeviceNode
 from robotflow.geometry import canonical_quat, quat_from_rotvec, quat_mul
-from robotflow.runtime.node import Input, Node
+from robotflow.runtime.node import Input
 
 WORKSPACE_LO = np.array([0.2, -0.5, 0.01])  # teleop targets stay in a box above the table (m)
 WORKSPACE_HI = np.array([0.8, 0.5, 0.6])
@@ -106,13 +107,13 @@ class ButtonEdges:
         self._down.clear()
 
 
-class TeleopNode(Node):
-    """Base of the device nodes: target initialisation from the arm, reset handling, episode events."""
+class TeleopNode(TeleopDeviceNode):
+    """Base of the human device nodes: target initialisation from the arm, reset handling, episode events."""
 
     # state: the arm's measured pose, where the target starts. task_episode (optional): the sim task's
     # events; after its reset the target restarts from the arm.
     inputs = {"state": Input(), "task_episode": Input(delivery="queue", required=False)}
-    outputs = ("ee_target", "grip", "episode")
+    outputs = (*TeleopDeviceNode.outputs, "episode")
 
     def setup(self) -> None:
         self.target: EETarget | None = None
@@ -171,8 +172,3 @@ class TeleopNode(Node):
                 duration_s=(now - self._start_ns) * 1e-9,
                 task=task,
             )
-
-    def emit_command(self) -> None:
-        """Emit the current target and grip (a fresh array each time: receivers hold views of it)."""
-        self.emit("ee_target", ee_pose=self.target.pose())
-        self.emit("grip", width=float(self.grip))

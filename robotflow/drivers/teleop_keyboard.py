@@ -152,8 +152,7 @@ class KeyboardTeleopNode(TeleopNode):
                 return
             self.keys.init_from(np.asarray(state["ee_pose"], float))
         self.handle(self._read_keys())
-        self.emit("ee_target", ee_pose=self.keys.target())
-        self.emit("grip", width=self.keys.grip)
+        self.emit_target(self.keys.target(), self.keys.grip)
 
     def teardown(self) -> None:
         if self._fd is not None and self._saved is not None:

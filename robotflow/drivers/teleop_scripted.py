@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotflow.runtime.node import Input, Node
+from robotflow.drivers.base import TeleopDeviceNode
+from robotflow.runtime.node import Input
 
 
 @dataclass
@@ -21,12 +22,11 @@ class ScriptedTeleopParams:
     speed: float = 0.25  # EE travel speed (m/s)
 
 
-class ScriptedTeleop(Node):
+class ScriptedTeleop(TeleopDeviceNode):
     """Scripted expert teleop: plans from `task/objects` at each episode start, emits `ee_target` + `grip`."""
 
     Params = ScriptedTeleopParams
     inputs = {"objects": Input(), "episode": Input(delivery="queue"), "state": Input()}
-    outputs = ("ee_target", "grip")
 
     def setup(self) -> None:
         # Imported here, not at the top: the expert reads the MuJoCo scene (drivers.sim pulls in mujoco),
@@ -68,5 +68,4 @@ class ScriptedTeleop(Node):
         if objects is not None:
             poses = dict(zip(str(objects["names"]).split(","), np.asarray(objects["poses"], float)))
         target, width = self.expert.act(now_s, None if state is None else np.asarray(state["ee_pose"], float), poses)
-        self.emit("ee_target", ee_pose=target)
-        self.emit("grip", width=float(width))
+        self.emit_target(target, width)

@@ -427,7 +427,7 @@ class WebXRTeleopNode(TeleopNode):
         for action in hub.actions():
             self.episode(action)
         hub.set_status(recording=self.episodes.recording, following=self.clutch.engaged)
-        self.emit_command()
+        self.emit_target(self.target.pose(), self.grip)
         if pose is not None:
             self.latency_ms.append(server_clock_ms() - pose.t_ms)
             self.recv_ms.append(pose.recv_ms - pose.t_ms)
