@@ -82,6 +82,7 @@ def test_arm_command_precedence_is_one_rule(make_arm, case, monkeypatch, sim_wor
     try:
         h = Harness(arm)
         state = h.tick()["state"]
+        assert {k: np.shape(v) for k, v in state.items()} == {"joint_pos": (7,), "joint_vel": (7,), "ee_pose": (7,)}
         assert "command" not in h.emitted  # no target yet: nothing echoed
         ee = np.asarray(state["ee_pose"], float) + np.array([0.01, 0, 0, 0, 0, 0, 0])
         if not ee_valid:

@@ -42,6 +42,9 @@ class ArmNode(Node):
     Params derive from `ArmSafetyParams` (workspace box, tilt cone, step per tick, command watchdog). A
     subclass reads its measured state, calls `take_command` and then `apply_safety_tick`, which calls its
     `apply_ee` / `apply_joints` / `hold`, and emits with `emit_state` / `emit_command`.
+
+    `stop_hardware`: a real arm decelerates to rest now and no command follows (it raises when the arm does
+    not stop); the simulated arm has nothing to stop. `teardown` ends any motion still running.
     """
 
     Params: ClassVar[type] = ArmSafetyParams
