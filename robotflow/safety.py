@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from robotflow.geometry import quat_from_axis_angle, quat_mul, quat_toward, quat_z_axis, rotation_angle
+
 log = logging.getLogger("robotflow.safety")
 
 # Franka Hand limits (datasheet): continuous grasp force 70 N, finger speed up to 0.1 m/s (both fingers).
@@ -64,102 +66,6 @@ class ArmSafetyParams:
         for name in ("max_step_m", "max_step_deg", "max_joint_step_rad", "command_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-
-
-# ---- quaternions [w, x, y, z] --------------------------------------------------------------------
-
-
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ]
-    )
-
-
-def quat_axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
-    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis])
-
-
-def tool_z(q: np.ndarray) -> np.ndarray:
-    """The third column of the rotation matrix of q: where the tool's z axis points."""
-    w, x, y, z = q
-    return np.array([2 * (x * z + y * w), 2 * (y * z - x * w), 1 - 2 * (x * x + y * y)])
-
-
-def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
-    """Angle (rad) of the rotation between two unit quaternions, the short way round."""
-    return 2.0 * float(np.arccos(np.clip(abs(np.dot(a, b)), 0.0, 1.0)))
-
-
-def quat_toward(start: np.ndarray, goal: np.ndarray, max_angle: float) -> np.ndarray:
-    """`goal`, or the orientation `max_angle` along the shortest rotation from `start` to it."""
-    angle = rotation_angle(start, goal)
-    if angle <= max_angle:
-        return goal
-    if np.dot(start, goal) < 0:
-        goal = -goal
-    s = max_angle / angle
-    theta = angle / 2  # slerp between unit quaternions at half-angle theta
-    q = (np.sin((1 - s) * theta) * start + np.sin(s * theta) * goal) / np.sin(theta)
-    return q / np.linalg.norm(q)
-
-
-# ---- Panda forward kinematics (Franka's published Craig DH parameters; the FR3 shares them) ----------
-
-_DH_A = np.array([0.0, 0.0, 0.0, 0.0825, -0.0825, 0.0, 0.088, 0.0])
-_DH_D = np.array([0.333, 0.0, 0.316, 0.0, 0.384, 0.0, 0.0, 0.107])
-_DH_ALPHA = np.array([0.0, -np.pi / 2, np.pi / 2, np.pi / 2, -np.pi / 2, np.pi / 2, np.pi / 2, 0.0])
-# Flange -> Franka Hand TCP (Desk's default end effector): 0.1034 m along z, rotated -45 deg about z.
-HAND_TCP = np.array(
-    [[np.cos(-np.pi / 4), -np.sin(-np.pi / 4), 0, 0], [np.sin(-np.pi / 4), np.cos(-np.pi / 4), 0, 0], [0, 0, 1, 0.1034]]
-    + [[0, 0, 0, 1]]
-)
-
-
-_CA, _SA = np.cos(_DH_ALPHA), np.sin(_DH_ALPHA)
-
-
-def panda_fk(q: np.ndarray, flange_to_ee: np.ndarray = HAND_TCP) -> np.ndarray:
-    """EE pose `[x, y, z, qw, qx, qy, qz]` of a Panda/FR3 at joints q, in the base frame."""
-    theta = np.zeros(8)
-    theta[:7] = q
-    ct, st = np.cos(theta), np.sin(theta)
-    # All eight link transforms at once (Craig's convention), then their product.
-    links = np.zeros((8, 4, 4))
-    links[:, 0, 0], links[:, 0, 1], links[:, 0, 3] = ct, -st, _DH_A
-    links[:, 1, 0], links[:, 1, 1], links[:, 1, 2], links[:, 1, 3] = st * _CA, ct * _CA, -_SA, -_DH_D * _SA
-    links[:, 2, 0], links[:, 2, 1], links[:, 2, 2], links[:, 2, 3] = st * _SA, ct * _SA, _CA, _DH_D * _CA
-    links[:, 3, 3] = 1.0
-    t = links[0]
-    for i in range(1, 8):
-        t = t @ links[i]
-    t = t @ flange_to_ee
-    return np.concatenate([t[:3, 3], quat_from_matrix(t[:3, :3])])
-
-
-def quat_from_matrix(m: np.ndarray) -> np.ndarray:
-    """Rotation matrix -> unit quaternion [w, x, y, z] with w >= 0."""
-    tr = m[0, 0] + m[1, 1] + m[2, 2]
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q) / np.linalg.norm(q)
-    return -q if q[0] < 0 else q
 
 
 # ---- the arm layer ------------------------------------------------------------------------------------
@@ -226,7 +132,7 @@ class ArmSafety:
 
     def _in_cone(self, quat: np.ndarray) -> np.ndarray:
         """quat with its tool axis rotated back into the cone (the smallest rotation that does it)."""
-        z = tool_z(quat)
+        z = quat_z_axis(quat)
         tilt = float(np.arccos(np.clip(z @ self.axis, -1.0, 1.0)))
         if tilt <= self.max_tilt + 1e-9:
             return quat
@@ -235,7 +141,7 @@ class ArmSafety:
         if n < 1e-9:  # pointing exactly away: any axis perpendicular to tool_axis
             k = np.cross(self.axis, [1.0, 0.0, 0.0] if abs(self.axis[0]) < 0.9 else [0.0, 1.0, 0.0])
             n = np.linalg.norm(k)
-        q = quat_mul(quat_axis_angle(k / n, tilt - self.max_tilt), quat)
+        q = quat_mul(quat_from_axis_angle(k / n, tilt - self.max_tilt), quat)
         q /= np.linalg.norm(q)
         return -q if q[0] < 0 else q
 
@@ -277,13 +183,13 @@ class ArmSafety:
     def _excess(self, pose: np.ndarray) -> tuple[float, float]:
         """How far a pose is outside the box (m) and beyond the cone (rad); zeros inside both."""
         out = float(np.max(np.maximum(self.lo - pose[:3], pose[:3] - self.hi)))
-        tilt = float(np.arccos(np.clip(tool_z(pose[3:]) @ self.axis, -1.0, 1.0)))
+        tilt = float(np.arccos(np.clip(quat_z_axis(pose[3:]) @ self.axis, -1.0, 1.0)))
         return max(0.0, out), max(0.0, tilt - self.max_tilt)
 
     def _outside(self, pose: np.ndarray) -> str | None:
         if np.any(pose[:3] < self.lo - 1e-9) or np.any(pose[:3] > self.hi + 1e-9):
             return f"EE at {np.round(pose[:3], 3).tolist()} is outside the workspace box"
-        tilt = float(np.arccos(np.clip(tool_z(pose[3:]) @ self.axis, -1.0, 1.0)))
+        tilt = float(np.arccos(np.clip(quat_z_axis(pose[3:]) @ self.axis, -1.0, 1.0)))
         if tilt > self.max_tilt + 1e-6:
             return f"tool tilted {np.degrees(tilt):.0f} deg, above max_tilt_deg {self.p.max_tilt_deg:g}"
         return None

@@ -18,14 +18,6 @@ from robotflow.codecs import (
 )
 from robotflow.codecs.codec import QUAT_CHAIN_REFERENCE
 from robotflow.codecs.resample import make_grid, zoh_indices
-from robotflow.codecs.rotation import (
-    canonical_quat,
-    continuous_quats,
-    matrix_to_quat,
-    quat_to_matrix,
-    quat_to_rot6d,
-    rot6d_to_quat,
-)
 from robotflow.recording.reader import EpisodeError, EpisodeFile
 
 # The privileged *_objects codecs need an object list and a task/objects message: tests/test_codecs_objects.py.
@@ -152,28 +144,6 @@ def test_bad_params():
         get_codec("ee", cameras={"wrist": "not-a-channel"})
     with pytest.raises(CodecError):
         get_codec("ee", cameras={"bad.name": "a/b"})
-
-
-# -- rotation math -------------------------------------------------------------------------------------
-def test_quaternion_matrix_and_rot6d_round_trip():
-    rng = np.random.default_rng(0)
-    q = canonical_quat(rng.normal(size=(50, 4)))
-    assert np.allclose(matrix_to_quat(quat_to_matrix(q)), q, atol=1e-9)
-    assert np.allclose(rot6d_to_quat(quat_to_rot6d(q)), q, atol=1e-9)
-    # A predicted (noisy, non-orthonormal) 6D vector still decodes to a unit quaternion near the truth.
-    noisy = quat_to_rot6d(q) + rng.normal(scale=0.01, size=(50, 6))
-    qn = rot6d_to_quat(noisy)
-    assert np.allclose(np.linalg.norm(qn, axis=1), 1.0)
-    assert np.all(np.abs(np.sum(qn * q, axis=1)) > 0.99)
-
-
-def test_quaternion_sign_continuity():
-    t = np.linspace(0, 6, 200)  # the factory's rotation crosses pi, so the w>=0 source flips sign
-    src = ee_pose(t)[:, 3:7]
-    assert np.any(np.sum(src[1:] * src[:-1], axis=1) < 0), "fixture should contain a sign flip"
-    cont = continuous_quats(src)
-    assert np.all(np.sum(cont[1:] * cont[:-1], axis=1) > 0)
-    assert all(same_rotation(a, b) for a, b in zip(src, cont))
 
 
 # -- encode / decode round trips -------------------------------------------------------------------

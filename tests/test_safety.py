@@ -15,12 +15,13 @@ import yaml
 from fakes import FAKES_DIR, install
 
 from robotflow.drivers import franka as drv
+from robotflow.geometry import panda_fk, quat_z_axis, rotation_angle
 from robotflow.runtime.channels import Message
 from robotflow.runtime.clock import VirtualClock
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import run_graph
-from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety, panda_fk, rotation_angle, tool_z
+from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety
 
 HOST = "10.0.0.2"
 N_COMMANDS = 10_000
@@ -30,7 +31,7 @@ FAKES_ROOT = FAKES_DIR.parents[1]
 def test_panda_fk_matches_franka_ready_pose():
     pose = panda_fk(np.array(drv.READY_JOINTS))
     np.testing.assert_allclose(pose[:3], [0.3069, 0.0, 0.4869], atol=2e-4)  # O_T_EE with the Franka Hand
-    np.testing.assert_allclose(tool_z(pose[3:]), [0, 0, -1], atol=1e-9)  # pointing down
+    np.testing.assert_allclose(quat_z_axis(pose[3:]), [0, 0, -1], atol=1e-9)  # pointing down
 
 
 # ---- 10,000 random commands ---------------------------------------------------------------------------

@@ -343,7 +343,7 @@ def test_remote_rollout_refuses_bad_arguments(tmp_path):
 def test_wire_format_is_positronics():
     """Arrays travel as maps with binary keys and the dtype's `str`, as Positronic's serialization writes them;
     text keys (another client's) decode too; poses are translation + row-major rotation matrix."""
-    from robotflow.codecs.rotation import quat_to_matrix
+    from robotflow.geometry import quat_to_matrix
     from robotflow.serving.protocol import pose_from_wire, pose_to_wire
 
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from robotflow.drivers.sim.ik import angle_between
 from robotflow.drivers.sim.scene import HOME_QPOS
 from robotflow.drivers.sim.world import ArmController, SimWorld
+from robotflow.geometry import rotation_angle
 
 
 def random_targets(world: SimWorld, n: int, seed: int) -> list[np.ndarray]:
@@ -46,7 +46,7 @@ def test_arm_tracks_random_poses_in_physics(world):
             world.step(5)
         ee = world.ee_pose()
         pos_err = np.linalg.norm(ee[:3] - target[:3])
-        rot_err = np.degrees(angle_between(ee[3:], target[3:]))
+        rot_err = np.degrees(rotation_angle(ee[3:], target[3:]))
         assert pos_err < 0.005 and rot_err < 2.0, (target, pos_err, rot_err)
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from robotflow.drivers.sim.ik import angle_between
 from robotflow.drivers.teleop_keyboard import HELP, KEYMAP, KeyboardTeleop
+from robotflow.geometry import rotation_angle
 
 HOME = np.array([0.55, 0.0, 0.48, 0.0, 0.70710678, 0.70710678, 0.0])
 
@@ -22,9 +22,9 @@ def test_moves_and_yaw():
     assert np.allclose(kb.target()[:3], HOME[:3] + [0.01, 0.01, -0.01])
     kb.press("q")
     kb.press("q")
-    assert np.isclose(np.degrees(angle_between(kb.target()[3:], HOME[3:])), 10.0)
+    assert np.isclose(np.degrees(rotation_angle(kb.target()[3:], HOME[3:])), 10.0)
     kb.press("e")
-    assert np.isclose(np.degrees(angle_between(kb.target()[3:], HOME[3:])), 5.0)
+    assert np.isclose(np.degrees(rotation_angle(kb.target()[3:], HOME[3:])), 5.0)
     assert kb.target()[3] >= 0  # w >= 0 convention
 
 

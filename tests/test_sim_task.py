@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from robotflow.drivers.sim.harness import run_expert
-from robotflow.drivers.sim.ik import yaw_quat
 from robotflow.drivers.sim.scene import CUBE_HALF
 from robotflow.drivers.sim.tasks import TaskRunner
 from robotflow.drivers.sim.world import SimWorld
+from robotflow.geometry import yaw_quat
 
 ROOT = Path(__file__).resolve().parents[1]
 

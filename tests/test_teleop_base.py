@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from robotflow.drivers.sim.ik import angle_between
 from robotflow.drivers.teleop_base import (
     WORKSPACE_HI,
     WORKSPACE_LO,
@@ -10,8 +9,8 @@ from robotflow.drivers.teleop_base import (
     EETarget,
     EpisodeButtons,
     deadband,
-    rotvec_quat,
 )
+from robotflow.geometry import quat_from_rotvec, rotation_angle
 
 HOME = np.array([0.55, 0.0, 0.48, 0.0, 0.70710678, 0.70710678, 0.0])
 
@@ -29,12 +28,12 @@ def test_target_integrates_velocities_and_stays_in_the_workspace():
     t = EETarget.from_pose(HOME)
     t.integrate([0.1, 0.0, -0.2], [0.0, 0.0, np.radians(90)], 0.5)
     assert np.allclose(t.pos, HOME[:3] + [0.05, 0.0, -0.1])
-    assert np.isclose(np.degrees(angle_between(t.quat, HOME[3:])), 45.0)
+    assert np.isclose(np.degrees(rotation_angle(t.quat, HOME[3:])), 45.0)
     assert t.quat[0] >= 0 and np.isclose(np.linalg.norm(t.quat), 1.0)
     for _ in range(100):
         t.integrate([1.0, -1.0, -1.0], [0, 0, 0], 0.1)
     assert np.allclose(t.pos, [WORKSPACE_HI[0], WORKSPACE_LO[1], WORKSPACE_LO[2]])
-    assert np.allclose(rotvec_quat([0, 0, 0]), [1, 0, 0, 0])
+    assert np.allclose(quat_from_rotvec([0, 0, 0]), [1, 0, 0, 0])
 
 
 def test_episode_buttons_follow_the_keyboard_rules():

@@ -175,11 +175,11 @@ def test_scripted_motion_buttons_and_unplug_on_the_sim_arm(monkeypatch, capsys):
     def at(series, t):
         return [p for ts, p in series if ts <= t][-1]
 
-    from robotflow.drivers.sim.ik import angle_between
+    from robotflow.geometry import rotation_angle
 
     assert np.allclose(at(targets, 1.35)[:3] - start[:3], [0.1, 0, 0], atol=0.002)
     assert np.allclose(at(targets, 1.95)[:3] - start[:3], [0.1, 0, 0.025], atol=0.002)
-    assert np.isclose(np.degrees(angle_between(at(targets, 1.95)[3:], start[3:])), 22.5, atol=0.6)
+    assert np.isclose(np.degrees(rotation_angle(at(targets, 1.95)[3:], start[3:])), 22.5, atol=0.6)
     assert np.allclose(at(targets, 2.35)[:3] - at(targets, 2.15)[:3], [0, 0.1 * 0.25 * 0.1, 0], atol=0.001)
     assert np.linalg.norm(at(arm, 2.2)[:3] - at(targets, 1.95)[:3]) < 0.01  # the sim arm followed
     assert float(log["g"][0]["width"]) == 1.0 and float(log["g"][-1]["width"]) == 0.0

@@ -15,9 +15,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from robotflow.drivers.sim.ik import angle_between, quat_mul
-from robotflow.drivers.teleop_base import EETarget, rotvec_quat
+from robotflow.drivers.teleop_base import EETarget
 from robotflow.drivers.teleop_webxr import Clutch, PoseHub, make_certificate, server_clock_ms
+from robotflow.geometry import quat_from_rotvec, quat_mul, rotation_angle
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
@@ -74,9 +74,9 @@ def test_clutch_maps_relative_hand_motion_and_holds_on_release():
     # Hand turned 20 degrees about XR's up axis (y): the EE yaws 20 degrees about the robot's z.
     qy = np.array([np.cos(np.radians(10)), 0, np.sin(np.radians(10)), 0])
     clutch.update(target, np.array([0.28, 1.23, -0.45]), qy, engaged=True)
-    assert np.isclose(np.degrees(angle_between(target.quat, HOME[3:])), 20.0, atol=1e-6)
-    turned_left = quat_mul(rotvec_quat([0, 0, np.radians(20)]), HOME[3:])  # counter-clockwise seen from above
-    assert angle_between(target.quat, turned_left) < 1e-6
+    assert np.isclose(np.degrees(rotation_angle(target.quat, HOME[3:])), 20.0, atol=1e-6)
+    turned_left = quat_mul(quat_from_rotvec([0, 0, np.radians(20)]), HOME[3:])  # counter-clockwise seen from above
+    assert rotation_angle(target.quat, turned_left) < 1e-6
     held = target.pose()
     clutch.update(target, np.array([0.0, 0.0, 0.0]), q0, engaged=False)  # released: the hand moves freely
     assert np.allclose(target.pose(), held)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from robotflow.codecs.rotation import canonical_quat, continuous_quats, quat_to_rot6d, rot6d_to_quat
+from robotflow.geometry import canonical_quat, continuous_quats, quat_to_rot6d, rot6d_to_quat
 
 __all__ = [
     "CODEC_SPEC_FORMAT",

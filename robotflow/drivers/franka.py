@@ -19,8 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from robotflow.runtime.node import Input, Node, StopGraph
-from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety, check_gripper_limits, panda_fk
+from robotflow.drivers.base import ArmNode, GripperNode
+from robotflow.geometry import panda_fk
+from robotflow.runtime.node import StopGraph
+from robotflow.safety import ArmSafetyParams, check_gripper_limits
 
 log = logging.getLogger("robotflow")
 
@@ -130,7 +132,7 @@ class FrankaArmParams(ArmSafetyParams):
             raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
 
 
-class FrankaArmNode(Node):
+class FrankaArmNode(ArmNode):
     """A Franka Panda/FR3 arm through franky: absolute EE or joint targets in, robot state out.
 
     Every target passes the safety layer (robotflow/safety.py): malformed ones are rejected, the rest are
@@ -139,12 +141,11 @@ class FrankaArmNode(Node):
     and holds. Targets go to franky as asynchronous motions that replace each other; an unchanged target is
     not re-sent. Any franky error (a reflex, a limit violation, a lost connection) raises, which stops the
     graph, unless `auto_recover` clears a reflex. When the graph stops, `stop_hardware` stops the arm first
-    (robot.stop(), before any other node's teardown); a stop that fails fails the run.
+    (robot.stop(), before any other node's teardown); a stop that fails fails the run. Ports and command
+    precedence: `ArmNode` (robotflow/drivers/base.py).
     """
 
     Params = FrankaArmParams
-    inputs = {"ee_target": Input(delayed=True, required=False), "joint_target": Input(delayed=True, required=False)}
-    outputs = ("state", "command")
 
     def setup(self) -> None:
         p = self.params
@@ -164,7 +165,7 @@ class FrankaArmNode(Node):
             )
         lo, hi = JOINT_LIMITS[p.robot_model]
         self._q_lo, self._q_hi = lo + JOINT_LIMIT_MARGIN, hi - JOINT_LIMIT_MARGIN
-        self.safety = ArmSafety(p, (self._q_lo, self._q_hi), panda_fk, self.name)
+        self.init_safety((self._q_lo, self._q_hi), panda_fk)
         try:
             if p.realtime_kernel:
                 self.robot = franky.Robot(p.host)
@@ -192,7 +193,7 @@ class FrankaArmNode(Node):
                 raise
 
     # ---- targets --------------------------------------------------------------------------------
-    def _apply_ee(self, target: np.ndarray) -> None:
+    def apply_ee(self, target: np.ndarray) -> None:
         franky = self.franky
         mode = "impedance" if self.params.control == "impedance" else "ee"
         if self._mode == mode and self._target is not None and np.max(np.abs(target - self._target)) <= 1e-6:
@@ -221,7 +222,7 @@ class FrankaArmNode(Node):
         self._target = target
         self.counts["targets"] += 1
 
-    def _apply_joints(self, target: np.ndarray) -> None:
+    def apply_joints(self, target: np.ndarray) -> None:
         franky = self.franky
         if self._mode == "joints" and self._target is not None and np.max(np.abs(target - self._target)) <= 1e-6:
             self.counts["unchanged"] += 1
@@ -250,7 +251,7 @@ class FrankaArmNode(Node):
             "impedance": franky.TorqueStopMotion,
         }[mode]
 
-    def _hold(self) -> None:
+    def hold(self) -> None:
         """The watchdog fired: bring the running motion to rest (not waiting for it) and hold there. The
         next fresh command replaces the stop motion (same control signal type) or switches mode."""
         self.counts["holds"] += 1
@@ -304,30 +305,18 @@ class FrankaArmNode(Node):
             q = np.array(js.position, dtype=np.float64).reshape(7)
             pose = pose_from_affine(cs.pose.end_effector_pose)
             now = self.now_ns()
-            ee = self.read_new("ee_target")
-            jt = self.read_new("joint_target")
-            if ee is not None and (jt is None or ee.timestamp_ns >= jt.timestamp_ns):
-                self.safety.command_ee(ee.get("ee_pose"), now)
-            elif jt is not None:
-                self.safety.command_joints(jt.get("joint_pos"), now)
+            self.take_command(now)
             with self._hw_lock:
                 if not self._halted:
-                    cmd = self.safety.tick(pose, q, now)
-                    if cmd is False:
-                        self._hold()
-                    elif cmd is not None:
-                        (self._apply_joints if cmd[0] == "joints" else self._apply_ee)(cmd[1])
+                    self.apply_safety_tick(pose, q, now)
         except Exception as e:  # noqa: BLE001 - franky's errors, reported with what to do next
             raise RuntimeError(
                 f"Franka at {self.params.host}: {type(e).__name__}: {e} (the robot stopped; "
                 f"check for obstacles, then clear the error in Desk or restart the graph, which "
                 f"calls recover_from_errors)"
             ) from e
-        self.emit("state", joint_pos=q, joint_vel=np.array(js.velocity, dtype=np.float64).reshape(7), ee_pose=pose)
-        if self._mode in ("ee", "impedance") and self._target is not None:
-            self.emit("command", ee_pose=self._target.copy(), mode="ee")
-        elif self._mode == "joints" and self._target is not None:
-            self.emit("command", joint_pos=self._target.copy(), mode="joints")
+        self.emit_state(q, np.array(js.velocity, dtype=np.float64).reshape(7), pose)
+        self.emit_command("ee" if self._mode == "impedance" else self._mode, self._target)
 
     def stop_hardware(self) -> None:
         """Stop the arm now (robot.stop(): it decelerates to rest and the running motion ends), from the
@@ -400,17 +389,16 @@ class FrankaGripperParams:
         check_gripper_limits(self.force, self.speed)
 
 
-class FrankaGripperNode(Node):
+class FrankaGripperNode(GripperNode):
     """The Franka Hand through franky: normalised width target (0 closed .. 1 open) in, width out.
 
     libfranka runs one gripper command at a time and a `move` cannot be interrupted, so commands are
     issued only when the decision changes (hysteresis), and a newer decision waits for the running
-    command to finish instead of queueing behind it.
+    command to finish instead of queueing behind it. Ports and safety: `GripperNode`
+    (robotflow/drivers/base.py).
     """
 
     Params = FrankaGripperParams
-    inputs = {"target": Input(delayed=True, required=False)}
-    outputs = ("state", "command")
 
     def setup(self) -> None:
         p = self.params
@@ -421,7 +409,7 @@ class FrankaGripperNode(Node):
         self._issued: tuple[str, float] | None = None  # last command sent
         self._closed: bool | None = None
         self.counts = {"commands": 0, "targets": 0, "failed": 0}
-        self.safety = GripperSafety(self.name)
+        self.init_safety()
         self._halted = False  # set by stop_hardware: no new command is issued
         try:
             self.gripper = franky.Gripper(p.host)
@@ -486,8 +474,7 @@ class FrankaGripperNode(Node):
     def step(self) -> None:
         try:
             idle = self._check_future()
-            msg = self.read_new("target")
-            width = self.safety.command(msg.get("width")) if msg is not None else None
+            width = self.take_target()
             if width is not None:
                 self.counts["targets"] += 1
                 cmd = self._decide(width)
@@ -500,9 +487,9 @@ class FrankaGripperNode(Node):
             width = float(self.gripper.width)
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(f"Franka Hand at {self.params.host}: {type(e).__name__}: {e}") from e
-        self.emit("state", width=float(np.clip(width / self.max_width, 0.0, 1.0)))
+        self.emit_state(float(np.clip(width / self.max_width, 0.0, 1.0)))
         if self._issued is not None:
-            self.emit("command", width=float(self._issued[1]))
+            self.emit_command(float(self._issued[1]))
 
     def stop_hardware(self) -> None:
         """No new gripper command from now on. A running one is left to finish: stopping the hand would

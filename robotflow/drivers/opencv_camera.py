@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from robotflow.runtime.node import Node
+from robotflow.drivers.base import CameraNode
 
 log = logging.getLogger("robotflow")
 
@@ -40,11 +40,10 @@ class OpenCVCameraParams:
             raise ValueError("width, height and fps must be positive")
 
 
-class OpenCVCameraNode(Node):
+class OpenCVCameraNode(CameraNode):
     """A camera through cv2.VideoCapture: `frame` {image: (height, width, 3) uint8 RGB}."""
 
     Params = OpenCVCameraParams
-    outputs = ("frame",)
 
     def setup(self) -> None:
         p = self.params
@@ -95,7 +94,7 @@ class OpenCVCameraNode(Node):
         else:
             image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # a fresh array: the frame's one copy
         self.frames += 1
-        self.emit("frame", image=image)
+        self.emit_frame(image)
 
     def teardown(self) -> None:
         if getattr(self, "cap", None) is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotflow.runtime.node import Node
+from robotflow.drivers.base import CameraNode
 
 log = logging.getLogger("robotflow")
 
@@ -51,11 +51,10 @@ class RealSenseParams:
             raise ValueError("width, height, fps and timeout_s must be positive")
 
 
-class RealSenseCameraNode(Node):
+class RealSenseCameraNode(CameraNode):
     """An Intel RealSense color camera: `frame` {image: (height, width, 3) uint8 RGB}."""
 
     Params = RealSenseParams
-    outputs = ("frame",)
 
     def setup(self) -> None:
         p = self.params
@@ -115,7 +114,7 @@ class RealSenseCameraNode(Node):
                 f"RealSense {self.serial}: got a frame of shape {image.shape}, expected {(p.height, p.width, 3)}"
             )
         self.counts["frames"] += 1
-        self.emit("frame", image=image)
+        self.emit_frame(image)
 
     def teardown(self) -> None:
         if getattr(self, "pipeline", None) is not None:

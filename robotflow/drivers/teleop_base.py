@@ -18,21 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotflow.drivers.sim.ik import quat_canonical, quat_mul
-from robotflow.runtime.node import Input, Node
+from robotflow.drivers.base import TeleopDeviceNode
+from robotflow.geometry import canonical_quat, quat_from_rotvec, quat_mul
+from robotflow.runtime.node import Input
 
 WORKSPACE_LO = np.array([0.2, -0.5, 0.01])  # teleop targets stay in a box above the table (m)
 WORKSPACE_HI = np.array([0.8, 0.5, 0.6])
-
-
-def rotvec_quat(rotvec: np.ndarray) -> np.ndarray:
-    """Quaternion (w, x, y, z) of a rotation vector (axis * angle, rad)."""
-    rotvec = np.asarray(rotvec, float)
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.array([1.0, 0.0, 0.0, 0.0])
-    axis = rotvec / angle
-    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis])
 
 
 def deadband(value: np.ndarray, band: float) -> np.ndarray:
@@ -54,18 +45,18 @@ class EETarget:
     @classmethod
     def from_pose(cls, ee_pose: np.ndarray) -> EETarget:
         ee_pose = np.asarray(ee_pose, float)
-        return cls(np.clip(ee_pose[:3], WORKSPACE_LO, WORKSPACE_HI), quat_canonical(ee_pose[3:7]))
+        return cls(np.clip(ee_pose[:3], WORKSPACE_LO, WORKSPACE_HI), canonical_quat(ee_pose[3:7]))
 
     def integrate(self, lin_vel: np.ndarray, ang_vel: np.ndarray, dt: float) -> None:
         """Move by a base-frame linear (m/s) and angular (rad/s, rotation vector) velocity for dt seconds."""
         self.pos = np.clip(self.pos + np.asarray(lin_vel, float) * dt, WORKSPACE_LO, WORKSPACE_HI)
         ang = np.asarray(ang_vel, float)
         if np.any(ang):
-            self.quat = quat_canonical(quat_mul(rotvec_quat(ang * dt), self.quat))
+            self.quat = canonical_quat(quat_mul(quat_from_rotvec(ang * dt), self.quat))
 
     def set(self, pos: np.ndarray, quat: np.ndarray) -> None:
         self.pos = np.clip(np.asarray(pos, float), WORKSPACE_LO, WORKSPACE_HI)
-        self.quat = quat_canonical(quat)
+        self.quat = canonical_quat(quat)
 
     def pose(self) -> np.ndarray:
         return np.concatenate([self.pos, self.quat])
@@ -116,13 +107,13 @@ class ButtonEdges:
         self._down.clear()
 
 
-class TeleopNode(Node):
-    """Base of the device nodes: target initialisation from the arm, reset handling, episode events."""
+class TeleopNode(TeleopDeviceNode):
+    """Base of the human device nodes: target initialisation from the arm, reset handling, episode events."""
 
     # state: the arm's measured pose, where the target starts. task_episode (optional): the sim task's
     # events; after its reset the target restarts from the arm.
     inputs = {"state": Input(), "task_episode": Input(delivery="queue", required=False)}
-    outputs = ("ee_target", "grip", "episode")
+    outputs = (*TeleopDeviceNode.outputs, "episode")
 
     def setup(self) -> None:
         self.target: EETarget | None = None
@@ -181,8 +172,3 @@ class TeleopNode(Node):
                 duration_s=(now - self._start_ns) * 1e-9,
                 task=task,
             )
-
-    def emit_command(self) -> None:
-        """Emit the current target and grip (a fresh array each time: receivers hold views of it)."""
-        self.emit("ee_target", ee_pose=self.target.pose())
-        self.emit("grip", width=float(self.grip))

@@ -161,7 +161,7 @@ class GamepadTeleopNode(TeleopNode):
             self.episode("stop")
         if p.button_discard in presses:
             self.episode("discard")
-        self.emit_command()
+        self.emit_target(self.target.pose(), self.grip)
 
     def report(self) -> dict | None:
         return {"lost": getattr(self, "lost_count", 0)}

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robotflow.drivers.sim.ik import quat_canonical, quat_mul, yaw_quat
 from robotflow.drivers.teleop_base import WORKSPACE_HI, WORKSPACE_LO, TeleopNode
+from robotflow.geometry import canonical_quat, quat_mul, yaw_quat
 
 # key: (action, argument). Movements are in the robot base frame.
 KEYMAP: dict[str, tuple[str, object]] = {
@@ -59,11 +59,11 @@ class KeyboardTeleop:
     def init_from(self, ee_pose: np.ndarray) -> None:
         """Start from the arm's current pose so the first command does not move it."""
         self.pos = np.asarray(ee_pose[:3], float).copy()
-        self.base_quat = quat_canonical(ee_pose[3:7])
+        self.base_quat = canonical_quat(ee_pose[3:7])
         self.yaw = 0.0
 
     def target(self) -> np.ndarray:
-        return np.concatenate([self.pos, quat_canonical(quat_mul(yaw_quat(self.yaw), self.base_quat))])
+        return np.concatenate([self.pos, canonical_quat(quat_mul(yaw_quat(self.yaw), self.base_quat))])
 
     def press(self, key: str) -> str | None:
         """Apply one key; returns an episode event (`start`, `stop`, `discard`) or None."""
@@ -152,8 +152,7 @@ class KeyboardTeleopNode(TeleopNode):
                 return
             self.keys.init_from(np.asarray(state["ee_pose"], float))
         self.handle(self._read_keys())
-        self.emit("ee_target", ee_pose=self.keys.target())
-        self.emit("grip", width=self.keys.grip)
+        self.emit_target(self.keys.target(), self.keys.grip)
 
     def teardown(self) -> None:
         if self._fd is not None and self._saved is not None:

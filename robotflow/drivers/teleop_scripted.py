@@ -1,11 +1,8 @@
-"""`teleop.scripted`: a scripted expert that solves the simulated tasks from privileged object poses.
+"""`teleop.scripted`: the scripted expert (robotflow/drivers/sim/expert.py) as a teleop node, sim only.
 
 It stands in for a human at a teleop device: it emits the same channels (`ee_target` with an absolute EE
-pose, `grip` with a normalised width), so a graph records its demonstrations exactly like a person's.
-The plan is a list of waypoints (above the object, grasp, lift, above the goal, release, retreat), followed
-by interpolating the EE target at a bounded speed and waiting at key waypoints until the arm is there.
-`noise` perturbs the plan per episode (grasp offsets, heights, speeds) so demonstrations vary; it is
-seeded from the episode seed, so a run stays deterministic.
+pose, `grip` with a normalised width), so a graph records its demonstrations exactly like a person's. It
+plans from the privileged object poses of `sim.task` (`task/objects`) at each episode start.
 """
 
 from __future__ import annotations
@@ -14,166 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robotflow.drivers.sim.ik import quat_mul, yaw_quat
-from robotflow.drivers.sim.scene import BIN_HEIGHT, CUBE_HALF, TABLE_TOP
-from robotflow.drivers.sim.tasks import cube_yaw
-from robotflow.runtime.node import Input, Node
-
-# EE orientation at the home pose: pointing down, fingers opening along the world x axis.
-DOWN = np.array([0.0, 0.70710678, 0.70710678, 0.0])
-GRASP_DEPTH = 0.0  # pinch point relative to the cube centre when grasping (m)
-SAFE_Z = 0.16  # travel height of the pinch point (m)
-
-
-def wrap_quarter(a: float) -> float:
-    """Wrap an angle to (-pi/4, pi/4]: a box looks the same every quarter turn."""
-    return float((a + np.pi / 4) % (np.pi / 2) - np.pi / 4)
-
-
-def ee_orientation(yaw: float) -> np.ndarray:
-    """The downward EE orientation turned by `yaw` about the vertical."""
-    q = quat_mul(yaw_quat(yaw), DOWN)
-    return -q if q[0] < 0 else q
-
-
-@dataclass
-class Waypoint:
-    pos: np.ndarray
-    yaw: float
-    grip: float
-    speed: float = 0.25  # m/s along the segment leading here
-    dwell: float = 0.0  # s to stay after arriving (e.g. for the fingers to close)
-    reach_tol: float | None = None  # wait (bounded) until the EE is this close before going on
-    at_goal: bool = False  # a waypoint over the goal: shifted by the held object's offset in the hand
-
-
-class ScriptedExpert:
-    """Plans and follows a pick-and-place for `stack_cubes` (red onto green) or `pick_place` (cube into bin)."""
-
-    def __init__(self, task: str, noise: float = 0.0, speed: float = 0.25):
-        self.task, self.noise, self.speed = task, float(noise), float(speed)
-        self.waypoints: list[Waypoint] = []
-        self.reset()
-
-    def reset(self) -> None:
-        self.waypoints = []
-        self._i = 0
-        self._seg_start_t = 0.0
-        self._seg_from: Waypoint | None = None
-        self._arrived_t: float | None = None
-        self._held: str | None = None  # the object this plan picks up
-        self._carry_yaw = 0.0  # how far the EE turns between grasp and release (rad)
-
-    @property
-    def planned(self) -> bool:
-        return bool(self.waypoints)
-
-    def plan(self, objects: dict[str, np.ndarray], ee_pose: np.ndarray, now_s: float, seed: int = 0) -> None:
-        """Make the waypoint plan for this episode from object poses and the current EE pose."""
-        rng = np.random.default_rng(seed + 7919)  # own stream: independent of the task's placement draws
-        n = self.noise
-        jit = lambda s: float(np.clip(rng.normal(0.0, s * n), -2 * s * n, 2 * s * n)) if n > 0 else 0.0  # noqa: E731
-        v = self.speed * (1.0 + jit(0.15))
-        if self.task == "stack_cubes":
-            self._held = "red_cube"
-            obj, goal = objects["red_cube"], objects["green_cube"]
-            grasp_yaw = wrap_quarter(cube_yaw(obj[3:]))
-            # Turn the held cube onto the lower cube's faces on the way.
-            place_yaw = grasp_yaw + wrap_quarter(cube_yaw(goal[3:]) - cube_yaw(obj[3:]))
-            place_xy = goal[:2]
-            place_z = goal[2] + 2 * CUBE_HALF + 0.006 + GRASP_DEPTH
-        elif self.task == "pick_place":
-            self._held = "cube"
-            obj, goal = objects["cube"], objects["bin"]
-            grasp_yaw = wrap_quarter(cube_yaw(obj[3:]))
-            place_yaw = grasp_yaw
-            place_xy = goal[:2]
-            place_z = goal[2] + BIN_HEIGHT + CUBE_HALF + 0.03
-        else:
-            raise ValueError(f"the scripted expert has no plan for task {self.task!r}")
-        # Grasps land up to ~1 cm off the cube's centre (as a learned policy's do); the carry then corrects
-        # for where the cube sits in the hand, so the demonstrations show placing the cube, not the hand.
-        gxy = obj[:2] + np.array([jit(0.008), jit(0.008)])
-        pxy = place_xy + np.array([jit(0.004), jit(0.004)])
-        hover = SAFE_Z + jit(0.02)
-        grasp_z = max(obj[2] + GRASP_DEPTH, TABLE_TOP + 0.012)
-        W = Waypoint
-        self.waypoints = [
-            W(np.array([*gxy, hover]), grasp_yaw, 1.0, v, reach_tol=0.01),
-            W(np.array([*gxy, grasp_z + 0.03]), grasp_yaw, 1.0, v),
-            W(np.array([*gxy, grasp_z]), grasp_yaw, 1.0, 0.5 * v, dwell=0.15, reach_tol=0.004),
-            W(np.array([*gxy, grasp_z]), grasp_yaw, 0.0, v, dwell=0.6),
-            W(np.array([*gxy, hover]), grasp_yaw, 0.0, 0.6 * v),
-            W(np.array([*pxy, hover]), place_yaw, 0.0, v, reach_tol=0.01, at_goal=True),
-            W(np.array([*pxy, place_z]), place_yaw, 0.0, 0.5 * v, dwell=0.2, reach_tol=0.004, at_goal=True),
-            W(np.array([*pxy, place_z]), place_yaw, 1.0, v, dwell=0.5, at_goal=True),
-            W(np.array([*pxy, hover + 0.05]), place_yaw, 1.0, 0.6 * v, at_goal=True),
-        ]
-        self._carry_yaw = place_yaw - grasp_yaw
-        yaw0 = cube_yaw_from_ee(ee_pose)
-        self._seg_from = W(np.asarray(ee_pose[:3], float).copy(), yaw0, 1.0)
-        self._i = 0
-        self._seg_start_t = now_s
-        self._arrived_t = None
-
-    @property
-    def finished(self) -> bool:
-        return self.planned and self._i >= len(self.waypoints)
-
-    def _correct_for_grasp(self, ee_pose: np.ndarray, held: np.ndarray) -> None:
-        """Shift the goal waypoints by the held object's offset from the EE, turned as the EE turns on the way,
-        so the object (not the EE) ends up over the goal."""
-        offset = np.asarray(ee_pose[:2], float) - np.asarray(held[:2], float)
-        c, s = np.cos(self._carry_yaw), np.sin(self._carry_yaw)
-        shift = np.array([c * offset[0] - s * offset[1], s * offset[0] + c * offset[1]])
-        for wp in self.waypoints:
-            if wp.at_goal:
-                wp.pos = wp.pos + np.array([*shift, 0.0])
-
-    def act(
-        self, now_s: float, ee_pose: np.ndarray | None, objects: dict[str, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, float]:
-        """The EE target pose and gripper width at `now_s`. `objects` (latest poses by name) lets the carry
-        correct for where the object sits in the hand."""
-        if not self.waypoints:
-            raise RuntimeError("ScriptedExpert.act() before plan()")
-        if self._i >= len(self.waypoints):
-            last = self.waypoints[-1]
-            return np.concatenate([last.pos, ee_orientation(last.yaw)]), last.grip
-        wp, frm = self.waypoints[self._i], self._seg_from
-        dist = float(np.linalg.norm(wp.pos - frm.pos))
-        dur = max(dist / wp.speed, abs(wp.yaw - frm.yaw) / 1.5, 1e-3)
-        s = min(1.0, (now_s - self._seg_start_t) / dur)
-        s_smooth = s * s * (3 - 2 * s)  # smoothstep: no velocity jumps at the waypoints
-        pos = frm.pos + s_smooth * (wp.pos - frm.pos)
-        yaw = frm.yaw + s_smooth * (wp.yaw - frm.yaw)
-        if s >= 1.0:
-            if self._arrived_t is None:
-                self._arrived_t = now_s
-            reached = (
-                wp.reach_tol is None
-                or ee_pose is None
-                or np.linalg.norm(np.asarray(ee_pose[:3]) - wp.pos) < wp.reach_tol
-                or now_s - self._arrived_t > 1.5
-            )  # bounded wait: never stall an episode
-            if reached and now_s - self._arrived_t >= wp.dwell:
-                self._seg_from = wp
-                self._i += 1
-                nxt = self.waypoints[self._i] if self._i < len(self.waypoints) else None
-                if nxt is not None and nxt.at_goal and not wp.at_goal and ee_pose is not None and objects:
-                    self._correct_for_grasp(ee_pose, objects[self._held])  # lifted: the object is in the hand
-                self._seg_start_t = now_s
-                self._arrived_t = None
-        return np.concatenate([pos, ee_orientation(yaw)]), wp.grip
-
-
-def cube_yaw_from_ee(ee_pose: np.ndarray) -> float:
-    """The yaw, in the expert's convention, of an EE orientation (0 at the home pose)."""
-    rel = quat_mul(np.asarray(ee_pose[3:7], float), np.array([DOWN[0], -DOWN[1], -DOWN[2], -DOWN[3]]))
-    return cube_yaw(rel)
-
-
-# ---- the node ---------------------------------------------------------------------------------------
+from robotflow.drivers.base import TeleopDeviceNode
+from robotflow.runtime.node import Input
 
 
 @dataclass
@@ -183,14 +22,18 @@ class ScriptedTeleopParams:
     speed: float = 0.25  # EE travel speed (m/s)
 
 
-class ScriptedTeleop(Node):
+class ScriptedTeleop(TeleopDeviceNode):
     """Scripted expert teleop: plans from `task/objects` at each episode start, emits `ee_target` + `grip`."""
 
     Params = ScriptedTeleopParams
     inputs = {"objects": Input(), "episode": Input(delivery="queue"), "state": Input()}
-    outputs = ("ee_target", "grip")
 
     def setup(self) -> None:
+        # Imported here, not at the top: the expert reads the MuJoCo scene (drivers.sim pulls in mujoco),
+        # and a hardware graph must be able to import every teleop module without it.
+        from robotflow.drivers.sim.expert import ScriptedExpert
+
+        self._expert_cls = ScriptedExpert
         self.expert: ScriptedExpert | None = None
         self._episode: tuple[int, int] | None = None  # (start timestamp_ns, seed) of the running episode
 
@@ -198,7 +41,7 @@ class ScriptedTeleop(Node):
         for msg in self.read_all("episode"):
             if msg["event"] == "start":
                 task = self.params.task or str(msg["task"])
-                self.expert = ScriptedExpert(task, self.params.noise, self.params.speed)
+                self.expert = self._expert_cls(task, self.params.noise, self.params.speed)
                 self._episode = (msg.timestamp_ns, int(msg["seed"]))
             else:
                 self._episode = None
@@ -225,5 +68,4 @@ class ScriptedTeleop(Node):
         if objects is not None:
             poses = dict(zip(str(objects["names"]).split(","), np.asarray(objects["poses"], float)))
         target, width = self.expert.act(now_s, None if state is None else np.asarray(state["ee_pose"], float), poses)
-        self.emit("ee_target", ee_pose=target)
-        self.emit("grip", width=float(width))
+        self.emit_target(target, width)

@@ -154,7 +154,7 @@ class SpaceMouseTeleopNode(TeleopNode):
         ang = self._to_base @ np.clip(ang, -1, 1) * np.radians(p.max_rot_speed_deg)
         self.target.integrate(lin, ang, dt)
         self._buttons(state, now * 1e-9)
-        self.emit_command()
+        self.emit_target(self.target.pose(), self.grip)
 
     def _buttons(self, state, now_s: float) -> None:
         p = self.params

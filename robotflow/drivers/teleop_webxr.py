@@ -36,9 +36,8 @@ import numpy as np
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 
-from robotflow.codecs.rotation import matrix_to_quat
-from robotflow.drivers.sim.ik import quat_canonical, quat_conj, quat_mul
 from robotflow.drivers.teleop_base import EETarget, TeleopNode
+from robotflow.geometry import canonical_quat, matrix_to_quat, quat_conj, quat_mul
 from robotflow.network import is_loopback, token_for_bind, token_matches
 
 PAGE_DIR = Path(__file__).resolve().parent / "webxr"
@@ -265,13 +264,13 @@ class Clutch:
             self._anchor = None
             return
         if self._anchor is None:
-            self._anchor = (p.copy(), quat_canonical(q), target.pos.copy(), target.quat.copy())
+            self._anchor = (p.copy(), canonical_quat(q), target.pos.copy(), target.quat.copy())
             return
         p0, q0, t_pos, t_quat = self._anchor
         pos = t_pos + self.scale * (self.R @ (p - p0))
         quat = t_quat
         if self.follow_rotation:
-            d_xr = quat_mul(quat_canonical(q), quat_conj(q0))  # hand rotation since the anchor, XR frame
+            d_xr = quat_mul(canonical_quat(q), quat_conj(q0))  # hand rotation since the anchor, XR frame
             d_base = quat_mul(quat_mul(self.qR, d_xr), quat_conj(self.qR))
             quat = quat_mul(d_base, t_quat)
         target.set(pos, quat)
@@ -428,7 +427,7 @@ class WebXRTeleopNode(TeleopNode):
         for action in hub.actions():
             self.episode(action)
         hub.set_status(recording=self.episodes.recording, following=self.clutch.engaged)
-        self.emit_command()
+        self.emit_target(self.target.pose(), self.grip)
         if pose is not None:
             self.latency_ms.append(server_clock_ms() - pose.t_ms)
             self.recv_ms.append(pose.recv_ms - pose.t_ms)

@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from robotflow.codecs.rotation import canonical_quat, matrix_to_quat, quat_to_matrix
+from robotflow.geometry import canonical_quat, matrix_to_quat, quat_to_matrix
 
 API_PREFIX = "/api/v1"
 MODELS_PATH = f"{API_PREFIX}/models"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .expert import ScriptedExpert
 from .tasks import EpisodeResult, TaskRunner
 from .world import ArmController, GripperController, SimWorld
 
@@ -37,8 +38,6 @@ def run_expert(
     trace: list | None = None,
 ) -> list[EpisodeResult]:
     """Run `episodes` episodes of `task` (seeds seed, seed+1, ...) with the scripted expert."""
-    from robotflow.drivers.teleop_scripted import ScriptedExpert  # drivers/ imports sim/, not the reverse
-
     r = rates or HarnessRates()
     world = world or SimWorld(task, 1.0 / r.world)
     arm, grip = ArmController(world), GripperController(world)

@@ -11,47 +11,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-
-def quat_conj(q: np.ndarray) -> np.ndarray:
-    return np.array([q[0], -q[1], -q[2], -q[3]])
-
-
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.empty(4)
-    mujoco.mju_mulQuat(out, np.asarray(a, float), np.asarray(b, float))
-    return out
-
-
-def quat_canonical(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion with w >= 0 (the contract's sign convention at the source)."""
-    q = np.asarray(q, float)
-    q = q / np.linalg.norm(q)
-    return -q if q[0] < 0 else q
-
-
-def mat_to_quat(mat: np.ndarray) -> np.ndarray:
-    q = np.empty(4)
-    mujoco.mju_mat2Quat(q, np.ascontiguousarray(mat, float).reshape(9))
-    return quat_canonical(q)
-
-
-def quat_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Rotation vector (rad, world frame) that takes `current` to `target`, the short way round."""
-    dq = quat_mul(target, quat_conj(current))
-    if dq[0] < 0:
-        dq = -dq
-    vel = np.empty(3)
-    mujoco.mju_quat2Vel(vel, dq, 1.0)
-    return vel
-
-
-def angle_between(a: np.ndarray, b: np.ndarray) -> float:
-    """Angle (rad) between two orientations given as quaternions."""
-    return float(np.linalg.norm(quat_error(a, b)))
-
-
-def yaw_quat(yaw: float) -> np.ndarray:
-    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+from robotflow.geometry import canonical_quat, pose_from_pos_mat, quat_error, rotation_angle
 
 
 @dataclass
@@ -103,13 +63,13 @@ class DiffIK:
         return self._site_pose()
 
     def _site_pose(self) -> np.ndarray:
-        return np.concatenate([self.data.site_xpos[self.site_id], mat_to_quat(self.data.site_xmat[self.site_id])])
+        return pose_from_pos_mat(self.data.site_xpos[self.site_id], self.data.site_xmat[self.site_id])
 
     def iterate(self, q: np.ndarray, target: np.ndarray, iterations: int = 1) -> tuple[np.ndarray, float, float]:
         """Run DLS iterations from `q` toward `target`; returns (q, position error m, angle error rad)."""
         cfg = self.config
         q = np.clip(np.asarray(q, float).copy(), self.lo, self.hi)
-        tpos, tquat = np.asarray(target[:3], float), quat_canonical(target[3:7])
+        tpos, tquat = np.asarray(target[:3], float), canonical_quat(target[3:7])
         n = len(q)
         pos_err = rot_err = np.inf
         for _ in range(max(1, iterations)):
@@ -146,4 +106,4 @@ class DiffIK:
             if pe < tol_pos and re < tol_rot:
                 break
         pose = self.fk(q)
-        return q, float(np.linalg.norm(pose[:3] - target[:3])), angle_between(target[3:], pose[3:])
+        return q, float(np.linalg.norm(pose[:3] - target[:3])), rotation_angle(target[3:], pose[3:])

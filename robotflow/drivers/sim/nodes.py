@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from robotflow.drivers.base import ArmNode, CameraNode, GripperNode
+from robotflow.geometry import pose_from_pos_mat
 from robotflow.runtime.node import Input, Node
-from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety
+from robotflow.safety import ArmSafetyParams
 
-from .ik import mat_to_quat
 from .render import OffscreenCamera
 from .scene import TASKS
 from .tasks import TaskRunner
@@ -122,9 +123,6 @@ class _WorldUser(Node):
         self._valid_after_ns = -1
         return world.sim
 
-    def _fresh(self, msg) -> bool:
-        return msg is not None and msg.timestamp_ns >= self._valid_after_ns
-
     def _check_reset(self) -> bool:
         if self.world_node.sim.reset_count != self._seen_reset:
             self._seen_reset = self.world_node.sim.reset_count
@@ -147,56 +145,49 @@ class ArmParams(ArmSafetyParams):
     max_step_deg: float = 30.0
 
 
-class SimArmNode(_WorldUser):
+class SimArmNode(_WorldUser, ArmNode):
     """The simulated Panda: absolute EE targets (differential IK) or joint targets -> position servos,
-    through the safety layer (box, tilt cone, step per tick, command watchdog)."""
+    through the safety layer (box, tilt cone, step per tick, command watchdog). Ports, precedence and
+    safety: `ArmNode` (robotflow/drivers/base.py)."""
 
     Params = ArmParams
-    inputs = {"ee_target": Input(delayed=True, required=False), "joint_target": Input(delayed=True, required=False)}
-    outputs = ("state", "command")
 
     def setup(self) -> None:
         sim = self._attach()
         self.sim = sim
         self.controller = ArmController(sim, self.params.ik_iterations, self.params.speed_scale)
         self._fk_data = mujoco.MjData(sim.model)  # scratch: checking a joint target never touches the world
-        self.safety = ArmSafety(self.params, (self.controller.ik.lo, self.controller.ik.hi), self._fk, self.name)
+        self.init_safety((self.controller.ik.lo, self.controller.ik.hi), self._fk)
         self._last_ns: int | None = None
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         d, sim = self._fk_data, self.sim
         d.qpos[sim.arm_qadr] = q
         mujoco.mj_kinematics(sim.model, d)
-        return np.concatenate([d.site_xpos[sim.ee_site], mat_to_quat(d.site_xmat[sim.ee_site])])
+        return pose_from_pos_mat(d.site_xpos[sim.ee_site], d.site_xmat[sim.ee_site])
 
     def step(self) -> None:
         now = self.now_ns()
         dt = 0.0 if self._last_ns is None else (now - self._last_ns) * 1e-9
         self._last_ns = now
-        sim, safety = self.sim, self.safety
+        sim = self.sim
         if self._check_reset():
             self.controller.reset()
-            safety.reset()
-        msg = self.read_new("ee_target")
-        if self._fresh(msg):
-            safety.command_ee(msg.get("ee_pose"), now)
-        msg = self.read_new("joint_target")
-        if self._fresh(msg):
-            safety.command_joints(msg.get("joint_pos"), now)
-        cmd = safety.tick(sim.ee_pose(), sim.arm_qpos(), now)
-        if cmd is False:
-            self.controller.hold()
-        elif cmd is not None:
-            (self.controller.set_joint_target if cmd[0] == "joints" else self.controller.set_ee_target)(cmd[1])
+            self.safety.reset()
+        self.take_command(now, not_before_ns=self._valid_after_ns)
+        self.apply_safety_tick(sim.ee_pose(), sim.arm_qpos(), now)
         self.controller.update(dt)
-        self.emit("state", joint_pos=sim.arm_qpos(), joint_vel=sim.arm_qvel(), ee_pose=sim.ee_pose())
-        if self.controller.mode == "ee":
-            self.emit("command", ee_pose=self.controller.target.copy(), mode="ee")
-        elif self.controller.mode == "joints":
-            self.emit("command", joint_pos=self.controller.target.copy(), mode="joints")
+        self.emit_state(sim.arm_qpos(), sim.arm_qvel(), sim.ee_pose())
+        self.emit_command(self.controller.mode, self.controller.target)
 
-    def report(self) -> dict | None:
-        return {"safety": self.safety.report()} if hasattr(self, "safety") else None
+    def apply_ee(self, target: np.ndarray) -> None:
+        self.controller.set_ee_target(target)
+
+    def apply_joints(self, target: np.ndarray) -> None:
+        self.controller.set_joint_target(target)
+
+    def hold(self) -> None:
+        self.controller.hold()
 
 
 @dataclass
@@ -204,34 +195,29 @@ class GripperParams:
     world: str = "world"
 
 
-class SimGripperNode(_WorldUser):
-    """The simulated gripper (Robotiq 2F-85 of the gym-hil Panda): width 0 = closed .. 1 = open."""
+class SimGripperNode(_WorldUser, GripperNode):
+    """The simulated gripper (Robotiq 2F-85 of the gym-hil Panda): width 0 = closed .. 1 = open. Ports and
+    safety: `GripperNode` (robotflow/drivers/base.py)."""
 
     Params = GripperParams
-    inputs = {"target": Input(delayed=True, required=False)}
-    outputs = ("state", "command")
 
     def setup(self) -> None:
         self.sim = self._attach()
         self.controller = GripperController(self.sim)
-        self.safety = GripperSafety(self.name)
+        self.init_safety()
         self._commanded = False
 
     def step(self) -> None:
         if self._check_reset():
             self.controller.reset()
             self._commanded = False
-        msg = self.read_new("target")
-        width = self.safety.command(msg.get("width")) if self._fresh(msg) else None
+        width = self.take_target(not_before_ns=self._valid_after_ns)
         if width is not None:
             self.controller.set_target(width)
             self._commanded = True
-        self.emit("state", width=self.sim.gripper_width())
+        self.emit_state(self.sim.gripper_width())
         if self._commanded:
-            self.emit("command", width=self.controller.target)
-
-    def report(self) -> dict | None:
-        return {"safety": self.safety.report()} if hasattr(self, "safety") else None
+            self.emit_command(self.controller.target)
 
 
 @dataclass
@@ -243,11 +229,10 @@ class CameraParams:
     fps: float = 15.0  # frames per second; give the node the same `rate:` (faster rates are decimated)
 
 
-class SimCameraNode(_WorldUser):
+class SimCameraNode(_WorldUser, CameraNode):
     """Renders a scene camera offscreen (EGL or OSMesa, chosen automatically) into RGB uint8 frames."""
 
     Params = CameraParams
-    outputs = ("frame",)
 
     def setup(self) -> None:
         sim = self._attach()
@@ -275,7 +260,7 @@ class SimCameraNode(_WorldUser):
         t0 = time.perf_counter()
         image = self.camera.render(self.sim.data)  # a new array every time: receivers hold views of it
         self.render_ms.append((time.perf_counter() - t0) * 1e3)
-        self.emit("frame", image=image)
+        self.emit_frame(image)
 
     def report(self) -> dict | None:
         if not getattr(self, "render_ms", None):

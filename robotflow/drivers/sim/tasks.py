@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .ik import quat_canonical, yaw_quat
+from robotflow.geometry import canonical_quat, yaw_quat
+
 from .scene import BIN_HALF, BIN_HEIGHT, CUBE_HALF, TABLE_TOP, TASKS
 from .world import SimWorld
 
@@ -165,5 +166,5 @@ class TaskRunner:
         """Privileged object state: comma-separated names and (K, 7) poses."""
         poses = self.world.object_poses()
         for p in poses:
-            p[3:] = quat_canonical(p[3:])
+            p[3:] = canonical_quat(p[3:])
         return ",".join(o.name for o in self.world.objects), poses

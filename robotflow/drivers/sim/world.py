@@ -14,7 +14,9 @@ import functools
 import mujoco
 import numpy as np
 
-from .ik import DiffIK, IKConfig, mat_to_quat
+from robotflow.geometry import pose_from_pos_mat
+
+from .ik import DiffIK, IKConfig
 from .scene import (
     ARM_ACTUATORS,
     ARM_JOINTS,
@@ -120,7 +122,7 @@ class SimWorld:
 
     def ee_pose(self) -> np.ndarray:
         """The pinch point between the pads: [x, y, z, qw, qx, qy, qz], w >= 0."""
-        return np.concatenate([self.data.site_xpos[self.ee_site], mat_to_quat(self.data.site_xmat[self.ee_site])])
+        return pose_from_pos_mat(self.data.site_xpos[self.ee_site], self.data.site_xmat[self.ee_site])
 
     def gripper_width(self) -> float:
         """Normalised opening: 1 fully open, 0 fully closed (from the 2F-85 driver joints)."""

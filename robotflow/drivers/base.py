@@ -1,0 +1,188 @@
+"""The device contracts in code: what every arm, gripper, camera and teleop node of robotflow shares.
+
+docs/contracts.md lists the channels; these base classes are where the nodes get them, so a simulated and
+a real device cannot drift apart: the same port names, the same fields and units, the same command
+precedence, the same safety layer (robotflow/safety.py) and the same shutdown duties.
+
+Units and conventions (docs/contracts.md): positions in metres in the robot base frame, joint positions in
+rad and velocities in rad/s, quaternions `w, x, y, z` with `w >= 0`, an EE pose is
+`[x, y, z, qw, qx, qy, qz]`, a gripper width is normalised 0 (closed) .. 1 (open), images are
+`(H, W, 3)` uint8 RGB. Every emitted array is a fresh one (receivers hold zero-copy views of it).
+
+Shutdown: `stop_hardware()` runs from the scheduler's thread as soon as the graph stops, before any
+teardown, even while `step()` still runs; after it returns the device receives no new command. A device
+without moving hardware (the simulation, cameras, teleop devices) has nothing to do there. `teardown()`
+releases the device in the node's own thread and never raises for a device that is already gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import numpy as np
+
+from robotflow.runtime.node import Input, Node
+from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety
+
+# ---- arm ----------------------------------------------------------------------------------------------
+
+
+class ArmNode(Node):
+    """An arm (`sim.arm`, `franka.arm`): EE or joint targets in, through `ArmSafety`, measured state out.
+
+    Inputs (both optional, delayed: a feedback edge from the teleop or policy that reads `state`):
+      - `ee_target`: `ee_pose` (7,) absolute EE target.
+      - `joint_target`: `joint_pos` (7,) absolute joint target (rad).
+    Outputs:
+      - `state`: `joint_pos` (7,) rad, `joint_vel` (7,) rad/s, `ee_pose` (7,), measured, every tick.
+      - `command`: the target the arm applies now, after the safety layer: `ee_pose` (7,) with `mode="ee"`
+        or `joint_pos` (7,) with `mode="joints"`; absent until the first target is applied.
+
+    Params derive from `ArmSafetyParams` (workspace box, tilt cone, step per tick, command watchdog). A
+    subclass reads its measured state, calls `take_command` and then `apply_safety_tick`, which calls its
+    `apply_ee` / `apply_joints` / `hold`, and emits with `emit_state` / `emit_command`.
+
+    `stop_hardware`: a real arm decelerates to rest now and no command follows (it raises when the arm does
+    not stop); the simulated arm has nothing to stop. `teardown` ends any motion still running.
+    """
+
+    Params: ClassVar[type] = ArmSafetyParams
+    inputs = {"ee_target": Input(delayed=True, required=False), "joint_target": Input(delayed=True, required=False)}
+    outputs = ("state", "command")
+
+    def init_safety(self, joint_limits: tuple[np.ndarray, np.ndarray], fk: Callable[[np.ndarray], np.ndarray]):
+        """The arm's safety layer, from its params, its joint limits and its forward kinematics."""
+        self.safety = ArmSafety(self.params, joint_limits, fk, self.name)
+
+    def take_command(self, now_ns: int, not_before_ns: int = -1) -> None:
+        """Hand this tick's new target, if any, to the safety layer; messages stamped before `not_before_ns`
+        (a command from before a robot reset) are ignored.
+
+        Precedence when both inputs bring a new target in the same tick: the one stamped later wins, and on
+        equal stamps the EE target wins. The other one is dropped, not validated and not counted. Why this
+        rule: it is the only one that never applies a target its sender has already superseded (an older
+        joint target must not override the EE target a person or a policy sent after it), and on a tie the
+        EE target is the one the safety layer can always make safe: it is clamped into the workspace box
+        and the tilt cone, while a joint target can only be rejected when its pose falls outside them. When
+        the winner is then rejected (NaN, wrong shape, outside the workspace), nothing new is forwarded: the
+        arm keeps its previous target, it never falls back to the older command.
+        """
+        ee, jt = self.read_new("ee_target"), self.read_new("joint_target")
+        if ee is not None and ee.timestamp_ns < not_before_ns:
+            ee = None
+        if jt is not None and jt.timestamp_ns < not_before_ns:
+            jt = None
+        if ee is not None and (jt is None or ee.timestamp_ns >= jt.timestamp_ns):
+            self.safety.command_ee(ee.get("ee_pose"), now_ns)
+        elif jt is not None:
+            self.safety.command_joints(jt.get("joint_pos"), now_ns)
+
+    def apply_safety_tick(self, measured_pose: np.ndarray, measured_q: np.ndarray, now_ns: int) -> None:
+        """Send this tick's command from the safety layer: a step-limited target, or a hold when the
+        command watchdog fired just now, or nothing."""
+        cmd = self.safety.tick(measured_pose, measured_q, now_ns)
+        if cmd is False:
+            self.hold()
+        elif cmd is not None:
+            mode, target = cmd
+            (self.apply_joints if mode == "joints" else self.apply_ee)(target)
+
+    def apply_ee(self, target: np.ndarray) -> None:
+        """Drive the arm toward an EE pose target (already validated and step-limited)."""
+        raise NotImplementedError
+
+    def apply_joints(self, target: np.ndarray) -> None:
+        """Drive the arm toward a joint target (already validated and step-limited)."""
+        raise NotImplementedError
+
+    def hold(self) -> None:
+        """The command watchdog fired: stop the motion and hold where the arm is."""
+        raise NotImplementedError
+
+    def emit_state(self, joint_pos: np.ndarray, joint_vel: np.ndarray, ee_pose: np.ndarray) -> None:
+        self.emit("state", joint_pos=joint_pos, joint_vel=joint_vel, ee_pose=ee_pose)
+
+    def emit_command(self, mode: str | None, target: np.ndarray | None) -> None:
+        """Echo the applied target (a copy: the node keeps its own); nothing before the first one."""
+        if target is None:
+            return
+        if mode == "ee":
+            self.emit("command", ee_pose=target.copy(), mode="ee")
+        elif mode == "joints":
+            self.emit("command", joint_pos=target.copy(), mode="joints")
+
+    def report(self) -> dict | None:
+        return {"safety": self.safety.report()} if hasattr(self, "safety") else None
+
+
+# ---- gripper ------------------------------------------------------------------------------------------
+
+
+class GripperNode(Node):
+    """A gripper (`sim.gripper`, `franka.gripper`): a normalised width target in, the measured width out.
+
+    Input `target` (optional, delayed): `width` 0 (closed) .. 1 (open), through `GripperSafety` (NaN or a
+    wrong shape rejected, values outside [0, 1] clamped). Outputs: `state` {`width`} measured every tick,
+    `command` {`width`} the target applied (absent before the first one).
+
+    `stop_hardware` means no new gripper command; a running one may finish. A gripper is never opened or
+    stopped at shutdown: that would release a grasp and drop what the arm holds.
+    """
+
+    inputs = {"target": Input(delayed=True, required=False)}
+    outputs = ("state", "command")
+
+    def init_safety(self) -> None:
+        self.safety = GripperSafety(self.name)
+
+    def take_target(self, not_before_ns: int = -1) -> float | None:
+        """The new width target of this tick, validated, or None (none new, stale, or rejected)."""
+        msg = self.read_new("target")
+        if msg is None or msg.timestamp_ns < not_before_ns:
+            return None
+        return self.safety.command(msg.get("width"))
+
+    def emit_state(self, width: float) -> None:
+        self.emit("state", width=float(width))
+
+    def emit_command(self, width: float) -> None:
+        self.emit("command", width=float(width))
+
+    def report(self) -> dict | None:
+        return {"safety": self.safety.report()} if hasattr(self, "safety") else None
+
+
+# ---- camera -------------------------------------------------------------------------------------------
+
+
+class CameraNode(Node):
+    """A camera (`sim.camera`, `realsense.camera`, `opencv.camera`): output `frame` {`image`: (H, W, 3) uint8
+    RGB}, a fresh array per frame, at most one frame per tick; a tick without a new frame emits nothing."""
+
+    outputs = ("frame",)
+
+    def emit_frame(self, image: np.ndarray) -> None:
+        self.emit("frame", image=image)
+
+
+# ---- teleop device ------------------------------------------------------------------------------------
+
+
+class TeleopDeviceNode(Node):
+    """A teleop device (`teleop.keyboard`, `.spacemouse`, `.gamepad`, `.webxr`, `.scripted`): it stands in
+    for the arm's and gripper's commander, so a policy node can take its place in a graph.
+
+    Input `state`: the arm's measured state (the target starts from its `ee_pose`, so connecting a device
+    never moves the arm). Outputs: `ee_target` {`ee_pose` (7,)} an absolute EE target, to the arm's
+    `ee_target`; `grip` {`width` 0..1}, to the gripper's `target`. While the device is lost it emits
+    neither (the arm keeps, or its watchdog holds, the last target).
+    """
+
+    inputs = {"state": Input()}
+    outputs = ("ee_target", "grip")
+
+    def emit_target(self, ee_pose: np.ndarray, width: float) -> None:
+        """Emit an EE target and a grip (a fresh pose array each time: receivers hold views of it)."""
+        self.emit("ee_target", ee_pose=ee_pose)
+        self.emit("grip", width=float(width))
