@@ -36,7 +36,7 @@ def imagenet_weights_loadable(weights_name: str, timeout_s: float = 10.0) -> tup
     Returns (ok, reason). Downloads into torch's hub cache when the network allows it, so LeRobot's own
     constructor then finds the file locally.
     """
-    import torch
+    import torch  # torch/torchvision: imported only to train
     import torchvision
 
     try:
