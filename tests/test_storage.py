@@ -144,17 +144,18 @@ def test_fetch_checkpoint_downloads_only_the_chosen_one(s3, tmp_path):
 
 
 def test_remote_resume_downloads_the_last_checkpoint(s3, tmp_path):
-    from robotflow.scripts.train import TrainError, TrainOptions, _remote_output
+    from robotflow.training import TrainError, TrainOptions
+    from robotflow.training.upload import remote_output
 
     _upload_run(tmp_path, f"s3://{BUCKET}/runs/act")
     cache = Cache()
     opts = TrainOptions(dataset_root=tmp_path, run_name="act", output_dir=f"s3://{BUCKET}/runs", resume=True)
-    local_opts, run_url = _remote_output(opts, cache)
+    local_opts, run_url = remote_output(opts, cache)
     assert run_url == f"s3://{BUCKET}/runs/act"
     last = local_opts.run_dir / "checkpoints" / "last"
     assert last.is_symlink() and (last / "training_state" / "training_step.json").read_text() == '{"step": 2}'
     with pytest.raises(TrainError, match="already exists"):
-        _remote_output(TrainOptions(dataset_root=tmp_path, run_name="act", output_dir=f"s3://{BUCKET}/runs"), cache)
+        remote_output(TrainOptions(dataset_root=tmp_path, run_name="act", output_dir=f"s3://{BUCKET}/runs"), cache)
 
 
 def test_serve_and_rollout_name_a_missing_remote_run_in_one_line(s3):

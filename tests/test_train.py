@@ -184,7 +184,7 @@ def test_resume_continues_the_run(trained_run):
 
 
 def test_imagenet_backbone_used_when_loadable_else_clear_fallback(trained_run, tmp_path):
-    from robotflow.scripts.train import imagenet_weights_loadable
+    from robotflow.training.lerobot_config import imagenet_weights_loadable
 
     tmp, _, args = trained_run
     args = [a for a in args if a != "--no-pretrained-backbone"]

@@ -121,7 +121,10 @@ def test_train_with_two_processes(dataset, tmp_path):
 
 def test_worker_arguments_round_trip(tmp_path, monkeypatch):
     """The processes `--num-processes` launches get exactly the options of the command (but one process each)."""
-    from robotflow.scripts.train import TrainOptions, _cli_args, train_command
+    import dataclasses
+
+    from robotflow.scripts.train import train_command
+    from robotflow.training import TrainOptions, launch
 
     opts = TrainOptions(
         dataset_root=str(tmp_path / "data"),
@@ -136,8 +139,19 @@ def test_worker_arguments_round_trip(tmp_path, monkeypatch):
         wandb=True,
         policy_args={"n_heads": 2, "optimizer_lr": 0.0001},
         lr_schedule="cosine",
+        num_processes=2,
     )
+    args = [f"--dataset-root={opts.dataset_root}", "--run-name=r", "--output-dir=s3://bucket/runs", "--steps=7"]
+    args += ["--save-freq=3", "--resume", "--no-pretrained-backbone", "--dim-model=32", "--chunk-size=5", "--wandb"]
+    args += ["--policy-arg=n_heads=2", "--policy-arg=optimizer_lr=0.0001", "--lr-schedule=cosine", "--num-processes=2"]
     seen = []
-    monkeypatch.setattr("robotflow.scripts.train.train_policy", lambda o: seen.append(o) or tmp_path)
-    train_command.main(_cli_args(opts), standalone_mode=False)
+    monkeypatch.setattr("robotflow.scripts.train.train", lambda o: seen.append(o) or tmp_path)
+    train_command.main(args, standalone_mode=False)
     assert seen == [opts]
+    launched = []
+    monkeypatch.setattr(
+        launch.subprocess, "run", lambda cmd: launched.append(cmd) or subprocess.CompletedProcess(cmd, 0)
+    )
+    launch.launch_processes(opts)
+    assert launched[0][-2:-1] == ["robotflow.training.worker"]
+    assert launch.options_from_json(launched[0][-1]) == dataclasses.replace(opts, num_processes=1)

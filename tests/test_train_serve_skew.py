@@ -59,7 +59,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_policy_node_sees_the_dataset_frames(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from robotflow.scripts.train import TrainOptions, train_policy
+    from robotflow.training import TrainOptions, train
 
     small = []
     for cam in ("wrist_camera", "front_camera"):
@@ -71,7 +71,7 @@ def test_policy_node_sees_the_dataset_frames(tmp_path):
     convert(tmp_path / "eps", tmp_path / "ds", codec, ConvertOptions(progress=False))
     codec = load_dataset_codec(tmp_path / "ds")
     # A one-step checkpoint: the observation path does not depend on what the weights learned.
-    train_policy(
+    train(
         TrainOptions(
             dataset_root=tmp_path / "ds",
             run_name="probe",

@@ -320,21 +320,11 @@ def _wait_for_encoder(ds: Any) -> None:
         time.sleep(0.002)
 
 
-def _write_dataset(
-    root: Path,
-    planned: Sequence[PlannedEpisode],
-    codec: Codec,
-    fps: int,
-    opts: ConvertOptions,
-    position: int = 0,
-) -> int:
-    """Write ``planned`` episodes into a new LeRobot dataset at ``root``; returns frames written."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from tqdm.auto import tqdm
+def _create_dataset(root: Path, codec: Codec, fps: int, opts: ConvertOptions, max_len: int) -> Any:
+    """An empty LeRobot dataset at ``root`` that encodes videos while frames are added."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset  # torch/lerobot: imported only to convert
 
-    quiet_video_logs()
-    max_len = max(p.grid.num_frames for p in planned)
-    ds = LeRobotDataset.create(
+    return LeRobotDataset.create(
         repo_id=opts.repo_id,
         fps=fps,
         features=codec.features(),
@@ -350,50 +340,70 @@ def _write_dataset(
         # 2-core machine more threads per encoder only add contention.
         encoder_threads=opts.encoder_threads,
     )
-    frames = 0
-    video_keys = list(codec.camera_keys)
-    # HF datasets prints a "Map" bar per saved episode; our own bars already show progress.
-    import datasets as hf_datasets
 
+
+def _write_episode(
+    ds: Any, p: PlannedEpisode, codec: Codec, opts: ConvertOptions, prefetch: concurrent.futures.Executor
+) -> int:
+    """Add one episode's frames to ``ds`` and save it; returns its frame count.
+
+    ``prefetch`` decodes the next chunk of JPEGs while this thread feeds LeRobot.
+    """
+    from tqdm.auto import tqdm
+
+    video_keys = list(codec.camera_keys)
+    with EpisodeFile(p.path) as ep:
+        enc = encode_episode(ep, p, codec)
+        n = enc.num_frames
+        frame_bar = tqdm(total=n, desc=p.path.name, unit="fr", leave=False, disable=not opts.progress)
+
+        def load_chunk(start: int) -> dict[str, np.ndarray]:
+            stop = min(n, start + FEED_CHUNK)
+            return {k: image_chunk(ep, enc, codec, k, start, stop) for k in video_keys}
+
+        starts = list(range(0, n, FEED_CHUNK))
+        pending = prefetch.submit(load_chunk, starts[0])
+        for j, start in enumerate(starts):
+            imgs = pending.result()
+            if j + 1 < len(starts):
+                pending = prefetch.submit(load_chunk, starts[j + 1])
+            stop = min(n, start + FEED_CHUNK)
+            for i in range(start, stop):
+                _wait_for_encoder(ds)
+                frame: dict[str, Any] = {"observation.state": enc.state[i], "action": enc.action[i], "task": p.task}
+                if enc.environment_state is not None:
+                    frame["observation.environment_state"] = enc.environment_state[i]
+                for k in video_keys:
+                    frame[k] = imgs[k][i - start]
+                ds.add_frame(frame)
+            frame_bar.update(stop - start)
+        frame_bar.close()
+        ds.save_episode()
+    return n
+
+
+def _write_dataset(
+    root: Path,
+    planned: Sequence[PlannedEpisode],
+    codec: Codec,
+    fps: int,
+    opts: ConvertOptions,
+    position: int = 0,
+) -> int:
+    """Write ``planned`` episodes into a new LeRobot dataset at ``root``; returns frames written."""
+    import datasets as hf_datasets  # LeRobot's dataset stack: imported only to convert
+    from tqdm.auto import tqdm
+
+    quiet_video_logs()
+    ds = _create_dataset(root, codec, fps, opts, max(p.grid.num_frames for p in planned))
+    frames = 0
+    # HF datasets prints a "Map" bar per saved episode; our own bars already show progress.
     hf_bars = not hf_datasets.are_progress_bars_disabled()
     hf_datasets.disable_progress_bars()
-    # One helper thread decodes the next chunk of JPEGs while this thread feeds LeRobot.
     prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rf-decode")
     try:
-        ep_bar = tqdm(planned, desc="episodes", unit="ep", disable=not opts.progress, position=position)
-        for p in ep_bar:
-            with EpisodeFile(p.path) as ep:
-                enc = encode_episode(ep, p, codec)
-                n = enc.num_frames
-                frame_bar = tqdm(total=n, desc=p.path.name, unit="fr", leave=False, disable=not opts.progress)
-
-                def load_chunk(start: int, ep: EpisodeFile = ep, enc: EncodedEpisode = enc) -> dict[str, np.ndarray]:
-                    stop = min(enc.num_frames, start + FEED_CHUNK)
-                    return {k: image_chunk(ep, enc, codec, k, start, stop) for k in video_keys}
-
-                starts = list(range(0, n, FEED_CHUNK))
-                pending = prefetch.submit(load_chunk, starts[0])
-                for j, start in enumerate(starts):
-                    imgs = pending.result()
-                    if j + 1 < len(starts):
-                        pending = prefetch.submit(load_chunk, starts[j + 1])
-                    stop = min(n, start + FEED_CHUNK)
-                    for i in range(start, stop):
-                        _wait_for_encoder(ds)
-                        frame: dict[str, Any] = {
-                            "observation.state": enc.state[i],
-                            "action": enc.action[i],
-                            "task": p.task,
-                        }
-                        if enc.environment_state is not None:
-                            frame["observation.environment_state"] = enc.environment_state[i]
-                        for k in video_keys:
-                            frame[k] = imgs[k][i - start]
-                        ds.add_frame(frame)
-                    frame_bar.update(stop - start)
-                frame_bar.close()
-                ds.save_episode()
-                frames += n
+        for p in tqdm(planned, desc="episodes", unit="ep", disable=not opts.progress, position=position):
+            frames += _write_episode(ds, p, codec, opts, prefetch)
     finally:
         prefetch.shutdown(wait=True)
         ds.finalize()
@@ -549,23 +559,10 @@ def _existing_vcodec(info: dict[str, Any]) -> str | None:
     return None
 
 
-def append(
-    input_path: str | Path,
-    output_dir: str | Path,
-    codec: Codec,
-    opts: ConvertOptions = ConvertOptions(),
-    inherit: Callable[[dict[str, Any]], Codec] | None = None,
-) -> ConvertSummary:
-    """Add the episodes under ``input_path`` to the robotflow-converted dataset at ``output_dir``.
-
-    Refused (with the dataset untouched) when the codec name, params or features differ from the
-    dataset's. The new episodes are converted into a temp dir, aggregated with the existing dataset
-    into another temp dir, and only then swapped into place with two renames.
-    ``inherit``, when given, builds the codec from the existing spec (CLI: params not set on the
-    command line are taken from the dataset).
-    """
-    t0 = time.perf_counter()
-    output_dir = Path(output_dir)
+def _check_appendable(
+    output_dir: Path, codec: Codec, opts: ConvertOptions, inherit: Callable[[dict[str, Any]], Codec] | None
+) -> tuple[Codec, dict[str, Any], dict[str, Any]]:
+    """The codec to append with, the dataset's codec spec and its info.json; ConvertError unless they match."""
     info_path = output_dir / "meta" / "info.json"
     if not info_path.is_file():
         raise ConvertError(
@@ -593,11 +590,43 @@ def append(
             raise ConvertError(
                 f"{output_dir}: feature mismatch on '{key}': dataset {have and have.get('shape')} vs codec {list(ft['shape'])}"
             )
+    return codec, existing_spec, info
+
+
+def _swap_in(merged: Path, output_dir: Path, old: Path) -> None:
+    """Replace ``output_dir`` by ``merged``: the old dataset moves aside only once the merged one is complete,
+    and comes back if the second rename fails, so the output path always holds a whole dataset."""
+    os.replace(output_dir, old)
+    try:
+        os.replace(merged, output_dir)
+    except BaseException:
+        os.replace(old, output_dir)
+        raise
+
+
+def append(
+    input_path: str | Path,
+    output_dir: str | Path,
+    codec: Codec,
+    opts: ConvertOptions = ConvertOptions(),
+    inherit: Callable[[dict[str, Any]], Codec] | None = None,
+) -> ConvertSummary:
+    """Add the episodes under ``input_path`` to the robotflow-converted dataset at ``output_dir``.
+
+    Refused (with the dataset untouched) when the codec name, params or features differ from the
+    dataset's. The new episodes are converted into a temp dir, aggregated with the existing dataset
+    into another temp dir, and only then swapped into place with two renames.
+    ``inherit``, when given, builds the codec from the existing spec (CLI: params not set on the
+    command line are taken from the dataset).
+    """
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir)
+    codec, existing_spec, info = _check_appendable(output_dir, codec, opts, inherit)
+    fps = int(info["fps"])
     vcodec = _existing_vcodec(info) or opts.vcodec
     planned, skipped = plan_episodes(input_path, codec, fps, task=opts.task, include_aborted=opts.include_aborted)
-    run_opts = ConvertOptions(**{**opts.__dict__, "vcodec": vcodec, "fps": fps, "robot_type": info.get("robot_type")})
+    run_opts = dataclasses.replace(opts, vcodec=vcodec, fps=fps, robot_type=info.get("robot_type"))
     work = _fresh_workdir(output_dir, "append")
-    old = work / "previous"
     try:
         new = work / "new"
         frames = _build(new, planned, codec, fps, run_opts, work)
@@ -608,28 +637,12 @@ def append(
             raise ConvertError(f"{output_dir}: cannot merge new episodes: {str(exc).splitlines()[0]}") from None
         write_dataset_spec(merged, existing_spec)
         floor_observation_std(merged, codec)
-        # Swap: the old dataset moves aside only once the merged one is complete, and comes back if
-        # the second rename fails, so the output path always holds a whole dataset.
-        os.replace(output_dir, old)
-        try:
-            os.replace(merged, output_dir)
-        except BaseException:
-            os.replace(old, output_dir)
-            raise
+        _swap_in(merged, output_dir, work / "previous")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     merged_info = json.loads((output_dir / "meta" / "info.json").read_text())
-    return _summary(
-        output_dir,
-        codec,
-        planned,
-        frames,
-        fps,
-        t0,
-        skipped,
-        int(merged_info["total_episodes"]),
-        int(merged_info["total_frames"]),
-    )
+    totals = int(merged_info["total_episodes"]), int(merged_info["total_frames"])
+    return _summary(output_dir, codec, planned, frames, fps, t0, skipped, *totals)
 
 
 def _summary(output_dir, codec, planned, frames, fps, t0, skipped, total_episodes, total_frames) -> ConvertSummary:

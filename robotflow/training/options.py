@@ -1,0 +1,95 @@
+"""`TrainOptions`: everything a training run takes; the `robotflow train` options are generated from its fields."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def parse_policy_args(items: Iterable[str]) -> dict[str, Any]:
+    """`KEY=VALUE` items -> {key: JSON value, or the raw string when it is not JSON}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw  # a bare string
+    return out
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """One training run; `robotflow.training.train(opts)` runs it. Field metadata: robotflow.scripts.options."""
+
+    dataset_root: Path | str = field(
+        metadata={"help": "LeRobot v3.0 dataset made by `robotflow convert`: a directory or a URL (s3://bucket/path)."}
+    )
+    run_name: str = field(metadata={"help": "Name of this run; checkpoints go to OUTPUT_DIR/RUN_NAME."})
+    output_dir: Path | str = field(
+        metadata={"help": "Parent directory of runs, or a URL: checkpoints are then uploaded as they are saved."}
+    )
+    steps: int = field(default=100_000, metadata={"help": "Total training steps."})
+    save_freq: int = field(default=10_000, metadata={"help": "Checkpoint every K steps (and at the end)."})
+    batch_size: int = 8
+    resume: bool = field(
+        default=False, metadata={"help": "Continue OUTPUT_DIR/RUN_NAME from its last checkpoint up to --steps."}
+    )
+    policy: str = field(default="act", metadata={"help": "LeRobot policy type (act, diffusion, ...)."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, mps."})
+    pretrained_backbone: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-pretrained-backbone",
+            "negate": True,
+            "help": "Start the vision backbone from random weights.",
+        },
+    )
+    dim_model: int | None = field(default=None, metadata={"help": "ACT transformer width (LeRobot default 512)."})
+    chunk_size: int | None = field(
+        default=None, metadata={"help": "Actions per predicted chunk (LeRobot default 100)."}
+    )
+    n_action_steps: int | None = field(
+        default=None, metadata={"help": "Actions executed per chunk (default: chunk size, max 100)."}
+    )
+    num_workers: int = field(default=2, metadata={"help": "Dataloader worker processes."})
+    log_freq: int = 100
+    seed: int = 1000
+    policy_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "flag": "--policy-arg",
+            "multiple": True,
+            "metavar": "KEY=VALUE",
+            "parse": parse_policy_args,
+            "help": "Any other field of the policy's LeRobot config (JSON value), e.g. kl_weight=10.",
+        },
+    )
+    # "constant": the policy's own optimizer preset (ACT: a constant learning rate). "cosine": the same optimizer,
+    # with a 2% linear warm-up and a cosine decay to 1% of the rate over `steps` (README, "Low-dim result").
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "choices": ("constant", "cosine"),
+            "help": "constant: the policy's preset (ACT: a fixed rate); cosine: 2% warm-up, then decay to 1% of "
+            "the rate.",
+        },
+    )
+    num_processes: int = field(
+        default=1,
+        metadata={
+            "range": (1, 1024),
+            "help": "Training processes on this machine, one per GPU (LeRobot's Accelerate path; gloo with "
+            "--device cpu).",
+        },
+    )
+    wandb: bool = field(default=False, metadata={"help": "Log to Weights & Biases (offline without WANDB_API_KEY)."})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir).expanduser() / self.run_name
