@@ -23,8 +23,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from robotflow.recording.reader import EpisodeFile
 from robotflow.scripts.cli import main
-from robotflow.serving.client import RemoteSession, ServerError, list_models
-from robotflow.serving.protocol import actions_from_wire, pack, unpack
+from robotflow.wire.client import RemoteSession, ServerError, list_models
+from robotflow.wire.protocol import actions_from_wire, pack, unpack
 
 TOKEN = "s3cret-token"
 H, W = 48, 64  # the test checkpoints' image size (tests/test_policy_chunking.py)
@@ -132,7 +132,7 @@ def test_chunk_result_matches_in_process_inference(server, run_dir):
 
     from robotflow.codecs import codec_from_spec
     from robotflow.policies.loading import load_policy
-    from robotflow.serving.protocol import channels_from_observation
+    from robotflow.wire.protocol import channels_from_observation
 
     obs = observation(1)
     with session(server) as s:
@@ -344,7 +344,7 @@ def test_wire_format_is_positronics():
     """Arrays travel as maps with binary keys and the dtype's `str`, as Positronic's serialization writes them;
     text keys (another client's) decode too; poses are translation + row-major rotation matrix."""
     from robotflow.codecs.rotation import quat_to_matrix
-    from robotflow.serving.protocol import pose_from_wire, pose_to_wire
+    from robotflow.wire.protocol import pose_from_wire, pose_to_wire
 
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
     raw = msgpack.unpackb(pack({"a": arr, "s": np.float32(0.5)}), raw=False)
@@ -382,8 +382,8 @@ def test_a_diffusion_checkpoint_is_served_with_its_observation_history(tmp_path)
     from lerobot.policies.factory import make_pre_post_processors
 
     from robotflow.codecs import get_codec, write_checkpoint_spec
-    from robotflow.serving.protocol import channels_from_observation
     from robotflow.serving.server import ServedModel
+    from robotflow.wire.protocol import channels_from_observation
 
     feats = {
         "observation.state": PolicyFeature(FeatureType.STATE, (8,)),
