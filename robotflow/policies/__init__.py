@@ -1,6 +1,7 @@
 """Policies: LeRobot checkpoints in robotflow graphs.
 
-- `checkpoints`: run layout helpers (`list_checkpoints`, `latest_step`, `resolve_checkpoint`). No torch import.
+- `checkpoints`: run layout helpers (`list_checkpoints`, `remote_checkpoints`, `latest_step`) and the one
+  resolver, `resolve_checkpoint` (local path or URL, step -> local pretrained_model dir). No torch import.
   The codec a checkpoint runs with is `robotflow.codecs.spec.checkpoint_codec`.
 - `loading.load_policy`: a checkpoint of any LeRobot policy type with its saved pre/post-processors and codec.
 - `chunking.ChunkExecutor`: asynchronous action-chunk execution (ACT); `SyncPolicyRunner`: LeRobot's own
@@ -15,6 +16,7 @@ from .checkpoints import (
     CheckpointInfo,
     latest_step,
     list_checkpoints,
+    remote_checkpoints,
     resolve_checkpoint,
 )
 
@@ -23,5 +25,6 @@ __all__ = [
     "CheckpointInfo",
     "latest_step",
     "list_checkpoints",
+    "remote_checkpoints",
     "resolve_checkpoint",
 ]
