@@ -13,7 +13,8 @@ trained with, take one action per tick and emit `ee_target` {ee_pose} and `grip`
 
 Every tick the node checks the age of each input it encodes: one older than `max_observation_age_s` (a
 stalled camera, a frozen arm state) makes it skip the tick instead of acting on the past; the arm's
-command watchdog (robotflow/safety.py) then holds the arm if that lasts.
+command watchdog (robotflow/safety.py) then holds the arm if that lasts. That gating, and acting only
+inside an episode, is `robotflow.policies.base.PolicyNode`'s, shared with `policy.remote`.
 
 The ports come from the graph alone (`codec` and `cameras`): validating a graph reads no checkpoint. The
 channel names are the graph's `inputs:`, so a graph whose nodes are named `robot`, `hand`, `cam_top` wires
