@@ -425,3 +425,25 @@ def test_a_diffusion_checkpoint_is_served_with_its_observation_history(tmp_path)
     _, b = model.predict(codec.encode_live(latest), b)
     assert len(a["observation.state"]) == 2 and len(b["observation.state"]) == 2  # n_obs_steps, filled per session
     assert a is not b
+
+
+def test_a_run_in_object_storage_serves_the_chosen_checkpoint(tmp_path, monkeypatch):
+    """`--checkpoints-dir s3://...`: the catalog resolves the URL as the policy nodes do, downloading only
+    the checkpoint served (the newest, or `--checkpoint STEP`)."""
+    from s3_server import BUCKET, s3_server
+
+    from robotflow.serving.server import ModelCatalog, ServeError
+    from robotflow.storage import Cache
+
+    run = tmp_path / "run"
+    for step in (1, 2):
+        save_checkpoint(run / "checkpoints" / f"{step:06d}" / "pretrained_model")
+    with s3_server(monkeypatch, tmp_path):
+        url = f"s3://{BUCKET}/runs/act"
+        Cache().upload(run, url)
+        newest = ModelCatalog(url, None, "ee")
+        assert newest.ids() == ["2"] and newest.default == "2" and newest.name == "act"
+        assert newest.paths["2"].is_dir() and not (newest.paths["2"].parent.parent / "000001").exists()
+        assert ModelCatalog(url, "1", None).ids() == ["1"]
+        with pytest.raises(ServeError, match="available: 1, 2"):
+            ModelCatalog(url, "7", None)
