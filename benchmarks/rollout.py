@@ -60,7 +60,7 @@ def _measure(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="rf-bench-rollout-") as tmp:
         run_dir = Path(args.checkpoints_dir) if args.checkpoints_dir else _checkpoint(Path(tmp) / "ckpt")
-        model_dir = resolve_checkpoint(run_dir, None)
+        model_dir = resolve_checkpoint(run_dir, None).path
         plan = EvalPlan(
             args.graph,
             (f"policy.checkpoint={json.dumps(str(model_dir))}", f"task.timeout_s={args.timeout_s}"),

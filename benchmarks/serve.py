@@ -9,7 +9,7 @@ two 240x320 images and waits for the whole action chunk, alternating between the
 same machine load. Timed: serialisation, transport, the server's pre-processing, forward pass and
 post-processing, and the decoding of the answer; network cost is in both.
 
-- robotflow: a WebSocket session (`robotflow.serving.client`), msgpack observation, `{"result": [...]}`.
+- robotflow: a WebSocket session (`robotflow.wire.client`), msgpack observation, `{"result": [...]}`.
 - LeRobot: what its `RobotClient` does per chunk: `SendObservations` (a pickled `TimedObservation`,
   `must_go` so the server's similarity filter never drops it) then `GetActions` (a pickled list of
   `TimedAction`).
@@ -134,12 +134,12 @@ def observations(cfg: BenchConfig, n: int):
 
 class RobotflowClient:
     def __init__(self, url: str):
-        from robotflow.serving.client import RemoteSession
+        from robotflow.wire.client import RemoteSession
 
         self.session = RemoteSession(url, request_timeout=300.0)
 
     def roundtrip(self, q, grip, images) -> int:
-        from robotflow.serving.protocol import actions_from_wire
+        from robotflow.wire.protocol import actions_from_wire
 
         obs = {
             "robot_state.q": q,

@@ -357,10 +357,19 @@ def _du(path: Path) -> int:
 
 
 def local_input(path: str | os.PathLike[str], cache: Cache | None = None) -> Path:
-    """A dataset/episode/checkpoint path as a local path: downloaded first when it is a URL."""
+    """A dataset/episode path as a local path: downloaded first when it is a URL."""
     if isinstance(path, str) and is_remote(path):
         return (cache or Cache()).download(path)
     return Path(_strip_file(os.fspath(path))).expanduser()
+
+
+def exists(url: str) -> bool:
+    """Whether a remote file or directory exists."""
+    fs, rpath = _fs(url)
+    try:
+        return bool(fs.exists(rpath))
+    except Exception as e:  # noqa: BLE001
+        raise StorageError(f"cannot read {url}: {one_line(e)}") from None
 
 
 def list_dir(url: str) -> list[str]:
@@ -372,67 +381,6 @@ def list_dir(url: str) -> list[str]:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(rpath, detail=False))
     except Exception as e:  # noqa: BLE001
         raise StorageError(f"cannot list {url}: {one_line(e)}") from None
-
-
-# ---- training runs ------------------------------------------------------------------------------
-
-
-def remote_checkpoints(url: str) -> list[tuple[int, str]]:
-    """(step, URL of its pretrained_model dir) for each complete checkpoint of a remote run, oldest first.
-
-    `url` is a run directory or its `checkpoints/` dir. A checkpoint counts once its config.json is there
-    (it is uploaded last).
-    """
-    from robotflow.policies.checkpoints import CHECKPOINTS_DIR, PRETRAINED_MODEL_DIR
-
-    base = url.rstrip("/")
-    root = base if base.endswith("/" + CHECKPOINTS_DIR) else join(base, CHECKPOINTS_DIR)
-    fs, _ = _fs(url)
-    out = []
-    for name in list_dir(root):
-        if not name.isdigit():
-            continue
-        model = join(root, name, PRETRAINED_MODEL_DIR)
-        try:
-            complete = fs.exists(_fs(join(model, "config.json"))[1])
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot list {url}: {one_line(e)}") from None
-        if complete:
-            out.append((int(name), model))
-    return sorted(out)
-
-
-def fetch_checkpoint(url: str, step: int | str | None = None, cache: Cache | None = None) -> Path:
-    """Download one checkpoint of a remote run (the newest, or `step`) and return its local pretrained_model dir.
-
-    `url` may also name a single checkpoint (a step dir or its pretrained_model dir).
-    """
-    from robotflow.policies.checkpoints import PRETRAINED_MODEL_DIR
-
-    cache = cache or Cache()
-    fs, rpath = _fs(url)
-    for single in (url, join(url, PRETRAINED_MODEL_DIR)):
-        try:
-            is_model = fs.exists(_fs(join(single, "config.json"))[1])
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot read {url}: {one_line(e)}") from None
-        if is_model:
-            if step not in (None, "last"):
-                raise StorageError(f"{url} is a single checkpoint; --checkpoint {step} needs the run directory")
-            return cache.download(single)
-    ckpts = remote_checkpoints(url)
-    if not ckpts:
-        raise StorageError(f"no checkpoints under {url} (expected {url}/checkpoints/<step>/{PRETRAINED_MODEL_DIR})")
-    if step in (None, "last"):
-        return cache.download(ckpts[-1][1])
-    try:
-        want = int(step)
-    except (TypeError, ValueError):
-        raise StorageError(f"checkpoint step must be an integer or 'last', got {step!r}") from None
-    for s, model in ckpts:
-        if s == want:
-            return cache.download(model)
-    raise StorageError(f"run {url} has no checkpoint at step {want}; available: {', '.join(str(s) for s, _ in ckpts)}")
 
 
 # ---- outputs written locally, then uploaded -----------------------------------------------------

@@ -110,6 +110,24 @@ def test_policy_node_drives_arm_and_gripper(checkpoint, node_type):
     assert 0.0 <= float(sink.last["grip"]["width"]) <= 1.0
 
 
+def test_policy_node_loads_a_checkpoint_from_a_url(checkpoint, monkeypatch, tmp_path):
+    """A run in object storage as params.checkpoint: the node resolves it as load_policy does (one step
+    downloaded), not as a local path."""
+    from s3_server import BUCKET, s3_server
+
+    from robotflow.storage import Cache
+
+    with s3_server(monkeypatch, tmp_path):
+        url = f"s3://{BUCKET}/runs/act"
+        Cache().upload(checkpoint, f"{url}/checkpoints/000003/pretrained_model")
+        graph = parse_graph(GRAPH.format(node_type="policy.act", ckpt=url, codec="ee"))
+        sched = Scheduler(graph, duration_s=2.0)
+        result = sched.run()
+    assert result.ok, result.error
+    assert sched.nodes["policy"].loaded.checkpoint.step == 3
+    assert sched.nodes["sink"].received.get("target", 0) >= 5
+
+
 def test_policy_node_refuses_other_codec(checkpoint):
     graph = parse_graph(GRAPH.format(node_type="policy.act", ckpt=checkpoint, codec="joints"))
     result = Scheduler(graph, duration_s=2.0).run()
@@ -144,8 +162,8 @@ def test_lerobot_runner_serves_a_diffusion_checkpoint(tmp_path):
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
-    from robotflow.policies.chunking import SyncPolicyRunner
     from robotflow.policies.loading import load_policy
+    from robotflow.policies.sync_runner import SyncPolicyRunner
 
     feats = {
         "observation.state": PolicyFeature(FeatureType.STATE, (8,)),

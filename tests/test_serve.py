@@ -23,8 +23,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from robotflow.recording.reader import EpisodeFile
 from robotflow.scripts.cli import main
-from robotflow.serving.client import RemoteSession, ServerError, list_models
-from robotflow.serving.protocol import actions_from_wire, pack, unpack
+from robotflow.wire.client import RemoteSession, ServerError, list_models
+from robotflow.wire.protocol import actions_from_wire, pack, unpack
 
 TOKEN = "s3cret-token"
 H, W = 48, 64  # the test checkpoints' image size (tests/test_policy_chunking.py)
@@ -132,7 +132,7 @@ def test_chunk_result_matches_in_process_inference(server, run_dir):
 
     from robotflow.codecs import codec_from_spec
     from robotflow.policies.loading import load_policy
-    from robotflow.serving.protocol import channels_from_observation
+    from robotflow.wire.protocol import channels_from_observation
 
     obs = observation(1)
     with session(server) as s:
@@ -344,7 +344,7 @@ def test_wire_format_is_positronics():
     """Arrays travel as maps with binary keys and the dtype's `str`, as Positronic's serialization writes them;
     text keys (another client's) decode too; poses are translation + row-major rotation matrix."""
     from robotflow.geometry import quat_to_matrix
-    from robotflow.serving.protocol import pose_from_wire, pose_to_wire
+    from robotflow.wire.protocol import pose_from_wire, pose_to_wire
 
     arr = np.arange(6, dtype=np.float32).reshape(2, 3)
     raw = msgpack.unpackb(pack({"a": arr, "s": np.float32(0.5)}), raw=False)
@@ -382,8 +382,8 @@ def test_a_diffusion_checkpoint_is_served_with_its_observation_history(tmp_path)
     from lerobot.policies.factory import make_pre_post_processors
 
     from robotflow.codecs import get_codec, write_checkpoint_spec
-    from robotflow.serving.protocol import channels_from_observation
     from robotflow.serving.server import ServedModel
+    from robotflow.wire.protocol import channels_from_observation
 
     feats = {
         "observation.state": PolicyFeature(FeatureType.STATE, (8,)),
@@ -425,3 +425,25 @@ def test_a_diffusion_checkpoint_is_served_with_its_observation_history(tmp_path)
     _, b = model.predict(codec.encode_live(latest), b)
     assert len(a["observation.state"]) == 2 and len(b["observation.state"]) == 2  # n_obs_steps, filled per session
     assert a is not b
+
+
+def test_a_run_in_object_storage_serves_the_chosen_checkpoint(tmp_path, monkeypatch):
+    """`--checkpoints-dir s3://...`: the catalog resolves the URL as the policy nodes do, downloading only
+    the checkpoint served (the newest, or `--checkpoint STEP`)."""
+    from s3_server import BUCKET, s3_server
+
+    from robotflow.serving.server import ModelCatalog, ServeError
+    from robotflow.storage import Cache
+
+    run = tmp_path / "run"
+    for step in (1, 2):
+        save_checkpoint(run / "checkpoints" / f"{step:06d}" / "pretrained_model")
+    with s3_server(monkeypatch, tmp_path):
+        url = f"s3://{BUCKET}/runs/act"
+        Cache().upload(run, url)
+        newest = ModelCatalog(url, None, "ee")
+        assert newest.ids() == ["2"] and newest.default == "2" and newest.name == "act"
+        assert newest.paths["2"].is_dir() and not (newest.paths["2"].parent.parent / "000001").exists()
+        assert ModelCatalog(url, "1", None).ids() == ["1"]
+        with pytest.raises(ServeError, match="available: 1, 2"):
+            ModelCatalog(url, "7", None)

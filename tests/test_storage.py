@@ -127,20 +127,21 @@ def _upload_run(tmp_path, url, steps=(1, 2)):
     Cache().upload(run, url)
 
 
-def test_fetch_checkpoint_downloads_only_the_chosen_one(s3, tmp_path):
-    from robotflow.storage import fetch_checkpoint, remote_checkpoints
+def test_resolving_a_remote_checkpoint_downloads_only_the_chosen_one(s3, tmp_path):
+    from robotflow.policies.checkpoints import CheckpointError, remote_checkpoints, resolve_checkpoint
 
     url = f"s3://{BUCKET}/runs/act"
     _upload_run(tmp_path, url)
     assert [s for s, _ in remote_checkpoints(url)] == [1, 2]
-    newest = fetch_checkpoint(url)
-    assert newest.name == "pretrained_model" and newest.parent.name == "000002"
+    found = resolve_checkpoint(url)
+    newest = found.path
+    assert found.step == 2 and newest.name == "pretrained_model" and newest.parent.name == "000002"
     assert (newest / "model.safetensors").stat().st_size == 200
     assert not (newest.parent.parent / "000001").exists()  # nothing else was downloaded
-    assert fetch_checkpoint(url, 1).parent.name == "000001"
-    assert fetch_checkpoint(f"{url}/checkpoints/000002").parent.name == "000002"
-    with pytest.raises(StorageError, match="available: 1, 2"):
-        fetch_checkpoint(url, 7)
+    assert resolve_checkpoint(url, 1).path.parent.name == "000001"
+    assert resolve_checkpoint(f"{url}/checkpoints/000002").path.parent.name == "000002"
+    with pytest.raises(CheckpointError, match="available: 1, 2"):
+        resolve_checkpoint(url, 7)
 
 
 def test_remote_resume_downloads_the_last_checkpoint(s3, tmp_path):

@@ -117,9 +117,9 @@ def test_checkpoint_layout_and_codec(trained_run):
         assert json.loads((c.path / CHECKPOINT_SPEC_FILE).read_text()) == codec.spec()
         assert c.codec == "eepose_absolute"
     assert latest_step(run) == 2
-    assert resolve_checkpoint(run) == ckpts[-1].path
-    assert resolve_checkpoint(run, 1) == ckpts[0].path
-    assert resolve_checkpoint(run / "checkpoints" / "000001") == ckpts[0].path
+    assert resolve_checkpoint(run).path == ckpts[-1].path
+    assert resolve_checkpoint(run, 1).path == ckpts[0].path
+    assert resolve_checkpoint(run / "checkpoints" / "000001").path == ckpts[0].path
     with pytest.raises(CheckpointError, match="available: 1, 2"):
         resolve_checkpoint(run, 7)
     cfg = json.loads((ckpts[0].path / "config.json").read_text())
@@ -128,7 +128,7 @@ def test_checkpoint_layout_and_codec(trained_run):
 
 def test_codec_mismatch_is_refused(trained_run):
     tmp, _, _ = trained_run
-    model = resolve_checkpoint(tmp / "runs" / "tiny")
+    model = resolve_checkpoint(tmp / "runs" / "tiny").path
     assert checkpoint_codec(model, "ee").name == "eepose_absolute"  # aliases resolve
     with pytest.raises(CodecMismatchError, match="'eepose_absolute'.*'joints_absolute'") as e:
         checkpoint_codec(model, "joints")
@@ -141,8 +141,9 @@ def test_codec_mismatch_is_refused(trained_run):
 
 def test_load_checkpoint_and_run_ticks(trained_run):
     from robotflow.codecs import codec_from_spec
-    from robotflow.policies.chunking import ChunkExecutor, ChunkExecutorConfig, SyncPolicyRunner
+    from robotflow.policies.chunking import ChunkExecutor, ChunkExecutorConfig
     from robotflow.policies.loading import load_policy
+    from robotflow.policies.sync_runner import SyncPolicyRunner
 
     tmp, _, _ = trained_run
     loaded = load_policy(tmp / "runs" / "tiny", device="auto", codec="ee")
@@ -178,7 +179,7 @@ def test_resume_continues_the_run(trained_run):
     result = CliRunner().invoke(train_command, [*args, "--resume"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert [c.step for c in list_checkpoints(tmp / "runs" / "tiny")] == [1, 2, 3]
-    assert (resolve_checkpoint(tmp / "runs" / "tiny") / CHECKPOINT_SPEC_FILE).is_file()
+    assert (resolve_checkpoint(tmp / "runs" / "tiny").path / CHECKPOINT_SPEC_FILE).is_file()
     again = CliRunner().invoke(train_command, args)  # same run name without --resume
     assert again.exit_code != 0 and "already exists" in again.output
 
@@ -192,7 +193,7 @@ def test_imagenet_backbone_used_when_loadable_else_clear_fallback(trained_run, t
     args[args.index("--steps") + 1] = "1"
     result = CliRunner().invoke(train_command, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    cfg = json.loads((resolve_checkpoint(tmp_path / "tiny") / "config.json").read_text())
+    cfg = json.loads((resolve_checkpoint(tmp_path / "tiny").path / "config.json").read_text())
     if imagenet_weights_loadable("ResNet18_Weights.IMAGENET1K_V1")[0]:
         assert cfg["pretrained_backbone_weights"] == "ResNet18_Weights.IMAGENET1K_V1"
     else:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -40,11 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger("robotflow.policies")
+from .ensembling import TemporalEnsembler
+from .inference import PolicyInference, dummy_observation
+from .inference_worker import ChunkResult, ChunkSource, InferenceWorker, Job, default_threads
+from .loading import load_policy
 
-# infer(observation, observation_ns) -> (chunk, chunk_start_ns): `chunk` is an (n, action_dim) array of
-# unnormalized actions, action i meant for chunk_start_ns + i / fps. Called on the executor's worker thread.
-ChunkSource = Callable[[Mapping[str, Any], int], tuple[np.ndarray, int]]
+log = logging.getLogger("robotflow.policies")
 
 # Slots are floor((t - start) / period): a tick stamped a few ns before its ideal instant (virtual clock
 # rounding) must still land in its own slot.
@@ -115,203 +114,6 @@ class ExecutorStats:
         return d
 
 
-class TemporalEnsembler:
-    """ACT's temporal ensembling (Algorithm 2 of the ACT paper), for chunks that may arrive late.
-
-    Same online weighted average and the same tensor operations as LeRobot's `ACTTemporalEnsembler`,
-    so with one chunk per tick and no delay it gives identical results; `update(chunk, skip)` also
-    accepts a chunk predicted `skip` ticks ago (async inference), whose first `skip` actions are for
-    ticks already executed and are dropped. Between updates, `pop()` keeps consuming the ensemble.
-    """
-
-    def __init__(self, coeff: float, chunk_size: int):
-        self.chunk_size = chunk_size
-        self.weights = torch.exp(-coeff * torch.arange(chunk_size))
-        self.weights_cumsum = torch.cumsum(self.weights, dim=0)
-        self.reset()
-
-    def reset(self) -> None:
-        self.actions: torch.Tensor | None = None  # (batch, n, action_dim); index 0 is the current tick
-        self.count: torch.Tensor | None = None  # (n, 1) predictions averaged into each entry
-
-    def __len__(self) -> int:
-        return 0 if self.actions is None else int(self.actions.shape[1])
-
-    def update(self, chunk: torch.Tensor, skip: int = 0) -> None:
-        """Average a (batch, chunk_size, action_dim) chunk, predicted `skip` ticks ago, into the ensemble."""
-        self.weights = self.weights.to(device=chunk.device)
-        self.weights_cumsum = self.weights_cumsum.to(device=chunk.device)
-        new = chunk[:, skip:] if skip else chunk
-        n_new = int(new.shape[1])
-        if len(self) == 0:
-            self.actions = new.clone()
-            self.count = torch.ones((n_new, 1), dtype=torch.long, device=new.device)
-            return
-        k = min(len(self), n_new)
-        head, cnt = self.actions[:, :k], self.count[:k]
-        # In-place on views, in LeRobot's order of operations (bitwise-equal results).
-        head *= self.weights_cumsum[cnt - 1]
-        head += new[:, :k] * self.weights[cnt]
-        head /= self.weights_cumsum[cnt]
-        self.count[:k] = torch.clamp(cnt + 1, max=self.chunk_size)
-        if n_new > k:
-            self.actions = torch.cat([self.actions, new[:, k:]], dim=1)
-            self.count = torch.cat([self.count, torch.ones((n_new - k, 1), dtype=torch.long, device=new.device)])
-
-    def peek(self) -> torch.Tensor:
-        """The (batch, action_dim) action of the current slot."""
-        return self.actions[:, 0]
-
-    def drop(self, n: int = 1) -> None:
-        """Move on by n slots (their actions were executed or their time has passed)."""
-        if self.actions is not None:
-            self.actions, self.count = self.actions[:, n:], self.count[n:]
-
-    def pop(self) -> torch.Tensor:
-        """The (batch, action_dim) action of the current tick, then move on one slot."""
-        action = self.peek()
-        self.drop(1)
-        return action
-
-
-class NumpyTemporalEnsembler:
-    """The same weighting as `TemporalEnsembler`, on unnormalized (chunk_size, action_dim) numpy chunks.
-
-    Used by the asynchronous executor: the worker unnormalizes whole chunks, so a control tick averages
-    and pops with a few numpy operations that hold the GIL briefly, instead of running LeRobot's
-    postprocessor pipeline (dozens of Python calls, each a chance to wait on the inference thread).
-    Unnormalizing is affine and the weights sum to one, so this equals ensembling first and
-    unnormalizing after, up to float rounding (it accumulates in float64).
-    """
-
-    def __init__(self, coeff: float, chunk_size: int):
-        self.chunk_size = chunk_size
-        self.weights = np.exp(-coeff * np.arange(chunk_size, dtype=np.float64))
-        self.weights_cumsum = np.cumsum(self.weights)
-        self.reset()
-
-    def reset(self) -> None:
-        self.actions: np.ndarray | None = None  # (n, action_dim) float64; row 0 is the current tick
-        self.count: np.ndarray | None = None  # (n,) predictions averaged into each row
-
-    def __len__(self) -> int:
-        return 0 if self.actions is None else len(self.actions)
-
-    def update(self, chunk: np.ndarray, skip: int = 0) -> None:
-        new = np.asarray(chunk[skip:], dtype=np.float64)
-        if len(self) == 0:
-            self.actions, self.count = new.copy(), np.ones(len(new), dtype=np.int64)
-            return
-        k = min(len(self), len(new))
-        c = self.count[:k]
-        self.actions[:k] = (
-            self.actions[:k] * self.weights_cumsum[c - 1, None] + new[:k] * self.weights[c, None]
-        ) / self.weights_cumsum[c, None]
-        self.count[:k] = np.minimum(c + 1, self.chunk_size)
-        if len(new) > k:
-            self.actions = np.concatenate([self.actions, new[k:]])
-            self.count = np.concatenate([self.count, np.ones(len(new) - k, dtype=np.int64)])
-
-    def peek(self) -> np.ndarray:
-        return self.actions[0].astype(np.float32)
-
-    def drop(self, n: int = 1) -> None:
-        if self.actions is not None:
-            self.actions, self.count = self.actions[n:], self.count[n:]
-
-    def pop(self) -> np.ndarray:
-        action = self.peek()
-        self.drop(1)
-        return action
-
-
-@dataclass
-class _Job:
-    generation: int
-    observation: Mapping[str, Any]
-    observation_ns: int
-
-
-@dataclass
-class _Result:
-    generation: int
-    chunk: Any  # np.ndarray (n, D) unnormalized, or a normalized tensor (B, C, D) for sync ensembling
-    start_ns: int  # timestamp action 0 is meant for
-    infer_s: float
-    error: BaseException | None = None
-
-
-class _InferenceWorker:
-    """One thread that runs forward passes, one at a time, on the latest job it was given.
-
-    A reset of the source (the policy's internal queues) runs here too, before the next job, so it never
-    races a forward pass and never makes the control thread wait for one.
-    """
-
-    def __init__(self, source: ChunkSource, reset: Callable[[], None] | None, threads: int | None):
-        self._source = source
-        self._reset = reset
-        self._threads = threads
-        self._cv = threading.Condition()
-        self._job: _Job | None = None
-        self._result: _Result | None = None
-        self._reset_pending = False
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="robotflow-chunk-inference", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        if self._threads:
-            # OpenMP's thread count is per calling thread: this limits the worker only.
-            torch.set_num_threads(self._threads)
-        while True:
-            with self._cv:
-                while self._job is None and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                job, self._job = self._job, None
-                reset, self._reset_pending = self._reset_pending, False
-            t = time.perf_counter()
-            try:
-                if reset and self._reset is not None:
-                    self._reset()
-                chunk, start_ns = self._source(job.observation, job.observation_ns)
-                res = _Result(job.generation, chunk, int(start_ns), time.perf_counter() - t)
-            except BaseException as e:  # handed to the control thread, which re-raises it
-                res = _Result(job.generation, None, job.observation_ns, time.perf_counter() - t, e)
-            with self._cv:
-                self._result = res
-                self._cv.notify_all()
-
-    def submit(self, job: _Job) -> None:
-        with self._cv:
-            self._job = job
-            self._cv.notify_all()
-
-    def request_reset(self) -> None:
-        with self._cv:
-            self._reset_pending = True
-
-    def take(self, timeout: float) -> _Result | None:
-        """The finished result, waiting at most `timeout` seconds (0: do not wait)."""
-        with self._cv:
-            if timeout > 0:
-                self._cv.wait_for(lambda: self._result is not None or self._closed, timeout)
-            res, self._result = self._result, None
-            return res
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        self._thread.join(timeout=30)
-
-
-def _default_threads() -> int:
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
 class ChunkExecutor:
     """Serves the action for now from chunks predicted by a LeRobot policy or another chunk source.
 
@@ -332,17 +134,16 @@ class ChunkExecutor:
         *,
         device: str | None = None,
     ):
+        self.inference: PolicyInference | None = PolicyInference(policy, preprocessor, postprocessor, device=device)
         self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
         self.loaded: Any = None  # the LoadedPolicy, when built by from_pretrained
-        self.device = torch.device(device or getattr(policy.config, "device", None) or "cpu")
-        policy.eval()
-        policy.reset()
+        self._history = self.inference.new_history()
         self._init(
             config or ChunkExecutorConfig(),
             int(policy.config.chunk_size),
             int(policy.config.n_action_steps),
             self._local_chunk,
-            policy.reset,
+            self._reset_policy,
         )
 
     @classmethod
@@ -358,8 +159,7 @@ class ChunkExecutor:
         observation_ns) -> (chunk, chunk_start_ns)` runs on the worker thread (inline when
         `async_inference=False`); `reset()`, if given, runs before the first chunk of each episode."""
         ex = cls.__new__(cls)
-        ex.policy = ex.preprocessor = ex.postprocessor = ex.loaded = None
-        ex.device = torch.device("cpu")
+        ex.inference = ex.policy = ex.preprocessor = ex.postprocessor = ex.loaded = None
         ex._init(config or ChunkExecutorConfig(), int(chunk_size), int(chunk_size), infer, reset)
         return ex
 
@@ -389,14 +189,15 @@ class ChunkExecutor:
         self.max_wait_s = cfg.max_wait_s if cfg.max_wait_s is not None else 1.0 / cfg.fps
         self.stats = ExecutorStats()
         self._source, self._reset_source = source, reset
-        self._ensembler: TemporalEnsembler | NumpyTemporalEnsembler | None = None
+        self._ensembler: TemporalEnsembler | None = None
+        # Synchronous local policy: ensembled in normalized space, as LeRobot does, for bit-exact parity.
+        # Otherwise unnormalized chunks, to keep the control tick free of pipeline calls. Relative chunks
+        # become absolute only once unnormalized, so they ensemble unnormalized too.
+        self._normalized_ensemble = (
+            self.ensembling and not cfg.async_inference and self.inference is not None and not cfg.relative_positions
+        )
         if self.ensembling:
-            # Synchronous local policy: LeRobot's tensor ops in normalized space, for bit-exact parity.
-            # Otherwise unnormalized numpy chunks, to keep the control tick free of torch and pipeline calls.
-            # Relative chunks become absolute only once unnormalized, so they ensemble in numpy too.
-            local_sync = not cfg.async_inference and self.policy is not None and not cfg.relative_positions
-            ens_cls = TemporalEnsembler if local_sync else NumpyTemporalEnsembler
-            self._ensembler = ens_cls(cfg.temporal_ensemble_coeff, self.chunk_size)
+            self._ensembler = TemporalEnsembler(cfg.temporal_ensemble_coeff, self.chunk_size)
         self._plan: np.ndarray | None = None  # non-ensembling: the current chunk ...
         self._plan_start = 0  # ... and the timestamp of its action 0
         self._epoch: int | None = None  # ensembling: origin of the episode's slot grid
@@ -407,9 +208,7 @@ class ChunkExecutor:
         self._acted_this_episode = False
         self.last_action_ns: int | None = None  # timestamp of the action the last step() returned
         self._worker = (
-            _InferenceWorker(source, reset, cfg.inference_threads or _default_threads())
-            if cfg.async_inference
-            else None
+            InferenceWorker(source, reset, cfg.inference_threads or default_threads()) if cfg.async_inference else None
         )
 
     @classmethod
@@ -424,8 +223,6 @@ class ChunkExecutor:
     ) -> ChunkExecutor:
         """An executor for a checkpoint (run dir, step dir or pretrained_model dir); `auto` picks CUDA
         when available. `codec` (name, spec or codec object) refuses a checkpoint of another codec."""
-        from .loading import load_policy
-
         loaded = load_policy(path, step=step, device=device, codec=codec)
         cfg = config or ChunkExecutorConfig()
         if cfg.temporal_ensemble_coeff is None and loaded.config.temporal_ensemble_coeff is not None:
@@ -435,33 +232,22 @@ class ChunkExecutor:
         return ex
 
     # ---- local inference ------------------------------------------------------------------------
-    def _prepare(self, observation: Mapping[str, Any]) -> dict[str, Any]:
-        from lerobot.policies.utils import prepare_observation_for_inference
-
-        frame = {}
-        for k, v in observation.items():
-            if isinstance(v, np.ndarray):
-                # Arrays from channels are read-only views; torch.from_numpy wants a writable buffer.
-                frame[k] = v if v.flags.writeable else v.copy()
-            elif k not in ("task", "robot_type"):
-                frame[k] = np.asarray(v)
-        return prepare_observation_for_inference(
-            frame, self.device, observation.get("task"), observation.get("robot_type")
-        )
-
     @torch.inference_mode()
     def _infer(self, observation: Mapping[str, Any]) -> Any:
-        batch = self.preprocessor(self._prepare(observation))
-        chunk = self.policy.predict_action_chunk(batch)
-        if isinstance(self._ensembler, TemporalEnsembler):
+        chunk = self.inference.predict_chunk(self.inference.batch(observation), self._history)
+        if self._normalized_ensemble:
             return chunk  # normalized: LeRobot ensembles before unnormalizing
         # Unnormalizing is elementwise, so doing the whole chunk here gives the same bits as LeRobot's
         # per-action postprocessing, and leaves the control tick nothing but an array index.
         n = self.chunk_size if self.ensembling else self.n_action_steps
-        actions = self.postprocessor(chunk[:, :n])[0].float().cpu().numpy()
+        actions = self.inference.unnormalize(chunk[:, :n])
         if self.config.relative_positions:
             actions[:, :3] += np.asarray(observation["observation.state"], np.float32)[:3]
         return actions
+
+    def _reset_policy(self) -> None:
+        self.inference.reset()
+        self._history = self.inference.new_history()
 
     def _local_chunk(self, observation: Mapping[str, Any], observation_ns: int) -> tuple[Any, int]:
         return self._infer(observation), observation_ns
@@ -473,9 +259,9 @@ class ChunkExecutor:
         first tick.
         """
         if observation is None:
-            if self.policy is None:
+            if self.inference is None:
                 raise ValueError("warmup of a chunk source needs an observation")
-            observation = dummy_observation(self.policy.config)
+            observation = dummy_observation(self.inference.config)
         t = time.perf_counter()
         self._source(observation, 0)
         if self._reset_source is not None:
@@ -486,7 +272,7 @@ class ChunkExecutor:
     def _slot(self, t_ns: int, origin_ns: int) -> int:
         return math.floor((t_ns - origin_ns) / self.period_ns + _SLOT_TOLERANCE)
 
-    def _install(self, res: _Result, now: int) -> None:
+    def _install(self, res: ChunkResult, now: int) -> None:
         self.stats.chunks += 1
         self.stats.infer_ms.append(res.infer_s * 1e3)
         horizon = self.chunk_size if self.ensembling else len(res.chunk)
@@ -510,11 +296,12 @@ class ChunkExecutor:
             # Periods from the observation to the chunk's arrival (not to this tick, which rounds up by a tick).
             self._arrivals.append((self._submitted_ns - res.start_ns + res.infer_s * 1e9) / self.period_ns)
             self.refill_at = min(self.n_action_steps - 1, max(1, math.ceil(max(self._arrivals))))
-        if isinstance(self._ensembler, TemporalEnsembler):
+        if self._normalized_ensemble:
             with torch.inference_mode():
                 self._ensembler.update(res.chunk, skip)
         elif self._ensembler is not None:
-            self._ensembler.update(res.chunk, skip)
+            # float64: the control tick then reads the average of unnormalized actions at full precision.
+            self._ensembler.update(torch.from_numpy(np.asarray(res.chunk, dtype=np.float64))[None], skip)
         else:
             self._plan, self._plan_start = res.chunk, res.start_ns
 
@@ -533,7 +320,8 @@ class ChunkExecutor:
             if len(self._ensembler) == 0:
                 return None
             self.last_action_ns = int(self._epoch + self._ens_slot * self.period_ns)
-            return self._ensembler.peek()
+            action = self._ensembler.peek()
+            return action if self._normalized_ensemble else action[0].numpy().astype(np.float32)
         if self._plan is None:
             return None
         i = max(0, self._slot(now, self._plan_start))
@@ -554,9 +342,9 @@ class ChunkExecutor:
     def _submit(self, observation: Mapping[str, Any], observation_ns: int, now: int) -> None:
         self._inflight = True
         self._submitted_ns = now
-        self._worker.submit(_Job(self._generation, observation, observation_ns))
+        self._worker.submit(Job(self._generation, observation, observation_ns))
 
-    def _collect(self, timeout: float) -> _Result | None:
+    def _collect(self, timeout: float) -> ChunkResult | None:
         res = self._worker.take(timeout)
         if res is None:
             return None
@@ -593,9 +381,9 @@ class ChunkExecutor:
         self.stats.actions += 1
         self.stats.late_ms.append((now_ns - self.last_action_ns) / 1e6)  # as the caller's clock saw the tick
         self._acted_this_episode = True
-        if isinstance(self._ensembler, TemporalEnsembler):
+        if self._normalized_ensemble:
             with torch.inference_mode():  # as inside LeRobot's predict_action
-                action = self.postprocessor(action)[0].float().cpu().numpy()
+                action = self.inference.unnormalize(action)
         return action
 
     def _count_missing(self) -> None:
@@ -612,7 +400,7 @@ class ChunkExecutor:
                 self.stats.cold_starts += 1  # a refill is routine here: only the episode's first pass counts
             t = time.perf_counter()
             chunk, start = self._source(observation, obs_ns)
-            self._install(_Result(self._generation, chunk, int(start), time.perf_counter() - t), now)
+            self._install(ChunkResult(self._generation, chunk, int(start), time.perf_counter() - t), now)
             action = self._pick(now)
         return action
 
@@ -670,65 +458,3 @@ class ChunkExecutor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def dummy_observation(policy_config: Any) -> dict[str, np.ndarray]:
-    """Zeros shaped like a policy's inputs, in the numpy frame layout `ChunkExecutor.step` takes."""
-    from lerobot.configs.types import FeatureType
-
-    obs: dict[str, np.ndarray] = {}
-    for key, feat in policy_config.input_features.items():
-        if feat.type is FeatureType.VISUAL:
-            c, h, w = feat.shape
-            obs[key] = np.zeros((h, w, c), dtype=np.uint8)
-        else:
-            obs[key] = np.zeros(feat.shape, dtype=np.float32)
-    return obs
-
-
-class SyncPolicyRunner:
-    """Any LeRobot policy (act, diffusion, ...) through LeRobot's own inference path.
-
-    Each `step()` is `lerobot.utils.control_utils.predict_action`: prepare -> preprocessor ->
-    `select_action` (the policy's own action / observation queues) -> postprocessor. Synchronous: a tick
-    that needs a new chunk waits for its forward pass.
-    """
-
-    def __init__(self, policy: Any, preprocessor: Any, postprocessor: Any, *, device: str | None = None):
-        self.policy, self.preprocessor, self.postprocessor = policy, preprocessor, postprocessor
-        self.device = torch.device(device or getattr(policy.config, "device", None) or "cpu")
-        self.stats = ExecutorStats()
-        policy.eval()
-        policy.reset()
-
-    def step(
-        self, observation: Mapping[str, Any], now_ns: int | None = None, observation_ns: int | None = None
-    ) -> np.ndarray:
-        """The next action of LeRobot's own queue (timestamps are accepted for the node's sake and unused)."""
-        from lerobot.utils.control_utils import predict_action
-
-        frame = {k: (v if v.flags.writeable else v.copy()) for k, v in observation.items() if isinstance(v, np.ndarray)}
-        action = predict_action(
-            frame,
-            self.policy,
-            self.device,
-            self.preprocessor,
-            self.postprocessor,
-            use_amp=False,
-            task=observation.get("task"),
-            robot_type=observation.get("robot_type"),
-        )
-        self.stats.ticks += 1
-        return action[0].float().cpu().numpy()
-
-    def warmup(self, observation: Mapping[str, Any] | None = None) -> float:
-        t = time.perf_counter()
-        self.step(observation if observation is not None else dummy_observation(self.policy.config))
-        self.policy.reset()
-        return time.perf_counter() - t
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def close(self) -> None:
-        pass

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robotflow.storage import fetch_checkpoint, is_remote
+from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
 
-from .checkpoints import resolve_checkpoint
+from .checkpoints import CheckpointInfo, resolve_checkpoint
 
 log = logging.getLogger("robotflow.policies")
 
 
 def resolve_device(device: str = "auto") -> str:
     """`auto` picks CUDA, then Apple MPS, then CPU; anything else is passed through to torch."""
-    import torch
+    import torch  # heavy: imported when a policy is loaded, not when a graph is validated
 
     if device != "auto":
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -42,6 +42,7 @@ class LoadedPolicy:
     device: str
     codec_spec: dict[str, Any] | None  # None only with require_codec=False and no codec to be found
     codec_source: str | None = None  # where the spec came from (beside the checkpoint, its dataset, the caller)
+    checkpoint: CheckpointInfo | None = None  # what `resolve_checkpoint` found (its step among them)
 
     @property
     def config(self) -> Any:
@@ -63,21 +64,19 @@ def load_policy(
 ) -> LoadedPolicy:
     """Load a checkpoint of any LeRobot policy type.
 
-    path: a run dir, a step dir or a `pretrained_model` dir (see `resolve_checkpoint`), or the URL of one.
+    path, step: a run dir, a step dir or a `pretrained_model` dir, or the URL of one, and a step of a run
+        (see `resolve_checkpoint`, which does all the resolving).
     codec, cameras: the caller's codec name and camera names (`robotflow.codecs.spec.checkpoint_codec`):
         a checkpoint trained with another codec raises `CodecMismatchError` before any weights are read,
         and a checkpoint without a stored codec (plain `lerobot-train`) runs with the named one.
     require_codec: when False, a checkpoint whose codec cannot be found loads with `codec_spec=None`.
     """
+    # Heavy: torch and LeRobot are imported when a checkpoint is loaded, not when a graph is validated.
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-    from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
-
-    if is_remote(str(path)):  # a run in object storage: only the checkpoint used is downloaded
-        model_dir = fetch_checkpoint(str(path), step)
-    else:
-        model_dir = resolve_checkpoint(path, step)
+    found_ckpt = resolve_checkpoint(path, step)
+    model_dir = found_ckpt.path
     spec, source = None, None
     try:
         found = checkpoint_codec(model_dir, codec, cameras=cameras)
@@ -105,4 +104,4 @@ def load_policy(
         postprocessor_overrides={"device_processor": {"device": "cpu"}},
     )
     log.info("loaded %s policy from %s on %s", cfg.type, model_dir, dev)
-    return LoadedPolicy(policy, preprocessor, postprocessor, model_dir, dev, spec, source)
+    return LoadedPolicy(policy, preprocessor, postprocessor, model_dir, dev, spec, source, found_ckpt)

@@ -13,7 +13,8 @@ trained with, take one action per tick and emit `ee_target` {ee_pose} and `grip`
 
 Every tick the node checks the age of each input it encodes: one older than `max_observation_age_s` (a
 stalled camera, a frozen arm state) makes it skip the tick instead of acting on the past; the arm's
-command watchdog (robotflow/safety.py) then holds the arm if that lasts.
+command watchdog (robotflow/safety.py) then holds the arm if that lasts. That gating, and acting only
+inside an episode, is `robotflow.policies.base.PolicyNode`'s, shared with `policy.remote`.
 
 The ports come from the graph alone (`codec` and `cameras`): validating a graph reads no checkpoint. The
 channel names are the graph's `inputs:`, so a graph whose nodes are named `robot`, `hand`, `cam_top` wires
@@ -30,11 +31,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from robotflow.codecs import LAYOUTS, CodecError, canonical_name, get_codec
+from robotflow.codecs import LAYOUTS, CodecError, canonical_name, codec_from_spec, get_codec
 from robotflow.codecs.spec import CHECKPOINT_SPEC_FILE
-from robotflow.runtime.node import Input, Node
+from robotflow.runtime.channels import Message
+from robotflow.runtime.node import Input
 
-from .checkpoints import resolve_checkpoint
+from .base import PolicyNode
+from .loading import LoadedPolicy, load_policy
 
 log = logging.getLogger("robotflow.policies")
 
@@ -46,7 +49,8 @@ _FIXED_PORTS = ("arm_state", "gripper_state", "objects", "episode")
 class LeRobotNodeParams:
     """Params of `policy.lerobot`.
 
-    checkpoint: a run dir (`<output-dir>/<run-name>`), a step dir, or a `pretrained_model` dir.
+    checkpoint: a run dir (`<output-dir>/<run-name>`), a step dir, or a `pretrained_model` dir, or the
+        URL of one (`s3://...`, any fsspec: only the checkpoint used is downloaded).
     codec: the graph's codec name (`ee`, `eepose_absolute`, ...); must match the checkpoint's.
     cameras: camera names, one input port each; must be the checkpoint's (None: the codec's defaults).
     checkpoint_step: with a run dir, which step (None: the newest).
@@ -94,9 +98,8 @@ class ACTNodeParams(LeRobotNodeParams):
     inference_threads: int | None = None
 
 
-class _PolicyNode(Node):
+class _PolicyNode(PolicyNode):
     Params = LeRobotNodeParams
-    outputs = ("ee_target", "grip")
 
     @classmethod
     def declare_inputs(cls, params: LeRobotNodeParams) -> dict[str, Input]:
@@ -109,81 +112,56 @@ class _PolicyNode(Node):
         inputs["episode"] = Input(delivery="queue", required=False)
         return inputs
 
-    def _make_runner(self, loaded: Any) -> Any:
+    def _make_runner(self, loaded: LoadedPolicy) -> Any:
         raise NotImplementedError
 
     def setup(self) -> None:
-        from robotflow.codecs import codec_from_spec
-
-        from .loading import load_policy
-
         p = self.params
         if not p.checkpoint:
             raise ValueError(
-                f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir "
+                f"{self.name}: set params.checkpoint to a run dir or pretrained_model dir, or the URL of one "
                 "(robotflow rollout sets it from --checkpoints-dir)"
             )
-        model_dir = resolve_checkpoint(p.checkpoint, p.checkpoint_step)
-        # The codec is checked against the graph's before torch reads any weights.
-        self.loaded = load_policy(model_dir, device=p.device, codec=p.codec, cameras=p.camera_names())
+        # load_policy resolves the checkpoint (a local path or a URL); the codec is checked against the
+        # graph's before torch reads any weights.
+        self.loaded = load_policy(
+            p.checkpoint, step=p.checkpoint_step, device=p.device, codec=p.codec, cameras=p.camera_names()
+        )
         self.codec = codec_from_spec(self.loaded.codec_spec)
         self.log("codec %s from %s", self.codec.name, self.loaded.codec_source)
         self.codec.reset()
         # encode_live reads channels by the codec's names (those of the recording it was trained on); the
         # graph's wiring of each port may differ, so messages are keyed by the codec's names here.
         ch = self.codec.params.channels
-        self._ports = {
-            ch.arm_state: "arm_state",
-            ch.gripper_state: "gripper_state",
-            **{channel: cam for cam, channel in self.codec.params.cameras.items()},
+        self._channels = {
+            "arm_state": ch.arm_state,
+            "gripper_state": ch.gripper_state,
+            **{cam: channel for cam, channel in self.codec.params.cameras.items()},
         }
         if self.codec.layout.objects:
-            self._ports[ch.objects] = "objects"
-        self._episode_msg = None
-        # With episode events, act only inside an episode: between `end` and the next `start` the robot is
-        # being reset (or a person is putting cubes back) and nothing may drive it.
-        self._acting = not self.connected("episode")
-        self.counts = {"ticks": 0, "actions": 0, "stale_observations": 0, "no_action": 0, "idle": 0}
+            self._channels["objects"] = ch.objects
         self.runner = self._make_runner(self.loaded)
+        self.start_gating(self._channels, p.max_observation_age_s, {"actions": 0, "no_action": 0})
         if p.warmup:
             self.log("warm-up forward pass took %.0f ms", 1e3 * self.runner.warmup())
 
-    def step(self) -> None:
-        self.counts["ticks"] += 1
-        for msg in self.read_all("episode"):
-            self._episode_msg = msg
-            if msg["event"] == "start":
-                self.runner.reset()
-                self.codec.reset()
-                self._acting = True
-            elif msg["event"] == "end":
-                self._acting = False
-                self.runner.reset()  # a chunk in flight belongs to the episode that ended
-        if not self._acting:
-            self.counts["idle"] += 1
-            return
-        latest = {}
-        for channel, port in self._ports.items():
-            msg = self.read(port)
-            if msg is None:
-                return  # a sensor has not published yet: no observation, no action
-            latest[channel] = msg
-        now = self.now_ns()
-        observed_ns = min(m.timestamp_ns for m in latest.values())  # the observation is as old as its oldest part
-        if now - observed_ns > self.params.max_observation_age_s * 1e9:
-            self.counts["stale_observations"] += 1
-            if self.counts["stale_observations"] in (1, 10, 100, 1000):
-                oldest = min(latest, key=lambda c: latest[c].timestamp_ns)
-                self.log("skipping ticks: %s is %.0f ms old", oldest, (now - observed_ns) / 1e6)
-            return
-        if self._episode_msg is not None:
-            latest[self.codec.params.channels.task] = self._episode_msg
-        obs = self.codec.encode_live(latest)
+    def on_episode_start(self) -> None:
+        self.runner.reset()
+        self.codec.reset()
+
+    def on_episode_end(self) -> None:
+        self.runner.reset()  # a chunk in flight belongs to the episode that ended
+
+    def act(self, latest: dict[str, Message], now_ns: int, observed_ns: int) -> None:
+        by_channel = {self._channels[port]: msg for port, msg in latest.items()}
+        if self.episode_msg is not None:
+            by_channel[self.codec.params.channels.task] = self.episode_msg
+        obs = self.codec.encode_live(by_channel)
         live_task = getattr(self.codec, "live_task", None)
-        task = live_task(latest) if live_task is not None else None
+        task = live_task(by_channel) if live_task is not None else None
         if task:
             obs["task"] = task  # ACT ignores it; language-conditioned policies read it
-        action = self.runner.step(obs, now, observed_ns)
+        action = self.runner.step(obs, now_ns, observed_ns)
         if action is None:  # no chunk covers now yet (first chunk of an episode): do not act
             self.counts["no_action"] += 1
             return
@@ -213,8 +191,8 @@ class ACTNode(_PolicyNode):
 
     Params = ACTNodeParams
 
-    def _make_runner(self, loaded: Any) -> Any:
-        from .chunking import ChunkExecutor, ChunkExecutorConfig
+    def _make_runner(self, loaded: LoadedPolicy) -> Any:
+        from .chunking import ChunkExecutor, ChunkExecutorConfig  # heavy: torch
 
         p: ACTNodeParams = self.params
         if loaded.policy_type != "act":
@@ -253,8 +231,8 @@ class LeRobotNode(_PolicyNode):
 
     Params = LeRobotNodeParams
 
-    def _make_runner(self, loaded: Any) -> Any:
-        from .chunking import SyncPolicyRunner
+    def _make_runner(self, loaded: LoadedPolicy) -> Any:
+        from .sync_runner import SyncPolicyRunner  # heavy: torch, lerobot
 
         if self.codec.layout.relative:
             # select_action hands out one action at a time from LeRobot's own queue, which does not say which

@@ -24,7 +24,25 @@ from typing import Any
 
 import numpy as np
 
-from robotflow.runtime.node import Input, Node
+from robotflow.codecs import canonical_name, get_codec
+from robotflow.codecs.codec import resize_image
+from robotflow.runtime.channels import Message
+from robotflow.runtime.node import Input
+from robotflow.wire.client import RemoteSession, ServerError
+from robotflow.wire.protocol import (
+    KEY_DQ,
+    KEY_EE_POSE,
+    KEY_GRIP,
+    KEY_Q,
+    KEY_TASK,
+    ProtocolError,
+    actions_from_wire,
+    camera_wire_key,
+    fit_size,
+    image_size_for,
+)
+
+from .base import PolicyNode
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -78,8 +96,6 @@ def wire_observation(
     task: str | None,
 ) -> dict[str, Any]:
     """The newest message of each input port -> a Protocol v1 observation (Positronic's raw key names)."""
-    from robotflow.codecs.codec import resize_image
-    from robotflow.serving.protocol import KEY_DQ, KEY_EE_POSE, KEY_GRIP, KEY_Q, KEY_TASK, fit_size, image_size_for
 
     arm, grip = latest["arm_state"], latest["gripper_state"]
     obs: dict[str, Any] = {
@@ -117,16 +133,13 @@ def chunk_to_ticks(
     return np.concatenate([poses[idx], grips[idx, None]], axis=1).astype(np.float64)
 
 
-class RemotePolicyNode(Node):
+class RemotePolicyNode(PolicyNode):
     """A policy running on a Protocol v1 server; chunks executed like `policy.act`'s."""
 
     Params = RemoteNodeParams
-    outputs = ("ee_target", "grip")
 
     @classmethod
     def declare_inputs(cls, params: RemoteNodeParams) -> dict[str, Input]:
-        from robotflow.codecs import get_codec
-
         inputs = {"arm_state": Input(), "gripper_state": Input()}
         for cam in params.cameras if params.cameras is not None else get_codec(params.codec).params.cameras:
             inputs[cam] = Input()
@@ -134,9 +147,7 @@ class RemotePolicyNode(Node):
         return inputs
 
     # ---- connection -------------------------------------------------------------------------------
-    def _connect(self):
-        from robotflow.serving.client import RemoteSession
-
+    def _connect(self) -> RemoteSession:
         p = self.params
         return RemoteSession(
             p.server,
@@ -149,8 +160,6 @@ class RemotePolicyNode(Node):
         )
 
     def _check_meta(self, meta: dict[str, Any]) -> None:
-        from robotflow.codecs import canonical_name
-
         served = meta.get("codec")
         if served is not None and canonical_name(str(served)) != canonical_name(self.params.codec):
             raise ValueError(
@@ -158,11 +167,13 @@ class RemotePolicyNode(Node):
                 f"{served!r} but the graph uses {self.params.codec!r}"
             )
 
-    def setup(self) -> None:
-        from robotflow.codecs import get_codec
-        from robotflow.serving.protocol import camera_wire_key
+    @property
+    def counters(self) -> dict[str, int]:
+        """The node's counters (requests, losses, reconnects, refused, held and skipped ticks)."""
+        return self.counts
 
-        from .chunking import ChunkExecutor, ChunkExecutorConfig
+    def setup(self) -> None:
+        from .chunking import ChunkExecutor, ChunkExecutorConfig  # heavy: torch
 
         p = self.params
         self._token = p.token or os.environ.get("ROBOTFLOW_TOKEN") or None
@@ -173,13 +184,8 @@ class RemotePolicyNode(Node):
             )
         self._cameras = list(p.cameras) if p.cameras is not None else list(self.codec.params.cameras)
         self._wire_keys = {cam: camera_wire_key(cam, p.camera_keys) for cam in self._cameras}
-        self._ports = ["arm_state", "gripper_state", *self._cameras]
-        try:
-            self._session = self._connect()
-        except Exception as e:
-            raise RuntimeError(f"{self.name}: cannot open a session on {p.server}: {_one_line(e)}") from None
-        meta = self._session.meta
-        self._check_meta(meta)
+        self._lock = threading.Lock()  # guards the session between the worker and the reconnect thread
+        meta = self._open_session()
         self._fps = float(meta.get("action_fps") or self.codec.params.fps)
         self._horizon = p.horizon_s if p.horizon_s is not None else meta.get("action_horizon_sec")
         # Ticks per chunk: the horizon, else the whole chunk, else (a server that says neither) about a second.
@@ -191,25 +197,14 @@ class RemotePolicyNode(Node):
         use_async = p.async_inference
         if use_async is None:
             use_async = getattr(self._clock, "kind", "wall") != "virtual"
-        self._lock = threading.Lock()  # guards the session between the worker and the reconnect thread
         self._connected = True
         self._failures = 0  # consecutive failed requests: the backoff grows with them
         self._closing = False
-        self.counters = {
-            "requests": 0,
-            "connection_losses": 0,
-            "reconnects": 0,
-            "refused": 0,
-            "held_ticks": 0,
-            "stale_observations": 0,
-        }
+        counts = {"requests": 0, "connection_losses": 0, "reconnects": 0, "refused": 0, "held_ticks": 0}
         cfg = ChunkExecutorConfig(n_action_steps=n, refill_at=p.refill_at, async_inference=use_async, fps=self._fps)
         self._fresh = True  # a session that has served no request yet: its state is already new
         self.executor = ChunkExecutor.from_source(self._infer, chunk_size=n, config=cfg, reset=self._new_session)
-        self._episode_msg = None
-        # With episode events, act only inside an episode (as policy.act): between `end` and the next `start`
-        # the robot is being reset and nothing may drive it.
-        self._acting = not self.connected("episode")
+        self.start_gating(["arm_state", "gripper_state", *self._cameras], p.max_observation_age_s, counts)
         self.log(
             "connected to %s: model %s (%s), %d actions per chunk at %g Hz",
             self._session.url,
@@ -219,17 +214,23 @@ class RemotePolicyNode(Node):
             self._fps,
         )
 
+    def _open_session(self) -> dict[str, Any]:
+        """The first session, checked against the graph's codec; returns the server's meta."""
+        try:
+            self._session = self._connect()
+        except Exception as e:
+            raise RuntimeError(f"{self.name}: cannot open a session on {self.params.server}: {_one_line(e)}") from None
+        self._check_meta(self._session.meta)
+        return self._session.meta
+
     def _infer(self, obs: dict[str, Any], observation_ns: int) -> tuple[np.ndarray, int]:
         """The executor's chunk source: runs on its worker thread (inline on a virtual clock). The server
         stamps actions relative to the observation, so the chunk starts at the observation's time."""
-        from robotflow.serving.client import ServerError
-        from robotflow.serving.protocol import ProtocolError, actions_from_wire
-
         with self._lock:
             session = self._session
             if session is None:
                 raise RemoteUnavailable("not connected")
-            self.counters["requests"] += 1
+            self.counts["requests"] += 1
             self._fresh = False
             try:
                 result = session.infer(obs)
@@ -284,7 +285,7 @@ class RemotePolicyNode(Node):
                 continue
             with self._lock:
                 self._session, self._fresh = session, True
-            self.counters["reconnects"] += 1
+            self.counts["reconnects"] += 1
             self.log("reconnected to %s after %d attempt(s)", self.params.server, attempt)
             self._connected = True
             return
@@ -294,45 +295,35 @@ class RemotePolicyNode(Node):
         self._failures += 1
         with self._lock:
             gone = self._session is None
-        self.counters["connection_losses" if gone else "refused"] += 1
+        self.counts["connection_losses" if gone else "refused"] += 1
         self.log("no actions from %s (%s): holding the arm", self.params.server, why)
         self.executor.reset()
         self._connected = False
         threading.Thread(target=self._recover, name=f"{self.name}-reconnect", daemon=True).start()
 
     # ---- ticks ------------------------------------------------------------------------------------
-    def step(self) -> None:
-        for msg in self.read_all("episode"):
-            self._episode_msg = msg
-            if msg["event"] in ("start", "end"):
-                self.executor.reset()  # a chunk in flight belongs to the episode that ended
-                self._acting = msg["event"] == "start"
-        if not self._acting:
-            return
+    def on_episode_start(self) -> None:
+        self.executor.reset()
+
+    def on_episode_end(self) -> None:
+        self.executor.reset()  # a chunk in flight belongs to the episode that ended
+
+    def can_act(self) -> bool:
         if not self._connected:
-            self.counters["held_ticks"] += 1
-            return
-        latest = {}
-        for port in self._ports:
-            msg = self.read(port)
-            if msg is None:
-                return  # a sensor has not published yet: no observation, no action
-            latest[port] = msg
-        now = self.now_ns()
-        observed_ns = min(m.timestamp_ns for m in latest.values())  # as old as its oldest part
-        if now - observed_ns > self.params.max_observation_age_s * 1e9:
-            self.counters["stale_observations"] += 1
-            return
-        episode = {self.codec.params.channels.task: self._episode_msg} if self._episode_msg is not None else {}
+            self.counts["held_ticks"] += 1
+        return self._connected
+
+    def act(self, latest: dict[str, Message], now_ns: int, observed_ns: int) -> None:
+        episode = {self.codec.params.channels.task: self.episode_msg} if self.episode_msg is not None else {}
         task = self.codec.live_task(episode)
         obs = wire_observation(latest, self._cameras, self._wire_keys, self._session_meta(), task)
         try:
-            action = self.executor.step(obs, now, observed_ns)
+            action = self.executor.step(obs, now_ns, observed_ns)
         except RuntimeError as e:
             cause = e.__cause__ if isinstance(e.__cause__, RemoteUnavailable) else e
             if not isinstance(cause, RemoteUnavailable):
                 raise
-            self.counters["held_ticks"] += 1
+            self.counts["held_ticks"] += 1
             self._lost(str(cause))
             return
         if action is None:
@@ -350,7 +341,7 @@ class RemotePolicyNode(Node):
         executor = getattr(self, "executor", None)
         if executor is not None:
             executor.close()
-            self.log("policy stats: %s", {**executor.stats.as_dict(), **self.counters})
+            self.log("policy stats: %s", {**executor.stats.as_dict(), **self.counts})
         session = getattr(self, "_session", None)
         if session is not None:
             session.close()
@@ -359,7 +350,7 @@ class RemotePolicyNode(Node):
         executor = getattr(self, "executor", None)
         if executor is None:
             return None
-        return {"remote": {**self.counters, **executor.stats.as_dict()}}
+        return {"remote": {**self.counts, **executor.stats.as_dict()}}
 
 
 def _one_line(e: BaseException) -> str:

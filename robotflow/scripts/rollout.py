@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from robotflow.runtime.graph import GraphError, GraphSpec, NodeSpec, load_graph
-from robotflow.storage import Cache, StorageError, fetch_checkpoint, is_remote, join, remote_checkpoints
+from robotflow.policies.checkpoints import CheckpointError, remote_checkpoints, resolve_checkpoint
+from robotflow.storage import Cache, StorageError, is_remote, join
 
 
 @click.command()
@@ -138,7 +139,7 @@ def _rollout_checkpoint(
 ) -> None:
     """A checkpoint of a training run (local or in object storage) loaded into the graph's policy node."""
     from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
-    from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
+    from robotflow.policies.checkpoints import list_checkpoints
     from robotflow.policies.nodes import LeRobotNodeParams
     from robotflow.scripts.record import upload_episodes
 
@@ -152,8 +153,8 @@ def _rollout_checkpoint(
                 for s, url in remote:
                     click.echo(f"{s:>10}  {url}")
                 return
-            model_dir = fetch_checkpoint(checkpoints_dir, step)
-        except StorageError as e:
+            model_dir = resolve_checkpoint(checkpoints_dir, step).path
+        except (CheckpointError, StorageError) as e:
             raise click.ClickException(str(e)) from None
         run_dir = None
     else:
@@ -169,7 +170,7 @@ def _rollout_checkpoint(
                 click.echo(f"{c.step:>10}  {c.path}")
             return
         try:
-            model_dir = resolve_checkpoint(run_dir, step)
+            model_dir = resolve_checkpoint(run_dir, step).path
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             raise click.ClickException(str(e).splitlines()[0]) from None
     step_name = model_dir.parent.name
@@ -326,7 +327,7 @@ def _rollout_remote(opts: RolloutOptions, server: str, model: str | None, token:
 
     import yaml
 
-    from robotflow.serving.client import session_url
+    from robotflow.wire.client import session_url
 
     try:
         session_url(server)

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robotflow.storage import StorageError, fetch_checkpoint, is_remote
-
 
 def _directory(value: str) -> str:
     if Path(value).is_file():
@@ -72,15 +70,9 @@ def serve(opts: ServeOptions, say: Callable[[str], None]) -> None:
 
     _tcp_port(opts.port)
     _positive(opts.max_message_mb)
-    checkpoints_dir, checkpoint = opts.checkpoints_dir, opts.checkpoint
-    if is_remote(checkpoints_dir):
-        try:  # one checkpoint from object storage, not every step of the run
-            checkpoints_dir, checkpoint = str(fetch_checkpoint(checkpoints_dir, checkpoint)), None
-        except StorageError as e:
-            raise ServeError(str(e)) from None
-    cfg = ServeConfig(
-        checkpoints_dir=checkpoints_dir,
-        checkpoint=checkpoint,
+    cfg = ServeConfig(  # a URL is resolved by the server's catalog: only the chosen checkpoint is downloaded
+        checkpoints_dir=opts.checkpoints_dir,
+        checkpoint=opts.checkpoint,
         codec=opts.codec,
         host=opts.host,
         port=opts.port,

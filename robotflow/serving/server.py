@@ -29,12 +29,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
+from robotflow.codecs import Codec, CodecError, checkpoint_codec, codec_from_spec
 from robotflow.network import bearer_token, token_matches, unauthenticated_bind_error
-from robotflow.serving.protocol import (
+from robotflow.policies.checkpoints import (
+    PRETRAINED_MODEL_DIR,
+    CheckpointError,
+    CheckpointInfo,
+    list_checkpoints,
+    resolve_checkpoint,
+)
+from robotflow.policies.inference import PolicyInference
+from robotflow.policies.loading import load_policy, resolve_device
+from robotflow.storage import StorageError, is_remote
+from robotflow.wire.protocol import (
     CLOSE_POLICY_VIOLATION,
     IMAGE_PREFIX,
     MODELS_PATH,
@@ -59,7 +71,8 @@ class ServeError(ValueError):
 class ServeConfig:
     """What `robotflow serve` serves and how.
 
-    checkpoints_dir: a training run (`<output-dir>/<run-name>`), or one step / pretrained_model dir.
+    checkpoints_dir: a training run (`<output-dir>/<run-name>`), or one step / pretrained_model dir, or the
+        URL of either (`s3://...`: the one checkpoint `checkpoint` names is downloaded and served).
     checkpoint: the default model's step (None: the newest).
     codec: when set, every checkpoint must have been trained with this codec (name or alias); a checkpoint
         without a stored codec spec (plain `lerobot-train`) is served with it.
@@ -91,25 +104,27 @@ def check_bind(cfg: ServeConfig) -> None:
 
 
 class ModelCatalog:
-    """The checkpoints a run holds, by model id (the step as text, Positronic's convention)."""
+    """The checkpoints served, by model id (the step as text, Positronic's convention).
+
+    A local run directory serves every checkpoint it holds. A single checkpoint, or a URL (object storage:
+    `s3://...`, any fsspec), serves one: for a URL the chosen step (`default`, else the newest), downloaded
+    once rather than every step of the run.
+    """
 
     def __init__(self, checkpoints_dir: str, default: str | None, codec: str | None):
-        from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, resolve_checkpoint
-
-        self.root = Path(checkpoints_dir).expanduser()
         self.codec = codec
-        if not self.root.exists():
-            raise ServeError(f"--checkpoints-dir {self.root} does not exist")
-        ckpts = list_checkpoints(self.root)
-        if ckpts:
-            self.paths = {str(c.step): c.path for c in ckpts}
-        else:
-            try:  # a single checkpoint dir
-                path = resolve_checkpoint(self.root)
-            except (CheckpointError, ValueError) as e:
+        self.name = checkpoints_dir.rstrip("/").rsplit("/", 1)[-1]  # the run's name: the experiment served
+        remote = is_remote(checkpoints_dir)
+        if not remote and not Path(checkpoints_dir).expanduser().exists():
+            raise ServeError(f"--checkpoints-dir {Path(checkpoints_dir).expanduser()} does not exist")
+        ckpts = [] if remote else list_checkpoints(checkpoints_dir)
+        if not ckpts:
+            try:
+                ckpts = [resolve_checkpoint(checkpoints_dir, default if remote else None)]
+            except (CheckpointError, StorageError, ValueError) as e:
                 raise ServeError(str(e).splitlines()[0]) from None
-            step = path.parent.name if path.name == "pretrained_model" else path.name
-            self.paths = {str(int(step)) if step.isdigit() else step: path}
+            default = None if remote else default
+        self.paths = {_model_id(c): c.path for c in ckpts}
         if default is None or default == "last":
             self.default = list(self.paths)[-1]
         else:
@@ -117,8 +132,6 @@ class ModelCatalog:
             if self.default is None:
                 raise ServeError(f"--checkpoint {default}: no such checkpoint; available: {', '.join(self.paths)}")
         if codec is not None:
-            from robotflow.codecs import CodecError, checkpoint_codec
-
             for mid, path in self.paths.items():
                 try:
                     checkpoint_codec(path, codec)
@@ -141,14 +154,21 @@ class ModelCatalog:
         return None
 
 
+def _model_id(ckpt: CheckpointInfo) -> str:
+    if ckpt.step is not None:
+        return str(ckpt.step)
+    return ckpt.path.parent.name if ckpt.path.name == PRETRAINED_MODEL_DIR else ckpt.path.name
+
+
 class ServedModel:
     """One loaded checkpoint: LeRobot policy + processors + the codec spec it was trained with."""
 
     def __init__(self, model_id: str, path: Path, device: str, codec: str | None):
-        from robotflow.policies.loading import load_policy
-
         self.id = model_id
         self.loaded = load_policy(path, device=device, codec=codec)
+        self.inference = PolicyInference(
+            self.loaded.policy, self.loaded.preprocessor, self.loaded.postprocessor, device=self.loaded.device
+        )
         cfg = self.loaded.config
         self.chunk_size = int(getattr(cfg, "chunk_size", None) or getattr(cfg, "horizon", None) or cfg.n_action_steps)
         self.n_action_steps = int(getattr(cfg, "n_action_steps", self.chunk_size))
@@ -173,46 +193,26 @@ class ServedModel:
             "device": self.loaded.device,
         }
 
-    def new_codec(self):
-        from robotflow.codecs import codec_from_spec
-
+    def new_codec(self) -> Codec:
         codec = codec_from_spec(self.loaded.codec_spec)
         codec.reset()
         return codec
 
     # The methods below run on the inference thread only.
     def new_state(self) -> Any:
-        """Fresh per-session policy state (policies that keep observation queues keep them here)."""
-        policy = self.loaded.policy
-        policy.reset()
-        return getattr(policy, "_queues", None)
+        """Fresh per-session policy state: the observation history of policies that keep one (diffusion)."""
+        return self.inference.new_history()
 
     def predict(self, frame: dict[str, Any], state: Any) -> tuple[np.ndarray, Any]:
         """One forward pass: (chunk_size, action_dim) unnormalized actions, and the session's new state."""
-        import torch
-        from lerobot.policies.utils import prepare_observation_for_inference
-
-        policy = self.loaded.policy
-        if state is not None:
-            policy._queues = state
-        arrays = {k: np.array(v) for k, v in frame.items() if isinstance(v, np.ndarray)}  # writable copies
         with torch.inference_mode():
-            batch = prepare_observation_for_inference(arrays, self.loaded.device, frame.get("task"), None)
-            batch = self.loaded.preprocessor(batch)
-            if getattr(policy, "_queues", None) is not None:
-                batch = _populate_queues(policy, batch)
-            chunk = policy.predict_action_chunk(batch)
-            if chunk.ndim == 2:
-                chunk = chunk.unsqueeze(0)
-            actions = self.loaded.postprocessor(chunk)
-        return actions[0].float().cpu().numpy(), getattr(policy, "_queues", None)
+            chunk = self.inference.predict_chunk(self.inference.batch(frame), state)
+            return self.inference.unnormalize(chunk), state
 
     def warmup(self) -> float:
         """One forward pass on zeros; the chunk it returns is the size every answer will have."""
-        from robotflow.policies.chunking import dummy_observation
-
         t = time.perf_counter()
-        chunk, _ = self.predict(dummy_observation(self.loaded.config), self.new_state())
+        chunk, _ = self.predict(self.inference.dummy_observation(), self.new_state())
         elapsed = time.perf_counter() - t
         # What predict_action_chunk returns: ACT its chunk_size, diffusion its n_action_steps.
         self.chunk_size = len(chunk)
@@ -223,21 +223,6 @@ class ServedModel:
             action_horizon_sec=self.n_action_steps / self.fps,
         )
         return elapsed
-
-
-def _populate_queues(policy: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """Observation history for policies that keep one (diffusion): what their own `select_action` does
-    before `predict_action_chunk`; returns the batch to predict from."""
-    import torch
-    from lerobot.policies.utils import populate_queues
-    from lerobot.utils.constants import ACTION, OBS_IMAGES
-
-    batch = {k: v for k, v in batch.items() if k != ACTION}
-    image_keys = list(getattr(policy.config, "image_features", None) or [])
-    if image_keys and OBS_IMAGES in policy._queues:
-        batch[OBS_IMAGES] = torch.stack([batch[k] for k in image_keys], dim=-4)
-    policy._queues = populate_queues(policy._queues, batch)
-    return batch
 
 
 class PolicyManager:
@@ -293,8 +278,6 @@ class InferenceServer:
     """The FastAPI app and its state. `load_default()` before serving (it loads and warms up)."""
 
     def __init__(self, cfg: ServeConfig, say: Callable[[str], None] | None = None):
-        from robotflow.policies.loading import resolve_device
-
         check_bind(cfg)
         self.cfg = cfg
         self.say = say or (lambda msg: log.info("%s", msg))
@@ -315,7 +298,7 @@ class InferenceServer:
         path = self.catalog.paths[model_id]
         self.say(f"loading model {model_id} from {path} on {self.device}")
         model = ServedModel(model_id, path, self.device, self.cfg.codec)
-        model.meta.update({"host": self.cfg.host, "port": self.cfg.port, "experiment_name": self.catalog.root.name})
+        model.meta.update({"host": self.cfg.host, "port": self.cfg.port, "experiment_name": self.catalog.name})
         warm = self.executor.submit(model.warmup).result()
         self.say(
             f"model {model_id} ready: {model.loaded.policy_type}, codec {model.codec_name}, "
@@ -367,31 +350,17 @@ class InferenceServer:
                 raise ServeError(f"unknown model {model_id!r}; available: {', '.join(self.catalog.ids())}")
             self.say(f"session {sid} from {peer}: model {mid}")
             model = await self.manager.acquire(mid, lambda m: ws.send_bytes(pack(m)))
-            loop = asyncio.get_running_loop()
             codec = model.new_codec()
-            state = await loop.run_in_executor(self.executor, model.new_state)
+            state = await asyncio.get_running_loop().run_in_executor(self.executor, model.new_state)
             await ws.send_bytes(pack({"status": "ready", "meta": model.meta}))
             while True:
                 msg = await ws.receive()
                 if msg["type"] == "websocket.disconnect":
                     break
-                data = msg.get("bytes")
                 requests += 1
                 try:
-                    if data is None:
-                        raise ProtocolError("send observations as binary msgpack messages, not text")
-                    if len(data) > self.cfg.max_message_bytes:
-                        raise ProtocolError(
-                            f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
-                        )
-                    obs = unpack(data)
-                    latest, task = channels_from_observation(obs, codec)
-                    frame: dict[str, Any] = codec.encode_live(latest)
-                    if task:
-                        frame["task"] = task
-                    chunk, state = await loop.run_in_executor(self.executor, model.predict, frame, state)
-                    result = actions_to_wire([codec.decode(a) for a in chunk], model.fps)
-                    await ws.send_bytes(pack({"result": result}))
+                    chunk, state = await self._answer(msg.get("bytes"), codec, model, state)
+                    await ws.send_bytes(pack({"result": chunk}))
                 except (WebSocketDisconnect, asyncio.CancelledError):
                     raise
                 except Exception as e:  # one bad request never ends the session
@@ -415,6 +384,22 @@ class InferenceServer:
             if model is not None:
                 await self.manager.release()
                 self.say(f"session {sid} closed after {requests} request(s), {errors} refused")
+
+    async def _answer(self, data: bytes | None, codec: Codec, model: ServedModel, state: Any) -> tuple[list, Any]:
+        """One observation message -> (the wire result: the whole predicted chunk, the session's new state)."""
+        if data is None:
+            raise ProtocolError("send observations as binary msgpack messages, not text")
+        if len(data) > self.cfg.max_message_bytes:
+            raise ProtocolError(
+                f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
+            )
+        latest, task = channels_from_observation(unpack(data), codec)
+        frame: dict[str, Any] = codec.encode_live(latest)
+        if task:
+            frame["task"] = task
+        loop = asyncio.get_running_loop()
+        chunk, state = await loop.run_in_executor(self.executor, model.predict, frame, state)
+        return actions_to_wire([codec.decode(a) for a in chunk], model.fps), state
 
     def bind(self) -> socket.socket:
         """Bind the listening address (before loading: a taken port should not cost a model load).

@@ -9,8 +9,13 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from robotflow.policies.checkpoints import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, PRETRAINED_MODEL_DIR
-from robotflow.storage import Cache, StorageError, join, list_dir, remote_checkpoints
+from robotflow.policies.checkpoints import (
+    CHECKPOINTS_DIR,
+    LAST_CHECKPOINT_LINK,
+    PRETRAINED_MODEL_DIR,
+    remote_checkpoints,
+)
+from robotflow.storage import Cache, StorageError, join, list_dir
 from robotflow.training.errors import TrainError
 from robotflow.training.launch import rank
 from robotflow.training.options import TrainOptions

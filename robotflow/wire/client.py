@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from robotflow.serving.protocol import MODELS_PATH, SESSION_PATH, pack, unpack
+from robotflow.wire.protocol import MODELS_PATH, SESSION_PATH, pack, unpack
 
 log = logging.getLogger("robotflow.serving")
 
