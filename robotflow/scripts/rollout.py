@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from robotflow.runtime.graph import GraphError, GraphSpec, NodeSpec, load_graph
 from robotflow.policies.checkpoints import CheckpointError, remote_checkpoints, resolve_checkpoint
+from robotflow.runtime.graph import GraphError, GraphSpec, NodeSpec, load_graph
 from robotflow.storage import Cache, StorageError, is_remote, join
 
 
