@@ -112,6 +112,10 @@ class NodeSpec:
     params_raw: dict = field(default_factory=dict)  # as written, --set overrides applied (remembers its lines)
     priority: int | None = None  # SCHED_FIFO priority of the node's thread (wall clock, Linux)
 
+    def has_param(self, name: str) -> bool:
+        """Whether the node's type has a param `name` (a task node's `episodes`, a world's `realtime`)."""
+        return name in getattr(self.params, "__dataclass_fields__", {})
+
 
 @dataclass(frozen=True)
 class NodeDef:
