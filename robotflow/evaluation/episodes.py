@@ -103,7 +103,7 @@ def _init_worker(plan: EvalPlan) -> None:
     _PLAN = plan
     logging.basicConfig(level=logging.WARNING)
     if plan.torch_threads:
-        import torch
+        import torch  # torch only where a policy sets its threads
 
         torch.set_num_threads(plan.torch_threads)
 
@@ -125,7 +125,7 @@ def run_episodes(plan: EvalPlan, jobs: Sequence[EpisodeJob], workers: int = 1, p
     out: list[EpisodeOutcome] = []
     if workers == 1 or len(jobs) <= 1:
         if plan.torch_threads:
-            import torch
+            import torch  # torch only where a policy sets its threads
 
             saved = torch.get_num_threads()
             torch.set_num_threads(plan.torch_threads)
