@@ -108,3 +108,22 @@ def write_outcomes(path: str | Path, results: Sequence[Mapping[str, Any]], extra
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """`robotflow info`'s text of a summarize_episodes() result: totals, the episode table, the stream table."""
+    rows, streams, outcomes = summary["episodes"], summary["streams"], summary["outcomes"]
+    lines = [
+        f"{len(rows)} episodes, {summary['total_duration_s']:.1f} s, outcomes: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none")
+    ]
+    if rows:
+        lines += ["", format_episode_table(rows, ("episode", "outcome", "duration", "seed", "gaps", "task"))]
+    if streams:
+        w = max(len("stream"), *(len(c) for c in streams))
+        lines += ["", f"{'stream':<{w}}  {'messages':>9} {'rate Hz':>8} {'nominal':>8} {'gaps':>5}"]
+        for ch, s in sorted(streams.items()):
+            nominal = "-" if s["nominal_hz"] is None else f"{s['nominal_hz']:g}"
+            rate = "-" if s["rate_hz"] is None else f"{s['rate_hz']:.1f}"
+            lines.append(f"{ch:<{w}}  {s['messages']:>9} {rate:>8} {nominal:>8} {s['gaps']:>5}")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from robotflow.recording.graph_transform import with_replay
 from robotflow.recording.recover import recover_partials
 from robotflow.recording.session import RecordOptions
 from robotflow.recording.session import record as record_episodes
-from robotflow.recording.summary import format_episode_table, summarize_episodes
+from robotflow.recording.summary import format_episode_table, format_summary, summarize_episodes
 from robotflow.runtime.scheduler import Scheduler
 from robotflow.scripts.common import (
     echo_episode_results,
@@ -78,23 +78,9 @@ def info(directory, as_json):
     """Summarise the episodes in DIRECTORY (a directory or a URL): durations, outcomes, streams with rates, gaps."""
     directory = local_path(directory, "directory")
     summary = summarize_episodes(directory, warn=lambda m: click.echo(f"warning: {m}", err=True))
-    rows, streams, outcomes = summary["episodes"], summary["streams"], summary["outcomes"]
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
         return
-    click.echo(
-        f"{len(rows)} episodes, {summary['total_duration_s']:.1f} s, outcomes: "
-        + (", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none")
-    )
-    if rows:
-        click.echo("\n" + format_episode_table(rows, ("episode", "outcome", "duration", "seed", "gaps", "task")))
-    if streams:
-        w = max(len("stream"), *(len(c) for c in streams))
-        click.echo(f"\n{'stream':<{w}}  {'messages':>9} {'rate Hz':>8} {'nominal':>8} {'gaps':>5}")
-        for ch, s in sorted(streams.items()):
-            nominal = "-" if s["nominal_hz"] is None else f"{s['nominal_hz']:g}"
-            rate = "-" if s["rate_hz"] is None else f"{s['rate_hz']:.1f}"
-            click.echo(f"{ch:<{w}}  {s['messages']:>9} {rate:>8} {nominal:>8} {s['gaps']:>5}")
     for p in summary["partial_files"]:
         click.echo(f"warning: {p} is an unfinished episode; run `robotflow recover {directory}`", err=True)
 
