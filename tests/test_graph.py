@@ -212,3 +212,13 @@ def test_set_params_is_like_set_and_names_the_file_line():
     with pytest.raises(GraphError) as e:
         g.set_params("counter", {"start": "x"})
     assert str(e.value) == "param 'start' of node 'counter' (test.counter) at graphs/x.yaml:3 must be int, got str 'x'"
+
+
+def test_set_rate_on_a_triggered_node_makes_it_periodic_as_in_a_file():
+    g = _check(
+        "nodes:\n  - {name: a, type: test.counter, rate: 5}\n  - {name: b, type: test.relay, inputs: {x: a/count}}\n"
+    )
+    assert g.node("b").trigger == "x" and g.node("b").rate is None
+    b = g.set_params("b", {"rate": 20})
+    assert b.node("b").rate == 20.0 and b.node("b").trigger is None
+    assert b.node("b").trigger == _check(g.text, ["b.rate=20"]).node("b").trigger

@@ -138,25 +138,13 @@ class NodeDef:
             p: {"source": i.source, "delivery": i.delivery, "queue_size": i.queue_size, "delayed": i.delayed}
             for p, i in node.inputs.items()
         }
+        # A trigger the type gives a node without a rate is left for the type to give again (a `rate` set later
+        # then makes the node periodic, as in a file).
+        derived = node.rate is None and node.trigger == node.cls.trigger
+        trigger = None if derived else node.trigger
         return cls(
-            node.name,
-            node.type_name,
-            dict(node.params_raw),
-            node.rate,
-            node.trigger,
-            inputs,
-            node.process,
-            node.priority,
+            node.name, node.type_name, dict(node.params_raw), node.rate, trigger, inputs, node.process, node.priority
         )
-
-    def entry(self) -> _LineDict:
-        """The entry as the validator reads it from a file, with no lines."""
-        raw = _LineDict({"name": self.name, "type": self.type, "params": _LineDict(self.params)})
-        for key in ("rate", "trigger", "process", "priority"):
-            if getattr(self, key) is not None:
-                raw[key] = getattr(self, key)
-        raw["inputs"] = _LineDict({p: dict(s) if isinstance(s, Mapping) else s for p, s in self.inputs.items()})
-        return raw
 
 
 @dataclass
@@ -187,14 +175,16 @@ class GraphSpec:
         """This graph with `node` added (started after the nodes it reads from)."""
         if any(n.name == node.name for n in self.nodes):
             raise GraphError(f"cannot add node {node.name!r} to {self.path}: a node of that name exists; pick another")
-        _check_entry_keys_and_name(node.entry(), self.path, {})
-        return self._with_nodes([*self.nodes, _node_spec(node.entry(), self.path, [])])
+        entry = _def_entry(node)
+        _check_entry_keys_and_name(entry, self.path, {})
+        return self._with_nodes([*self.nodes, _node_spec(entry, self.path, [])])
 
     def replace_node(self, node: NodeDef) -> GraphSpec:
         """This graph with the node named `node.name` replaced by `node` (its readers keep reading its outputs)."""
         self._existing(node.name)
-        _check_entry_keys_and_name(node.entry(), self.path, {})
-        new = _node_spec(node.entry(), self.path, [])
+        entry = _def_entry(node)
+        _check_entry_keys_and_name(entry, self.path, {})
+        new = _node_spec(entry, self.path, [])
         return self._with_nodes([new if n.name == node.name else n for n in self.nodes])
 
     def remove_node(self, name: str) -> GraphSpec:
@@ -233,11 +223,12 @@ class GraphSpec:
         return self._with_nodes([_node_spec(entry, self.path, []) if n.name == node else n for n in self.nodes])
 
     def set_params(self, node: str, params: Mapping[str, Any]) -> GraphSpec:
-        """This graph with `params` (name: value, as a graph file writes them) set on `node`, like `--set`."""
+        """This graph with `params` (name: value, as a graph file writes them) set on `node`, like `--set`
+        (`rate` sets the node's rate)."""
         self._existing(node)
-        sets = [(param, value) for param, value in params.items()]
         entry = _entry_of(self.node(node))
-        return self._with_nodes([_node_spec(entry, self.path, sets) if n.name == node else n for n in self.nodes])
+        new = _node_spec(entry, self.path, list(params.items()))
+        return self._with_nodes([new if n.name == node else n for n in self.nodes])
 
     def _existing(self, name: str) -> NodeSpec:
         try:
@@ -257,12 +248,22 @@ class GraphSpec:
         )
 
 
+def _def_entry(node: NodeDef) -> _LineDict:
+    """A NodeDef as the validator reads a file's entry, with no lines."""
+    raw = _LineDict({"name": node.name, "type": node.type, "params": _LineDict(node.params)})
+    for key in ("rate", "trigger", "process", "priority"):
+        if getattr(node, key) is not None:
+            raw[key] = getattr(node, key)
+    raw["inputs"] = _LineDict({p: dict(s) if isinstance(s, Mapping) else s for p, s in node.inputs.items()})
+    return raw
+
+
 def _entry_of(node: NodeSpec) -> _LineDict:
     """A validated node's entry (its lines kept), to validate again after an edit."""
-    raw = NodeDef.of(node).entry()
+    raw = _def_entry(NodeDef.of(node))
     raw.line = node.line
-    raw["params"] = _LineDict(node.params_raw, line=getattr(node.params_raw, "line", 0))
-    raw["params"].lines = dict(getattr(node.params_raw, "lines", {}))
+    written = node.params_raw
+    raw["params"] = _LineDict(written, line=getattr(written, "line", 0), lines=getattr(written, "lines", {}))
     raw["inputs"].lines = {p: i.line for p, i in node.inputs.items()}
     return raw
 
