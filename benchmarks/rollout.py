@@ -12,7 +12,6 @@ speedup is the parallelism, not a thread-count change.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -57,17 +56,13 @@ def main() -> None:
 def _measure(args) -> dict:
     from robotflow.evaluation import EpisodeJob, EvalPlan, run_episodes
     from robotflow.policies.checkpoints import resolve_checkpoint
+    from robotflow.runtime.graph import load_graph
 
     with tempfile.TemporaryDirectory(prefix="rf-bench-rollout-") as tmp:
         run_dir = Path(args.checkpoints_dir) if args.checkpoints_dir else _checkpoint(Path(tmp) / "ckpt")
         model_dir = resolve_checkpoint(run_dir, None).path
-        plan = EvalPlan(
-            args.graph,
-            (f"policy.checkpoint={json.dumps(str(model_dir))}", f"task.timeout_s={args.timeout_s}"),
-            "task",
-            None,
-            torch_threads=1,
-        )
+        graph = load_graph(args.graph).set_params("policy", {"checkpoint": str(model_dir)})
+        plan = EvalPlan(graph.set_params("task", {"timeout_s": args.timeout_s}), "task", None, torch_threads=1)
         jobs = [EpisodeJob(i, args.seed + i) for i in range(args.episodes)]
         timings, outcomes = {}, {}
         for workers in (1, 2):

@@ -196,10 +196,10 @@ def test_franka_stack_cubes_graph_runs_on_fakes(monkeypatch):
 
 
 def test_record_adds_a_recorder_to_the_franka_graph(tmp_path):
-    from robotflow.scripts.record import with_recorder
+    from robotflow.recording.graph_transform import with_recorder
 
     spec = load_graph(ROOT / "graphs" / "franka_stack_cubes.yaml")
-    rec_spec, name = with_recorder(spec, (), {"output_dir": str(tmp_path), "task": "stack", "max_episodes": 2})
+    rec_spec, name = with_recorder(spec, {"output_dir": str(tmp_path), "task": "stack", "max_episodes": 2})
     rec = rec_spec.node(name)
     assert rec.process == "recorder"  # wall clock: the writer runs in its own process
     assert rec.inputs["episode"].source == "teleop/episode"

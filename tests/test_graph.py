@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from robotflow.runtime.graph import GraphError, load_graph, parse_graph
+from robotflow.runtime.graph import GraphError, NodeDef, load_graph, parse_graph
+from robotflow.runtime.scheduler import run_graph
 
 
 def _check(text, overrides=()):
@@ -134,3 +135,90 @@ def test_priority_is_validated():
     g = _check("nodes:\n  - {name: a, type: test.counter, rate: 500, priority: 50}\n")
     assert g.nodes[0].priority == 50
     assert "must be an integer 1..99" in _error("nodes:\n  - {name: a, type: test.counter, rate: 5, priority: 200}\n")
+
+
+# ---- the composition API: each edit returns a new validated graph -----------------------------------------
+
+
+def test_add_node_validates_and_leaves_the_original_unchanged():
+    g = _check(GOOD)
+    g2 = g.add_node(NodeDef("echo", "test.echo", inputs={"x": "counter/count"}))
+    assert [n.name for n in g2.nodes] == ["counter", "sink", "echo"]
+    assert g2.node("echo").trigger == "x" and g2.node("echo").inputs["x"].delivery == "queue"
+    assert [n.name for n in g.nodes] == ["counter", "sink"] and g2.text == g.text
+    with pytest.raises(GraphError, match="cannot add node 'sink' to graphs/x.yaml: a node of that name exists"):
+        g.add_node(NodeDef("sink", "test.sink", rate=5))
+    with pytest.raises(GraphError) as e:
+        g.add_node(NodeDef("e", "test.echo", params={"fail_att": 1}, inputs={"x": "counter/count"}))
+    assert str(e.value) == (
+        "unknown param 'fail_att' for test.echo at graphs/x.yaml (node added to the graph); did you mean 'fail_at'?"
+    )
+    with pytest.raises(GraphError, match="reads 'counter/cont', but 'counter' has no output 'cont'"):
+        g.add_node(NodeDef("e", "test.echo", inputs={"x": "counter/cont"}))
+
+
+def test_added_node_starts_after_its_source_and_runs_in_a_process_group():
+    g = _check(
+        "nodes:\n  - {name: sink, type: test.sink, rate: 50, inputs: {n: {source: counter/count, delivery: queue}}}\n"
+        "  - {name: counter, type: test.counter, rate: 100, params: {stop_after: 30}}\n"
+    )
+    g = g.add_node(NodeDef("far", "test.sink", rate=50, inputs={"n": "counter/count"}, process="far"))
+    assert [n.name for n in g.nodes] == ["counter", "sink", "far"]
+    result, _ = run_graph(g, duration_s=10.0)
+    assert result.ok, result
+    assert "far" in result.stats["nodes"], "the process group ran the node added in code"
+
+
+def test_replace_node_keeps_its_readers_and_checks_them():
+    g = _check(GOOD)
+    counter = NodeDef.of(g.node("counter"))
+    g2 = g.replace_node(NodeDef(counter.name, counter.type, params={"start": 7}, rate=20.0))
+    assert g2.node("counter").params.start == 7 and g2.node("counter").rate == 20.0
+    assert g2.node("sink").inputs["n"].source == "counter/count"
+    with pytest.raises(GraphError, match="input 'n' of node 'sink' at graphs/x.yaml:10 reads 'counter/count', but"):
+        g.replace_node(NodeDef("counter", "test.fail", rate=5))
+    with pytest.raises(GraphError, match="no node named 'countr' in graphs/x.yaml; did you mean 'counter'"):
+        g.replace_node(NodeDef("countr", "test.counter", rate=5))
+
+
+def test_remove_node_refuses_while_read():
+    g = _check(GOOD)
+    assert [n.name for n in g.remove_node("sink").nodes] == ["counter"]
+    with pytest.raises(GraphError) as e:
+        g.remove_node("counter")
+    assert str(e.value) == (
+        "cannot remove node 'counter' from graphs/x.yaml: node 'sink' reads 'counter/count' (input 'n'); "
+        "rewire or remove that node first"
+    )
+
+
+def test_rewire_keeps_the_input_options_and_validates_the_source():
+    g = _check(GOOD).add_node(NodeDef("other", "test.counter", rate=10))
+    g2 = g.rewire("sink", "n", "other/count")
+    assert g2.node("sink").inputs["n"].source == "other/count" and g2.node("sink").inputs["n"].delivery == "queue"
+    assert g.node("sink").inputs["n"].source == "counter/count"
+    assert g.rewire("sink", "n", "other/count", delivery="latest").node("sink").inputs["n"].delivery == "latest"
+    with pytest.raises(GraphError, match="reads from unknown node 'nobody'"):
+        g.rewire("sink", "n", "nobody/count")
+    with pytest.raises(GraphError, match="must be `node/output`"):
+        g.rewire("sink", "n", "other")
+
+
+def test_set_params_is_like_set_and_names_the_file_line():
+    g = _check(GOOD)
+    g2 = g.set_params("counter", {"start": 3, "rate": 10})
+    assert g2.node("counter").params.start == 3 and g2.node("counter").rate == 10.0
+    assert g.node("counter").params.start == 0
+    with pytest.raises(GraphError) as e:
+        g.set_params("counter", {"start": "x"})
+    assert str(e.value) == "param 'start' of node 'counter' (test.counter) at graphs/x.yaml:3 must be int, got str 'x'"
+
+
+def test_set_rate_on_a_triggered_node_makes_it_periodic_as_in_a_file():
+    g = _check(
+        "nodes:\n  - {name: a, type: test.counter, rate: 5}\n  - {name: b, type: test.relay, inputs: {x: a/count}}\n"
+    )
+    assert g.node("b").trigger == "x" and g.node("b").rate is None
+    b = g.set_params("b", {"rate": 20})
+    assert b.node("b").rate == 20.0 and b.node("b").trigger is None
+    assert b.node("b").trigger == _check(g.text, ["b.rate=20"]).node("b").trigger

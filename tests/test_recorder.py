@@ -10,13 +10,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from robotflow.recording.reader import EpisodeFile
+from robotflow.recording.session import RecordError, RecordOptions, record
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
-from robotflow.scripts.record import info, recover
+from robotflow.scripts.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +134,7 @@ nodes:
         gaps = int(np.sum(np.diff(seq) - 1))
         assert gaps > 0, "a 20-message queue read once per second must overflow at 1 kHz"
         assert ep.info.counts["fast/count"]["gaps"] == gaps, "every gap inside the episode is counted in it"
-    out = CliRunner().invoke(info, [str(tmp_path)])
+    out = CliRunner().invoke(main, ["info", str(tmp_path)])
     assert out.exit_code == 0 and "fast/count" in out.output
 
 
@@ -219,7 +221,7 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
             assert len(ep.timestamps("cam/frame")) >= 15 and len(ep.timestamps("arm/count")) >= 100
     partials = list(out.glob("*.partial"))
     assert partials, "the episode in progress was left as a partial file"
-    r = CliRunner().invoke(recover, [str(out)])
+    r = CliRunner().invoke(main, ["recover", str(out)])
     assert r.exit_code == 0, r.output
     assert not list(out.glob("*.partial"))
     name = partials[0].name[: -len(".partial")]
@@ -229,3 +231,15 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
             assert ep.info.outcome == "aborted"
     else:
         assert (out / "unrecoverable" / partials[0].name).exists() and "moved to" in r.output
+
+
+def test_record_is_callable_from_python(tmp_path):
+    g = tmp_path / "g.yaml"
+    g.write_text(KILL_GRAPH.replace("LEN", "0.3"))
+    run = record(RecordOptions(str(g), episodes=2, output_dir=str(tmp_path / "eps"), task="count"))
+    assert run.result.ok, run.result
+    assert run.recorder == "recorder" and run.upload is None
+    assert [e["outcome"] for e in run.episodes] == ["success", "success"]
+    assert len(list((tmp_path / "eps").glob("episode_*.h5"))) == 2
+    with pytest.raises(RecordError, match="--episodes must be at least 1"):
+        record(RecordOptions(str(g), episodes=0, output_dir=str(tmp_path / "eps")))

@@ -13,8 +13,9 @@ pytest.importorskip("lerobot")
 from click.testing import CliRunner
 from test_policy_node import save_checkpoint
 
+from robotflow.evaluation import EvalError, RolloutOptions, RolloutUsageError, rollout, with_realtime
+from robotflow.runtime.graph import load_graph
 from robotflow.scripts.cli import main
-from robotflow.scripts.rollout import _realtime_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH = ROOT / "graphs/sim_stack_cubes_policy.yaml"
@@ -22,7 +23,9 @@ SETS = [f"--set={cam}.{k}={v}" for cam in ("wrist_camera", "front_camera") for k
 
 
 def test_realtime_overrides_pace_the_world_and_make_inference_asynchronous():
-    assert _realtime_sets(GRAPH, ()) == ("world.realtime=true", "policy.async_inference=true")
+    spec = with_realtime(load_graph(GRAPH))
+    assert spec.node("world").params.realtime and spec.node("policy").params.async_inference
+    assert not load_graph(GRAPH).node("world").params.realtime
 
 
 def test_rollout_realtime_runs_on_the_wall_clock(tmp_path):
@@ -40,7 +43,18 @@ def test_rollout_realtime_runs_on_the_wall_clock(tmp_path):
 
 
 def test_rollout_realtime_needs_a_simulated_world():
-    import click
+    with pytest.raises(EvalError, match="no node"):
+        with_realtime(load_graph(ROOT / "graphs/franka_stack_cubes_policy.yaml"))
 
-    with pytest.raises(click.ClickException, match="no node"):
-        _realtime_sets(ROOT / "graphs/franka_stack_cubes_policy.yaml", ())
+
+def test_rollout_is_callable_from_python(tmp_path):
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "000001" / "pretrained_model")
+    sets = tuple(s.removeprefix("--set=") for s in SETS) + ("task.timeout_s=0.5",)
+    lines = []
+    opts = RolloutOptions(checkpoints_dir=str(run), graph_file=str(GRAPH), episodes=1, sets=sets, no_record=True)
+    outcomes = rollout(opts, echo=lambda text, err=False: lines.append(text))
+    assert [o.seed for o in outcomes] == [1000]
+    assert lines[0].startswith("rolling out ") and lines[-1].splitlines()[-1].startswith("success rate: ")
+    with pytest.raises(RolloutUsageError, match="give one or the other"):
+        rollout(RolloutOptions(checkpoints_dir=str(run), server="ws://127.0.0.1:1"))

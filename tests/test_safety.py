@@ -389,11 +389,11 @@ def test_franka_policy_graph_validates():
     assert spec.node("arm").inputs["ee_target"].source == "policy/ee_target"
 
 
-def test_exit_table_lists_the_safety_counts(monkeypatch, capsys):
-    from robotflow.scripts.cli import run_and_report
+def test_exit_table_lists_the_safety_counts(monkeypatch):
+    from robotflow.runtime.scheduler import run_graph
+    from robotflow.safety import format_safety
 
     install(monkeypatch, "franky")
-    run_and_report(franka_graph({"ticks": 5}, {"command_timeout_s": 0.2}), duration=0.8, stats=False)
-    err = capsys.readouterr().err
-    line = next(ln for ln in err.splitlines() if ln.startswith("safety arm:"))
+    _, sched = run_graph(franka_graph({"ticks": 5}, {"command_timeout_s": 0.2}), duration_s=0.8)
+    line = next(ln for ln in format_safety(sched.reports).splitlines() if ln.startswith("safety arm:"))
     assert "commands 5" in line and "rejected 0" in line and "timeouts 1" in line

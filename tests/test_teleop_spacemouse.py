@@ -280,27 +280,19 @@ def test_recording_a_sim_demonstration_with_the_spacemouse(monkeypatch, tmp_path
     the puck's episode button ends one; the episode file is written with that outcome."""
     from fakes import FAKES_DIR
 
+    from robotflow.recording.graph_transform import with_recorder
     from robotflow.recording.reader import EpisodeFile
-    from robotflow.runtime.graph import load_graph
-    from robotflow.scripts.record import with_recorder
+    from robotflow.runtime.graph import NodeDef, load_graph
 
     fake = install(monkeypatch, "pyspacemouse")
     fake._plug()
     sets = ["world.realtime=false", "world.visual_cell=0", "wrist_camera.width=64", "wrist_camera.height=48"]
     sets += ["front_camera.width=64", "front_camera.height=48", "task.episodes=1"]
     graph = load_graph(FAKES_DIR.parents[1] / "graphs" / "sim_stack_cubes_spacemouse.yaml", sets)
-    spec, name = with_recorder(graph, tuple(sets), {"output_dir": str(tmp_path), "task": "stack"})
+    spec, name = with_recorder(graph, {"output_dir": str(tmp_path), "task": "stack"})
     assert spec.node(name).inputs["episode"].source == "task/episode"  # the sim task, not the device's control
-    doc = __import__("yaml").safe_load(spec.text)
-    doc["nodes"].append(
-        {
-            "name": "hand",
-            "type": "testteleop.spacemouse_hand",
-            "rate": 100,
-            "params": {"script": [{"t": [0.2, 0.6], "axes": {"y": 1.0}}, {"t": [0.8, 0.9], "buttons": [0, 1]}]},
-        }
-    )
-    spec = parse_graph(__import__("yaml").safe_dump(doc, sort_keys=False), spec.path, spec.overrides)
+    script = [{"t": [0.2, 0.6], "axes": {"y": 1.0}}, {"t": [0.8, 0.9], "buttons": [0, 1]}]
+    spec = spec.add_node(NodeDef("hand", "testteleop.spacemouse_hand", params={"script": script}, rate=100))
     result, sched = run_graph(spec, duration_s=5.0)
     assert result.ok, result
     files = sorted(tmp_path.glob("episode_*.h5"))

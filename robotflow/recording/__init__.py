@@ -1,4 +1,5 @@
-"""Recording: the episode file format, its writer (the `record.hdf5` node), reader, replay, recovery and summaries.
+"""Recording: the episode file format, its writer (the `record.hdf5` node), reader, replay, recovery, summaries,
+the graph edits that add a recorder (graph_transform) and a recording session (`robotflow record`: session).
 
 Everything that knows the layout of an episode file lives in this package; codecs and the CLI read episodes
 through `EpisodeFile`.

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from .channels import SEND_HWM, Publisher, Subscriber
 from .clock import Clock, VirtualClock, WallClock
-from .graph import GraphSpec, NodeSpec, parse_graph
+from .graph import GraphSpec, NodeSpec
 from .node import Node, StopGraph
 from .stats import NodeStats, format_live, merge
 
@@ -214,7 +214,7 @@ class Scheduler:
             p = ctx.Process(
                 target=_child_main,
                 name=f"robotflow-{g}",
-                args=(self.graph.text, self.graph.path, self.graph.overrides, g, self.endpoints, child_conn),
+                args=(self.graph, g, self.endpoints, child_conn),
                 daemon=True,
             )
             p.start()
@@ -562,11 +562,14 @@ def _sleep_until(t_ns: int, stop: threading.Event) -> bool:
             time.sleep(remaining / 1e9)
 
 
-def _child_main(text: str, path: str, overrides: tuple[str, ...], group: str, endpoints: dict[str, str], conn) -> None:
-    """Entry point of a process group: rebuild the graph, run this group's nodes, report back."""
+def _child_main(graph: GraphSpec, group: str, endpoints: dict[str, str], conn) -> None:
+    """Entry point of a process group: run this group's nodes of the graph, report back.
+
+    The validated graph itself comes over (pickled: node classes by import path), not its file, so a graph
+    composed in code (a recorder or a view added) runs the same in every process.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and tells us to stop
     logging.basicConfig(level=os.environ.get("ROBOTFLOW_LOG", "WARNING"))
-    graph = parse_graph(text, path, overrides)
     sched = Scheduler(graph, group=group, endpoints=endpoints, control=conn)
     result = sched.run()
     try:

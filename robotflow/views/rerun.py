@@ -14,6 +14,7 @@ channel and field (`front_camera/frame/image`, `arm/state/ee_pose`); the timelin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from typing import Any
 import numpy as np
 import rerun as rr  # at import, so a view process has paid for it before the graph's clock starts
 
+from robotflow.recording.reader import EpisodeFile
+from robotflow.recording.replay import is_image_field
+from robotflow.runtime.graph import GraphError, GraphSpec, NodeDef
 from robotflow.runtime.node import Input, Node
 
 TIMELINE = "time"
@@ -195,9 +199,6 @@ class RerunView(Node):
 
 def log_episode(rec: Any, path: str | Path) -> int:
     """Log every stream of a recorded episode file, on its own timestamps; returns the messages logged."""
-    from robotflow.recording.reader import EpisodeFile
-    from robotflow.recording.replay import is_image_field
-
     n = 0
     with EpisodeFile(path) as ep:
         t0 = min((int(ep.timestamps(ch)[0]) for ch in ep.channels() if len(ep.timestamps(ch))), default=0)
@@ -216,6 +217,7 @@ def log_episode(rec: Any, path: str | Path) -> int:
 
 def log_dataset_episode(rec: Any, root: str | Path, episode: int) -> int:
     """Log one episode of a LeRobot dataset (cameras, state, action) on its timestamps; returns the frames."""
+    # torch and LeRobot only for a dataset: a graph's view process never pays for them.
     import torch
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -237,20 +239,45 @@ def log_dataset_episode(rec: Any, root: str | Path, episode: int) -> int:
     return n
 
 
+class ViewError(Exception):
+    """What `robotflow view` was given cannot be shown; one line."""
+
+
+def show_recording(path: Path, name: str, episode: int, target: str) -> str:
+    """Log an episode file, or episode `episode` of a LeRobot dataset directory, at `path` into `target` (a
+    .rrd file or `spawn`); `name` is how messages call it. Returns what was shown. Raises ViewError, EpisodeError."""
+    is_dataset = (path / "meta" / "info.json").is_file()
+    if not is_dataset and not (path.is_file() and path.suffix == ".h5"):
+        raise ViewError(
+            f"{name} is neither an episode file (.h5) nor a LeRobot dataset (a directory with meta/info.json)"
+        )
+    if is_dataset:
+        total = json.loads((path / "meta" / "info.json").read_text()).get("total_episodes", 0)
+        if not 0 <= episode < total:
+            raise ViewError(f"--episode {episode}: {name} has episodes 0..{total - 1}")
+    try:
+        rec = open_stream(target, "robotflow-view")
+    except RuntimeError as e:
+        raise ViewError(f"{e} with --save") from None
+    try:
+        if is_dataset:
+            return f"episode {episode} of {name}: {log_dataset_episode(rec, path, episode)} frames"
+        return f"{name}: {log_episode(rec, path)} messages"
+    finally:
+        rec.flush(timeout_sec=30.0)
+        rec.disconnect()
+
+
 # ---- adding the view to a graph -----------------------------------------------------------------
 
 
-def with_view(spec: Any, target: str, channels: tuple[str, ...] = (), rate: float = 10.0) -> Any:
+def with_view(spec: GraphSpec, target: str, channels: tuple[str, ...] = (), rate: float = 10.0) -> GraphSpec:
     """`spec` with a `view.tap` and a `view.rerun` node showing `channels` (NODE/OUTPUT; default: every output but
     episode events), each at most `rate` messages a second, under their own names and timestamps.
 
     The tap runs in the graph's main process; on the wall clock the view gets its own process group. A
-    virtual-clock graph runs in one process, and there logging costs simulated time nothing.
+    virtual-clock graph runs in one process, and there logging costs simulated time nothing. Raises GraphError.
     """
-    import yaml
-
-    from robotflow.runtime.graph import GraphError, parse_graph
-
     outputs = [f"{n.name}/{o}" for n in spec.nodes for o in n.outputs]
     chosen = list(dict.fromkeys(channels)) or [c for c in outputs if not c.endswith("/episode")]
     unknown = [c for c in chosen if c not in outputs]
@@ -260,7 +287,6 @@ def with_view(spec: Any, target: str, channels: tuple[str, ...] = (), rate: floa
         )
     if not rate > 0:
         raise GraphError(f"--rerun-rate must be a positive number of Hz, got {rate}")
-    doc = yaml.safe_load(spec.text)
     taken = {n.name for n in spec.nodes}
 
     def unique(name: str, used: set[str]) -> str:
@@ -274,24 +300,23 @@ def with_view(spec: Any, target: str, channels: tuple[str, ...] = (), rate: floa
     for c in chosen:
         ports[unique(c.replace("/", "."), set(ports))] = c
     slots = min(len(ports), 5)
-    doc["nodes"].append(
-        {
-            "name": tap,
-            "type": "view.tap",
-            "rate": rate * slots,
-            "params": {"ports": list(ports), "slots": slots},
-            "inputs": {p: {"source": c, "delivery": "latest"} for p, c in ports.items()},
-        }
+    spec = spec.add_node(
+        NodeDef(
+            tap,
+            "view.tap",
+            params={"ports": list(ports), "slots": slots},
+            rate=rate * slots,
+            inputs={p: {"source": c, "delivery": "latest"} for p, c in ports.items()},
+        )
     )
-    node: dict[str, Any] = {
-        "name": name,
-        "type": "view.rerun",
-        # Twice the tap's rate, so phase jitter between the two does not let a copy be superseded unseen.
-        "rate": 2 * rate,
-        "params": {"target": target, "names": ports},
-        "inputs": {p: {"source": f"{tap}/{p}", "delivery": "latest"} for p in ports},
-    }
-    if spec.clock == "wall":
-        node["process"] = "rerun"
-    doc["nodes"].append(node)
-    return parse_graph(yaml.safe_dump(doc, sort_keys=False), spec.path, spec.overrides)
+    return spec.add_node(
+        NodeDef(
+            name,
+            "view.rerun",
+            params={"target": target, "names": ports},
+            # Twice the tap's rate, so phase jitter between the two does not let a copy be superseded unseen.
+            rate=2 * rate,
+            inputs={p: {"source": f"{tap}/{p}", "delivery": "latest"} for p in ports},
+            process="rerun" if spec.clock == "wall" else None,
+        )
+    )

@@ -1,4 +1,4 @@
-"""The stats table `robotflow launch` and `record` print at exit (from Scheduler.stats())."""
+"""The stats table of a run (from Scheduler.stats()): what `robotflow launch` and `record` print at exit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ def _fmt(v, spec: str = ".0f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def format_table(summary: dict) -> str:
+def format_stats_table(summary: dict) -> str:
     """Nodes (rate, period error, overruns, step time, their own counts), then every channel's books per
     reader: sent = received + dropped + unread (skipped: `latest` values superseded before a read)."""
     lines = []
