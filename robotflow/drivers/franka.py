@@ -333,11 +333,14 @@ class FrankaArmNode(ArmNode):
             return
         try:
             robot.stop()
+            # The preempted motion reports "Move command preempted" from poll_motion or join_motion, whichever
+            # comes first (real franky does both; the fake never did): that is the stop itself, not a fault.
             try:
                 robot.poll_motion()
+                stopped = not robot.is_in_control or robot.join_motion(self.params.stop_timeout_s)
             except self.franky.ControlException:
-                pass  # "Move command preempted": the stop itself
-            if robot.is_in_control and not robot.join_motion(self.params.stop_timeout_s):
+                stopped = not robot.is_in_control or robot.join_motion(self.params.stop_timeout_s)
+            if not stopped:
                 raise RuntimeError(f"still in control {self.params.stop_timeout_s:g} s after robot.stop()")
         except Exception as e:
             raise RuntimeError(
@@ -358,6 +361,9 @@ class FrankaArmNode(ArmNode):
                     self.robot.stop()
             except Exception as e2:  # noqa: BLE001
                 log.warning("[%s] robot.stop(): %s: %s", self.name, type(e2).__name__, e2)
+        # Disconnect: libfranka serves one controlling client, so the connection must not outlive the graph
+        # (a process that runs a second graph, or a Desk session, would otherwise wait for it).
+        self.robot = None
 
     def report(self) -> dict | None:
         if not hasattr(self, "counts"):
@@ -506,6 +512,7 @@ class FrankaGripperNode(GripperNode):
                     log.warning("[%s] gripper command still running at shutdown", self.name)
             except Exception as e:  # noqa: BLE001
                 log.warning("[%s] gripper: %s: %s", self.name, type(e).__name__, e)
+        self.gripper = None  # disconnect, as the arm does
 
     def report(self) -> dict | None:
         return {**self.counts, "safety": self.safety.report()} if hasattr(self, "counts") else None
