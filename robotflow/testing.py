@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robotflow.codecs import load_dataset_codec
 from robotflow.runtime.node import Input, Node
 
 
@@ -221,9 +222,7 @@ class DatasetActions(Node):
     outputs = ("ee_target", "grip")
 
     def setup(self) -> None:
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-        from robotflow.codecs import load_dataset_codec
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset  # torch; only this test node needs it
 
         p = self.params
         self.codec = load_dataset_codec(p.dataset)
