@@ -7,6 +7,7 @@ options are generated from the fields of `ConvertJob` and `AppendJob` (metadata:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +163,18 @@ def _paths(job: EpisodesJob) -> tuple[str, str]:
     return job.input_path, job.output_dir
 
 
+def _writer_options(job: EpisodesJob) -> ConvertOptions:
+    """The writer's settings both jobs share (an append keeps the dataset's own video codec)."""
+    return ConvertOptions(
+        fps=job.fps,
+        task=job.task,
+        repo_id=job.repo_id,
+        include_aborted=job.include_aborted,
+        workers=job.workers,
+        progress=job.progress,
+    )
+
+
 def convert_episodes(job: ConvertJob) -> ConvertSummary:
     """Convert the episodes of `job.input_path` into a new dataset at `job.output_dir` (either may be a URL)."""
     input_path, output_dir = _paths(job)
@@ -173,15 +186,7 @@ def convert_episodes(job: ConvertJob) -> ConvertSummary:
         fps=job.fps or 15,
         channels=job.channels,
     )
-    opts = ConvertOptions(
-        fps=job.fps,
-        task=job.task,
-        repo_id=job.repo_id,
-        include_aborted=job.include_aborted,
-        vcodec=job.vcodec,
-        workers=job.workers,
-        progress=job.progress,
-    )
+    opts = dataclasses.replace(_writer_options(job), vcodec=job.vcodec)
     with dataset_output(output_dir, append=False) as local_out:
         return convert(local_input(input_path), local_out, codec, opts)
 
@@ -207,13 +212,5 @@ def append_episodes(job: AppendJob) -> ConvertSummary:
             channels=job.channels if job.channels is not None else params.get("channels"),
         )
 
-    opts = ConvertOptions(
-        fps=job.fps,
-        task=job.task,
-        repo_id=job.repo_id,
-        include_aborted=job.include_aborted,
-        workers=job.workers,
-        progress=job.progress,
-    )
     with dataset_output(output_dir, append=True) as local_out:
-        return append(local_input(input_path), local_out, named, opts, inherit=inherit)
+        return append(local_input(input_path), local_out, named, _writer_options(job), inherit=inherit)
