@@ -7,8 +7,10 @@ fake 15 Hz observation stream twice in the same process: first through LeRobot's
 (`predict_action`: prepare -> preprocessor -> select_action -> postprocessor, a forward pass inline
 every n_action_steps ticks), then through `ChunkExecutor` (forward passes on a worker thread, started
 when the plan falls to refill_at actions; each tick picks the action whose timestamp is now). Only the
-call that produces the tick's action is timed. `late_action_ms_*`: how late each executed action ran
-against its timestamp (the chunk's observation time + i periods) on the wall clock.
+call that produces the tick's action is timed. Schedule keeping: `schedule_skipped_slots` /
+`schedule_repeated_slots` count ticks whose executed action jumped or repeated a slot of the action grid (the
+chunk's observation time + i periods), `schedule_error_ms_p99` is |tick time - executed action's timestamp|,
+beside `tick_jitter_ms_p99`, how late the ticks themselves started.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
+
+from robotflow.policies.chunking import ScheduleKeeping
 
 
 @dataclass
@@ -82,22 +86,23 @@ def observation_stream(cfg: BenchConfig, cams: list[str], n: int):
         yield obs
 
 
-def run_ticks(step, cfg: BenchConfig, cams: list[str], action_ns=None) -> tuple[list[float], list[float]]:
-    """Call `step(obs, now_ns)` at rate_hz on absolute deadlines; returns each call's duration in ms and, when
-    `action_ns(now_ns)` gives the timestamp the returned action was meant for, how late it ran (ms): the wall
-    clock when the call returned minus that timestamp."""
+def run_ticks(step, cfg: BenchConfig, cams: list[str], action_ns=None) -> tuple[list[float], list[float], dict]:
+    """Call `step(obs, now_ns)` at rate_hz on absolute deadlines. Returns each call's duration (ms), each tick's
+    own jitter (how late it started against its deadline, ms) and, when `action_ns(now_ns)` gives the timestamp of
+    the action the call returned, how well the executed actions kept their schedule (`ScheduleKeeping`)."""
     period = 1.0 / cfg.rate_hz
-    out, late = [], []
+    out, jitter, schedule = [], [], ScheduleKeeping()
     stream = observation_stream(cfg, cams, cfg.ticks)
     obs = next(stream)
     deadline = time.perf_counter()
     for _i in range(cfg.ticks):
         t0 = time.perf_counter()
+        jitter.append((t0 - deadline) * 1e3)
         now_ns = time.monotonic_ns()  # the observation is of this instant
         action = step(obs, now_ns)
         out.append((time.perf_counter() - t0) * 1e3)
         if action is not None and action_ns is not None:
-            late.append((time.monotonic_ns() - action_ns(now_ns)) / 1e6)
+            schedule.record(now_ns, action_ns(now_ns), 1e9 * period)
         obs = next(stream, obs)  # next tick's observation, prepared outside the timing
         deadline += period
         delay = deadline - time.perf_counter()
@@ -105,7 +110,7 @@ def run_ticks(step, cfg: BenchConfig, cams: list[str], action_ns=None) -> tuple[
             time.sleep(delay)
         else:
             deadline = time.perf_counter()  # overran (blocking forward pass): do not try to catch up
-    return out, late
+    return out, jitter, schedule.as_dict()
 
 
 class BlockingTimestamps:
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         stamps.before(now_ns)
         return predict_action(o, policy, cpu, pre, post, use_amp=False)
 
-    blocking, blocking_late = run_ticks(blocking_step, cfg, cams, stamps.action_ns)
+    blocking, _, blocking_schedule = run_ticks(blocking_step, cfg, cams, stamps.action_ns)
     infer_ticks = sorted(blocking)[-max(1, cfg.ticks // cfg.n_action_steps) :]
 
     # 2. The asynchronous executor on the same weights.
@@ -178,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ex.warmup(warm)
     try:
-        ticks, late = run_ticks(lambda o, now: ex.step(o, now, now), cfg, cams, lambda now: ex.last_action_ns)
+        ticks, jitter, schedule = run_ticks(
+            lambda o, now: ex.step(o, now, now), cfg, cams, lambda now: ex.last_action_ns
+        )
     finally:
         ex.close()
     # The first ticks of the episode have no action until the first chunk arrives (a tick never waits
@@ -190,12 +197,14 @@ def main(argv: list[str] | None = None) -> dict:
         "tick_ms_p50": pct(steady, 50),
         "tick_ms_p99": pct(steady, 99),
         "tick_ms_max": round(max(steady), 3),
-        # How far executed actions lag their timestamps on the wall clock while chunks are inferred
-        # (target: p99 <= one control period); LeRobot's blocking queue in the same run for comparison.
-        "late_action_ms_p50": pct(late, 50),
-        "late_action_ms_p99": pct(late, 99),
-        "blocking_late_action_ms_p50": pct(blocking_late, 50),
-        "blocking_late_action_ms_p99": pct(blocking_late, 99),
+        # Schedule keeping while chunks are inferred: consecutive ticks execute consecutive slots (goal: 0 skipped),
+        # each within 5 ms of its timestamp beyond the tick's own jitter; LeRobot's blocking queue beside it.
+        **schedule,
+        "schedule_error_ms_p99": round(schedule.get("schedule_error_ms_p99", float("nan")), 3),
+        "tick_jitter_ms_p99": pct(jitter, 99),
+        "blocking_schedule_skipped_slots": blocking_schedule["schedule_skipped_slots"],
+        "blocking_schedule_repeated_slots": blocking_schedule["schedule_repeated_slots"],
+        "blocking_schedule_error_ms_p99": round(blocking_schedule.get("schedule_error_ms_p99", float("nan")), 3),
         "period_ms": round(1e3 / cfg.rate_hz, 3),
         "blocking_tick_ms_p50": pct(blocking, 50),
         "blocking_tick_ms_p99": pct(blocking, 99),

@@ -16,7 +16,7 @@ from lerobot.policies.act.modeling_act import ACTPolicy, ACTTemporalEnsembler
 from lerobot.policies.factory import make_pre_post_processors
 from lerobot.utils.control_utils import predict_action
 
-from robotflow.policies.chunking import ChunkExecutor, ChunkExecutorConfig
+from robotflow.policies.chunking import ChunkExecutor, ChunkExecutorConfig, ScheduleKeeping
 from robotflow.policies.ensembling import TemporalEnsembler
 
 H, W = 48, 64
@@ -301,6 +301,33 @@ def test_forced_overruns_keep_actions_on_their_timestamps():
         assert ex.last_action_ns == pytest.approx(a[0] * 1e9, abs=1)
     # The tick-counting executor would have walked each chunk one action per tick, lagging by the skips.
     assert ex.stats.skipped_actions == 0 and ex.stats.chunks > 30
+
+
+def test_schedule_keeping_counts_skipped_and_repeated_slots():
+    """The figure can fail: a tick that jumps a slot or executes one twice is counted, an on-time one is not."""
+    sk = ScheduleKeeping()
+    period = 10_000_000
+    for slot in (100, 101, 102, 104, 104, 105, 108):  # 103 skipped; 104 twice; 106 and 107 skipped
+        sk.record(slot * period + 1_000_000, slot * period, period)
+    assert (sk.skipped_slots, sk.repeated_slots) == (3, 1)
+    assert sk.as_dict()["schedule_error_ms_p99"] == pytest.approx(1.0)
+    sk.new_episode()
+    sk.record(5 * period, 5 * period, period)  # a new episode's first slot is not a jump
+    assert sk.skipped_slots == 3
+
+
+def test_overrunning_ticks_show_as_skipped_slots():
+    src = ClockSource(n=10)
+    ex = ChunkExecutor.from_source(
+        src, chunk_size=10, config=ChunkExecutorConfig(async_inference=False, fps=FPS, n_action_steps=10)
+    )
+    now = 1_000_000_000
+    for k in range(30):
+        now += PERIOD_NS * (2 if k == 10 else 1)  # one tick overruns by a whole period
+        assert ex.step({"k": k}, now, now) is not None
+    st = ex.stats.as_dict()
+    assert st["schedule_skipped_slots"] == 1 and st["schedule_repeated_slots"] == 0
+    assert st["schedule_error_ms_p99"] < 1e-3  # every action ran at its own timestamp
 
 
 def test_async_chunks_land_on_their_timestamps_and_ticks_never_wait_longer_than_a_period():

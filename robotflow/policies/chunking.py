@@ -90,6 +90,44 @@ class ChunkExecutorConfig:
 
 
 @dataclass
+class ScheduleKeeping:
+    """Whether the executed actions keep the plan's schedule, one slot per tick.
+
+    Each executed action has a slot on the action grid (its timestamp / period). Ticks should execute
+    consecutive slots: a jump of k > 1 slots skips k - 1 planned actions, the same slot twice repeats one.
+    `error_ms` is |tick time - the executed action's timestamp|: how far from its slot each action ran. (The
+    lateness of "the action whose slot contains now" is between 0 and one period by construction, so its p99
+    cannot show a schedule that slips; these counts can.)
+    """
+
+    skipped_slots: int = 0
+    repeated_slots: int = 0
+    error_ms: deque = field(default_factory=lambda: deque(maxlen=10000))
+    _last_slot: int | None = None
+
+    def record(self, now_ns: int, action_ns: int, period_ns: float) -> None:
+        self.error_ms.append(abs(now_ns - action_ns) / 1e6)
+        slot = round(action_ns / period_ns)
+        if self._last_slot is not None:
+            gap = slot - self._last_slot
+            if gap == 0:
+                self.repeated_slots += 1
+            elif gap > 1:
+                self.skipped_slots += gap - 1
+        self._last_slot = slot
+
+    def new_episode(self) -> None:
+        self._last_slot = None  # slots of different episodes are unrelated
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"schedule_skipped_slots": self.skipped_slots}
+        d["schedule_repeated_slots"] = self.repeated_slots
+        if self.error_ms:
+            d["schedule_error_ms_p99"] = float(np.percentile(list(self.error_ms), 99))
+        return d
+
+
+@dataclass
 class ExecutorStats:
     """Counters of an executor since it was created."""
 
@@ -102,16 +140,14 @@ class ExecutorStats:
     stale_chunks: int = 0  # chunks that arrived after their whole horizon had elapsed
     skipped_actions: int = 0  # leading actions of new chunks whose time had passed when they arrived
     infer_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
-    late_ms: deque = field(default_factory=lambda: deque(maxlen=10000))  # now - the picked action's timestamp
+    schedule: ScheduleKeeping = field(default_factory=ScheduleKeeping)
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("ticks", "actions", "chunks", "cold_starts", "stalls", "no_action", "stale_chunks", "skipped_actions")
         d = {k: getattr(self, k) for k in keys}
         if self.infer_ms:
             d["infer_ms_p50"] = float(np.percentile(list(self.infer_ms), 50))
-        if self.late_ms:
-            d["late_action_ms_p99"] = float(np.percentile(list(self.late_ms), 99))
-        return d
+        return {**d, **self.schedule.as_dict()}
 
 
 class ChunkExecutor:
@@ -379,7 +415,7 @@ class ChunkExecutor:
             self.stats.no_action += 1
             return None
         self.stats.actions += 1
-        self.stats.late_ms.append((now_ns - self.last_action_ns) / 1e6)  # as the caller's clock saw the tick
+        self.stats.schedule.record(now_ns, self.last_action_ns, self.period_ns)  # as the caller's clock saw the tick
         self._acted_this_episode = True
         if self._normalized_ensemble:
             with torch.inference_mode():  # as inside LeRobot's predict_action
@@ -440,6 +476,7 @@ class ChunkExecutor:
         self._plan, self._epoch, self._ens_slot = None, None, 0
         self._acted_this_episode = False
         self.last_action_ns = None
+        self.stats.schedule.new_episode()
         if self._ensembler is not None:
             self._ensembler.reset()
         if self._worker is not None:
