@@ -8,8 +8,10 @@ re-checks on the real SDK what docs/hardware.md claims.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import franky
 import numpy as np
@@ -17,6 +19,7 @@ import pytest
 import yaml
 from franky_sim_server import franky_sim
 
+from robotflow.drivers.franka import keep_thread_scheduling
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Input, Node, register
 from robotflow.runtime.scheduler import run_graph
@@ -116,10 +119,29 @@ def graph(host: str, wave: dict, arm: dict | None = None):
     return parse_graph(yaml.safe_dump(doc, sort_keys=False), "<franky-sim>")
 
 
+def realtime_threads() -> list[str]:
+    """Threads of this process under SCHED_FIFO/SCHED_RR (field 41 of /proc/<pid>/task/<tid>/stat)."""
+    out = []
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        if int(fields[38]) in (os.SCHED_FIFO, os.SCHED_RR):  # policy: the 41st field, 39th after the name
+            out.append(stat.parent.name)
+    return out
+
+
 @pytest.fixture
 def robot_host():
     with franky_sim() as host:
         yield host
+    # libfranka raises the thread that connects or runs a blocking motion to SCHED_FIFO 99; a node's or this
+    # test's thread left there outranks the whole machine, and so does every thread and process it starts.
+    assert realtime_threads() == [], "a thread was left at real-time priority"
+
+
+def connect_robot(host: str):
+    """A second client, from the test itself (libfranka serves one at a time: the graph's arm has let go)."""
+    with keep_thread_scheduling():
+        return franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
 
 
 def tracking_errors(rows, sent) -> np.ndarray:
@@ -203,22 +225,23 @@ def test_a_failing_node_stops_the_arm(robot_host):
     assert not result.ok and result.failed_node == "wave", result
     assert "could not stop" not in str(result)
     failed_at = sched.nodes["wave"].failed_at
-    robot = franky.Robot(robot_host, realtime_config=franky.RealtimeConfig.Ignore)
+    robot = connect_robot(robot_host)
     assert not robot.is_in_control and ee_at_rest(robot)
     assert time.monotonic() - failed_at < 3.0  # the whole stop, teardown included
 
 
 def test_homing_and_recover_on_start(robot_host):
     """home_on_start moves the arm to home_joints from wherever it is; recover_on_start clears the controller first."""
-    robot = franky.Robot(robot_host, realtime_config=franky.RealtimeConfig.Ignore)
+    robot = connect_robot(robot_host)
     robot.relative_dynamics_factor = 0.3
     away = np.array([0.3, -0.5, 0.2, -2.2, 0.1, 1.8, 0.5])
-    robot.move(franky.JointMotion(away, franky.ReferenceType.Absolute))
+    robot.move(franky.JointMotion(away, franky.ReferenceType.Absolute), asynchronous=True)  # franky's own thread
+    robot.join_motion()
     del robot  # libfranka serves one controlling client at a time
     home = [0.0, -0.6, 0.0, -2.4, 0.0, 1.8, 0.785]
     result, sched = run_graph(graph(robot_host, {"stop_after_s": 0.5}, {"home_joints": home}), duration_s=30)
     assert result.ok, result
-    robot = franky.Robot(robot_host, realtime_config=franky.RealtimeConfig.Ignore)
+    robot = connect_robot(robot_host)
     np.testing.assert_allclose(robot.current_joint_state.position, home, atol=0.01)
 
 

@@ -12,7 +12,9 @@ Conventions (docs/contracts.md): EE pose `[x, y, z, qw, qx, qy, qz]` in the robo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,6 +54,29 @@ def import_franky():
             f"the Franka nodes need franky: pip install franky-control (matching your robot's libfranka version) [{e}]"
         ) from None
     return franky
+
+
+@contextlib.contextmanager
+def keep_thread_scheduling():
+    """Undo what libfranka does to the calling thread's scheduling.
+
+    Constructing a `franky.Robot` (even with `RealtimeConfig.Ignore`) or running a blocking motion raises
+    the calling thread to SCHED_FIFO 99 where the process may (root, CAP_SYS_NICE) and leaves it there. The
+    1 kHz loop runs in franky's own thread and keeps its priority; the caller here is a node's Python thread
+    (or a test's main thread): left at 99 it outranks every other thread on the machine, and every thread and
+    process it starts inherits that (a browser started by a later test span both cores at RT 99). The node's
+    own `priority:` is applied by the scheduler after setup.
+    """
+    try:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    except (AttributeError, OSError):  # not Linux
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, policy, param)
 
 
 # ---- quaternion convention: the one place franky's [x, y, z, w] meets our [w, x, y, z] -------------
@@ -166,6 +191,11 @@ class FrankaArmNode(ArmNode):
         lo, hi = JOINT_LIMITS[p.robot_model]
         self._q_lo, self._q_hi = lo + JOINT_LIMIT_MARGIN, hi - JOINT_LIMIT_MARGIN
         self.init_safety((self._q_lo, self._q_hi), panda_fk)
+        with keep_thread_scheduling():
+            self._connect_and_home()
+
+    def _connect_and_home(self) -> None:
+        p, franky = self.params, self.franky
         try:
             if p.realtime_kernel:
                 self.robot = franky.Robot(p.host)
@@ -418,7 +448,8 @@ class FrankaGripperNode(GripperNode):
         self.init_safety()
         self._halted = False  # set by stop_hardware: no new command is issued
         try:
-            self.gripper = franky.Gripper(p.host)
+            with keep_thread_scheduling():
+                self.gripper = franky.Gripper(p.host)
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(
                 f"cannot connect to the Franka Hand at {p.host!r}: {type(e).__name__}: {e}; check "
@@ -426,7 +457,8 @@ class FrankaGripperNode(GripperNode):
             ) from None
         if p.homing_on_start:
             self.log("homing the gripper")
-            self.gripper.homing()
+            with keep_thread_scheduling():
+                self.gripper.homing()
         self.max_width = float(self.gripper.max_width)
         if self.max_width <= 0:
             self.log("gripper reports max_width 0 (not homed): normalising with %.3f m", p.max_width_m)
