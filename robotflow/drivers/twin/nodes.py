@@ -5,10 +5,11 @@ The twin stands in for the robot cell, not for the robot's drivers: a twin graph
 franky-control on a loopback address, as they reach a real Franka over the network. Only the cameras and the
 task (objects, episode starts, scoring) are the twin's.
 
-Give the three twin nodes one `process:` group of their own. They share the world through `peer()` (which
-reaches nodes of the same process only), and there the world's 1 kHz loop competes for the GIL with the twin's
-cameras but never with the graph's control loop (arm, gripper, teleop or policy), as a robot's controller has
-its own computer. The loop is a thread of the world node; MuJoCo's data is shared under `TwinWorld.lock`.
+Give `twin.world` and `twin.task` one `process:` group of their own: they share the world through `peer()`
+(which reaches nodes of the same process only), and there the world's 1 kHz loop (a thread of the world node;
+MuJoCo's data is shared under `TwinWorld.lock`) never competes for the GIL with the graph's control loop (arm,
+gripper, teleop or policy), as a robot's controller has its own computer. `twin.camera` renders in another
+group, from the positions `twin.world` publishes.
 
 Episode reset: the arm is never teleported. Between episodes `twin.task` sends the home joints to the arm's
 `joint_target` input, as an operator would drive it home, and places the objects only once the arm is there.
@@ -21,13 +22,13 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from robotflow.drivers.sim.nodes import CameraParams, SimCameraNode
+from robotflow.drivers.sim.nodes import SimCameraNode
 from robotflow.drivers.sim.render import OffscreenCamera
 from robotflow.drivers.sim.tasks import TaskRunner
 from robotflow.network import is_loopback
 from robotflow.runtime.node import Input, Node
 
-from .world import TWIN_TASKS, TwinWorld
+from .world import TWIN_TASKS, TwinWorld, compile_scene
 
 # A home for the twin's cell: flange down, EE at (0.46, 0, 0.36) m, inside the hardware graphs' workspace box
 # (Franka's "ready" pose has the EE at z 0.49, above their 0.45 ceiling, so a joint target there is rejected).
@@ -38,13 +39,16 @@ TWIN_HOME = [0.0, -0.3, 0.0, -2.3, 0.0, 2.0, 0.785]
 class TwinWorldParams:
     host: str = "127.0.0.1"  # loopback address the libfranka servers bind (franka.arm/gripper `host`)
     task: str = "stack_cubes"  # the scene's objects: must match twin.task
+    # The joints the robot is powered up at (franky-sim starts there): home, as a robot left ready.
+    initial_joints: list[float] = field(default_factory=lambda: list(TWIN_HOME))
 
 
 class TwinWorldNode(Node):
-    """Hosts franky-sim's world and its libfranka servers; checks each tick that the 1 kHz loop still runs."""
+    """Hosts franky-sim's world and its libfranka servers; each tick checks that the 1 kHz loop still runs and
+    publishes `scene` (`qpos`: MuJoCo's positions of the robot and the objects) for the twin's cameras."""
 
     Params = TwinWorldParams
-    outputs = ()
+    outputs = ("scene",)
 
     def __init__(self, name: str, params: TwinWorldParams):
         super().__init__(name, params)
@@ -60,7 +64,7 @@ class TwinWorldNode(Node):
     def world(self) -> TwinWorld:
         """The world, built and serving on first access (the twin's cameras and task may set up first)."""
         if self._world is None:
-            self._world = TwinWorld(self.params.task, self.params.host)
+            self._world = TwinWorld(self.params.task, self.params.host, self.params.initial_joints)
             self._world.start()
             self.log("franky-sim serving on %s", self.params.host)
         return self._world
@@ -69,8 +73,12 @@ class TwinWorldNode(Node):
         _ = self.world
 
     def step(self) -> None:
-        if not self.world.alive:
+        world = self.world
+        if not world.alive:
             raise RuntimeError("the twin's 1 kHz loop stopped")
+        with world.lock:
+            qpos = world.qpos()
+        self.emit("scene", qpos=qpos)
 
     def report(self) -> dict | None:
         return self._world.report() if self._world is not None else None
@@ -88,24 +96,40 @@ def _twin_world(node: Node, name: str) -> TwinWorld:
     return peer.world
 
 
-class TwinCameraNode(SimCameraNode):
-    """Renders a camera of the twin's world: a copy of MuJoCo's data is taken under the world's lock, so the
-    render itself never holds up the robot's 1 kHz loop."""
+@dataclass
+class TwinCameraParams:
+    task: str = "stack_cubes"  # the world's task: the camera compiles the same scene
+    camera: str = "front"  # a camera of the scene: front | wrist
+    width: int = 320
+    height: int = 240
+    fps: float = 15.0  # frames per second; give the node the same `rate:`
 
-    Params = CameraParams
+
+class TwinCameraNode(SimCameraNode):
+    """Renders a camera of the twin's scene from the world's `scene` positions, in a process of its own: on
+    CPUs a frame takes tens of ms, which in the world's process starved franky's 1 kHz loop of the GIL (libfranka
+    then gave up: "UDP receive: Timeout")."""
+
+    Params = TwinCameraParams
+    inputs = {"scene": Input()}
 
     def setup(self) -> None:
-        self.twin = _twin_world(self, self.params.world)
-        self._copy = mujoco.MjData(self.twin.model)
-        self.camera = OffscreenCamera(self.twin.model, self.params.camera, self.params.width, self.params.height)
+        model = compile_scene(self.params.task)
+        self._data = mujoco.MjData(model)
+        self._model = model
+        self.camera = OffscreenCamera(model, self.params.camera, self.params.width, self.params.height)
         self._period_ns = int(round(1e9 / self.params.fps))
         self._next_ns: int | None = None
         self.render_ms: list[float] = []
 
+    def step(self) -> None:
+        if self.read("scene") is not None:  # nothing to show before the world's first positions
+            super().step()
+
     def scene_data(self) -> mujoco.MjData:
-        with self.twin.lock:
-            mujoco.mj_copyData(self._copy, self.twin.model, self.twin.data)
-        return self._copy
+        self._data.qpos[:] = self.read("scene")["qpos"]
+        mujoco.mj_kinematics(self._model, self._data)
+        return self._data
 
 
 @dataclass
@@ -167,10 +191,12 @@ class TwinTaskNode(Node):
         p = self.params
         if self._homing_from is None:
             self._homing_from = t
-        self.emit("home", joint_pos=self._home.copy())
         state = self.read("state")
         near = state is not None and np.max(np.abs(np.asarray(state["joint_pos"]) - self._home)) < p.home_tol_rad
         if not near:
+            # Sent only while the arm is away: franky planning a joint motion of almost no length failed with
+            # "Motion planner failed with error code -111" on franky-sim.
+            self.emit("home", joint_pos=self._home.copy())
             self._home_since = None
         elif self._home_since is None:
             self._home_since = t

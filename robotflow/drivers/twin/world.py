@@ -80,34 +80,48 @@ def _add_cameras(sim: MujocoSimulator) -> None:
     ET.SubElement(hand, "camera", name="wrist", pos="0.07 0 0.02", xyaxes="0 1 0 0.958 0 0.287", fovy="70")
 
 
+def build_scene(task: str, initial_joints: list[float] | None = None) -> MujocoSimulator:
+    """franky-sim's simulator with one FR3 and the task's objects and cameras (not started)."""
+    if task not in TWIN_TASKS:
+        raise ValueError(f"the twin has no scene for task {task!r}; choose one of {', '.join(TWIN_TASKS)}")
+    sim = MujocoSimulator(enable_visualization=False)
+    sim.add_robot(**({"initial_q": tuple(initial_joints)} if initial_joints else {}))
+    # A grasped cube must not creep out of the pads: the sim scene's contact settings (drivers/sim/scene.py).
+    option = sim.scene.find("option")
+    option.set("cone", "elliptic")
+    option.set("impratio", "10")
+    option.set("noslip_iterations", "5")
+    # Rendering on CPUs, as the sim scene's: franky-sim's 8x multisampling and 4096 px shadows took 0.5 s a frame.
+    quality = sim.scene.find("visual").find("quality")
+    quality.set("shadowsize", "0")
+    quality.set("offsamples", "0")
+    for light in sim.worldbody.iter("light"):
+        light.set("castshadow", "false")
+    for k, obj in enumerate(TASK_OBJECTS[task]):
+        _add_cube(sim.worldbody, obj, 0.45 + 0.1 * k)
+    _add_cameras(sim)
+    return sim
+
+
+def compile_scene(task: str) -> mujoco.MjModel:
+    """The twin's model for rendering in another process: the same bodies, meshes and cameras as the world's."""
+    return mujoco.MjModel.from_xml_string(ET.tostring(build_scene(task).scene, encoding="unicode"))
+
+
 class TwinWorld:
     """franky-sim's FR3 in the task's scene, served over libfranka on `host` while running."""
 
     def __init__(self, task: str, host: str, initial_joints: list[float] | None = None):
-        if task not in TWIN_TASKS:
-            raise ValueError(f"the twin has no scene for task {task!r}; choose one of {', '.join(TWIN_TASKS)}")
         self.task, self.host = task, host
         self.objects = TASK_OBJECTS[task]
         self.lock = threading.Lock()
         self.stats = LoopStats()
-        self._sim = MujocoSimulator(enable_visualization=False)
+        self._sim = build_scene(task, initial_joints)
         self._sim.init()
-        self._sim.add_robot(**({"initial_q": tuple(initial_joints)} if initial_joints else {}))
-        self._build_scene()
         self._server = SimulationServer(self._sim, hostname_candidates=[host])
         self._thread: threading.Thread | None = None
         self._running = False
         self._wall0 = 0.0
-
-    def _build_scene(self) -> None:
-        # A grasped cube must not creep out of the pads: the sim scene's contact settings (drivers/sim/scene.py).
-        option = self._sim.scene.find("option")
-        option.set("cone", "elliptic")
-        option.set("impratio", "10")
-        option.set("noslip_iterations", "5")
-        for k, obj in enumerate(self.objects):
-            _add_cube(self._sim.worldbody, obj, 0.45 + 0.1 * k)
-        _add_cameras(self._sim)
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -184,6 +198,10 @@ class TwinWorld:
     @property
     def data(self) -> mujoco.MjData:
         return self._sim.data
+
+    def qpos(self) -> np.ndarray:
+        """A copy of the whole MuJoCo state's positions (robot and objects), for the cameras to render."""
+        return self.data.qpos.copy()
 
     def forward(self) -> None:
         mujoco.mj_forward(self.model, self.data)
