@@ -129,6 +129,7 @@ class TwinCameraNode(SimCameraNode):
     def scene_data(self) -> mujoco.MjData:
         self._data.qpos[:] = self.read("scene")["qpos"]
         mujoco.mj_kinematics(self._model, self._data)
+        mujoco.mj_camlight(self._model, self._data)  # cameras and lights on moving bodies
         return self._data
 
 
