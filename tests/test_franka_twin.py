@@ -8,6 +8,7 @@ through franky. Success is not expected from so little (graphs/*_twin_* and READ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from franky_sim_server import free_loopback_host
 
 from robotflow.drivers.twin.nodes import TwinCameraNode, TwinTaskNode, TwinWorldNode
 from robotflow.recording.reader import EpisodeFile
+from robotflow.runtime.graph import load_graph
 from robotflow.runtime.node import known_types, register
+from robotflow.safety import ArmSafetyParams
 from robotflow.scripts.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +42,29 @@ def _cli(*args: str) -> str:
     r = CliRunner().invoke(main, list(args))
     assert r.exit_code == 0, r.output
     return r.output
+
+
+@pytest.mark.parametrize("name", ["franka_stack_cubes", "franka_stack_cubes_policy"])
+def test_twin_graphs_keep_the_hardware_graphs_nodes_and_safety_params(name):
+    """Only the cameras and the task are swapped: the arm's safety layer and dynamics, the gripper and the policy
+    are the hardware graph's (the arm's address, robot model and homing pose are the twin's)."""
+    hw, twin = (
+        load_graph(ROOT / f"graphs/{name}.yaml"),
+        load_graph(ROOT / f"graphs/{name.replace('franka_', 'franka_twin_')}.yaml"),
+    )
+    for field in [f.name for f in dataclasses.fields(ArmSafetyParams)] + [
+        "dynamics_factor",
+        "home_on_start",
+        "auto_recover",
+    ]:
+        assert getattr(twin.node("arm").params, field) == getattr(hw.node("arm").params, field), field
+    assert dataclasses.replace(twin.node("gripper").params, host="", connect_timeout_s=0.0) == dataclasses.replace(
+        hw.node("gripper").params, host="", connect_timeout_s=0.0
+    )
+    if "policy" in name:
+        assert twin.node("arm").params.control == hw.node("arm").params.control
+        assert twin.node("policy").params == hw.node("policy").params
+        assert twin.node("policy").process == hw.node("policy").process
 
 
 @pytest.fixture(scope="module")
