@@ -243,3 +243,28 @@ def test_record_is_callable_from_python(tmp_path):
     assert len(list((tmp_path / "eps").glob("episode_*.h5"))) == 2
     with pytest.raises(RecordError, match="--episodes must be at least 1"):
         record(RecordOptions(str(g), episodes=0, output_dir=str(tmp_path / "eps")))
+
+
+def test_a_channel_whose_fields_change_keeps_its_columns_aligned(tmp_path):
+    """An arm's `command` switches from joint targets (`joint_pos`) to EE targets (`ee_pose`) mid-episode, across
+    flushes: every field keeps one row per message, zeros where a message lacked it."""
+    from robotflow.recording.writer import EpisodeWriter
+    from robotflow.runtime.channels import Message
+
+    w = EpisodeWriter(tmp_path / "episode_000000.h5", {}, "raw", 90)
+    q, pose = np.arange(7.0), np.arange(7.0) + 10
+    for i in range(3):
+        w.append("arm/command", Message("arm/command", i, i, {"joint_pos": q + i, "mode": "joints"}))
+    w.flush()
+    for i in range(3, 5):
+        w.append("arm/command", Message("arm/command", i, i, {"ee_pose": pose + i, "mode": "ee"}))
+    w.flush()
+    w.append("arm/command", Message("arm/command", 5, 5, {"joint_pos": q + 5, "mode": "joints"}))
+    w.flush()
+    w.close({})
+    with h5py.File(tmp_path / "episode_000000.h5") as f:
+        g = f["channels/arm/command"]
+        assert g["timestamp_ns"].shape == g["joint_pos"].shape[:1] == g["ee_pose"].shape[:1] == (6,)
+        np.testing.assert_array_equal(g["joint_pos"][:], [q, q + 1, q + 2, 0 * q, 0 * q, q + 5])
+        np.testing.assert_array_equal(g["ee_pose"][:], [0 * pose] * 3 + [pose + 3, pose + 4, 0 * pose])
+        assert [m.decode() for m in g["mode"][:]] == ["joints"] * 3 + ["ee"] * 2 + ["joints"]

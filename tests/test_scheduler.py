@@ -203,3 +203,50 @@ def test_process_group_runs_over_ipc():
 def test_failure_in_process_group_names_the_node():
     res, _ = _run(PROC.replace("FAIL", "30"), duration_s=20)
     assert not res.ok and res.failed_node == "remote" and "value 30 out of range" in res.error
+
+
+@dataclass
+class SlowTeardownParams:
+    seconds: float = 3.0
+    record: str = ""  # file the teardown's end time (time.time()) is written to
+
+
+@register("t.slow_teardown")
+class SlowTeardown(Node):
+    """A node whose teardown takes a while (a robot twin waiting for its clients to let go)."""
+
+    Params = SlowTeardownParams
+
+    def step(self):
+        pass
+
+    def teardown(self):
+        time.sleep(self.params.seconds)
+        with open(self.params.record, "w") as f:
+            f.write(str(time.time()))
+
+
+@register("t.teardown_clock")
+class TeardownClock(Node):
+    def step(self):
+        pass
+
+    def teardown(self):
+        self.torn_down_at = time.time()
+
+
+def test_a_process_groups_stop_request_reaches_the_parent_before_its_teardown(tmp_path):
+    """The main group stops as soon as a node in a process group ends the run, not after that group's teardown:
+    the Franka twin's world (in a group) keeps serving while franka.arm (in the main group) stops the robot."""
+    record = tmp_path / "child_teardown_end"
+    doc = f"""
+clock: wall
+nodes:
+  - {{name: clock, type: t.teardown_clock, rate: 50}}
+  - {{name: ender, type: test.counter, rate: 100, process: twin, params: {{stop_after: 20}}}}
+  - {{name: slow, type: t.slow_teardown, rate: 10, process: twin, params: {{seconds: 3.0, record: "{record}"}}}}
+"""
+    res, s = _run(doc, duration_s=30)
+    assert res.ok, res
+    child_done = float(record.read_text())
+    assert s.nodes["clock"].torn_down_at < child_done - 1.5

@@ -16,6 +16,8 @@ import contextlib
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -105,6 +107,19 @@ def quat_xyzw_from_wxyz(q_wxyz) -> np.ndarray:
     return np.array([q[1], q[2], q[3], q[0]])
 
 
+def connect(open_connection: Callable[[], Any], timeout_s: float) -> Any:
+    """`open_connection()`, retried for up to `timeout_s` while it fails (a robot, or the Franka twin's
+    process group, still starting up); the last failure raises."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return open_connection()
+        except Exception:  # noqa: BLE001 - franky's connection errors have several types
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 def pose_from_affine(affine) -> np.ndarray:
     """franky `Affine` -> EE pose `[x, y, z, qw, qx, qy, qz]` (a fresh array)."""
     return np.concatenate(
@@ -145,6 +160,7 @@ class FrankaArmParams(ArmSafetyParams):
     force_threshold: float = 30.0  # collision reflex threshold, Cartesian (N)
     stop_timeout_s: float = 3.0  # a stop waits this long for the arm to come to rest
     realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
+    connect_timeout_s: float = 0.0  # keep retrying the connection this long (the Franka twin starts with the graph)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -198,9 +214,10 @@ class FrankaArmNode(ArmNode):
         p, franky = self.params, self.franky
         try:
             if p.realtime_kernel:
-                self.robot = franky.Robot(p.host)
+                self.robot = connect(lambda: franky.Robot(p.host), p.connect_timeout_s)
             else:
-                self.robot = franky.Robot(p.host, realtime_config=franky.RealtimeConfig.Ignore)
+                rt = franky.RealtimeConfig.Ignore
+                self.robot = connect(lambda: franky.Robot(p.host, realtime_config=rt), p.connect_timeout_s)
         except Exception as e:  # noqa: BLE001 - any connection failure gets the same advice
             raise RuntimeError(
                 f"cannot connect to the Franka at {p.host!r}: {type(e).__name__}: {e}; check the "
@@ -418,6 +435,7 @@ class FrankaGripperParams:
     deadband: float = 0.05
     homing_on_start: bool = False  # home the fingers first (needed after changing fingers)
     max_width_m: float = 0.08  # used when the gripper reports max_width 0 (never homed)
+    connect_timeout_s: float = 0.0  # keep retrying the connection this long (the Franka twin starts with the graph)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.close_below <= self.open_above <= 1.0:
@@ -449,7 +467,7 @@ class FrankaGripperNode(GripperNode):
         self._halted = False  # set by stop_hardware: no new command is issued
         try:
             with keep_thread_scheduling():
-                self.gripper = franky.Gripper(p.host)
+                self.gripper = connect(lambda: franky.Gripper(p.host), p.connect_timeout_s)
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(
                 f"cannot connect to the Franka Hand at {p.host!r}: {type(e).__name__}: {e}; check "

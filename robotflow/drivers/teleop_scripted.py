@@ -8,6 +8,7 @@ plans from the privileged object poses of `sim.task` (`task/objects`) at each ep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -20,6 +21,7 @@ class ScriptedTeleopParams:
     task: str = ""  # empty: take the task from the `episode` events
     noise: float = 0.0  # 0 = the same plan every time; 1 = a few mm / cm of per-episode variation
     speed: float = 0.25  # EE travel speed (m/s)
+    robot: Literal["sim", "franka"] = "sim"  # whose EE frame the targets are in: sim.arm's or franka.arm's
 
 
 class ScriptedTeleop(TeleopDeviceNode):
@@ -31,9 +33,10 @@ class ScriptedTeleop(TeleopDeviceNode):
     def setup(self) -> None:
         # Imported here, not at the top: the expert reads the MuJoCo scene (drivers.sim pulls in mujoco),
         # and a hardware graph must be able to import every teleop module without it.
-        from robotflow.drivers.sim.expert import ScriptedExpert
+        from robotflow.drivers.sim.expert import DOWN, FRANKA_DOWN, ScriptedExpert
 
         self._expert_cls = ScriptedExpert
+        self._down = FRANKA_DOWN if self.params.robot == "franka" else DOWN
         self.expert: ScriptedExpert | None = None
         self._episode: tuple[int, int] | None = None  # (start timestamp_ns, seed) of the running episode
 
@@ -41,7 +44,7 @@ class ScriptedTeleop(TeleopDeviceNode):
         for msg in self.read_all("episode"):
             if msg["event"] == "start":
                 task = self.params.task or str(msg["task"])
-                self.expert = self._expert_cls(task, self.params.noise, self.params.speed)
+                self.expert = self._expert_cls(task, self.params.noise, self.params.speed, self._down)
                 self._episode = (msg.timestamp_ns, int(msg["seed"]))
             else:
                 self._episode = None

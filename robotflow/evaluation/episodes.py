@@ -78,7 +78,8 @@ def run_episode(plan: EvalPlan, job: EpisodeJob) -> EpisodeOutcome:
         raise EvalError(f"seed {job.seed}: node {result.failed_node!r} failed: {result.error}")
     if not result.ok:
         raise EvalError(f"seed {job.seed}: {result.reason}")
-    episodes = [r for n in sched.nodes.values() if hasattr(n, "results") for r in n.results]
+    # The task node's report carries its results from any process group (the Franka twin's task runs in one).
+    episodes = list(sched.reports.get(plan.task_node, {}).get("results", []))
     if len(episodes) != 1:
         raise EvalError(f"seed {job.seed}: expected one episode result from {plan.task_node!r}, got {len(episodes)}")
     r = episodes[0]

@@ -120,7 +120,7 @@ class EpisodeWriter:
                         data[i] = encode_jpeg(v, self.jpeg_quality) if v is not None else np.zeros(0, np.uint8)
                     if name not in grp:
                         ds = grp.create_dataset(
-                            name, shape=(0,), maxshape=(None,), chunks=(64,), dtype=h5py.vlen_dtype(np.uint8)
+                            name, shape=(buf.count,), maxshape=(None,), chunks=(64,), dtype=h5py.vlen_dtype(np.uint8)
                         )
                         ds.attrs["encoding"] = "jpeg"
                         ds.attrs["shape"] = list(sample.shape)
@@ -128,17 +128,22 @@ class EpisodeWriter:
                 elif kind == "str":
                     data = np.array(["" if v is None else str(v) for v in col], dtype=object)
                     if name not in grp:
-                        grp.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
+                        grp.create_dataset(
+                            name, shape=(buf.count,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype()
+                        )
                     self._extend(grp, name, data)
                 else:
-                    arr = np.stack([np.asarray(v if v is not None else np.zeros_like(np.asarray(sample))) for v in col])
+                    # A field absent from a message is written as zeros of its row shape (a channel whose fields vary,
+                    # like an arm's `command` switching between EE and joint targets, keeps its columns aligned).
+                    blank = np.zeros(grp[name].shape[1:], grp[name].dtype) if sample is None else np.zeros_like(sample)
+                    arr = np.stack([np.asarray(v) if v is not None else blank for v in col])
                     if name not in grp:
                         opts = {}
                         if kind == "raw_image":
                             opts = {"compression": "lzf"}
-                        grp.create_dataset(
+                        grp.create_dataset(  # rows before the field's first message: zeros
                             name,
-                            shape=(0, *arr.shape[1:]),
+                            shape=(buf.count, *arr.shape[1:]),
                             maxshape=(None, *arr.shape[1:]),
                             dtype=arr.dtype,
                             chunks=(max(1, min(256, 2**20 // max(1, arr[0].nbytes))), *arr.shape[1:]),

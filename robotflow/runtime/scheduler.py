@@ -151,8 +151,16 @@ class Scheduler:
 
     def request_stop(self, node: str, reason: str = "") -> None:
         with self._lock:
-            if not self._stop_reason:
+            first = not self._stop_reason
+            if first:
                 self._stop_reason = f"{node}: {reason}" if reason else f"{node} finished"
+                if self._control is not None:
+                    # A process group tells the parent now, not after its teardown: the parent's nodes may need
+                    # what this group serves while they stop (the Franka twin's robot for franka.arm's stop).
+                    try:
+                        self._control.send(("stopping", self._stop_reason))
+                    except (OSError, BrokenPipeError):
+                        pass
         self._stop.set()
 
     def stop(self, reason: str = "stopped") -> None:
@@ -228,7 +236,7 @@ class Scheduler:
                     kind, payload = conn.recv()
                     if kind == "failed":
                         self._fail(payload[0], payload[1])
-                    elif kind == "stopped":
+                    elif kind in ("stopping", "stopped"):
                         self.request_stop(payload or f"process {g}", "finished")
                     elif kind == "stats":
                         self._child_stats.append(payload)

@@ -20,6 +20,9 @@ from .tasks import cube_yaw
 
 # EE orientation at the home pose: pointing down, fingers opening along the world x axis.
 DOWN = np.array([0.0, 0.70710678, 0.70710678, 0.0])
+# The Franka's EE frame (franky's O_T_EE, the Franka Hand's TCP) pointing down: the flange turned half a turn
+# about x. Its fingers open along y instead of x, which a cube's quarter-turn symmetry makes irrelevant.
+FRANKA_DOWN = np.array([0.0, 1.0, 0.0, 0.0])
 GRASP_DEPTH = 0.0  # pinch point relative to the cube centre when grasping (m)
 SAFE_Z = 0.16  # travel height of the pinch point (m)
 
@@ -29,9 +32,9 @@ def wrap_quarter(a: float) -> float:
     return float((a + np.pi / 4) % (np.pi / 2) - np.pi / 4)
 
 
-def ee_orientation(yaw: float) -> np.ndarray:
-    """The downward EE orientation turned by `yaw` about the vertical."""
-    q = quat_mul(yaw_quat(yaw), DOWN)
+def ee_orientation(yaw: float, down: np.ndarray = DOWN) -> np.ndarray:
+    """The downward EE orientation `down` turned by `yaw` about the vertical."""
+    q = quat_mul(yaw_quat(yaw), down)
     return -q if q[0] < 0 else q
 
 
@@ -49,8 +52,9 @@ class Waypoint:
 class ScriptedExpert:
     """Plans and follows a pick-and-place for `stack_cubes` (red onto green) or `pick_place` (cube into bin)."""
 
-    def __init__(self, task: str, noise: float = 0.0, speed: float = 0.25):
+    def __init__(self, task: str, noise: float = 0.0, speed: float = 0.25, down: np.ndarray = DOWN):
         self.task, self.noise, self.speed = task, float(noise), float(speed)
+        self.down = np.asarray(down, float)  # the EE orientation at yaw 0: the robot's tool pointing down
         self.waypoints: list[Waypoint] = []
         self.reset()
 
@@ -109,7 +113,7 @@ class ScriptedExpert:
             W(np.array([*pxy, hover + 0.05]), place_yaw, 1.0, 0.6 * v, at_goal=True),
         ]
         self._carry_yaw = place_yaw - grasp_yaw
-        yaw0 = cube_yaw_from_ee(ee_pose)
+        yaw0 = cube_yaw_from_ee(ee_pose, self.down)
         self._seg_from = W(np.asarray(ee_pose[:3], float).copy(), yaw0, 1.0)
         self._i = 0
         self._seg_start_t = now_s
@@ -138,7 +142,7 @@ class ScriptedExpert:
             raise RuntimeError("ScriptedExpert.act() before plan()")
         if self._i >= len(self.waypoints):
             last = self.waypoints[-1]
-            return np.concatenate([last.pos, ee_orientation(last.yaw)]), last.grip
+            return np.concatenate([last.pos, ee_orientation(last.yaw, self.down)]), last.grip
         wp, frm = self.waypoints[self._i], self._seg_from
         dist = float(np.linalg.norm(wp.pos - frm.pos))
         dur = max(dist / wp.speed, abs(wp.yaw - frm.yaw) / 1.5, 1e-3)
@@ -163,10 +167,10 @@ class ScriptedExpert:
                     self._correct_for_grasp(ee_pose, objects[self._held])  # lifted: the object is in the hand
                 self._seg_start_t = now_s
                 self._arrived_t = None
-        return np.concatenate([pos, ee_orientation(yaw)]), wp.grip
+        return np.concatenate([pos, ee_orientation(yaw, self.down)]), wp.grip
 
 
-def cube_yaw_from_ee(ee_pose: np.ndarray) -> float:
-    """The yaw, in the expert's convention, of an EE orientation (0 at the home pose)."""
-    rel = quat_mul(np.asarray(ee_pose[3:7], float), quat_conj(DOWN))
+def cube_yaw_from_ee(ee_pose: np.ndarray, down: np.ndarray = DOWN) -> float:
+    """The yaw, in the expert's convention, of an EE orientation (0 at `down`, the home pose's)."""
+    rel = quat_mul(np.asarray(ee_pose[3:7], float), quat_conj(down))
     return cube_yaw(rel)

@@ -258,9 +258,13 @@ class SimCameraNode(_WorldUser, CameraNode):
             return
         self._next_ns = now + self._period_ns if self._next_ns is None else self._next_ns + self._period_ns
         t0 = time.perf_counter()
-        image = self.camera.render(self.sim.data)  # a new array every time: receivers hold views of it
+        image = self.camera.render(self.scene_data())  # a new array every time: receivers hold views of it
         self.render_ms.append((time.perf_counter() - t0) * 1e3)
         self.emit_frame(image)
+
+    def scene_data(self) -> mujoco.MjData:
+        """The data to render now (the Franka twin renders a copy taken under its world's lock)."""
+        return self.sim.data
 
     def report(self) -> dict | None:
         if not getattr(self, "render_ms", None):

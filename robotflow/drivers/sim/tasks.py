@@ -44,7 +44,7 @@ class EpisodeResult:
 
 
 class TaskRunner:
-    """Runs episodes of `task` on a world: reset, randomise, check success (resting for hold_s) or timeout.
+    """Runs episodes of `task` on a world (a `SimWorld`, or the Franka twin's world with the same object API): reset, randomise, check success (resting for hold_s) or timeout.
 
     `update(now_s)` returns the episode events to publish (dicts with the fields of `task/episode`).
     """
@@ -139,8 +139,9 @@ class TaskRunner:
             "task": self.task,
         }
 
-    def update(self, now_s: float, control: str | None = None) -> list[dict]:
-        """Advance the episode cycle to `now_s`. `control` is an operator request: `stop` or `discard`."""
+    def update(self, now_s: float, control: str | None = None, ready: bool = True) -> list[dict]:
+        """Advance the episode cycle to `now_s`. `control` is an operator request: `stop` or `discard`.
+        `ready` False holds the next start back (the Franka twin homes its arm through franky first)."""
         events: list[dict] = []
         if self.active:
             outcome = None
@@ -158,7 +159,7 @@ class TaskRunner:
                 outcome = "failure"
             if outcome is not None:
                 events.append(self.end(now_s, outcome))
-        if not self.active and not self.done:
+        if not self.active and not self.done and ready:
             events.append(self.start(now_s))
         return events
 
