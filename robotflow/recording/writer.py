@@ -97,8 +97,6 @@ class EpisodeWriter:
                 col.append(None)
 
     def flush(self) -> None:
-        import h5py
-
         for channel, buf in self.buffers.items():
             n = len(buf.ts)
             if not n:
@@ -112,52 +110,59 @@ class EpisodeWriter:
                 if kind is None and sample is not None:
                     kind = self._kind(sample)
                     self.kinds[(channel, name)] = kind
-                if kind is None:
-                    continue
                 if kind == "jpeg":
-                    data = np.empty(n, dtype=object)
-                    for i, v in enumerate(col):
-                        data[i] = encode_jpeg(v, self.jpeg_quality) if v is not None else np.zeros(0, np.uint8)
-                    if name not in grp:
-                        ds = grp.create_dataset(
-                            name, shape=(buf.count,), maxshape=(None,), chunks=(64,), dtype=h5py.vlen_dtype(np.uint8)
-                        )
-                        ds.attrs["encoding"] = "jpeg"
-                        ds.attrs["shape"] = list(sample.shape)
-                    self._extend(grp, name, data)
+                    self._write_jpeg(grp, name, col, buf.count, sample)
                 elif kind == "str":
-                    data = np.array(["" if v is None else str(v) for v in col], dtype=object)
-                    if name not in grp:
-                        grp.create_dataset(
-                            name, shape=(buf.count,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype()
-                        )
-                    self._extend(grp, name, data)
-                else:
-                    # A field absent from a message is written as zeros of its row shape (a channel whose fields vary,
-                    # like an arm's `command` switching between EE and joint targets, keeps its columns aligned).
-                    blank = np.zeros(grp[name].shape[1:], grp[name].dtype) if sample is None else np.zeros_like(sample)
-                    arr = np.stack([np.asarray(v) if v is not None else blank for v in col])
-                    if name not in grp:
-                        opts = {}
-                        if kind == "raw_image":
-                            opts = {"compression": "lzf"}
-                        grp.create_dataset(  # rows before the field's first message: zeros
-                            name,
-                            shape=(buf.count, *arr.shape[1:]),
-                            maxshape=(None, *arr.shape[1:]),
-                            dtype=arr.dtype,
-                            chunks=(max(1, min(256, 2**20 // max(1, arr[0].nbytes))), *arr.shape[1:]),
-                            **opts,
-                        )
-                        if kind == "raw_image":
-                            grp[name].attrs["encoding"] = "raw"
-                    self._extend(grp, name, arr)
+                    self._write_str(grp, name, col, buf.count)
+                elif kind is not None:
+                    self._write_array(grp, name, col, buf.count, sample, kind)
             buf.count += n
             buf.ts.clear()
             buf.seq.clear()
             for name in buf.fields:
                 buf.fields[name] = []
         self.file.flush()
+
+    def _write_jpeg(self, grp: Any, name: str, col: list, rows_before: int, sample: Any) -> None:
+        import h5py
+
+        data = np.empty(len(col), dtype=object)
+        for i, v in enumerate(col):
+            data[i] = encode_jpeg(v, self.jpeg_quality) if v is not None else np.zeros(0, np.uint8)
+        if name not in grp:
+            ds = grp.create_dataset(
+                name, shape=(rows_before,), maxshape=(None,), chunks=(64,), dtype=h5py.vlen_dtype(np.uint8)
+            )
+            ds.attrs["encoding"] = "jpeg"
+            ds.attrs["shape"] = list(sample.shape)
+        self._extend(grp, name, data)
+
+    def _write_str(self, grp: Any, name: str, col: list, rows_before: int) -> None:
+        import h5py
+
+        data = np.array(["" if v is None else str(v) for v in col], dtype=object)
+        if name not in grp:
+            grp.create_dataset(name, shape=(rows_before,), maxshape=(None,), chunks=(256,), dtype=h5py.string_dtype())
+        self._extend(grp, name, data)
+
+    def _write_array(self, grp: Any, name: str, col: list, rows_before: int, sample: Any, kind: str) -> None:
+        # A field absent from a message is written as zeros of its row shape (a channel whose fields vary,
+        # like an arm's `command` switching between EE and joint targets, keeps its columns aligned).
+        blank = np.zeros(grp[name].shape[1:], grp[name].dtype) if sample is None else np.zeros_like(sample)
+        arr = np.stack([np.asarray(v) if v is not None else blank for v in col])
+        if name not in grp:
+            opts = {"compression": "lzf"} if kind == "raw_image" else {}
+            grp.create_dataset(  # rows before the field's first message: zeros
+                name,
+                shape=(rows_before, *arr.shape[1:]),
+                maxshape=(None, *arr.shape[1:]),
+                dtype=arr.dtype,
+                chunks=(max(1, min(256, 2**20 // max(1, arr[0].nbytes))), *arr.shape[1:]),
+                **opts,
+            )
+            if kind == "raw_image":
+                grp[name].attrs["encoding"] = "raw"
+        self._extend(grp, name, arr)
 
     def _kind(self, sample: Any) -> str:
         if is_image(sample):
