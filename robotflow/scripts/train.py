@@ -76,6 +76,12 @@ class TrainOptions:
     lr_schedule: str = "constant"
     num_processes: int = 1  # >1: `accelerate launch` runs this many training processes (one per GPU)
     wandb: bool = False  # log to Weights & Biases (offline without WANDB_API_KEY); also on when the key is set
+    # Camera policies on CPUs (README, "Camera-only result"): decode every video frame once into memory instead of
+    # per sample, shift each sample's images by up to `image_shift_px` pixels (needs frames in memory), and run the
+    # forward pass under bfloat16 autocast (`bf16`; Accelerate's mixed precision, on CPUs with bf16 support too).
+    frames_in_memory: bool = False
+    image_shift_px: int = 0
+    bf16: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -169,6 +175,7 @@ def build_train_config(opts: TrainOptions):
     """The `TrainPipelineConfig` for a new run, or the saved one of the run being resumed."""
     from lerobot.configs.default import DatasetConfig, WandBConfig
     from lerobot.configs.train import TrainPipelineConfig
+    from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 
     from robotflow.codecs import video_backend
     from robotflow.policies.loading import resolve_device
@@ -187,6 +194,8 @@ def build_train_config(opts: TrainOptions):
         cfg.resume = True
         cfg.steps = opts.steps
         cfg.save_freq = opts.save_freq
+        if isinstance(cfg.scheduler, CosineDecayWithWarmupSchedulerConfig):
+            cfg.scheduler.num_decay_steps = opts.steps  # a longer --steps stretches the decay to the new end
         cfg.output_dir = run_dir
         cfg.dataset.root = str(root)  # the dataset may have moved since
         cfg.wandb.enable, cfg.wandb.mode = wandb.enable, wandb.mode
@@ -212,8 +221,6 @@ def build_train_config(opts: TrainOptions):
         wandb=wandb,
     )
     if opts.lr_schedule == "cosine":
-        from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
-
         # LeRobot takes optimizer and scheduler together or not at all: keep the policy's optimizer preset
         # (its learning rate, weight decay and backbone group), and decay that rate.
         cfg.use_policy_training_preset = False
@@ -348,6 +355,37 @@ def _relative_chunks(spec: dict[str, Any] | None) -> Iterator[None]:
         lt.make_dataset = original
 
 
+@contextlib.contextmanager
+def _camera_training(opts: TrainOptions) -> Iterator[None]:
+    """`--frames-in-memory`/`--image-shift` (wrapping lerobot_train's `make_dataset`, like `_relative_chunks`)
+    and `--bf16` (Accelerate reads its mixed precision from the environment when LeRobot's loop creates it)."""
+    import lerobot.scripts.lerobot_train as lt
+
+    from robotflow.codecs.memory_frames import describe, keep_frames_in_memory
+
+    if opts.image_shift_px and not opts.frames_in_memory:
+        raise TrainError("--image-shift needs --frames-in-memory")
+    original, saved_env = lt.make_dataset, os.environ.get("ACCELERATE_MIXED_PRECISION")
+
+    def make_dataset(cfg: Any) -> Any:
+        ds = keep_frames_in_memory(original(cfg), opts.image_shift_px)
+        log.info("training frames: %s", describe(ds))
+        return ds
+
+    if opts.frames_in_memory:
+        lt.make_dataset = make_dataset
+    if opts.bf16:
+        os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16"
+    try:
+        yield
+    finally:
+        lt.make_dataset = original
+        if opts.bf16:
+            os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+            if saved_env is not None:
+                os.environ["ACCELERATE_MIXED_PRECISION"] = saved_env
+
+
 def _remote_output(opts: TrainOptions, cache: Cache) -> tuple[TrainOptions, str]:
     """Map a remote --output-dir onto its local mirror; returns the options with the local dir and the run URL.
 
@@ -435,7 +473,7 @@ def train_policy(opts: TrainOptions) -> Path:
                 raise TrainError(f"cannot resume: {e}") from None
     uploader = _CheckpointUploader(cache, opts.run_dir, run_url) if run_url and _rank() == 0 else None
     try:
-        with _argv(argv), _codec_beside_checkpoints(spec, uploader), _relative_chunks(spec):
+        with _argv(argv), _codec_beside_checkpoints(spec, uploader), _relative_chunks(spec), _camera_training(opts):
             train(cfg)
     finally:
         if uploader is not None:
@@ -468,6 +506,8 @@ def _cli_args(opts: TrainOptions) -> list[str]:
             args.append(f"--{name.replace('_', '-')}={getattr(opts, name)}")
     args += ["--resume"] * opts.resume + ["--no-pretrained-backbone"] * (not opts.pretrained_backbone)
     args += ["--wandb"] * opts.wandb + [f"--lr-schedule={opts.lr_schedule}"]
+    args += ["--frames-in-memory"] * opts.frames_in_memory + ["--bf16"] * opts.bf16
+    args += [f"--image-shift={opts.image_shift_px}"]
     args += [f"--policy-arg={k}={json.dumps(v)}" for k, v in opts.policy_args.items()]
     return args
 
@@ -571,6 +611,20 @@ def _parse_policy_args(items: tuple[str, ...]) -> dict[str, Any]:
     help="Training processes on this machine, one per GPU (LeRobot's Accelerate path; gloo with --device cpu).",
 )
 @click.option("--wandb", "use_wandb", is_flag=True, help="Log to Weights & Biases (offline without WANDB_API_KEY).")
+@click.option(
+    "--frames-in-memory",
+    is_flag=True,
+    help="Decode every video frame once into memory (uint8) instead of per sample; pass it again with --resume.",
+)
+@click.option(
+    "--image-shift",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    metavar="PX",
+    help="Shift each sample's images by up to PX pixels (random-shift augmentation; needs --frames-in-memory).",
+)
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass (CPUs with bf16 support, GPUs).")
 def train_command(
     dataset_root,
     run_name,
@@ -592,6 +646,9 @@ def train_command(
     lr_schedule,
     num_processes,
     use_wandb,
+    frames_in_memory,
+    image_shift,
+    bf16,
 ):
     """Train a LeRobot policy on a converted dataset with LeRobot's training loop.
 
@@ -621,6 +678,9 @@ def train_command(
         lr_schedule=lr_schedule,
         num_processes=num_processes,
         wandb=use_wandb,
+        frames_in_memory=frames_in_memory,
+        image_shift_px=image_shift,
+        bf16=bf16,
     )
     run_dir = train_policy(opts)
     ckpts = list_checkpoints(run_dir)
