@@ -44,3 +44,22 @@ def test_e2e_vision_resumes_training_instead_of_starting_over(small_run):
     log = (out / "logs/train_pick_place.log").read_text()
     assert log.count("$ ") == 2 and "--resume" in log.split("$ ")[2].splitlines()[0]
     assert "'resume': True" in log
+
+
+def test_frames_in_memory_are_the_frames_lerobot_decodes(small_run):
+    """`train --frames-in-memory` must feed exactly the pixels LeRobot's own decoder gives, across episodes."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from robotflow.codecs import video_backend
+    from robotflow.codecs.memory_frames import keep_frames_in_memory
+
+    out, _ = small_run
+    root = out / "pick_place/dataset"
+    decoded = LeRobotDataset("local/d", root=root, video_backend=video_backend())
+    held = keep_frames_in_memory(LeRobotDataset("local/d", root=root, video_backend=video_backend()))
+    first_of_second = int(decoded.meta.episodes[1]["dataset_from_index"])
+    for i in (0, 1, first_of_second - 1, first_of_second, len(decoded) - 1):
+        a, b = decoded[i], held[i]
+        for key in decoded.meta.video_keys:
+            assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype
+            assert (a[key] - b[key]).abs().max().item() == 0.0, (i, key)
