@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import av  # PyAV, as LeRobot's pyav video backend
 import numpy as np
 import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -22,8 +23,6 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 def decode_video(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """All frames of one video file as (N, H, W, 3) uint8 RGB, and their presentation times in seconds (N,)."""
-    import av  # PyAV: LeRobot's pyav backend reads the same files
-
     frames, times = [], []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
