@@ -11,7 +11,7 @@ DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
 	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps lint demo test test-all bench e2e-lowdim clean
+.PHONY: install sysdeps lint demo test test-all bench e2e-lowdim e2e-vision clean
 
 install: sysdeps $(STAMP)
 
@@ -71,6 +71,13 @@ E2E_DIR ?= out/e2e_lowdim
 e2e-lowdim: install
 	rm -rf $(E2E_DIR)
 	$(PY) -m benchmarks.e2e_lowdim --out $(E2E_DIR)
+
+# Camera-only policies (README, "Camera-only result"): the same pipeline with the codec ee_cams_rel (cameras + the
+# robot's own state, no object poses). Hours on 2 CPU cores, so it resumes: running it again continues training from
+# the last checkpoint in VISION_DIR (remove the directory to start over).
+VISION_DIR ?= out/e2e_vision
+e2e-vision: install
+	$(PY) -m benchmarks.e2e_vision --out $(VISION_DIR)
 
 clean:
 	rm -rf $(VENV) .venv-peers *.egg-info

@@ -35,6 +35,7 @@ DEFERRED_OK = {
     "robotflow.policies.chunking": "torch; imported when a policy node starts, not when a graph is validated",
     "robotflow.policies.sync_runner": "torch; as chunking",
     "robotflow.codecs.relative": "torch and LeRobot's dataset; only training on EE-relative chunks uses it",
+    "robotflow.codecs.memory_frames": "torch, PyAV and LeRobot's dataset; only `train --frames-in-memory` uses it",
     "robotflow.drivers.sim": "MuJoCo; teleop.scripted drives the simulator only, and hardware graphs must not load it",
     "robotflow.views.rerun": "the Rerun SDK; only `--rerun` and `view` use it",
     "robotflow.serving.server": "FastAPI and uvicorn; only `serve` uses it",

@@ -225,3 +225,36 @@ def test_cosine_schedule_decays_the_policy_learning_rate(trained_run, tmp_path):
         (tmp / "runs" / "tiny" / "checkpoints" / "000002" / "pretrained_model" / "train_config.json").read_text()
     )
     assert default["scheduler"] is None
+
+
+def test_resumed_cosine_schedule_stretches_to_the_new_steps(trained_run, tmp_path):
+    """A cosine run continued with a larger --steps decays to the new end instead of staying at its floor."""
+    tmp, _, args = trained_run
+    args = [*args, "--lr-schedule", "cosine", "--policy-arg", "optimizer_lr=0.0002"]
+    args[args.index("--output-dir") + 1] = str(tmp_path)
+    args[args.index("--steps") + 1] = "2"
+    args[args.index("--save-freq") + 1] = "2"
+    assert CliRunner().invoke(train_command, args, catch_exceptions=False).exit_code == 0
+    args[args.index("--steps") + 1] = "8"
+    result = CliRunner().invoke(train_command, [*args, "--resume"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    ckpts = tmp_path / "tiny" / "checkpoints"
+    mid = json.loads((ckpts / "000004" / "training_state" / "scheduler_state.json").read_text())
+    end = json.loads((ckpts / "000008" / "training_state" / "scheduler_state.json").read_text())
+    assert mid["_last_lr"][0] > 0.0002 * 0.5 and end["_last_lr"][0] == pytest.approx(0.0002 * 0.01)
+    cfg = json.loads((ckpts / "000008" / "pretrained_model" / "train_config.json").read_text())
+    assert cfg["scheduler"]["num_decay_steps"] == 8
+
+
+def test_camera_training_options(trained_run, tmp_path):
+    """--bf16 and --frames-in-memory train; --image-shift without frames in memory is refused in one line."""
+    tmp, _, args = trained_run
+    args = list(args)
+    args[args.index("--output-dir") + 1] = str(tmp_path)
+    args[args.index("--steps") + 1] = "1"
+    result = CliRunner().invoke(train_command, [*args, "--bf16", "--frames-in-memory", "--image-shift", "2"])
+    assert result.exit_code == 0, result.output
+    assert os.environ.get("ACCELERATE_MIXED_PRECISION") != "bf16"  # set for the run only
+    args[args.index("--run-name") + 1] = "shift_only"
+    refused = CliRunner().invoke(train_command, [*args, "--image-shift", "2"])
+    assert refused.exit_code != 0 and "--image-shift needs --frames-in-memory" in refused.output

@@ -18,6 +18,7 @@ from robotflow.codecs.codec import (
     DEFAULT_CAMERAS,
     DEFAULT_IMAGE_SIZE,
     LAYOUTS,
+    PRIVILEGED_CHANNELS,
     Codec,
     CodecChannels,
     CodecError,
@@ -25,6 +26,7 @@ from robotflow.codecs.codec import (
     CodecParams,
     available_codecs,
     canonical_name,
+    check_camera_only,
     get_codec,
 )
 from robotflow.codecs.export import (
@@ -56,6 +58,7 @@ __all__ = [
     "DEFAULT_CAMERAS",
     "DEFAULT_IMAGE_SIZE",
     "LAYOUTS",
+    "PRIVILEGED_CHANNELS",
     "Codec",
     "CodecChannels",
     "CodecError",
@@ -63,6 +66,7 @@ __all__ = [
     "CodecParams",
     "available_codecs",
     "canonical_name",
+    "check_camera_only",
     "get_codec",
     "ConvertError",
     "ConvertOptions",

@@ -46,6 +46,8 @@ __all__ = [
     "canonical_name",
     "get_codec",
     "CodecChannels",
+    "PRIVILEGED_CHANNELS",
+    "check_camera_only",
 ]
 
 CODEC_SPEC_FORMAT = "robotflow.codec/1"
@@ -58,6 +60,8 @@ GRIPPER_COMMAND = "gripper/command"
 TASK_CHANNEL = "task/episode"
 # Privileged object state, published by the simulated task only: codecs that read it cannot run on hardware.
 OBJECTS_CHANNEL = "task/objects"
+# Channels a real robot has no counterpart of: a camera-only codec may read none of them, under any role.
+PRIVILEGED_CHANNELS = frozenset({OBJECTS_CHANNEL})
 OBJECT_POSE_NAMES = ["x", "y", "z", "qw", "qx", "qy", "qz"]
 RELATIVE_OBJECT_POSE_NAMES = ["dx", "dy", "dz", "qw", "qx", "qy", "qz"]  # position: object minus EE
 
@@ -89,6 +93,22 @@ class CodecError(ValueError):
     """Bad codec name/params, or an input the codec cannot encode; the message is one line."""
 
 
+def check_camera_only(name: str, features: Mapping[str, Any], channels: Mapping[str, str]) -> None:
+    """Refuse a privileged input to the camera-only codec `name`: a feature other than cameras, the robot's state and
+    the action, or a read channel (`role -> channel`) that only the simulator publishes (`task/objects`)."""
+    for key in features:
+        if key not in CAMERA_ONLY_FEATURES and not key.startswith(CAMERA_FEATURE_PREFIX):
+            raise CodecError(
+                f"codec '{name}' is camera-only and cannot have feature '{key}' (privileged state); "
+                "use an *_objects codec for simulator state"
+            )
+    for role, channel in channels.items():
+        if channel in PRIVILEGED_CHANNELS:
+            raise CodecError(
+                f"codec '{name}' is camera-only and cannot read '{channel}' ({role}): only the simulator publishes it"
+            )
+
+
 class MessageLike(Protocol):
     """What the encoder needs from a runtime ``Message``: field access by name."""
 
@@ -112,6 +132,10 @@ class CodecLayout:
     # observed position back). "Put it 2 cm past the green cube" is then the same numbers anywhere on the
     # table, so a policy need not learn that mapping separately for every object placement.
     relative: bool = False
+    # The deployable setting: cameras and the robot's own state only. `Codec` refuses such a codec any
+    # privileged input (an environment state, or a channel only the simulator publishes; `check_camera_only`),
+    # so a policy trained on it can run on a real robot, which has cameras and no object poses.
+    camera_only: bool = False
 
 
 LAYOUTS: dict[str, CodecLayout] = {
@@ -160,8 +184,27 @@ LAYOUTS: dict[str, CodecLayout] = {
         objects=True,
         relative=True,
     ),
+    "ee_cams": CodecLayout(
+        ("ee_pose", "grip"),
+        "quat",
+        "command",
+        "cameras + EE pose + grip (camera-only, no privileged state) -> absolute EE pose + grip",
+        camera_only=True,
+    ),
+    "ee_cams_rel": CodecLayout(
+        ("ee_pose", "grip"),
+        "quat",
+        "command",
+        "cameras + EE pose + grip (camera-only, no privileged state) -> EE pose chunk relative to the EE + grip",
+        relative=True,
+        camera_only=True,
+    ),
 }
 ALIASES: dict[str, str] = {"ee": "eepose_absolute", "joints": "joints_absolute"}
+# Features a camera-only codec may have: everything else (observation.environment_state...) is not what a robot
+# measures about itself or sees.
+CAMERA_ONLY_FEATURES = ("observation.state", "action")
+CAMERA_FEATURE_PREFIX = "observation.images."
 
 
 def available_codecs() -> list[str]:
@@ -305,6 +348,19 @@ class Codec:
         self.layout = LAYOUTS[self.name]
         self.params = params or CodecParams()
         self._prev_quat: np.ndarray | None = None  # live quaternion continuity, see reset()
+        if self.layout.camera_only:
+            self._check_camera_only()
+
+    def _check_camera_only(self) -> None:
+        if self.params.objects:
+            raise CodecError(f"codec '{self.name}' is camera-only and cannot take object names (privileged state)")
+        if not self.params.cameras:
+            raise CodecError(f"codec '{self.name}' is camera-only and needs at least one camera")
+        ch = self.params.channels
+        read = {"arm_state": ch.arm_state, "gripper_state": ch.gripper_state, "arm_command": ch.arm_command}
+        read |= {"gripper_command": ch.gripper_command, "task": ch.task}
+        read |= {f"camera '{cam}'": channel for cam, channel in self.params.cameras.items()}
+        check_camera_only(self.name, self.features(), read)
 
     # -- description -----------------------------------------------------------------------------
     @property

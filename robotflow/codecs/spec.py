@@ -35,6 +35,7 @@ from robotflow.codecs.codec import (
     Codec,
     CodecError,
     CodecParams,
+    check_camera_only,
     get_codec,
 )
 
@@ -92,6 +93,8 @@ def codec_from_spec(spec: Mapping[str, Any] | str) -> Codec:
     if spec.get("format", CODEC_SPEC_FORMAT) != CODEC_SPEC_FORMAT:
         raise CodecError(f"unsupported codec spec format {spec.get('format')!r}")
     codec = Codec(spec_name(spec), CodecParams.from_json(spec.get("params", {})))
+    if codec.layout.camera_only:  # said as such, not as a generic feature mismatch
+        check_camera_only(codec.name, spec.get("features", {}), {})
     if "features" in spec:
         diffs = _feature_differences(spec.get("features", {}), codec.spec()["features"])
         if diffs:

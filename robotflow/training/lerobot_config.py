@@ -114,6 +114,8 @@ def _resumed_config(opts: TrainOptions, root: Path, run_dir: Path, wandb: Any) -
     cfg.resume = True
     cfg.steps = opts.steps
     cfg.save_freq = opts.save_freq
+    if getattr(cfg.scheduler, "type", None) == "cosine_decay_with_warmup":
+        cfg.scheduler.num_decay_steps = opts.steps  # a longer --steps stretches the decay to the new end
     cfg.output_dir = run_dir
     cfg.dataset.root = str(root)  # the dataset may have moved since
     cfg.wandb.enable, cfg.wandb.mode = wandb.enable, wandb.mode

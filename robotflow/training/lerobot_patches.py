@@ -8,6 +8,8 @@ swaps one of those and restores it on exit.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,10 @@ from typing import Any
 from robotflow.codecs import codec_from_spec
 from robotflow.codecs.spec import write_checkpoint_spec
 from robotflow.policies.checkpoints import PRETRAINED_MODEL_DIR
+from robotflow.training.errors import TrainError
+from robotflow.training.options import TrainOptions
+
+log = logging.getLogger("robotflow")
 
 
 @contextlib.contextmanager
@@ -88,3 +94,40 @@ def relative_chunks(spec: dict[str, Any] | None) -> Iterator[None]:
 
     with _wrapped("make_dataset", wrap):
         yield
+
+
+@contextlib.contextmanager
+def camera_training(opts: TrainOptions) -> Iterator[None]:
+    """`--frames-in-memory`/`--image-shift` (wrapping `make_dataset`, like `relative_chunks`) and `--bf16`
+    (Accelerate reads its mixed precision from the environment when LeRobot's loop creates it)."""
+    if opts.image_shift_px and not opts.frames_in_memory:
+        raise TrainError("--image-shift needs --frames-in-memory")
+    with contextlib.ExitStack() as stack:
+        if opts.frames_in_memory:
+            from robotflow.codecs.memory_frames import describe, keep_frames_in_memory  # torch: only to train
+
+            def wrap(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+                def make_dataset(cfg: Any) -> Any:
+                    ds = keep_frames_in_memory(original(cfg), opts.image_shift_px)
+                    log.info("training frames: %s", describe(ds))
+                    return ds
+
+                return make_dataset
+
+            stack.enter_context(_wrapped("make_dataset", wrap))
+        if opts.bf16:
+            stack.enter_context(_environment("ACCELERATE_MIXED_PRECISION", "bf16"))
+        yield
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved

@@ -89,6 +89,29 @@ class TrainOptions:
         },
     )
     wandb: bool = field(default=False, metadata={"help": "Log to Weights & Biases (offline without WANDB_API_KEY)."})
+    # Camera policies on CPUs (README, "Camera-only result"): decode every video frame once into memory instead of
+    # per sample, shift each sample's images by up to `image_shift_px` pixels (needs frames in memory), and run the
+    # forward pass under bfloat16 autocast (Accelerate's mixed precision, on CPUs with bf16 support too).
+    frames_in_memory: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode every video frame once into memory (uint8) instead of per sample; pass it again "
+            "with --resume."
+        },
+    )
+    image_shift_px: int = field(
+        default=0,
+        metadata={
+            "flag": "--image-shift",
+            "range": (0, 64),
+            "metavar": "PX",
+            "help": "Shift each sample's images by up to PX pixels (random-shift augmentation; needs "
+            "--frames-in-memory).",
+        },
+    )
+    bf16: bool = field(
+        default=False, metadata={"help": "bfloat16 autocast for the forward pass (CPUs with bf16 support, GPUs)."}
+    )
 
     @property
     def run_dir(self) -> Path:

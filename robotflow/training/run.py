@@ -26,7 +26,7 @@ from robotflow.storage import Cache, StorageError, is_remote
 from robotflow.training.errors import TrainError, warn
 from robotflow.training.launch import launch_processes, rank, world_size
 from robotflow.training.lerobot_config import build_train_config
-from robotflow.training.lerobot_patches import codec_beside_checkpoints, lerobot_argv, relative_chunks
+from robotflow.training.lerobot_patches import camera_training, codec_beside_checkpoints, lerobot_argv, relative_chunks
 from robotflow.training.options import TrainOptions
 from robotflow.training.upload import CheckpointUploader, remote_output
 
@@ -67,6 +67,7 @@ def train(opts: TrainOptions) -> Path:
             lerobot_argv(argv),
             codec_beside_checkpoints(spec, uploader.submit if uploader else None),
             relative_chunks(spec),
+            camera_training(opts),
         ):
             lerobot_train(cfg)
     finally:
