@@ -2,7 +2,7 @@
 
 The server runs as a separate process, as a robot sits on its own controller: the graph under test talks to it only
 through franky-control over loopback. Each server takes a loopback address of its own (127.x.y.z), so several test
-runs on one machine never share a robot.
+runs on one machine never share a robot. Used by tests/test_franky_sim.py and benchmarks/franka.py.
 """
 
 from __future__ import annotations
