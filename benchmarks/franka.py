@@ -19,8 +19,9 @@ the failure to the EE at rest).
   model, independent of machine load, and the same every repetition. It has nothing to stop (ArmNode.stop_hardware):
   the world stops stepping with the graph, so it has no stop latency.
 
-Both arms get the same safety params and watchdog. franky-sim's 1 kHz loop is Python: under CPU load it falls behind
-(`franky_sim_real_time_factor` < 1) and tracking errors grow; the load average is recorded.
+Both arms get the same safety params and watchdog. franky-sim's 1 kHz loop is Python: starved of CPU it falls behind
+real time (`franky_sim_real_time_factor` < 1) while targets keep the wall clock, and the errors grow tenfold; it runs
+with SCHED_FIFO where allowed (benchmarks/_franky_sim.py). The load average is recorded.
 """
 
 from __future__ import annotations
