@@ -53,7 +53,7 @@ test-all: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Each prints one JSON object; run them on an otherwise idle machine (figures in the README).
-BENCHMARKS := channels scheduler recording sim convert policy rollout teleop rerun serve
+BENCHMARKS := channels scheduler recording sim convert policy rollout teleop rerun serve franka
 # dora-rs, measured beside robotflow by `channels`, lives in its own environment so that its pins stay out of ours.
 PEERS := .venv-peers
 $(PEERS)/.stamp-install:

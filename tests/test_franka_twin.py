@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from franky_sim_server import free_loopback_host
 
+from benchmarks._franky_sim import free_loopback_host
 from robotflow.drivers.twin.nodes import TwinCameraNode, TwinTaskNode, TwinWorldNode
 from robotflow.recording.reader import EpisodeFile
 from robotflow.runtime.graph import load_graph

@@ -1,7 +1,7 @@
 """franka.arm and franka.gripper against franky-sim, through the real franky-control: no fake anywhere.
 
 franky-sim (by franky's author) is a MuJoCo FR3 with a Franka Hand that serves libfranka's network protocol. Each
-test starts it in its own process on a loopback address of its own (tests/franky_sim_server.py) and runs a robotflow
+test starts it in its own process on a loopback address of its own (benchmarks/_franky_sim.py) and runs a robotflow
 graph on the wall clock, as on the robot. The fakes (tests/test_drivers_franka.py) stay for fast unit tests; this file
 re-checks on the real SDK what docs/hardware.md claims.
 """
@@ -14,17 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import franky
+import mujoco
 import numpy as np
 import pytest
 import yaml
-from franky_sim_server import franky_sim
 
-from robotflow.drivers.franka import keep_thread_scheduling
+from benchmarks._franky_sim import franky_sim
+from robotflow.drivers.franka import keep_thread_scheduling, pose_from_affine
+from robotflow.geometry import HAND_TCP, panda_fk, quat_z_axis, rotation_angle
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.node import Input, Node, register
 from robotflow.runtime.scheduler import run_graph
 
 DOWN = [0.0, 1.0, 0.0, 0.0]  # flange pointing down (wxyz)
+SIM_TCP_BEYOND_HAND_M = 0.0454  # the 2F-85 pinch point of sim.arm, past the Franka Hand TCP along the tool axis
 
 
 @dataclass
@@ -267,3 +270,66 @@ def test_gripper_moves_and_reports_width(robot_host):
     assert widths[-1] > 0.9  # and opened again
     assert sched.reports["gripper"]["commands"] >= 2 and sched.reports["gripper"]["failed"] == 0
     assert time.monotonic() - t0 < 20
+
+
+def test_ee_frame_is_panda_fk_with_the_hand_tcp(robot_host):
+    """docs/hardware.md, the EE frame: franky's O_T_EE with the Franka Hand (Desk's default end effector) is
+    robotflow's panda_fk(q) (the kinematics the safety layer checks joint targets with).
+
+    franky-sim 1.0.4 computes O_T_EE from the desired joints q_d, not the measured q (its joint servos trail q_d by
+    up to a few cm of EE motion while moving), so the frame is compared at q_d: the convention, not the servo lag."""
+    robot = connect_robot(robot_host)
+    robot.relative_dynamics_factor = 0.3
+    for q in ([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], [0.3, -0.5, 0.2, -2.2, 0.1, 1.8, 0.5]):
+        robot.move(franky.JointMotion(np.array(q), franky.ReferenceType.Absolute), asynchronous=True)
+        robot.join_motion()
+        state = robot.state
+        np.testing.assert_allclose(np.array(state.F_T_EE.matrix), HAND_TCP, atol=1e-6)  # flange -> EE: the Hand TCP
+        ee, fk = pose_from_affine(state.O_T_EE), panda_fk(np.array(state.q_d))
+        assert np.linalg.norm(ee[:3] - fk[:3]) < 1e-4, (ee, fk)
+        assert rotation_angle(ee[3:], fk[3:]) < np.radians(0.01)
+        np.testing.assert_allclose(state.q_d, q, atol=1e-3)
+
+
+def test_sim_arm_tcp_is_45_mm_beyond_the_hand_tcp():
+    """docs/hardware.md, the EE frame: sim.arm's ee_pose (the 2F-85's pinch point) is O_T_EE's orientation at
+    45.4 mm further along the tool axis, at any joints; mixing sim and real data needs that offset."""
+    from robotflow.drivers.sim.world import SimWorld
+
+    world = SimWorld("stack_cubes")
+    for q in ([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785], [0.3, -0.5, 0.2, -2.2, 0.1, 1.8, 0.5]):
+        world.data.qpos[world.arm_qadr] = q
+        mujoco.mj_kinematics(world.model, world.data)
+        sim, fk = world.ee_pose(), panda_fk(np.array(q))
+        assert rotation_angle(sim[3:], fk[3:]) < np.radians(0.05)
+        np.testing.assert_allclose(sim[:3], fk[:3] + SIM_TCP_BEYOND_HAND_M * quat_z_axis(fk[3:]), atol=5e-4)
+
+
+def test_gripper_width_reads_fast_and_a_move_returns_once_arrived(robot_host):
+    """docs/hardware.md, gripper timing: `gripper.width` (read by franka.gripper every tick) takes about a
+    millisecond over loopback, and a blocking move returns when the fingers are there (its future likewise)."""
+    gripper = franky.Gripper(robot_host)
+    reads = []
+    for _ in range(30):
+        t = time.perf_counter()
+        _ = gripper.width
+        reads.append(time.perf_counter() - t)
+    assert np.median(reads) < 0.005, np.round(reads, 4)
+    for width in (0.02, 0.075):
+        t = time.perf_counter()
+        assert gripper.move(width, 0.1)
+        assert gripper.width == pytest.approx(width, abs=0.003)
+        assert time.perf_counter() - t < 6.0  # ~1.6 s on franky-sim (its Hand moves at <= 0.05 m/s)
+
+
+@pytest.mark.slow
+def test_impedance_control_follows_streamed_targets(robot_host):
+    """control: impedance on the real SDK: one CartesianImpedanceTrackingMotion follows the wave, no reflex. How
+    compliant it feels (the gains) is for the robot; franky-sim's torque servo says nothing about that."""
+    result, sched = run_graph(graph(robot_host, {"stop_after_s": 4.0}, {"control": "impedance"}), duration_s=30)
+    assert result.ok, result
+    rep = sched.reports["arm"]
+    assert rep["targets"] > 100 and rep["mode_switches"] == 0 and rep["recoveries"] == 0
+    y = np.array([pose[1] for _, pose, _ in sched.nodes["log"].rows])
+    origin_y = sched.nodes["wave"].origin[1]
+    assert y.max() - origin_y > 0.015 and origin_y - y.min() > 0.015  # it swung both ways with the 3 cm wave
