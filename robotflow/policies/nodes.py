@@ -60,7 +60,7 @@ class LeRobotNodeParams:
     """
 
     checkpoint: str
-    codec: str
+    codec: str = field(metadata={"check": canonical_name})
     cameras: list[str] | None = None
     checkpoint_step: int | None = non_negative(None)
     device: str = field(default="auto", metadata={"check": check_device})
@@ -68,7 +68,7 @@ class LeRobotNodeParams:
     max_observation_age_s: float = positive(0.25)  # skip the tick when any input is older than this (runtime clock)
 
     def __post_init__(self) -> None:
-        self.codec = canonical_name(self.codec)  # an unknown name fails graph validation, with the known ones
+        self.codec = canonical_name(self.codec)  # an alias -> its codec (an unknown name fails the field check)
         for cam in self.cameras or ():
             if cam in _FIXED_PORTS or not cam.replace("_", "").isalnum():
                 raise CodecError(f"camera name {cam!r} must be alphanumeric/underscore and not one of {_FIXED_PORTS}")

@@ -39,6 +39,13 @@ import yaml
 from .node import Input, Node, known_types, resolve_type
 from .params import ParamError, value_problem
 
+# The field metadata (robotflow.scripts.options) of a command's `--set NODE.PARAM=VALUE` overrides, a tuple.
+SET_OPTION = {
+    "flag": "--set",
+    "multiple": True,
+    "metavar": "NODE.PARAM=VALUE",
+    "help": "Override a node param (repeatable).",
+}
 NODE_KEYS = ("name", "type", "params", "rate", "inputs", "process", "trigger", "priority")
 INPUT_OPTIONS = ("delivery", "queue_size", "delayed")
 

@@ -180,3 +180,13 @@ def check_fields(obj: Any) -> None:
         problem = value_problem(getattr(obj, f.name), f.metadata)
         if problem:
             raise ParamError(f.name, problem)
+
+
+def check_options(obj: Any, error: type[Exception]) -> None:
+    """check_fields for a command's options dataclass, called by the library function it fills: raises
+    `error("--flag must be ...")`, naming the option (its metadata's `flag`, else --field-name)."""
+    try:
+        check_fields(obj)
+    except ParamError as e:
+        meta = {f.name: f.metadata for f in dataclasses.fields(obj)}[e.field]
+        raise error(f"{meta.get('flag') or '--' + e.field.replace('_', '-')} {e.problem}") from None

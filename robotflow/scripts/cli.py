@@ -27,9 +27,16 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.argument("graph", type=click.Path(dir_okay=False))
 @sets_option()
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds (graph clock time).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (graph clock time).",
+)
 @click.option("--stats", is_flag=True, help="Print live stats every few seconds and a table at exit.")
-@click.option("--episodes", type=int, default=None, help="Number of episodes for graphs with a task node.")
+@click.option(
+    "--episodes", type=click.IntRange(1), default=None, help="Number of episodes for graphs with a task node."
+)
 @click.option("--summary", type=click.Path(dir_okay=False), default=None, help="Write episode outcomes as JSON here.")
 @click.option("--viewer", is_flag=True, help="Open MuJoCo's viewer (needs a display).")
 @click.option("--realtime", is_flag=True, help="Pace simulated time to the wall clock.")
