@@ -85,7 +85,6 @@ class EpisodesJob:
         metadata={
             "flag": "--input",
             "metavar": "PATH",
-            "path": "exists",
             "help": "Directory of episode files (episode_*.h5), searched recursively; or a URL (s3://...).",
         },
     )

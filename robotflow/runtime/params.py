@@ -8,7 +8,7 @@ option types, so a node or a command never repeats the check in code. The keys:
 - min_open: True makes lo exclusive (> lo rather than >= lo).
 - choices: the allowed values; a tuple, or a function returning them (a registry read when checked).
 - path: "writable_dir": a local directory that exists and can be written, or can be created (a URL is not
-  checked here: its store says so when it is opened); "exists": a local path that exists.
+  checked here: its store says so when it is opened).
 - check: a function of the value that raises ValueError with the problem (`must be auto, cpu, ...`), for a set
   of values no list holds (a torch device: cuda:0, cuda:1, ...).
 
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 CONSTRAINT_KEYS = frozenset({"range", "min_open", "choices", "path", "check"})
-PATH_KINDS = ("writable_dir", "exists")
 Choices = Iterable[Any] | Callable[[], Iterable[Any]]
 
 
@@ -125,13 +124,13 @@ def _choices_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
 
 
 def path_problem(path: str | os.PathLike, kind: str) -> str | None:
-    """Why `path` is not usable as `kind` (see PATH_KINDS), or None; a URL is not checked."""
+    """Why `path` is not usable as `kind` (only "writable_dir" so far), or None; a URL is not checked."""
+    if kind != "writable_dir":
+        raise ValueError(f"unknown path constraint {kind!r}")
     text = os.fspath(path)
     if "://" in text:
         return None
     p = Path(text).expanduser()
-    if kind == "exists":
-        return None if p.exists() else f"{text} does not exist"
     if p.exists():
         if not p.is_dir():
             return f"{text} is a file, not a directory; give a directory"

@@ -10,8 +10,8 @@ repeatable option's is shown in --help. The field's `metadata` (plain keys, so t
 - metavar, envvar: as in click.
 - range, min_open, choices, path, check: the value's constraints, the vocabulary node params use
   (robotflow/runtime/params.py, with helpers such as `positive()`): range and choices become click's
-  IntRange/FloatRange and Choice, and `build` checks the rest (a path that cannot be created, a device name)
-  before the command runs, each a one-line usage error naming the option.
+  IntRange/FloatRange and Choice (usage errors), and `build` checks the rest (a path that cannot be created,
+  a device or codec name) before the command runs: one line, `--option problem`, exit status 1.
 - multiple: the option repeats; the field gets the tuple of values, or what `parse` makes of it.
 - parse: the raw value -> the field's value; a ValueError it raises becomes click's one-line usage error.
 - cli: False leaves the field off the command line (the command sets it with `build(..., field=value)`).
@@ -131,7 +131,7 @@ def build(cls: type[T], params: dict[str, Any], **fixed: Any) -> T:
         elif f.metadata.get("multiple") and "parse" not in f.metadata:
             value = tuple(value)
         problem = value_problem(value, f.metadata)
-        if problem:
-            raise click.BadParameter(problem, param_hint=flag_name(f))
+        if problem:  # the same one line as the library's own check (runtime.params.check_options)
+            raise click.ClickException(f"{flag_name(f)} {problem}")
         values[f.name] = value
     return cls(**values, **fixed)

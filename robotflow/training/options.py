@@ -31,10 +31,7 @@ class TrainOptions:
     """One training run; `robotflow.training.train(opts)` runs it. Field metadata: robotflow.scripts.options."""
 
     dataset_root: Path | str = field(
-        metadata={
-            "path": "exists",
-            "help": "LeRobot v3.0 dataset made by `robotflow convert`: a directory or a URL (s3://bucket/path).",
-        }
+        metadata={"help": "LeRobot v3.0 dataset made by `robotflow convert`: a directory or a URL (s3://bucket/path)."}
     )
     run_name: str = field(metadata={"help": "Name of this run; checkpoints go to OUTPUT_DIR/RUN_NAME."})
     output_dir: Path | str = path_writable(
