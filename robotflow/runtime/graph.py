@@ -39,7 +39,7 @@ import yaml
 from .node import Input, Node, known_types, resolve_type
 from .params import ParamError, value_problem
 
-# The field metadata (robotflow.scripts.options) of a command's `--set NODE.PARAM=VALUE` overrides, a tuple.
+# The field metadata (robotflow.scripts.options) of a command's `--set NODE.PARAM=VALUE` overrides: a tuple field.
 SET_OPTION = {
     "flag": "--set",
     "multiple": True,
