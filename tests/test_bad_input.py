@@ -153,4 +153,6 @@ def test_library_calls_check_their_options_too(tmp_path):
         record(RecordOptions("g.yaml", episodes=1, output_dir=str(blocker)))
     with pytest.raises(RolloutUsageError, match=r"^--episodes must be >= 1, got 0$"):
         rollout(RolloutOptions(checkpoints_dir=str(tmp_path), episodes=0))
+    with pytest.raises(RolloutUsageError, match=r"^--summary .* is a directory; give a file path$"):
+        rollout(RolloutOptions(checkpoints_dir=str(tmp_path), summary=str(tmp_path)))
     nothing_in(tmp_path, "file.txt")

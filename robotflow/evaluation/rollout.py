@@ -83,7 +83,10 @@ class RolloutOptions:
         metadata={"metavar": "DIRECTORY"},
         help="Record every rollout episode here (default: CHECKPOINTS_DIR/rollouts/<step>).",
     )  # required with `server`
-    summary: str | None = field(default=None, metadata={"metavar": "FILE", "help": "Write the outcomes as JSON here."})
+    summary: str | None = field(
+        default=None,
+        metadata={"metavar": "FILE", "path": "writable_file", "help": "Write the outcomes as JSON here."},
+    )
     seed: int | None = non_negative(None, help="Seed of the first episode (default: the graph's).")
     sets: tuple[str, ...] = field(default=(), metadata=SET_OPTION)
     no_record: bool = field(default=False, metadata={"help": "Do not record the rollouts."})

@@ -8,7 +8,7 @@ option types, so a node or a command never repeats the check in code. The keys:
 - min_open: True makes lo exclusive (> lo rather than >= lo).
 - choices: the allowed values; a tuple, or a function returning them (a registry read when checked).
 - path: "writable_dir": a local directory that exists and can be written, or can be created (a URL is not
-  checked here: its store says so when it is opened).
+  checked here: its store says so when it is opened); "writable_file": a file that can be written there.
 - check: a function of the value that raises ValueError with the problem (`must be auto, cpu, ...`), for a set
   of values no list holds (a torch device: cuda:0, cuda:1, ...).
 
@@ -124,13 +124,18 @@ def _choices_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
 
 
 def path_problem(path: str | os.PathLike, kind: str) -> str | None:
-    """Why `path` is not usable as `kind` (only "writable_dir" so far), or None; a URL is not checked."""
-    if kind != "writable_dir":
+    """Why `path` is not usable as `kind` ("writable_dir" or "writable_file"), or None; a URL is not checked."""
+    if kind not in ("writable_dir", "writable_file"):
         raise ValueError(f"unknown path constraint {kind!r}")
     text = os.fspath(path)
     if "://" in text:
         return None
     p = Path(text).expanduser()
+    if kind == "writable_file":
+        if p.is_dir():
+            return f"{text} is a directory; give a file path"
+        problem = path_problem(p.absolute().parent, "writable_dir")
+        return None if problem is None else f"{text} cannot be written: {problem}"
     if p.exists():
         if not p.is_dir():
             return f"{text} is a file, not a directory; give a directory"
