@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robotflow.geometry import quat_from_axis_angle, quat_mul, quat_toward, quat_z_axis, rotation_angle
+from robotflow.runtime.params import ParamError, in_range, positive
 
 log = logging.getLogger("robotflow.safety")
 
@@ -49,23 +50,23 @@ class ArmSafetyParams:
     workspace_min: list[float] = field(default_factory=lambda: [0.2, -0.5, 0.01])
     workspace_max: list[float] = field(default_factory=lambda: [0.8, 0.5, 0.6])
     tool_axis: list[float] = field(default_factory=lambda: [0.0, 0.0, -1.0])
-    max_tilt_deg: float = 45.0
-    max_step_m: float = 0.05
-    max_step_deg: float = 15.0
-    max_joint_step_rad: float = 0.2
-    command_timeout_s: float = 0.5
+    max_tilt_deg: float = in_range(0, 180, 45.0, min_open=True)
+    max_step_m: float = positive(0.05)
+    max_step_deg: float = positive(15.0)
+    max_joint_step_rad: float = positive(0.2)
+    command_timeout_s: float = positive(0.5)
 
     def __post_init__(self) -> None:
         lo, hi = self.workspace_min, self.workspace_max
-        if len(lo) != 3 or len(hi) != 3 or not all(a < b for a, b in zip(lo, hi)):
-            raise ValueError("workspace_min/workspace_max must be [x, y, z] with min < max on every axis")
+        for name, corner in (("workspace_min", lo), ("workspace_max", hi)):
+            if len(corner) != 3:
+                raise ParamError(name, f"must be [x, y, z], got {corner!r}")
+        if not all(a < b for a, b in zip(lo, hi)):
+            raise ParamError(
+                "workspace_max", f"must be above workspace_min on every axis, got min {lo!r} and max {hi!r}"
+            )
         if len(self.tool_axis) != 3 or not np.linalg.norm(self.tool_axis) > 0:
-            raise ValueError(f"tool_axis must be a non-zero [x, y, z] direction, got {self.tool_axis}")
-        if not 0 < self.max_tilt_deg <= 180:
-            raise ValueError(f"max_tilt_deg must be in (0, 180], got {self.max_tilt_deg}")
-        for name in ("max_step_m", "max_step_deg", "max_joint_step_rad", "command_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            raise ParamError("tool_axis", f"must be a non-zero [x, y, z] direction, got {self.tool_axis}")
 
 
 # ---- the arm layer ------------------------------------------------------------------------------------
@@ -298,9 +299,9 @@ class GripperSafety:
 def check_gripper_limits(force: float, speed: float) -> None:
     """Refuse grasp force / finger speed params beyond the Franka Hand's limits (a one-line error)."""
     if not 0 < force <= FRANKA_HAND_MAX_FORCE_N:
-        raise ValueError(f"force must be in (0, {FRANKA_HAND_MAX_FORCE_N:g}] N (Franka Hand), got {force}")
+        raise ParamError("force", f"must be in (0, {FRANKA_HAND_MAX_FORCE_N:g}] N (Franka Hand), got {force}")
     if not 0 < speed <= FRANKA_HAND_MAX_SPEED_MPS:
-        raise ValueError(f"speed must be in (0, {FRANKA_HAND_MAX_SPEED_MPS:g}] m/s (Franka Hand), got {speed}")
+        raise ParamError("speed", f"must be in (0, {FRANKA_HAND_MAX_SPEED_MPS:g}] m/s (Franka Hand), got {speed}")
 
 
 def format_safety(reports: dict[str, dict]) -> str:

@@ -8,12 +8,13 @@ import numpy as np
 
 from robotflow.codecs import load_dataset_codec
 from robotflow.runtime.node import Input, Node
+from robotflow.runtime.params import non_negative, positive
 
 
 @dataclass
 class CounterParams:
     start: int = 0
-    stop_after: int = 0  # ends the graph after this many ticks (0: never)
+    stop_after: int = non_negative(0)  # ends the graph after this many ticks (0: never)
 
 
 class Counter(Node):
@@ -34,8 +35,8 @@ class Counter(Node):
 
 @dataclass
 class FramesParams:
-    width: int = 640
-    height: int = 480
+    width: int = positive(640)
+    height: int = positive(480)
 
 
 class Frames(Node):
@@ -94,7 +95,7 @@ class Relay(Node):
 
 @dataclass
 class BusyParams:
-    size: int = 256  # numpy matrix side: keeps a core busy with GIL-releasing BLAS work
+    size: int = positive(256)  # numpy matrix side: keeps a core busy with GIL-releasing BLAS work
 
 
 class Busy(Node):
@@ -112,7 +113,7 @@ class Busy(Node):
 
 @dataclass
 class FailParams:
-    after: int = 3
+    after: int = non_negative(3)
     message: str = "simulated driver fault"
     in_setup: bool = False
 
@@ -137,7 +138,7 @@ class Fail(Node):
 
 @dataclass
 class EchoParams:
-    fail_at: int = 0  # raise when a value reaches this (0: never)
+    fail_at: int = non_negative(0)  # raise when a value reaches this (0: never)
 
 
 class Echo(Node):
@@ -157,11 +158,11 @@ class Echo(Node):
 
 @dataclass
 class EpisodesParams:
-    episodes: int = 2
-    length_s: float = 1.0  # episode duration on the graph clock
-    gap_s: float = 0.2  # reset time between episodes (not recorded)
+    episodes: int = non_negative(2)
+    length_s: float = positive(1.0)  # episode duration on the graph clock
+    gap_s: float = non_negative(0.2)  # reset time between episodes (not recorded)
     task: str = "count things"
-    seed: int = 0
+    seed: int = non_negative(0)
 
 
 class Episodes(Node):
@@ -205,7 +206,7 @@ class Episodes(Node):
 @dataclass
 class DatasetActionsParams:
     dataset: str = ""  # root of a LeRobot dataset made by `robotflow convert` (its codec spec decodes actions)
-    episode: int = 0  # episode index in the dataset
+    episode: int = non_negative(0)  # episode index in the dataset
 
 
 class DatasetActions(Node):

@@ -10,7 +10,7 @@ import pytest
 
 from robotflow.recording.reader import EpisodeFile
 from robotflow.runtime.channels import Publisher, Subscriber
-from robotflow.runtime.graph import parse_graph
+from robotflow.runtime.graph import GraphError, parse_graph
 from robotflow.runtime.node import Node, register
 from robotflow.runtime.scheduler import Scheduler
 
@@ -164,7 +164,10 @@ nodes:
 
 
 def test_backlog_bound_must_fit_the_teardown_budget(tmp_path):
-    res = Scheduler(
+    # Refused when the graph is validated, before any node starts.
+    with pytest.raises(
+        GraphError, match=r"x.yaml:5: param 'backlog_s' of node 'rec' \(record.hdf5\) must be in \(0, 5\]"
+    ):
         parse_graph(
             f"""
 clock: wall
@@ -173,7 +176,4 @@ nodes:
   - {{name: rec, type: record.hdf5, rate: 10, params: {{output_dir: "{tmp_path}", backlog_s: 60}}, inputs: {{c: c/count}}}}
 """,
             "x.yaml",
-        ),
-        duration_s=1,
-    ).run()
-    assert not res.ok and res.failed_node == "rec" and "backlog_s must be in (0, 5]" in res.error
+        )

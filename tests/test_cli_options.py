@@ -10,6 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from robotflow.runtime.params import one_of, path_writable, positive
 from robotflow.scripts.options import build, dataclass_options
 
 
@@ -83,7 +84,45 @@ def test_unknown_metadata_is_refused():
 
 def test_libraries_behind_the_commands_import_without_click():
     code = (
-        "import sys, robotflow.training, robotflow.codecs.conversion, robotflow.serving.run;"
+        "import sys, robotflow.training, robotflow.codecs.conversion, robotflow.serving.run, robotflow.evaluation,"
+        " robotflow.recording.session, robotflow.views.options;"
         "assert 'click' not in sys.modules, 'click imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _even(value: int) -> None:
+    if value % 2:
+        raise ValueError(f"must be even, got {value}")
+
+
+@dataclass(frozen=True)
+class Checked:
+    rate: float = positive(1.0, help="Hz.")
+    out: str | None = path_writable(None)
+    pairs: int = field(default=2, metadata={"check": _even})
+    fruit: str = one_of(("apple", "pear"), "pear")
+
+
+@click.command()
+@dataclass_options(Checked)
+def checked(**params):
+    click.echo(repr(build(Checked, params)))
+
+
+def test_param_constraints_become_option_types_and_checks(tmp_path):
+    """The vocabulary node params use (runtime/params.py) makes click types, and build() checks the rest."""
+    out = CliRunner().invoke(checked, ["--help"]).output
+    assert "--rate FLOAT RANGE" in out and "x>0" in out and "[apple|pear]" in out
+    ok = CliRunner().invoke(checked, ["--rate", "2.5", "--out", str(tmp_path / "new"), "--pairs", "4"])
+    assert ok.output.strip() == repr(Checked(2.5, str(tmp_path / "new"), 4))
+    res = CliRunner().invoke(checked, ["--rate", "0"])
+    assert res.exit_code == 2 and "Invalid value for '--rate': 0.0 is not in the range x>0" in res.output
+    (tmp_path / "f").write_text("")
+    for args, line in [
+        (["--out", str(tmp_path / "f" / "d")], f"Error: --out {tmp_path / 'f' / 'd'} cannot be created: "),
+        (["--pairs", "3"], "Error: --pairs must be even, got 3"),
+    ]:
+        res = CliRunner().invoke(checked, args)
+        assert res.exit_code == 1 and res.output.startswith(line) and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists(), "checking a path creates nothing"

@@ -222,3 +222,31 @@ def test_set_rate_on_a_triggered_node_makes_it_periodic_as_in_a_file():
     b = g.set_params("b", {"rate": 20})
     assert b.node("b").rate == 20.0 and b.node("b").trigger is None
     assert b.node("b").trigger == _check(g.text, ["b.rate=20"]).node("b").trigger
+
+
+def test_param_constraints_are_checked_at_their_line():
+    """A value out of the range or set its field declares (runtime/params.py) is refused at its own line, from
+    the file, from --set and from a GraphSpec edit alike."""
+    cam = "nodes:\n  - name: cam\n    type: test.frames\n    rate: 30\n    params:\n      width: {w}\n"
+    assert _check(cam.format(w=64)).node("cam").params.width == 64
+    assert _error(cam.format(w=0)) == "graphs/x.yaml:6: param 'width' of node 'cam' (test.frames) must be > 0, got 0"
+    # --set of a written param: its line; of one not written: the line of `params:`' first entry.
+    assert _error(cam.format(w=64), ["cam.width=-3"]).startswith("graphs/x.yaml:6: param 'width'")
+    assert _error(cam.format(w=64), ["cam.height=0"]) == (
+        "graphs/x.yaml:6: param 'height' of node 'cam' (test.frames) must be > 0, got 0"
+    )
+    with pytest.raises(GraphError, match=r"^graphs/x.yaml:6: param 'width' .* must be > 0, got -1$"):
+        _check(cam.format(w=64)).set_params("cam", {"width": -1})
+    with pytest.raises(GraphError, match=r"^graphs/x.yaml \(node added to the graph\): param 'episodes' .* >= 0"):
+        _check(cam.format(w=64)).add_node(NodeDef("eps", "test.episodes", {"episodes": -1}, rate=10))
+
+
+def test_cross_field_constraint_names_its_field_line():
+    arm = (
+        "nodes:\n  - name: world\n    type: sim.world\n    rate: 500\n  - name: arm\n    type: sim.arm\n"
+        "    rate: 100\n    params:\n      workspace_max: [0.8, 0.45, 0.65]\n      workspace_min: [0.2, 0.5, 0.0]\n"
+    )
+    assert _error(arm) == (
+        "graphs/x.yaml:9: param 'workspace_max' of node 'arm' (sim.arm) must be above workspace_min on every "
+        "axis, got min [0.2, 0.5, 0.0] and max [0.8, 0.45, 0.65]"
+    )

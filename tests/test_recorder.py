@@ -241,7 +241,7 @@ def test_record_is_callable_from_python(tmp_path):
     assert run.recorder == "recorder" and run.upload is None
     assert [e["outcome"] for e in run.episodes] == ["success", "success"]
     assert len(list((tmp_path / "eps").glob("episode_*.h5"))) == 2
-    with pytest.raises(RecordError, match="--episodes must be at least 1"):
+    with pytest.raises(RecordError, match="--episodes must be >= 1, got 0"):
         record(RecordOptions(str(g), episodes=0, output_dir=str(tmp_path / "eps")))
 
 

@@ -17,9 +17,11 @@ from robotflow.codecs.codec import (
     Codec,
     CodecChannels,
     available_codecs,
+    canonical_name,
     get_codec,
 )
 from robotflow.codecs.export import ConvertError, ConvertOptions, ConvertSummary, append, convert
+from robotflow.runtime.params import check_options
 from robotflow.storage import dataset_output, local_input
 
 
@@ -88,7 +90,11 @@ class EpisodesJob:
     )
     output_dir: str | None = field(
         default=None,
-        metadata={"metavar": "PATH", "help": "LeRobot dataset directory, or a URL it is uploaded to when done."},
+        metadata={
+            "metavar": "PATH",
+            "path": "writable_dir",
+            "help": "LeRobot dataset directory, or a URL it is uploaded to when done.",
+        },
     )
     task: str | None = field(
         default=None, metadata={"help": "Task text for every episode (default: the episode's own task)."}
@@ -109,7 +115,7 @@ class EpisodesJob:
 class ConvertJob(EpisodesJob):
     """Episodes -> a new LeRobot dataset, with the codec `codec` and its parameters."""
 
-    codec: str = field(default="eepose_absolute", metadata={"help": _CODEC_HELP})
+    codec: str = field(default="eepose_absolute", metadata={"check": canonical_name, "help": _CODEC_HELP})
     fps: int = field(default=15, metadata={"range": _FPS_RANGE, "help": "Frame rate of the dataset grid."})
     image_size: tuple[int, int] | None = field(
         default=None,
@@ -139,7 +145,7 @@ class ConvertJob(EpisodesJob):
 class AppendJob(EpisodesJob):
     """Episodes added to an existing dataset; codec parameters left None are the dataset's (given ones must match)."""
 
-    codec: str = field(metadata={"help": _CODEC_HELP + " Must match the dataset's codec."})
+    codec: str = field(metadata={"check": canonical_name, "help": _CODEC_HELP + " Must match the dataset's codec."})
     fps: int | None = field(
         default=None, metadata={"range": _FPS_RANGE, "help": "Must match the dataset (default: the dataset's)."}
     )
@@ -160,6 +166,7 @@ class AppendJob(EpisodesJob):
 def _paths(job: EpisodesJob) -> tuple[str, str]:
     if not job.input_path or not job.output_dir:
         raise ConvertError("--input and --output-dir are required")
+    check_options(job, ConvertError)
     return job.input_path, job.output_dir
 
 

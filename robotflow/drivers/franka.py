@@ -26,6 +26,7 @@ import numpy as np
 from robotflow.drivers.base import ArmNode, GripperNode
 from robotflow.geometry import panda_fk
 from robotflow.runtime.node import StopGraph
+from robotflow.runtime.params import ParamError, in_range, non_negative, positive
 from robotflow.safety import ArmSafetyParams, check_gripper_limits
 
 log = logging.getLogger("robotflow")
@@ -143,12 +144,12 @@ class FrankaArmParams(ArmSafetyParams):
 
     host: str  # FCI address of the robot (Desk > Settings > Network)
     # Scales franky's velocity, acceleration and jerk limits, (0, 1]: one value or [velocity, accel, jerk].
-    dynamics_factor: float | list[float] = 0.1
+    dynamics_factor: float | list[float] = in_range(0, 1, 0.1, min_open=True)
     # cartesian: franky's time-optimal (Ruckig) pose motions, each new target replaces the running one.
     # impedance: franky's Cartesian impedance tracking controller, compliant on contact.
     control: Literal["cartesian", "impedance"] = "cartesian"
-    translational_stiffness: float = 500.0  # impedance only (N/m)
-    rotational_stiffness: float = 50.0  # impedance only (Nm/rad)
+    translational_stiffness: float = positive(500.0)  # impedance only (N/m)
+    rotational_stiffness: float = positive(50.0)  # impedance only (Nm/rad)
     robot_model: Literal["panda", "fr3"] = "panda"  # selects the joint limits joint targets are clamped to
     home_joints: list[float] = field(default_factory=lambda: list(READY_JOINTS))
     home_on_start: bool = False  # move to home_joints (blocking) before the graph starts
@@ -156,21 +157,23 @@ class FrankaArmParams(ArmSafetyParams):
     # After a reflex during the run: False stops the graph (read the error first); True clears it with
     # robot.recover_from_errors(), holds, and goes on with the next fresh command.
     auto_recover: bool = False
-    torque_threshold: float = 20.0  # collision reflex threshold, all joints (Nm)
-    force_threshold: float = 30.0  # collision reflex threshold, Cartesian (N)
-    stop_timeout_s: float = 3.0  # a stop waits this long for the arm to come to rest
+    torque_threshold: float = positive(20.0)  # collision reflex threshold, all joints (Nm)
+    force_threshold: float = positive(30.0)  # collision reflex threshold, Cartesian (N)
+    stop_timeout_s: float = positive(3.0)  # a stop waits this long for the arm to come to rest
     realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
-    connect_timeout_s: float = 0.0  # keep retrying the connection this long (the Franka twin starts with the graph)
+    connect_timeout_s: float = non_negative(
+        0.0
+    )  # keep retrying the connection this long (the twin starts with the graph)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         df = self.dynamics_factor if isinstance(self.dynamics_factor, list) else [self.dynamics_factor]
-        if len(df) not in (1, 3) or not all(0.0 < float(v) <= 1.0 for v in df):
-            raise ValueError(
-                f"dynamics_factor must be in (0, 1], one value or [velocity, accel, jerk]; got {self.dynamics_factor!r}"
+        if len(df) not in (1, 3):
+            raise ParamError(
+                "dynamics_factor", f"must be one value or [velocity, accel, jerk]; got {self.dynamics_factor!r}"
             )
         if len(self.home_joints) != 7:
-            raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
+            raise ParamError("home_joints", f"needs 7 values, got {len(self.home_joints)}")
 
 
 class FrankaArmNode(ArmNode):
@@ -424,22 +427,24 @@ class FrankaArmNode(ArmNode):
 @dataclass
 class FrankaGripperParams:
     host: str  # FCI address of the robot the gripper is attached to
-    speed: float = 0.1  # finger speed (m/s)
-    force: float = 20.0  # grasp force (N)
+    speed: float = positive(0.1)  # finger speed (m/s)
+    force: float = positive(20.0)  # grasp force (N)
     # binary: a target below close_below grasps (with `force`, whatever the object's size), one above
     # open_above opens; the band between is hysteresis, so a noisy policy output does not chatter.
     # continuous: move to target * max_width, re-issued only when the target moves more than deadband.
     binary: bool = True
-    close_below: float = 0.4
-    open_above: float = 0.6
-    deadband: float = 0.05
+    close_below: float = in_range(0, 1, 0.4)
+    open_above: float = in_range(0, 1, 0.6)
+    deadband: float = non_negative(0.05)
     homing_on_start: bool = False  # home the fingers first (needed after changing fingers)
-    max_width_m: float = 0.08  # used when the gripper reports max_width 0 (never homed)
-    connect_timeout_s: float = 0.0  # keep retrying the connection this long (the Franka twin starts with the graph)
+    max_width_m: float = positive(0.08)  # used when the gripper reports max_width 0 (never homed)
+    connect_timeout_s: float = non_negative(
+        0.0
+    )  # keep retrying the connection this long (the twin starts with the graph)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.close_below <= self.open_above <= 1.0:
-            raise ValueError("need 0 <= close_below <= open_above <= 1")
+        if not self.close_below <= self.open_above:
+            raise ParamError("open_above", f"must be >= close_below ({self.close_below}), got {self.open_above}")
         check_gripper_limits(self.force, self.speed)
 
 

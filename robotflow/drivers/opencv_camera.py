@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from robotflow.drivers.base import CameraNode
+from robotflow.runtime.params import positive
 
 log = logging.getLogger("robotflow")
 
@@ -29,15 +30,11 @@ class OpenCVCameraParams:
     # Device index (0 = /dev/video0), or a path/URL: a video file, an image sequence ("frames/%04d.png"),
     # an RTSP/HTTP stream.
     source: int | str = 0
-    width: int = 640  # requested from the device; frames of another size are resized to this
-    height: int = 480
-    fps: float = 30.0  # requested from the device
+    width: int = positive(640)  # requested from the device; frames of another size are resized to this
+    height: int = positive(480)
+    fps: float = positive(30.0)  # requested from the device
     loop: bool = False  # files: restart at the end instead of ending the graph
-    timeout_s: float = 2.0  # a live camera that delivers nothing for this long is an error
-
-    def __post_init__(self) -> None:
-        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
-            raise ValueError("width, height and fps must be positive")
+    timeout_s: float = positive(2.0)  # a live camera that delivers nothing for this long is an error
 
 
 class OpenCVCameraNode(CameraNode):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robotflow.drivers.base import CameraNode
+from robotflow.runtime.params import positive
 
 log = logging.getLogger("robotflow")
 
@@ -40,15 +41,13 @@ class RealSenseParams:
     # Device serial number (rs-enumerate-devices -s); empty: the first camera found. Quote it in YAML and
     # --set ("035322250383"): unquoted digits parse as a number and a leading zero is lost.
     serial: str | int = ""
-    width: int = 640
-    height: int = 480
-    fps: int = 30  # a mode the camera supports at this resolution (6, 15, 30, 60)
-    timeout_s: float = 2.0  # fail when no new frame arrives for this long (unplugged, USB2 bandwidth)
+    width: int = positive(640)
+    height: int = positive(480)
+    fps: int = positive(30)  # a mode the camera supports at this resolution (6, 15, 30, 60)
+    timeout_s: float = positive(2.0)  # fail when no new frame arrives for this long (unplugged, USB2 bandwidth)
 
     def __post_init__(self) -> None:
         self.serial = str(self.serial)
-        if self.width <= 0 or self.height <= 0 or self.fps <= 0 or self.timeout_s <= 0:
-            raise ValueError("width, height, fps and timeout_s must be positive")
 
 
 class RealSenseCameraNode(CameraNode):

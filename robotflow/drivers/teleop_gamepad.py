@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robotflow.drivers.teleop_base import ButtonEdges, TeleopNode, deadband
+from robotflow.runtime.params import in_range, non_negative, positive
 
 PERMISSION_FIX = (
     "plug it in (check `ls /dev/input/js*`); your user needs read access to /dev/input/event*: "
@@ -28,11 +29,11 @@ PERMISSION_FIX = (
 
 @dataclass
 class GamepadParams:
-    index: int = 0  # which pad, when several are plugged in
-    max_speed: float = 0.15  # EE speed at full stick (m/s)
-    max_yaw_speed_deg: float = 60.0  # EE yaw speed at full stick (deg/s)
-    deadband: float = 0.15  # fraction of stick travel ignored around centre (sticks rarely rest at 0)
-    slow_factor: float = 0.25  # speed multiplier while the precision button is held
+    index: int = non_negative(0)  # which pad, when several are plugged in
+    max_speed: float = positive(0.15)  # EE speed at full stick (m/s)
+    max_yaw_speed_deg: float = non_negative(60.0)  # EE yaw speed at full stick (deg/s)
+    deadband: float = in_range(0, 1, 0.15)  # fraction of stick travel ignored around centre (sticks rarely rest at 0)
+    slow_factor: float = positive(0.25)  # speed multiplier while the precision button is held
     axis_forward: int = 1  # left stick vertical: pushed away = forward (+x)
     axis_left: int = 0  # left stick horizontal: pushed left = +y
     axis_up: int = 4  # right stick vertical: pushed away = up (+z)

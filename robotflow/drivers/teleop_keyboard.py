@@ -15,6 +15,7 @@ import numpy as np
 
 from robotflow.drivers.teleop_base import WORKSPACE_HI, WORKSPACE_LO, TeleopNode
 from robotflow.geometry import canonical_quat, quat_mul, yaw_quat
+from robotflow.runtime.params import non_negative, positive
 
 # key: (action, argument). Movements are in the robot base frame.
 KEYMAP: dict[str, tuple[str, object]] = {
@@ -93,8 +94,8 @@ class KeyboardTeleop:
 
 @dataclass
 class KeyboardParams:
-    step_m: float = 0.01  # EE step per key press (m)
-    yaw_step_deg: float = 5.0  # yaw step per key press (degrees)
+    step_m: float = positive(0.01)  # EE step per key press (m)
+    yaw_step_deg: float = non_negative(5.0)  # yaw step per key press (degrees)
     task: str = ""  # written into episode events
 
 

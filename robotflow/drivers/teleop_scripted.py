@@ -14,13 +14,14 @@ import numpy as np
 
 from robotflow.drivers.base import TeleopDeviceNode
 from robotflow.runtime.node import Input
+from robotflow.runtime.params import non_negative, positive
 
 
 @dataclass
 class ScriptedTeleopParams:
     task: str = ""  # empty: take the task from the `episode` events
-    noise: float = 0.0  # 0 = the same plan every time; 1 = a few mm / cm of per-episode variation
-    speed: float = 0.25  # EE travel speed (m/s)
+    noise: float = non_negative(0.0)  # 0 = the same plan every time; 1 = a few mm / cm of per-episode variation
+    speed: float = positive(0.25)  # EE travel speed (m/s)
     robot: Literal["sim", "franka"] = "sim"  # whose EE frame the targets are in: sim.arm's or franka.arm's
 
 

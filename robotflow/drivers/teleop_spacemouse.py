@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robotflow.drivers.teleop_base import ButtonEdges, TeleopNode, deadband
+from robotflow.runtime.params import in_range, non_negative, positive
 
 UDEV_FIX = (
     'add a udev rule so your user can read it: echo \'KERNEL=="hidraw*", ATTRS{idVendor}=="256f", MODE="0666"\' '
@@ -38,14 +39,14 @@ HELP = """SpaceMouse teleop:
 @dataclass
 class SpaceMouseParams:
     device: str = ""  # pyspacemouse device name (e.g. "SpaceMouse Compact"); empty: the first one connected
-    max_speed: float = 0.15  # EE speed at full deflection (m/s)
-    max_rot_speed_deg: float = 60.0  # EE rotation speed at full twist (deg/s); 0 = translation only
-    deadband: float = 0.1  # fraction of full deflection ignored around rest (stops drift)
+    max_speed: float = positive(0.15)  # EE speed at full deflection (m/s)
+    max_rot_speed_deg: float = non_negative(60.0)  # EE rotation speed at full twist (deg/s); 0 = translation only
+    deadband: float = in_range(0, 1, 0.1)  # fraction of full deflection ignored around rest (stops drift)
     frame_yaw_deg: float = 0.0  # where the user stands: 0 = behind the robot; 90 = on its left side, ...
     grip_button: int = 0  # toggles the gripper
     episode_button: int = 1  # short press: start/stop an episode; hold `discard_hold_s`: discard it
-    discard_hold_s: float = 1.0
-    stale_s: float = 0.25  # a deflection not reported again within this time counts as rest
+    discard_hold_s: float = positive(1.0)
+    stale_s: float = positive(0.25)  # a deflection not reported again within this time counts as rest
     task: str = ""  # written into episode events
 
 

@@ -39,6 +39,7 @@ from fastapi.responses import FileResponse
 from robotflow.drivers.teleop_base import EETarget, TeleopNode
 from robotflow.geometry import canonical_quat, matrix_to_quat, quat_conj, quat_mul
 from robotflow.network import is_loopback, token_for_bind, token_matches
+from robotflow.runtime.params import in_range, positive
 
 PAGE_DIR = Path(__file__).resolve().parent / "webxr"
 
@@ -58,13 +59,13 @@ class WebXRParams:
     # Required in the page's WebSocket (`?token=`; the logged URL carries it). Off loopback a page that moves the
     # arm must authenticate: with "" there a random token is generated for the run.
     token: str = ""
-    port: int = 8443  # 0: any free port (the URL is logged)
+    port: int = in_range(0, 65535, 8443)  # 0: any free port (the URL is logged)
     cert_dir: str = ""  # keep the generated certificate here and reuse it (the phone accepts it once); "": new each run
-    scale: float = 1.0  # EE motion per unit of hand motion
+    scale: float = positive(1.0)  # EE motion per unit of hand motion
     follow_rotation: bool = True  # the EE turns with the hand while the clutch is engaged
     frame_yaw_deg: float = 0.0  # where the user faces when XR starts: 0 = along the robot's +x
-    max_age_ms: float = 100.0  # a pose older than this when it arrives is dropped (counted)
-    timeout_s: float = 0.25  # no pose for this long: the page is lost, the arm holds
+    max_age_ms: float = positive(100.0)  # a pose older than this when it arrives is dropped (counted)
+    timeout_s: float = positive(0.25)  # no pose for this long: the page is lost, the arm holds
     task: str = ""  # written into episode events
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
@@ -14,7 +14,8 @@ from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, re
 from robotflow.policies.nodes import LeRobotNodeParams
 from robotflow.recording.session import upload_episodes
 from robotflow.recording.summary import write_outcomes
-from robotflow.runtime.graph import GraphSpec, NodeDef, NodeSpec, load_graph
+from robotflow.runtime.graph import SET_OPTION, GraphSpec, NodeDef, NodeSpec, load_graph
+from robotflow.runtime.params import check_options, in_range, non_negative, path_problem, path_writable
 from robotflow.storage import Cache, StorageError, is_remote, join
 from robotflow.wire.client import session_url
 
@@ -33,24 +34,81 @@ class RolloutUsageError(EvalError):
 @dataclass(frozen=True)
 class RolloutOptions:
     """A rollout: the policy source (`checkpoints_dir` [+ `step`, `codec`] or `server` [+ `model`, `token`]) and
-    how its episodes run and are kept."""
+    how its episodes run and are kept. The `robotflow rollout` options are generated from the fields (metadata:
+    robotflow.scripts.options)."""
 
-    checkpoints_dir: str | None = None  # a training run directory (local or a URL)
-    step: str | None = None  # checkpoint step (None: the latest)
-    codec: str | None = None  # codec of the policy node (None: the graph's)
-    server: str | None = None  # ws://HOST:PORT of a served policy, instead of a checkpoint
-    model: str | None = None  # with `server`: the model id to ask for
-    token: str | None = None  # with `server`: bearer token
-    graph_file: str = "graphs/sim_stack_cubes_policy.yaml"
-    episodes: int = 10
-    output_dir: str | None = None  # None: CHECKPOINTS_DIR/rollouts/<step> (required with `server`)
-    summary: str | None = None  # write the outcomes as JSON here
-    seed: int | None = None  # seed of the first episode (None: the task node's own seed)
-    sets: tuple[str, ...] = ()  # --set overrides
-    no_record: bool = False
-    workers: int = 1
-    video_channel: str = "front_camera/frame"  # '' for no failure videos
-    realtime: bool = False  # the simulator paced to the wall clock, inference asynchronous
+    checkpoints_dir: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "DIRECTORY",
+            "help": "A training run directory (OUTPUT_DIR/RUN_NAME from `robotflow train`).",
+        },
+    )
+    server: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "ws://HOST:PORT",
+            "help": "Roll out a policy served over Protocol v1 (`robotflow serve`, OpenPI, GR00T) instead of a "
+            "checkpoint.",
+        },
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "With --server: the model id (checkpoint step) to ask for."}
+    )
+    token: str | None = field(
+        default=None,
+        metadata={"envvar": "ROBOTFLOW_TOKEN", "help": "With --server: bearer token (or ROBOTFLOW_TOKEN)."},
+    )
+    step: str | None = field(
+        default=None, metadata={"flag": "--checkpoint", "help": "Checkpoint step to load (default: the latest)."}
+    )
+    codec: str | None = field(
+        default=None,
+        metadata={
+            "help": "Codec of the policy node (default: the graph's). A checkpoint trained by plain lerobot-train "
+            "whose dataset is not on this machine runs with it; a checkpoint with a stored codec must match it."
+        },
+    )
+    graph_file: str = field(
+        default="graphs/sim_stack_cubes_policy.yaml",
+        metadata={
+            "flag": "--graph",
+            "metavar": "FILE",
+            "help": "Graph with a policy.* node in place of the teleop node.",
+        },
+    )
+    episodes: int = in_range(1, None, 10)
+    output_dir: str | None = path_writable(
+        None,
+        metadata={"metavar": "DIRECTORY"},
+        help="Record every rollout episode here (default: CHECKPOINTS_DIR/rollouts/<step>).",
+    )  # required with `server`
+    summary: str | None = field(
+        default=None,
+        metadata={"metavar": "FILE", "path": "writable_file", "help": "Write the outcomes as JSON here."},
+    )
+    seed: int | None = non_negative(None, help="Seed of the first episode (default: the graph's).")
+    sets: tuple[str, ...] = field(default=(), metadata=SET_OPTION)
+    no_record: bool = field(default=False, metadata={"help": "Do not record the rollouts."})
+    workers: int = in_range(
+        1,
+        64,
+        1,
+        help="Episodes run in this many processes, each its own sim and policy; the per-seed results do not "
+        "depend on it.",
+    )
+    video_channel: str = field(
+        default="front_camera/frame",
+        metadata={"help": "Camera channel written as an mp4 beside each failed episode's recording ('' for none)."},
+    )
+    realtime: bool = field(
+        default=False,
+        metadata={
+            "help": "The on-robot path: the simulator paced to the wall clock, the policy inferring asynchronously "
+            "(chunks on a worker thread, each tick acting on the action for now). Default: virtual time, inference "
+            "in lock-step."
+        },
+    )
 
 
 def _print(text: str, err: bool = False) -> None:
@@ -75,6 +133,7 @@ def list_run_checkpoints(checkpoints_dir: str) -> list[tuple[int, str]]:
 
 def rollout(opts: RolloutOptions, echo: Echo = _print) -> list[EpisodeOutcome]:
     """Run the rollout; the per-seed outcomes. Raises EvalError (RolloutUsageError), GraphError."""
+    check_options(opts, RolloutUsageError)
     if opts.server is not None:
         if opts.checkpoints_dir is not None or opts.step is not None:
             raise RolloutUsageError(
@@ -140,6 +199,9 @@ def _recording_dir(opts: RolloutOptions, step_name: str) -> tuple[Path, str | No
         rec_url = join(opts.checkpoints_dir, "rollouts", step_name)
     if rec_url is not None:
         rec_dir = Cache().output_dir(rec_url)  # recorded locally, uploaded once the episodes are closed
+    problem = None if opts.no_record else path_problem(rec_dir, "writable_dir")
+    if problem:
+        raise EvalError(f"cannot record the rollouts: {problem} (--output-dir, or --no-record)")
     return rec_dir, rec_url
 
 

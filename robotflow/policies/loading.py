@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,12 @@ from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
 from .checkpoints import CheckpointInfo, resolve_checkpoint
 
 log = logging.getLogger("robotflow.policies")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device name torch would not take (a constraint on `device` params and options)."""
+    if device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", device):
+        raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
 def resolve_device(device: str = "auto") -> str:

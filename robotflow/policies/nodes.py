@@ -28,16 +28,17 @@ what the policy was trained on.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from robotflow.codecs import LAYOUTS, CodecError, canonical_name, codec_from_spec, get_codec
 from robotflow.codecs.spec import CHECKPOINT_SPEC_FILE
 from robotflow.runtime.channels import Message
 from robotflow.runtime.node import Input
+from robotflow.runtime.params import in_range, non_negative, positive
 
 from .base import PolicyNode
-from .loading import LoadedPolicy, load_policy
+from .loading import LoadedPolicy, check_device, load_policy
 
 log = logging.getLogger("robotflow.policies")
 
@@ -59,15 +60,15 @@ class LeRobotNodeParams:
     """
 
     checkpoint: str
-    codec: str
+    codec: str = field(metadata={"check": canonical_name})
     cameras: list[str] | None = None
-    checkpoint_step: int | None = None
-    device: str = "auto"
+    checkpoint_step: int | None = non_negative(None)
+    device: str = field(default="auto", metadata={"check": check_device})
     warmup: bool = True
-    max_observation_age_s: float = 0.25  # skip the tick when any input is older than this (runtime clock)
+    max_observation_age_s: float = positive(0.25)  # skip the tick when any input is older than this (runtime clock)
 
     def __post_init__(self) -> None:
-        self.codec = canonical_name(self.codec)  # an unknown name fails graph validation, with the known ones
+        self.codec = canonical_name(self.codec)  # an alias -> its codec (an unknown name fails the field check)
         for cam in self.cameras or ():
             if cam in _FIXED_PORTS or not cam.replace("_", "").isalnum():
                 raise CodecError(f"camera name {cam!r} must be alphanumeric/underscore and not one of {_FIXED_PORTS}")
@@ -91,11 +92,11 @@ class ACTNodeParams(LeRobotNodeParams):
     inference_threads: torch threads of the inference worker (None: all cores but one).
     """
 
-    n_action_steps: int | None = None
+    n_action_steps: int | None = in_range(1, None, None)
     temporal_ensemble_coeff: float | None = None
-    refill_at: int | None = None
+    refill_at: int | None = non_negative(None)
     async_inference: bool | None = None
-    inference_threads: int | None = None
+    inference_threads: int | None = in_range(1, None, None)
 
 
 class _PolicyNode(PolicyNode):

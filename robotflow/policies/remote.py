@@ -28,6 +28,7 @@ from robotflow.codecs import canonical_name, get_codec
 from robotflow.codecs.codec import resize_image
 from robotflow.runtime.channels import Message
 from robotflow.runtime.node import Input
+from robotflow.runtime.params import non_negative, positive
 from robotflow.wire.client import RemoteSession, ServerError
 from robotflow.wire.protocol import (
     KEY_DQ,
@@ -75,13 +76,13 @@ class RemoteNodeParams:
     model: str | None = None
     token: str | None = None
     camera_keys: dict[str, str] | None = None
-    horizon_s: float | None = None
-    refill_at: int | None = None
+    horizon_s: float | None = positive(None)
+    refill_at: int | None = non_negative(None)
     async_inference: bool | None = None
-    connect_timeout_s: float = 10.0
-    status_timeout_s: float = 30.0
-    request_timeout_s: float = 30.0
-    max_observation_age_s: float = 0.25
+    connect_timeout_s: float = positive(10.0)
+    status_timeout_s: float = positive(30.0)
+    request_timeout_s: float = positive(30.0)
+    max_observation_age_s: float = positive(0.25)
 
 
 class RemoteUnavailable(RuntimeError):

@@ -10,6 +10,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from robotflow.runtime.node import Node
+from robotflow.runtime.params import positive
 
 from .reader import EpisodeFile
 
@@ -18,7 +19,7 @@ from .reader import EpisodeFile
 class ReplayParams:
     episode: str = ""  # path of an episode_NNNNNN.h5 file
     channels: dict = field(default_factory=dict)  # output name -> recorded channel (node/output)
-    speed: float = 1.0  # 2.0 plays twice as fast
+    speed: float = positive(1.0)  # 2.0 plays twice as fast
     stop_at_end: bool = True  # end the graph when the episode is done
 
 
@@ -35,8 +36,6 @@ class Replay(Node):
         p = self.params
         if not p.episode:
             raise ValueError("no episode to replay: set params.episode (robotflow replay EPISODE does)")
-        if p.speed <= 0:
-            raise ValueError(f"speed must be positive, got {p.speed}")
         self.episode = EpisodeFile(p.episode)
         missing = [ch for ch in p.channels.values() if not self.episode.has_channel(ch)]
         if missing:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robotflow.runtime.graph import load_graph
+from robotflow.runtime.graph import SET_OPTION, load_graph
+from robotflow.runtime.params import check_options, in_range, one_of, path_writable
 from robotflow.runtime.scheduler import RunResult, Scheduler
 from robotflow.storage import BackgroundUploader, Cache, StorageError, is_remote, list_dir, publish
 
@@ -23,15 +24,22 @@ class RecordError(Exception):
 
 @dataclass(frozen=True)
 class RecordOptions:
-    graph_file: str
-    episodes: int
-    output_dir: str  # a directory, or a URL (s3://...) each episode is uploaded to once it closes
-    task: str = ""  # task text stored with each episode
-    sets: tuple[str, ...] = ()  # --set overrides
-    image_encoding: str = "jpeg"  # jpeg | raw
-    jpeg_quality: int = 90
-    progress: bool = False  # the recorder's live status line on stderr
-    stats: bool = False  # live runtime stats every few seconds
+    """One recording session; `record(opts)` runs it. The `robotflow record` options are generated from the
+    fields (metadata: robotflow.scripts.options)."""
+
+    graph_file: str = field(metadata={"cli": False})  # the command's GRAPH argument
+    episodes: int = in_range(1, None, help="Number of episodes to record.")
+    output_dir: str = path_writable(
+        help="Where episode files go: a directory, or a URL (s3://...) each is uploaded to once it closes."
+    )
+    task: str = field(
+        default="", metadata={"help": "Task text stored with each episode (e.g. 'stack the green cube')."}
+    )
+    sets: tuple[str, ...] = field(default=(), metadata=SET_OPTION)
+    image_encoding: str = one_of(("jpeg", "raw"), "jpeg")
+    jpeg_quality: int = in_range(1, 100, 90)
+    progress: bool = field(default=False, metadata={"cli": False})  # the recorder's live status line on stderr
+    stats: bool = field(default=False, metadata={"help": "Print the runtime stats table at exit."})
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,7 @@ def next_remote_index(url: str) -> int:
 def record(opts: RecordOptions, warn: Callable[[str], None] = log.warning) -> RecordRun:
     """Record `opts.episodes` episodes of the graph; `warn(message)` hears about a remote output that cannot be
     listed (recorded locally then, uploaded after the run). Raises RecordError, GraphError."""
-    if opts.episodes < 1:
-        raise RecordError("--episodes must be at least 1")
+    check_options(opts, RecordError)
     spec = load_graph(opts.graph_file, opts.sets)
     tasks = [n.name for n in spec.nodes if n.type_name != RECORDER_TYPE and n.has_param("episodes")]
     for name in tasks:

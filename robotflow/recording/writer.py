@@ -40,6 +40,7 @@ import numpy as np
 
 from robotflow.runtime.channels import Message
 from robotflow.runtime.node import Input, Node
+from robotflow.runtime.params import in_range, non_negative, one_of, path_writable, positive
 from robotflow.runtime.scheduler import TEARDOWN_S
 
 from .format import (
@@ -204,18 +205,21 @@ class EpisodeWriter:
 
 @dataclass
 class RecorderParams:
-    output_dir: str = "data/episodes"
-    image_encoding: str = "jpeg"  # jpeg | raw (lzf-compressed uint8)
-    jpeg_quality: int = 90
+    output_dir: str = path_writable("data/episodes")
+    image_encoding: str = one_of(("jpeg", "raw"), "jpeg")  # raw: lzf-compressed uint8
+    jpeg_quality: int = in_range(1, 100, 90)
     task: str = ""  # task text stored with each episode (overrides the episode event's)
     episode_input: str = "episode"  # input carrying task/episode events; unconnected: one episode per run
-    max_episodes: int = 0  # end the graph after this many closed episodes (0: never)
-    first_index: int = 0  # lowest episode number (above those in a remote output dir whose files are not local)
-    flush_s: float = 1.0  # wall seconds between file flushes (bounds what a crash can lose)
-    reorder_s: float = 0.1  # graph-clock window for routing late messages into the right episode
+    max_episodes: int = non_negative(0)  # end the graph after this many closed episodes (0: never)
+    first_index: int = non_negative(
+        0
+    )  # lowest episode number (above those in a remote output dir whose files are not local)
+    flush_s: float = positive(1.0)  # wall seconds between file flushes (bounds what a crash can lose)
+    reorder_s: float = non_negative(0.1)  # graph-clock window for routing late messages into the right episode
     progress: bool = False  # a live status line on stderr
-    backlog_s: float = 3.0  # bound on the writer's backlog, in seconds of writing at its measured rate
-    backlog_mb: int = 1024  # and in memory
+    # bound on the writer's backlog, in seconds of writing at its measured rate: at most half the teardown budget
+    backlog_s: float = in_range(0, TEARDOWN_S / 2, 3.0, min_open=True)
+    backlog_mb: int = in_range(1, None, 1024)  # and in memory
 
 
 class Recorder(Node):
@@ -230,13 +234,6 @@ class Recorder(Node):
 
     def setup(self) -> None:
         p = self.params
-        if p.image_encoding not in ("jpeg", "raw"):
-            raise ValueError(f"image_encoding must be jpeg or raw, not {p.image_encoding!r}")
-        if not 0 < p.backlog_s <= TEARDOWN_S / 2 or p.backlog_mb < 1:
-            raise ValueError(
-                f"backlog_s must be in (0, {TEARDOWN_S / 2:g}] (half the teardown budget) and backlog_mb >= 1, "
-                f"not {p.backlog_s:g} and {p.backlog_mb}"
-            )
         self.out_dir = Path(p.output_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.next_index = max(p.first_index, next_episode_index(self.out_dir))

@@ -37,7 +37,15 @@ from typing import Any
 import yaml
 
 from .node import Input, Node, known_types, resolve_type
+from .params import ParamError, value_problem
 
+# The field metadata (robotflow.scripts.options) of a command's `--set NODE.PARAM=VALUE` overrides: a tuple field.
+SET_OPTION = {
+    "flag": "--set",
+    "multiple": True,
+    "metavar": "NODE.PARAM=VALUE",
+    "help": "Override a node param (repeatable).",
+}
 NODE_KEYS = ("name", "type", "params", "rate", "inputs", "process", "trigger", "priority")
 INPUT_OPTIONS = ("delivery", "queue_size", "delayed")
 
@@ -322,15 +330,48 @@ def _check_value(value: Any, hint: Any) -> tuple[bool, Any]:
 
 
 def build_params(cls: type[Node], raw: dict, path: str, line: int, node_name: str) -> Any:
-    """Validate raw params against the node's Params dataclass and construct it (`line`: where `params:` is)."""
+    """Validate raw params against the node's Params dataclass (types, then the constraints its fields declare,
+    see runtime/params.py) and construct it (`line`: where `params:` is)."""
     pcls = cls.Params
     if not dataclasses.is_dataclass(pcls):
         raise GraphError(f"{cls.__name__}.Params must be a dataclass ({_at(path, line)})")
-    hints = typing.get_type_hints(pcls)
+    lines = getattr(raw, "lines", {})
+    tname = getattr(cls, "type_name", cls.__name__)
+    kwargs = _typed_params(pcls, raw, path, line, node_name, tname)
     fields = {f.name: f for f in dataclasses.fields(pcls)}
+    missing = [n for n, f in fields.items() if n not in kwargs and _default(f) is dataclasses.MISSING]
+    if missing:
+        raise GraphError(
+            f"node {node_name!r} ({tname}) at {_at(path, line)} is missing required param {missing[0]!r}; "
+            "add it under params"
+        )
+    for name, f in fields.items():
+        problem = value_problem(kwargs[name] if name in kwargs else _default(f), f.metadata)
+        if problem:
+            at = _at(path, lines.get(name, line))
+            raise GraphError(f"{at}: param {name!r} of node {node_name!r} ({tname}) {problem}")
+    try:
+        return pcls(**kwargs)
+    except ParamError as e:
+        at = _at(path, lines.get(e.field, line))
+        raise GraphError(f"{at}: param {e.field!r} of node {node_name!r} ({tname}) {e.problem}") from None
+    except (ValueError, TypeError) as e:
+        raise GraphError(f"{_at(path, line)}: bad params for node {node_name!r} ({tname}): {e}") from None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one from its factory), or MISSING."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _typed_params(pcls: type, raw: dict, path: str, line: int, node_name: str, tname: str) -> dict[str, Any]:
+    """The written params, each known to `pcls` and coerced to its field's type."""
+    hints = typing.get_type_hints(pcls)
+    fields = [f.name for f in dataclasses.fields(pcls)]
     lines = getattr(raw, "lines", {})
     kwargs = {}
-    tname = getattr(cls, "type_name", cls.__name__)
     for key, value in raw.items():
         loc = _at(path, lines.get(key, line))
         if key not in fields:
@@ -345,20 +386,7 @@ def build_params(cls: type[Node], raw: dict, path: str, line: int, node_name: st
                 f"{_type_name(hints.get(key))}, got {type(value).__name__} {value!r}"
             )
         kwargs[key] = coerced
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    where = _at(path, line)
-    if missing:
-        raise GraphError(
-            f"node {node_name!r} ({tname}) at {where} is missing required param {missing[0]!r}; add it under params"
-        )
-    try:
-        return pcls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise GraphError(f"bad params for node {node_name!r} ({tname}) at {where}: {e}") from None
+    return kwargs
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> list[tuple[str, str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 import click
 
@@ -12,6 +13,8 @@ from robotflow.runtime.graph import GraphSpec
 from robotflow.runtime.graph_format import graph_dot, graph_text
 from robotflow.runtime.scheduler import Scheduler
 from robotflow.scripts.common import echo_episode_results, exit_for, load, report_run, sets_option, user_errors
+from robotflow.scripts.options import build, dataclass_options
+from robotflow.views.options import LiveViewOptions
 
 
 @click.group()
@@ -27,9 +30,16 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.argument("graph", type=click.Path(dir_okay=False))
 @sets_option()
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds (graph clock time).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (graph clock time).",
+)
 @click.option("--stats", is_flag=True, help="Print live stats every few seconds and a table at exit.")
-@click.option("--episodes", type=int, default=None, help="Number of episodes for graphs with a task node.")
+@click.option(
+    "--episodes", type=click.IntRange(1), default=None, help="Number of episodes for graphs with a task node."
+)
 @click.option("--summary", type=click.Path(dir_okay=False), default=None, help="Write episode outcomes as JSON here.")
 @click.option("--viewer", is_flag=True, help="Open MuJoCo's viewer (needs a display).")
 @click.option("--realtime", is_flag=True, help="Pace simulated time to the wall clock.")
@@ -42,30 +52,16 @@ def main(verbose: bool) -> None:
     metavar="[FILE.rrd|spawn]",
     help="Stream channels to Rerun while the graph runs: into FILE.rrd, or a viewer it spawns (the default).",
 )
-@click.option(
-    "--rerun-channel",
-    "rerun_channels",
-    multiple=True,
-    metavar="NODE/OUTPUT",
-    help="A channel for --rerun (repeatable; default: every channel but episode events).",
-)
-@click.option(
-    "--rerun-rate",
-    "rerun_rate",
-    type=float,
-    default=10.0,
-    show_default=True,
-    metavar="HZ",
-    help="The most messages a second --rerun shows of each channel (the newest one; full resolution).",
-)
-def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime, rerun_target, rerun_channels, rerun_rate):
+@dataclass_options(LiveViewOptions)
+def launch(graph, sets, duration, stats, episodes, summary, viewer, realtime, rerun_target, **view_params: Any) -> None:
     """Run GRAPH until a node finishes it, --duration elapses, Ctrl-C or a node fails."""
     spec = _with_flags(load(graph, sets), episodes, viewer, realtime)
-    if rerun_target is not None or rerun_channels:
+    live = build(LiveViewOptions, view_params)
+    if rerun_target is not None or live.channels:
         from robotflow.views.rerun import with_view  # rerun-sdk only when a view is asked for
 
         with user_errors():
-            spec = with_view(spec, rerun_target or "spawn", tuple(rerun_channels), rerun_rate)
+            spec = with_view(spec, rerun_target or "spawn", live.channels, live.rate)
     sched = Scheduler(spec, duration_s=duration, stats_every_s=3.0 if stats else None)
     result = sched.run()
     report_run(result, sched.reports, stats_table=True)

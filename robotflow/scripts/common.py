@@ -13,7 +13,7 @@ from robotflow.evaluation import EvalError, RolloutUsageError
 from robotflow.recording import EpisodeError
 from robotflow.recording.session import RecordError
 from robotflow.recording.summary import format_episode_table, success_line
-from robotflow.runtime.graph import GraphError, GraphSpec, load_graph
+from robotflow.runtime.graph import SET_OPTION, GraphError, GraphSpec, load_graph
 from robotflow.runtime.scheduler import RunResult
 from robotflow.runtime.stats_table import format_stats_table
 from robotflow.safety import format_safety
@@ -24,9 +24,10 @@ USER_ERRORS = (GraphError, EvalError, RecordError, EpisodeError, StorageError)
 EPISODE_RESULT_COLUMNS = ("episode", "seed", "success", "duration")  # a task node's results
 
 
-def sets_option(help: str = "Override a node param (repeatable).") -> Any:
-    """The `--set NODE.PARAM=VALUE` option (repeatable), passed to the command as `sets`."""
-    return click.option("--set", "sets", multiple=True, metavar="NODE.PARAM=VALUE", help=help)
+def sets_option(help: str | None = SET_OPTION["help"]) -> Any:
+    """The `--set NODE.PARAM=VALUE` option (repeatable), passed to the command as `sets`, for a command without
+    an options dataclass (one with a dataclass gives its `sets` field `metadata=SET_OPTION`)."""
+    return click.option(SET_OPTION["flag"], "sets", multiple=True, metavar=SET_OPTION["metavar"], help=help)
 
 
 @contextlib.contextmanager

@@ -1,14 +1,17 @@
 """Click options generated from the dataclass they fill, so that each option is spelled once: in its field.
 
 A field becomes the option `--field-name` (underscores as dashes), typed from its annotation (int, float, str;
-a bool is a flag). A field without a default is required; a default that is not None, a bool or a repeatable
-option's is shown in --help. The field's `metadata` (plain keys, so the library needs no click) adds:
+a bool is a flag). A field without a default is required; a default that is not None, "", a bool or a
+repeatable option's is shown in --help. The field's `metadata` (plain keys, so the library needs no click) adds:
 
 - help: the help text.
 - flag: another option name (e.g. "--input" for `input_path`).
 - negate: a bool that defaults to True is shown as the flag `flag` ("--no-..."), which sets it to False.
 - metavar, envvar: as in click.
-- choices: the allowed values; range: (min, max) of an int.
+- range, min_open, choices, path, check: the value's constraints, the vocabulary node params use
+  (robotflow/runtime/params.py, with helpers such as `positive()`): range and choices become click's
+  IntRange/FloatRange and Choice (usage errors), and `build` checks the rest (a path that cannot be created,
+  a device or codec name) before the command runs: one line, `--option problem`, exit status 1.
 - multiple: the option repeats; the field gets the tuple of values, or what `parse` makes of it.
 - parse: the raw value -> the field's value; a ValueError it raises becomes click's one-line usage error.
 - cli: False leaves the field off the command line (the command sets it with `build(..., field=value)`).
@@ -25,9 +28,9 @@ from typing import Any, TypeVar
 
 import click
 
-METADATA_KEYS = frozenset(
-    {"help", "flag", "negate", "metavar", "envvar", "choices", "range", "multiple", "parse", "cli"}
-)
+from robotflow.runtime.params import CONSTRAINT_KEYS, choices_of, value_problem
+
+METADATA_KEYS = frozenset({"help", "flag", "negate", "metavar", "envvar", "multiple", "parse", "cli"}) | CONSTRAINT_KEYS
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,11 +60,13 @@ def _scalar_type(annotation: Any) -> type | None:
 
 def _click_type(f: dataclasses.Field, annotation: Any) -> Any:
     meta = f.metadata
-    if "choices" in meta:
-        return click.Choice(list(meta["choices"]))
-    if "range" in meta:
-        return click.IntRange(*meta["range"])
     scalar = _scalar_type(annotation)
+    if "choices" in meta:
+        return click.Choice([str(c) for c in choices_of(meta)])
+    if "range" in meta and not meta.get("multiple"):
+        lo, hi = meta["range"]
+        kind = click.FloatRange if scalar is float else click.IntRange
+        return kind(lo, hi, min_open=bool(meta.get("min_open")))
     return None if meta.get("multiple") or scalar in (str, bool) else scalar
 
 
@@ -92,7 +97,7 @@ def _option(f: dataclasses.Field, annotation: Any) -> Callable[[F], F]:
         kwargs["required"] = True
     else:
         kwargs["default"] = f.default
-        kwargs["show_default"] = f.default is not None
+        kwargs["show_default"] = f.default not in (None, "")  # an empty default says nothing
     for key in ("metavar", "envvar"):
         if key in meta:
             kwargs[key] = meta[key]
@@ -125,5 +130,8 @@ def build(cls: type[T], params: dict[str, Any], **fixed: Any) -> T:
             value = not value
         elif f.metadata.get("multiple") and "parse" not in f.metadata:
             value = tuple(value)
+        problem = value_problem(value, f.metadata)
+        if problem:  # the same one line as the library's own check (runtime.params.check_options)
+            raise click.ClickException(f"{flag_name(f)} {problem}")
         values[f.name] = value
     return cls(**values, **fixed)

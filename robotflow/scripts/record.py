@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -22,47 +23,28 @@ from robotflow.scripts.common import (
     sets_option,
     user_errors,
 )
+from robotflow.scripts.options import build, dataclass_options
 
 
 @click.command()
 @click.argument("graph", type=click.Path(dir_okay=False))
-@click.option("--episodes", type=int, required=True, help="Number of episodes to record.")
-@click.option(
-    "--output-dir",
-    required=True,
-    help="Where episode files go: a directory, or a URL (s3://...) each is uploaded to once it closes.",
-)
-@click.option("--task", default="", help="Task text stored with each episode (e.g. 'stack the green cube').")
-@sets_option()
-@click.option("--image-encoding", type=click.Choice(["jpeg", "raw"]), default="jpeg", show_default=True)
-@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=90, show_default=True)
-@click.option("--stats", is_flag=True, help="Print the runtime stats table at exit.")
-def record(graph, episodes, output_dir, task, sets, image_encoding, jpeg_quality, stats):
+@dataclass_options(RecordOptions)
+def record(graph: str, **params: Any) -> None:
     """Record N episodes of GRAPH into HDF5 episode files.
 
     Episodes start and stop from the graph's episode source: the simulated task (success or timeout) or
     the teleop device's start/stop/discard keys. A live line shows the episode, its duration, frames per
     stream, drops and the writer backlog; a table of episodes follows at the end.
     """
-    opts = RecordOptions(
-        graph_file=graph,
-        episodes=episodes,
-        output_dir=str(output_dir),
-        task=task,
-        sets=tuple(sets),
-        image_encoding=image_encoding,
-        jpeg_quality=jpeg_quality,
-        progress=sys.stderr.isatty(),
-        stats=stats,
-    )
+    opts = build(RecordOptions, params, graph_file=graph, progress=sys.stderr.isatty())
     with user_errors():
         run = record_episodes(opts, warn=lambda m: click.echo(f"warning: {m}", err=True))
-    report_run(run.result, run.reports, stats_table=stats)
+    report_run(run.result, run.reports, stats_table=opts.stats)
     columns = ("episode", "outcome", "duration", "gaps", "frames")
     click.echo(format_episode_table(run.episodes, columns) if run.episodes else "no episode recorded")
     backlog = run.reports.get(run.recorder, {}).get("backlog_max", 0)
     click.echo(
-        f"episodes in {output_dir}: {len(run.episodes)} recorded this run, writer backlog max {backlog} messages"
+        f"episodes in {opts.output_dir}: {len(run.episodes)} recorded this run, writer backlog max {backlog} messages"
     )
     if run.upload is not None:
         click.echo(run.upload.message(), err=not run.upload.ok)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from robotflow.scripts.common import local_path, user_errors
+from robotflow.scripts.options import build, dataclass_options
+from robotflow.views.options import ViewOptions
 
 
 @click.command("view")
 @click.argument("target", metavar="EPISODE|DATASET")
-@click.option("--episode", "episode_index", type=int, default=0, show_default=True, help="Dataset episode to show.")
-@click.option(
-    "--save",
-    "save_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write a Rerun recording (.rrd) here instead of spawning a viewer.",
-)
-def view(target, episode_index, save_path):
+@dataclass_options(ViewOptions)
+def view(target: str, **params: Any) -> None:
     """Show EPISODE (a recorded .h5 file) or an episode of DATASET (a LeRobot dataset directory) in Rerun.
 
     Both may be URLs (s3://...). Cameras are images, `ee_pose` fields are also 3-D transforms, other numeric
@@ -27,10 +23,11 @@ def view(target, episode_index, save_path):
     """
     from robotflow.views.rerun import ViewError, show_recording  # rerun-sdk only for this command
 
+    opts = build(ViewOptions, params)
     path = Path(local_path(target))
     try:
         with user_errors():
-            what = show_recording(path, target, episode_index, save_path or "spawn")
+            what = show_recording(path, target, opts.episode, opts.save or "spawn")
     except ViewError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{what} -> {save_path or 'Rerun viewer'}")
+    click.echo(f"{what} -> {opts.save or 'Rerun viewer'}")

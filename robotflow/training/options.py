@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robotflow.policies.loading import check_device
+from robotflow.runtime.params import in_range, non_negative, path_writable
+
 
 def parse_policy_args(items: Iterable[str]) -> dict[str, Any]:
     """`KEY=VALUE` items -> {key: JSON value, or the raw string when it is not JSON}."""
@@ -31,17 +34,19 @@ class TrainOptions:
         metadata={"help": "LeRobot v3.0 dataset made by `robotflow convert`: a directory or a URL (s3://bucket/path)."}
     )
     run_name: str = field(metadata={"help": "Name of this run; checkpoints go to OUTPUT_DIR/RUN_NAME."})
-    output_dir: Path | str = field(
-        metadata={"help": "Parent directory of runs, or a URL: checkpoints are then uploaded as they are saved."}
+    output_dir: Path | str = path_writable(
+        help="Parent directory of runs, or a URL: checkpoints are then uploaded as they are saved."
     )
-    steps: int = field(default=100_000, metadata={"help": "Total training steps."})
-    save_freq: int = field(default=10_000, metadata={"help": "Checkpoint every K steps (and at the end)."})
-    batch_size: int = 8
+    steps: int = in_range(1, None, 100_000, help="Total training steps.")
+    save_freq: int = in_range(1, None, 10_000, help="Checkpoint every K steps (and at the end).")
+    batch_size: int = in_range(1, None, 8)
     resume: bool = field(
         default=False, metadata={"help": "Continue OUTPUT_DIR/RUN_NAME from its last checkpoint up to --steps."}
     )
     policy: str = field(default="act", metadata={"help": "LeRobot policy type (act, diffusion, ...)."})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, mps."})
+    device: str = field(
+        default="auto", metadata={"check": check_device, "help": "auto (CUDA when available), cpu, cuda, mps."}
+    )
     pretrained_backbone: bool = field(
         default=True,
         metadata={
@@ -57,9 +62,9 @@ class TrainOptions:
     n_action_steps: int | None = field(
         default=None, metadata={"help": "Actions executed per chunk (default: chunk size, max 100)."}
     )
-    num_workers: int = field(default=2, metadata={"help": "Dataloader worker processes."})
-    log_freq: int = 100
-    seed: int = 1000
+    num_workers: int = non_negative(2, help="Dataloader worker processes.")
+    log_freq: int = in_range(1, None, 100)
+    seed: int = non_negative(1000)
     policy_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={

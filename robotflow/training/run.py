@@ -22,6 +22,7 @@ from robotflow.codecs.spec import (
     write_checkpoint_spec,
 )
 from robotflow.policies.checkpoints import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, PRETRAINED_MODEL_DIR, list_checkpoints
+from robotflow.runtime.params import check_options
 from robotflow.storage import Cache, StorageError, is_remote
 from robotflow.training.errors import TrainError, warn
 from robotflow.training.launch import launch_processes, rank, world_size
@@ -39,10 +40,9 @@ def train(opts: TrainOptions) -> Path:
     first; with a remote `output_dir` the run is written to the cache and each checkpoint is uploaded as
     soon as it is saved. With `num_processes > 1` this relaunches itself under `accelerate launch`.
     """
+    check_options(opts, TrainError)
     from lerobot.scripts.lerobot_train import train as lerobot_train  # torch/lerobot: imported only to train
 
-    if opts.steps < 1 or opts.save_freq < 1 or opts.batch_size < 1 or opts.num_processes < 1:
-        raise TrainError("--steps, --save-freq, --batch-size and --num-processes must be positive")
     cache = Cache()
     opts = _local_dataset(opts, cache)
     if opts.num_processes > 1 and world_size() == 1:

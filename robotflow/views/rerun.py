@@ -28,6 +28,7 @@ from robotflow.recording.reader import EpisodeFile
 from robotflow.recording.replay import is_image_field
 from robotflow.runtime.graph import GraphError, GraphSpec, NodeDef
 from robotflow.runtime.node import Input, Node
+from robotflow.runtime.params import in_range
 
 TIMELINE = "time"
 SCALAR_MAX = 32  # wider numeric fields (point clouds, depth rows) are not plotted as scalars
@@ -92,7 +93,9 @@ def log_fields(rec: Any, entity: str, fields: dict[str, Any]) -> int:
 @dataclass
 class RerunTapParams:
     ports: list[str] = field(default_factory=list)  # one input per channel, republished on the output of that name
-    slots: int = 1  # ticks per round: the i-th port is forwarded on the ticks where tick % slots == i % slots
+    slots: int = in_range(
+        1, None, 1
+    )  # ticks per round: the i-th port is forwarded on the ticks where tick % slots == i % slots
 
 
 class RerunTap(Node):
@@ -116,7 +119,7 @@ class RerunTap(Node):
 
     def setup(self) -> None:
         self.forwarded = dict.fromkeys(self._subs, 0)
-        slots = max(1, self.params.slots)
+        slots = self.params.slots
         self.rounds = [[p for i, p in enumerate(self.params.ports) if i % slots == k] for k in range(slots)]
         self.tick = 0
 

@@ -27,21 +27,24 @@ import numpy as np
 from robotflow.drivers.base import ArmNode, CameraNode, GripperNode
 from robotflow.geometry import pose_from_pos_mat
 from robotflow.runtime.node import Input, Node
+from robotflow.runtime.params import in_range, non_negative, one_of, positive
 from robotflow.safety import ArmSafetyParams
 
 from .render import OffscreenCamera
-from .scene import TASKS
+from .scene import CAMERAS, TASKS
 from .tasks import TaskRunner
 from .world import ArmController, GripperController, SimWorld
 
 
 @dataclass
 class WorldParams:
-    task: str = "stack_cubes"  # which scene to build: stack_cubes | pick_place (must match sim.task)
-    timestep: float = 0.002  # physics step (s); give the node `rate: 1/timestep`
+    task: str = one_of(TASKS, "stack_cubes")  # which scene to build (must match sim.task)
+    timestep: float = positive(0.002)  # physics step (s); give the node `rate: 1/timestep`
     realtime: bool = False  # pace virtual time to the wall clock (for a person watching or teleoperating)
     viewer: bool = False  # open MuJoCo's passive viewer when a display exists
-    visual_cell: float = 0.004  # visual meshes simplified to this grid (m) for CPU rendering; 0 = original
+    visual_cell: float = non_negative(
+        0.004
+    )  # visual meshes simplified to this grid (m) for CPU rendering; 0 = original
 
 
 class SimWorldNode(Node):
@@ -53,8 +56,6 @@ class SimWorldNode(Node):
 
     def __init__(self, name: str, params: WorldParams):
         super().__init__(name, params)
-        if params.task not in TASKS:
-            raise ValueError(f"sim.world {name!r}: unknown task {params.task!r}; choose one of {', '.join(TASKS)}")
         self._sim: SimWorld | None = None
         self._viewer = None
         self._t0_ns: int | None = None
@@ -136,8 +137,10 @@ class ArmParams(ArmSafetyParams):
     """The simulated arm's params; the safety limits come from ArmSafetyParams, with the sim scene's box."""
 
     world: str = "world"  # the sim.world node
-    ik_iterations: int = 3  # damped least-squares iterations per tick
-    speed_scale: float = 0.5  # fraction of the Panda's joint speed limits commands may use
+    ik_iterations: int = in_range(1, None, 3)  # damped least-squares iterations per tick
+    speed_scale: float = in_range(
+        0, 1, 0.5, min_open=True
+    )  # fraction of the Panda's joint speed limits commands may use
     workspace_min: list[float] = field(default_factory=lambda: [0.2, -0.45, 0.005])
     workspace_max: list[float] = field(default_factory=lambda: [0.8, 0.45, 0.65])
     max_tilt_deg: float = 60.0
@@ -223,10 +226,10 @@ class SimGripperNode(_WorldUser, GripperNode):
 @dataclass
 class CameraParams:
     world: str = "world"
-    camera: str = "front"  # a camera of the scene: front | wrist
-    width: int = 320
-    height: int = 240
-    fps: float = 15.0  # frames per second; give the node the same `rate:` (faster rates are decimated)
+    camera: str = one_of(CAMERAS, "front")  # a camera of the scene
+    width: int = positive(320)
+    height: int = positive(240)
+    fps: float = positive(15.0)  # frames per second; give the node the same `rate:` (faster rates are decimated)
 
 
 class SimCameraNode(_WorldUser, CameraNode):
@@ -286,11 +289,11 @@ class SimCameraNode(_WorldUser, CameraNode):
 @dataclass
 class TaskParams:
     world: str = "world"
-    task: str = "stack_cubes"  # stack_cubes | pick_place
-    seed: int = 0  # episode k is randomised with seed + k
-    episodes: int = 1  # stop the graph after this many (non-discarded) episodes
-    timeout_s: float = 20.0  # an episode not solved by then is a failure
-    hold_s: float = 1.0  # the goal must hold this long (objects resting, robot not touching)
+    task: str = one_of(TASKS, "stack_cubes")
+    seed: int = non_negative(0)  # episode k is randomised with seed + k
+    episodes: int = in_range(1, None, 1)  # stop the graph after this many (non-discarded) episodes
+    timeout_s: float = positive(20.0)  # an episode not solved by then is a failure
+    hold_s: float = non_negative(1.0)  # the goal must hold this long (objects resting, robot not touching)
 
 
 class SimTaskNode(_WorldUser):

@@ -30,6 +30,7 @@ import numpy as np
 from .meshes import lighten_visual_meshes
 
 TASKS = ("stack_cubes", "pick_place")
+CAMERAS = ("front", "wrist")  # the cameras _add_cameras puts in every scene
 
 # Menagerie Panda "home" keyframe: gripper pointing down above the table.
 HOME_QPOS = np.array([0.0, 0.0, 0.0, -1.57079, 0.0, 1.57079, -0.7853])
