@@ -148,8 +148,7 @@ class RobotflowClient:
             "grip": grip,
             **{f"image.{cam}": img for cam, img in images.items()},
         }
-        poses, _, _ = actions_from_wire(self.session.infer(obs))
-        return len(poses)
+        return len(actions_from_wire(self.session.infer(obs), fps=self.session.meta["action_fps"]))
 
     def close(self) -> None:
         self.session.close()

@@ -142,11 +142,13 @@ def test_chunk_result_matches_in_process_inference(server, run_dir):
         assert meta["image_sizes"] == [W, H] and meta["action_fps"] == 15.0 and meta["chunk_size"] == 10
         result = s.infer(obs)
     assert len(result) == 10
-    assert [a["timestamp"] for a in result] == pytest.approx([i / 15 for i in range(10)])
+    assert s.version == 2 and {"served_ms", "infer_ms"} <= set(s.timing)
     assert all(
         a["robot_command"]["type"] == "cartesian_pos" and a["robot_command"]["pose"].shape == (12,) for a in result
     )
-    poses, grips, stamps = actions_from_wire(result)
+    chunk = actions_from_wire(result, fps=meta["action_fps"])  # version 2 rows are spaced at action_fps
+    assert chunk.stamps.tolist() == pytest.approx([i / 15 for i in range(10)])
+    poses, grips = chunk.targets, chunk.grips
 
     loaded = load_policy(run_dir, step=2, device="cpu")
     codec = codec_from_spec(loaded.codec_spec)
