@@ -47,6 +47,7 @@ from robotflow.wire.protocol import (
     actions_from_wire,
     camera_wire_key,
     fit_size,
+    grip_to_wire,
     image_size_for,
 )
 
@@ -106,7 +107,8 @@ def wire_observation(
 ) -> dict[str, Any]:
     """The newest message of each input port -> an observation (Positronic's raw key names).
 
-    The arm's status is `robot_state.status` (`ok`: robotflow arms hold on a fault instead of reporting
+    Grip: the gripper's width (1 open) travels as Positronic's grip (0 open, 1 closed). The arm's status is
+    `robot_state.status` (`ok`: robotflow arms hold on a fault instead of reporting
     one); observed_ns,
     the control clock's time of the observation, is `obs_time_ns` beside the wall clock's `wall_time_ns`.
     """
@@ -116,7 +118,7 @@ def wire_observation(
         KEY_Q: np.asarray(arm["joint_pos"], dtype=np.float64),
         KEY_DQ: np.asarray(arm["joint_vel"], dtype=np.float64),
         KEY_EE_POSE: np.asarray(arm["ee_pose"], dtype=np.float64),
-        KEY_GRIP: float(grip["width"]),
+        KEY_GRIP: grip_to_wire(grip["width"]),
         KEY_STATUS: "ok",
         KEY_WALL_TIME_NS: time.time_ns(),
     }

@@ -18,7 +18,7 @@ Observations use Positronic's raw input names, so a robotflow client can talk to
 LeRobot servers and their clients to ours::
 
     robot_state.q (7,) rad, robot_state.dq (7,) rad/s, robot_state.ee_pose (7,) [x, y, z, qw, qx, qy, qz],
-    grip (float, 0..1), image.<camera> (H, W, 3) uint8, task (str)
+    grip (float, 0 open .. 1 closed), image.<camera> (H, W, 3) uint8, task (str)
 
 A result is a list of actions, each ``{"robot_command": {"type": "cartesian_pos", "pose": (12,)},
 "target_grip": float, "timestamp": i / fps}``; ``pose`` is the translation followed by the row-major
@@ -74,6 +74,18 @@ KEY_Q = "robot_state.q"
 KEY_DQ = "robot_state.dq"
 KEY_EE_POSE = "robot_state.ee_pose"
 KEY_GRIP = "grip"
+
+
+def grip_to_wire(width: float) -> float:
+    """robotflow's gripper width (0 closed .. 1 open) -> Positronic's grip and target_grip (0 open .. 1 closed)."""
+    return 1.0 - float(width)
+
+
+def width_from_wire(grip: float) -> float:
+    """Positronic's grip or target_grip (0 open .. 1 closed) -> robotflow's gripper width (0 closed .. 1 open)."""
+    return 1.0 - float(grip)
+
+
 KEY_TASK = "task"
 IMAGE_PREFIX = "image."
 # Keys Positronic 0.4's clients add and its servers read: the arm's status, the control clock's and the wall
@@ -297,7 +309,10 @@ def channels_from_observation(obs: Any, codec: Any) -> tuple[dict[str, dict[str,
     if needs_joints:
         arm["joint_pos"] = _array(need(KEY_Q), KEY_Q, 7)
     grip = _array(need(KEY_GRIP), KEY_GRIP, 1)[0]
-    latest: dict[str, dict[str, Any]] = {channels.arm_state: arm, channels.gripper_state: {"width": float(grip)}}
+    latest: dict[str, dict[str, Any]] = {
+        channels.arm_state: arm,
+        channels.gripper_state: {"width": width_from_wire(grip)},
+    }
     for cam, channel in codec.params.cameras.items():
         keys = [IMAGE_PREFIX + cam]
         if cam in POSITRONIC_CAMERA_ALIASES:
@@ -350,7 +365,7 @@ def actions_to_wire(
     rows: list[dict[str, Any]] = [
         {
             "robot_command": {"type": "cartesian_pos", "pose": wire[i]},
-            "target_grip": float(a["width"]),
+            "target_grip": grip_to_wire(a["width"]),
             "timestamp": i / fps,
         }
         for i, a in enumerate(decoded)
@@ -373,6 +388,7 @@ class WireChunk:
     """A result as robotflow executes it: one row per commanded action.
 
     kinds: EE_TARGET (target = [x, y, z, qw, qx, qy, qz]) or JOINT_TARGET (target = 7 joint positions).
+    grips: robotflow gripper widths (0 closed .. 1 open), from the wire's target_grip (0 open .. 1 closed).
     stamps: seconds after the observation (``i / fps`` where the server sends none).
     valid_until: the validity marker's time, if the result ends with one: no action at or past it runs.
     """
@@ -434,7 +450,7 @@ def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
         kind, target = _command_target(action["robot_command"], i)
         kinds.append(kind)
         targets.append(target)
-        grips.append(float(_array(action["target_grip"], "target_grip", 1)[0]))
+        grips.append(width_from_wire(_array(action["target_grip"], "target_grip", 1)[0]))
         if "timestamp" in action:
             stamps.append(float(_array(action["timestamp"], "timestamp", 1)[0]))
         elif fps:
