@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("lerobot")
 
 from test_policy_node import save_checkpoint
-from test_serve import ServeProcess, free_port
+from test_serve import GRAPH, SETS, ServeProcess, free_port, invoke
 
 from robotflow.wire.client import RemoteSession
 from robotflow.wire.protocol import V2, actions_from_wire
@@ -162,6 +162,19 @@ def test_models_endpoint_absent_is_no_obstacle(stub):
     assert e.value.code == 404
     with RemoteSession(stub.url) as s:
         assert s.statuses[-1] == "ready"
+
+
+def test_scored_sim_rollout_through_positronic_041_server(stub, tmp_path):
+    """`rollout --server` against their server (no models route, version 2): the episode runs and is scored.
+    Their stub answers no command, so policy.remote holds the arm (counted as refused answers) and the
+    episode times out as a failure instead of moving on an answer it cannot execute."""
+    summary = tmp_path / "s.json"
+    out = invoke(
+        "rollout", "--server", stub.url, "--no-record", "--summary", summary, "--graph", GRAPH, "--episodes", 1, *SETS
+    )
+    assert "success rate:" in out
+    result = json.loads(summary.read_text())
+    assert [e["seed"] for e in result["episodes"]] == [1000] and result["server"] == stub.url
 
 
 if __name__ == "__main__":
