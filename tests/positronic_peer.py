@@ -2,9 +2,10 @@
 
     .venv-positronic-0.4.1/bin/python tests/positronic_peer.py MODE HOST PORT [TOKEN]
 
-MODE: `client` (their InferenceClient: one session, one inference, the end of the session) or `policy`
-(their RemotePolicy, as their harness drives it). Prints one JSON line describing what came back; a
-failure prints `{"error": ...}` and exits 1. It imports only Positronic's packages and numpy, never
+MODE: `client` (their InferenceClient: one session, one inference, the end of the session), `policy`
+(their RemotePolicy, as their harness drives it) or `both` (one process, so one import of their stack:
+`{"client": ..., "policy": ...}`). Prints one JSON line describing what came back; a failure prints
+`{"error": ...}` and exits 1. It imports only Positronic's packages and numpy, never
 robotflow: it is the peer.
 """
 
@@ -92,7 +93,7 @@ def v04_client(host: str, port: int, token: str | None) -> dict:
     return out
 
 
-def v04_policy(host: str, port: int, token: str | None, seconds: float = 3.0) -> dict:
+def v04_policy(host: str, port: int, token: str | None, seconds: float = 10.0, enough: int = 5) -> dict:
     from positronic.policy.executor import Executor
     from positronic.policy.remote import RemotePolicy
 
@@ -103,7 +104,7 @@ def v04_policy(host: str, port: int, token: str | None, seconds: float = 3.0) ->
     steps = []
     end = time.monotonic() + seconds
     try:
-        while time.monotonic() < end:
+        while time.monotonic() < end and len(steps) < enough:
             runtime.start_tick()
             step = run.send(observation())
             commands = getattr(step, "commands", None)
@@ -125,11 +126,15 @@ def main() -> None:
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     token = sys.argv[4] if len(sys.argv) > 4 else None
     old = version("positronic").startswith("0.2.")
+    client = (lambda: v021_client(host, port)) if old else (lambda: v04_client(host, port, token))
+    policy = (lambda: v021_policy(host, port)) if old else (lambda: v04_policy(host, port, token))
     try:
         if mode == "client":
-            out = v021_client(host, port) if old else v04_client(host, port, token)
+            out = client()
         elif mode == "policy":
-            out = v021_policy(host, port) if old else v04_policy(host, port, token)
+            out = policy()
+        elif mode == "both":
+            out = {"client": client(), "policy": policy()}
         else:
             raise SystemExit(f"unknown mode {mode!r}")
     except Exception as e:

@@ -56,21 +56,27 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-def test_positronic_021_client_and_policy_against_robotflow_serve(server):
+@pytest.fixture(scope="module")
+def peer_runs(server) -> dict:
+    """Each version's client and RemotePolicy against the server, in one process per version."""
+    return {version: run_peer(version, "both", server.port) for version in ("0.2.1", "0.4.1")}
+
+
+def test_positronic_021_client_and_policy_against_robotflow_serve(peer_runs):
     """Version 1: their 0.2.1 client ignores the declared version, sends bare observations, and gets the
     whole chunk of stamped cartesian_pos actions (no validity marker: their harness reads every row)."""
-    out = run_peer("0.2.1", "client", server.port)
+    out = peer_runs["0.2.1"]["client"]
     assert out["n"] == 10 and out["command_types"] == ["cartesian_pos"]
     assert out["keys"] == ["robot_command", "target_grip", "timestamp"]
     assert {"action_fps", "image_sizes", "local_stack"} <= set(out["meta"])
-    out = run_peer("0.2.1", "policy", server.port)
+    out = peer_runs["0.2.1"]["policy"]
     assert out["n"] == 10 and out["command_types"] == ["cartesian_pos"]
 
 
-def test_positronic_041_client_against_robotflow_serve(server):
+def test_positronic_041_client_against_robotflow_serve(peer_runs):
     """Version 2 as their InferenceClient negotiates it: session id, typed commands, the timing block,
     end_session acknowledged (their close raises otherwise), and the keepalive route."""
-    out = run_peer("0.4.1", "client", server.port)
+    out = peer_runs["0.4.1"]["client"]
     assert out["protocol_version"] == V2
     assert out["n"] == 10 and out["command_types"] == ["CartesianPosition"]
     assert out["keys"] == ["robot_command", "target_grip"]
@@ -79,9 +85,9 @@ def test_positronic_041_client_against_robotflow_serve(server):
     assert {"local_stack", "compress_images", "action_fps"} <= set(out["meta"])
 
 
-def test_positronic_041_remote_policy_runs_against_robotflow_serve(server):
+def test_positronic_041_remote_policy_runs_against_robotflow_serve(peer_runs):
     """Their RemotePolicy builds the declared client stack (chunked_schedule) and emits our commands."""
-    out = run_peer("0.4.1", "policy", server.port)
+    out = peer_runs["0.4.1"]["policy"]
     assert out["command_steps"] > 0
     assert out["first"] == {"robot_command": "CartesianPosition", "target_grip": "float"}
     assert "local_stack" in out["server_meta"]
