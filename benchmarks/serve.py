@@ -209,6 +209,38 @@ def pct(xs, q) -> float:
     return round(float(np.percentile(xs, q)), 2)
 
 
+def summarize(
+    cfg: BenchConfig,
+    times: dict[str, list[float]],
+    forward_ms: list[float],
+    lengths: dict[str, set[int]],
+    load_before: float,
+) -> dict:
+    """The printed figures: percentiles of both round trips, their ratio, and robotflow's serving overhead."""
+    ours, theirs = times["robotflow"], times["lerobot_grpc"]
+    # The bare forward pass (pre-processing, model, post-processing) of each timed request, as the server
+    # measured it around the very call that answered it: round trip minus it is what serving costs.
+    forward = forward_ms[cfg.warmup :]
+    overhead = [t - f for t, f in zip(ours, forward, strict=True)]
+    result = {
+        "overhead_ms_p50": pct(overhead, 50),
+        "overhead_ms_p99": pct(overhead, 99),
+        "forward_ms_p50": pct(forward, 50),
+        "roundtrip_ms_p50": pct(ours, 50),
+        "roundtrip_ms_p99": pct(ours, 99),
+        "lerobot_grpc_ms_p50": pct(theirs, 50),
+        "lerobot_grpc_ms_p99": pct(theirs, 99),
+        "ratio": round(float(np.percentile(ours, 50) / np.percentile(theirs, 50)), 3),
+        "actions_per_chunk": {k: sorted(v) for k, v in lengths.items()},
+        "requests": cfg.requests,
+        # Other processes on the machine change every number here; keep the load beside them.
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "machine": machine(),
+        "config": asdict(cfg),
+    }
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = parser(__doc__.splitlines()[0])
     for f in fields(BenchConfig):
@@ -253,27 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
             rf.stop()
             lr.stop()
 
-    ours, theirs = times["robotflow"], times["lerobot_grpc"]
-    # The bare forward pass (pre-processing, model, post-processing) of each timed request, as the server
-    # measured it around the very call that answered it: round trip minus it is what serving costs.
-    forward = forward_ms[cfg.warmup :]
-    overhead = [t - f for t, f in zip(ours, forward, strict=True)]
-    result = {
-        "overhead_ms_p50": pct(overhead, 50),
-        "overhead_ms_p99": pct(overhead, 99),
-        "forward_ms_p50": pct(forward, 50),
-        "roundtrip_ms_p50": pct(ours, 50),
-        "roundtrip_ms_p99": pct(ours, 99),
-        "lerobot_grpc_ms_p50": pct(theirs, 50),
-        "lerobot_grpc_ms_p99": pct(theirs, 99),
-        "ratio": round(float(np.percentile(ours, 50) / np.percentile(theirs, 50)), 3),
-        "actions_per_chunk": {k: sorted(v) for k, v in lengths.items()},
-        "requests": cfg.requests,
-        # Other processes on the machine change every number here; keep the load beside them.
-        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "machine": machine(),
-        "config": asdict(cfg),
-    }
+    result = summarize(cfg, times, forward_ms, lengths, load_before)
     emit(result, args.json)
     return result
 

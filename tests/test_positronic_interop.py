@@ -170,6 +170,7 @@ def test_models_endpoint_absent_is_no_obstacle(stub):
         assert s.statuses[-1] == "ready"
 
 
+@pytest.mark.slow  # a simulated episode: 15 s on a quiet machine, minutes on a loaded one
 def test_scored_sim_rollout_through_positronic_041_server(stub, tmp_path):
     """`rollout --server` against their server (no models route, version 2): the episode runs and is scored.
     Their stub answers no command, so policy.remote holds the arm (counted as refused answers) and the
