@@ -5,9 +5,10 @@ Routes: ``GET /api/v1/models`` -> ``{"models": [ids]}``; ``POST /api/v1/keepaliv
 ``/api/v1/session/{model_id}``. A session receives status messages until ``{"status": "ready",
 "protocol_version": 2, "session_id": ..., "meta": ...}``, then answers each request with ``{"result":
 [actions], "timing": {...}}`` (the whole predicted chunk) or ``{"error": "..."}`` and carries on. A
-request is a version 2 envelope ``{"session_id", "observation"}`` (the answer ends with the validity
-marker) or a version 1 bare observation (Positronic 0.2.1's clients ignore the declared version; their
-answer has no marker). ``{"session_id", "end_session": true}`` is acknowledged with the same map, and
+request is a version 2 envelope ``{"session_id", "observation"}`` (unstamped rows: the declared
+``chunked_schedule`` spaces them) or a version 1 bare observation (Positronic 0.2.1's clients ignore the
+declared version: rows stamped ``i / fps``, and the validity marker only when the observation carries
+``wall_time_ns``, as current clients' version 1 path does; 0.2.1 reads a command in every row). ``{"session_id", "end_session": true}`` is acknowledged with the same map, and
 ends the session. A session that cannot start gets ``{"status": "error", "error": ...}`` and is closed
 with 1008.
 
