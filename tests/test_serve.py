@@ -484,3 +484,17 @@ def test_results_of_current_servers_are_read_safely():
         back["image.wrist"].shape == (48, 64, 3) and np.abs(back["image.wrist"].astype(int) - img).mean() < 3
     )  # lossy at the edge
     assert back["robot_command"] == {"type": "reset"}
+
+
+def test_version_1_requests_get_stamped_rows_and_current_clients_the_marker(server):
+    """A bare observation is version 1: rows stamped i/fps; with `wall_time_ns` (Positronic 0.4's version 1
+    path) the answer ends with the validity marker at n_action_steps / fps; end_session is echoed."""
+    with session(server) as s:
+        reply = s.infer_raw(pack(observation(3)))
+        assert "timing" in reply and len(reply["result"]) == 10
+        assert [a["timestamp"] for a in reply["result"]] == pytest.approx([i / 15 for i in range(10)])
+        stamped = s.infer_raw(pack({**observation(3), "wall_time_ns": time.time_ns()}))["result"]
+        valid = s.meta["n_action_steps"] / 15
+        assert stamped[-1] == {"timestamp": pytest.approx(valid)} and len(stamped) == 11
+        assert actions_from_wire(stamped, fps=15).valid_until == pytest.approx(valid)
+        s.end()  # raises unless the server echoes it
