@@ -11,7 +11,7 @@ DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
 	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps lint demo test test-all bench e2e-lowdim e2e-vision clean
+.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision clean
 
 install: sysdeps $(STAMP)
 
@@ -46,10 +46,23 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint
+# Positronic's published packages, one side venv per version, for the interop tests
+# (tests/test_positronic_interop.py runs their clients and servers from these against robotflow's).
+# Their own environments, so their pins (numpy, websockets, torch) stay out of ours; no code of theirs is
+# imported into robotflow's process.
+POSITRONIC_VERSIONS := 0.2.1 0.4.1
+POSITRONIC_VENVS := $(foreach v,$(POSITRONIC_VERSIONS),.venv-positronic-$(v)/.stamp-install)
+.venv-positronic-%/.stamp-install:
+	$(PYTHON) -m venv .venv-positronic-$*
+	.venv-positronic-$*/bin/python -m pip install -q positronic==$*
+	touch $@
+
+peers: $(POSITRONIC_VENVS)
+
+test: install lint peers
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
-test-all: install
+test-all: install peers
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Each prints one JSON object; run them on an otherwise idle machine (figures in the README).
@@ -80,4 +93,4 @@ e2e-vision: install
 	$(PY) -m benchmarks.e2e_vision --out $(VISION_DIR)
 
 clean:
-	rm -rf $(VENV) .venv-peers *.egg-info
+	rm -rf $(VENV) .venv-peers .venv-positronic-* *.egg-info

@@ -142,11 +142,13 @@ def test_chunk_result_matches_in_process_inference(server, run_dir):
         assert meta["image_sizes"] == [W, H] and meta["action_fps"] == 15.0 and meta["chunk_size"] == 10
         result = s.infer(obs)
     assert len(result) == 10
-    assert [a["timestamp"] for a in result] == pytest.approx([i / 15 for i in range(10)])
+    assert s.version == 2 and {"served_ms", "infer_ms"} <= set(s.timing)
     assert all(
         a["robot_command"]["type"] == "cartesian_pos" and a["robot_command"]["pose"].shape == (12,) for a in result
     )
-    poses, grips, stamps = actions_from_wire(result)
+    chunk = actions_from_wire(result, fps=meta["action_fps"])  # version 2 rows are spaced at action_fps
+    assert chunk.stamps.tolist() == pytest.approx([i / 15 for i in range(10)])
+    poses, grips = chunk.targets, chunk.grips
 
     loaded = load_policy(run_dir, step=2, device="cpu")
     codec = codec_from_spec(loaded.codec_spec)
@@ -447,3 +449,52 @@ def test_a_run_in_object_storage_serves_the_chosen_checkpoint(tmp_path, monkeypa
         assert ModelCatalog(url, "1", None).ids() == ["1"]
         with pytest.raises(ServeError, match="available: 1, 2"):
             ModelCatalog(url, "7", None)
+
+
+def test_results_of_current_servers_are_read_safely():
+    """The validity marker ends a result; joint_pos drives joint targets; other command types and control
+    modes are refused with one line; unstamped rows are spaced at the server's rate; JPEG images and the
+    __cmd__ envelope decode."""
+    from robotflow.policies.remote import chunk_to_ticks, valid_horizon
+    from robotflow.wire.protocol import EE_TARGET, JOINT_TARGET, ProtocolError, encode_jpeg, pose_to_wire
+
+    pose = pose_to_wire(np.array([0.4, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0]))
+    ee = {"robot_command": {"type": "cartesian_pos", "pose": pose}, "target_grip": 0.5}
+    joints = {"robot_command": {"type": "joint_pos", "positions": np.arange(7.0)}, "target_grip": 1.0}
+    chunk = actions_from_wire([ee, joints, ee, {"timestamp": 2 / 15}, ee], fps=15)
+    assert chunk.kinds.tolist() == [EE_TARGET, JOINT_TARGET, EE_TARGET] and chunk.valid_until == 2 / 15
+    assert chunk.stamps.tolist() == pytest.approx([0, 1 / 15, 2 / 15])
+    ticks = chunk_to_ticks(
+        chunk.targets, chunk.grips, chunk.stamps, 15, valid_horizon(1.0, chunk.valid_until), chunk.kinds
+    )
+    assert len(ticks) == 2 and ticks[:, 0].tolist() == [EE_TARGET, JOINT_TARGET]  # nothing at or past the marker
+    np.testing.assert_allclose(ticks[1, 1:8], np.arange(7.0))
+    plain = {"type": "position_control"}
+    assert len(actions_from_wire([{**ee, "robot_command": {**ee["robot_command"], "mode": plain}}], fps=15)) == 1
+    for cmd, text in [
+        ({"type": "joint_delta", "velocities": np.zeros(7)}, "command type 'joint_delta' cannot be executed"),
+        ({"type": "cartesian_pos", "pose": pose, "mode": {"type": "impedance"}}, "control mode 'impedance'"),
+    ]:
+        with pytest.raises(ProtocolError, match=text):
+            actions_from_wire([{"robot_command": cmd, "target_grip": 0.0}], fps=15)
+    img = np.zeros((48, 64, 3), dtype=np.uint8)
+    img[:, :32] = (200, 30, 10)
+    back = unpack(pack({"image.wrist": encode_jpeg(img), "robot_command": {b"__cmd__": {"type": "reset"}}}))
+    assert (
+        back["image.wrist"].shape == (48, 64, 3) and np.abs(back["image.wrist"].astype(int) - img).mean() < 3
+    )  # lossy at the edge
+    assert back["robot_command"] == {"type": "reset"}
+
+
+def test_version_1_requests_get_stamped_rows_and_current_clients_the_marker(server):
+    """A bare observation is version 1: rows stamped i/fps; with `wall_time_ns` (Positronic 0.4's version 1
+    path) the answer ends with the validity marker at n_action_steps / fps; end_session is echoed."""
+    with session(server) as s:
+        reply = s.infer_raw(pack(observation(3)))
+        assert "timing" in reply and len(reply["result"]) == 10
+        assert [a["timestamp"] for a in reply["result"]] == pytest.approx([i / 15 for i in range(10)])
+        stamped = s.infer_raw(pack({**observation(3), "wall_time_ns": time.time_ns()}))["result"]
+        valid = s.meta["n_action_steps"] / 15
+        assert stamped[-1] == {"timestamp": pytest.approx(valid)} and len(stamped) == 11
+        assert actions_from_wire(stamped, fps=15).valid_until == pytest.approx(valid)
+        s.end()  # raises unless the server echoes it

@@ -1,12 +1,16 @@
-"""`policy.remote`: drive the arm and gripper from a policy served over Protocol v1 (docs/serving.md).
+"""`policy.remote`: drive the arm and gripper from a policy served over Positronic's protocol (docs/serving.md).
 
-Same ports and outputs as `policy.act`. Each tick the node reads the newest arm, gripper and camera messages,
-and, when its chunk executor needs a new chunk, sends them to the server with Positronic's raw key names
-(`robot_state.q`, `robot_state.dq`, `robot_state.ee_pose`, `grip`, `image.<camera>`, `task`), images shrunk
-to the server's `image_sizes` first. The answer is a list of timestamped actions; the node lays it onto its
-own ticks (action for tick `k` = the last one stamped at or before `k / action_fps`), keeps those within
-the horizon, and hands the chunk to the same `ChunkExecutor` as `policy.act`: on a wall clock the request
-runs on the executor's worker thread ahead of need, so a control tick never waits for the network.
+Same ports as `policy.act`; outputs `ee_target`, `joint_target` and `grip`. Each tick the node reads the
+newest arm, gripper and camera messages, and, when its chunk executor needs a new chunk, sends them to the
+server with Positronic's raw key names (`robot_state.q`, `robot_state.dq`, `robot_state.ee_pose`,
+`robot_state.status`, `grip`, `image.<camera>`, `task`, `obs_time_ns`, `wall_time_ns`), images shrunk to the
+server's `image_sizes` first, in the protocol version the server declared (robotflow.wire.client). The
+answer is a list of actions (`cartesian_pos` drives `ee_target`, `joint_pos` drives `joint_target`; any
+other command type or control mode is refused with one line); the node lays it onto its own ticks (action
+for tick `k` = the last one stamped at or before `k / action_fps`), keeps those within the horizon and
+before the validity marker, and hands the chunk to the same `ChunkExecutor` as `policy.act`: on a wall
+clock the request runs on the executor's worker thread ahead of need, so a control tick never waits for
+the network.
 
 Connection loss or a refused request: the node stops emitting, so the arm holds its last target (the arm
 drivers' command watchdog holds position when targets stop), reconnects with exponential backoff on a
@@ -31,15 +35,20 @@ from robotflow.runtime.node import Input
 from robotflow.runtime.params import non_negative, positive
 from robotflow.wire.client import RemoteSession, ServerError
 from robotflow.wire.protocol import (
+    EE_TARGET,
     KEY_DQ,
     KEY_EE_POSE,
     KEY_GRIP,
+    KEY_OBS_TIME_NS,
     KEY_Q,
+    KEY_STATUS,
     KEY_TASK,
+    KEY_WALL_TIME_NS,
     ProtocolError,
     actions_from_wire,
     camera_wire_key,
     fit_size,
+    grip_to_wire,
     image_size_for,
 )
 
@@ -95,16 +104,27 @@ def wire_observation(
     wire_keys: dict[str, str],
     meta: dict[str, Any],
     task: str | None,
+    observed_ns: int | None = None,
 ) -> dict[str, Any]:
-    """The newest message of each input port -> a Protocol v1 observation (Positronic's raw key names)."""
+    """The newest message of each input port -> an observation (Positronic's raw key names).
+
+    Grip: the gripper's width (1 open) travels as Positronic's grip (0 open, 1 closed). The arm's status is
+    `robot_state.status` (`ok`: robotflow arms hold on a fault instead of reporting
+    one); observed_ns,
+    the control clock's time of the observation, is `obs_time_ns` beside the wall clock's `wall_time_ns`.
+    """
 
     arm, grip = latest["arm_state"], latest["gripper_state"]
     obs: dict[str, Any] = {
         KEY_Q: np.asarray(arm["joint_pos"], dtype=np.float64),
         KEY_DQ: np.asarray(arm["joint_vel"], dtype=np.float64),
         KEY_EE_POSE: np.asarray(arm["ee_pose"], dtype=np.float64),
-        KEY_GRIP: float(grip["width"]),
+        KEY_GRIP: grip_to_wire(grip["width"]),
+        KEY_STATUS: "ok",
+        KEY_WALL_TIME_NS: time.time_ns(),
     }
+    if observed_ns is not None:
+        obs[KEY_OBS_TIME_NS] = int(observed_ns)
     for cam in cameras:
         key = wire_keys[cam]
         img = latest[cam]["image"]
@@ -118,26 +138,41 @@ def wire_observation(
 
 
 def chunk_to_ticks(
-    poses: np.ndarray, grips: np.ndarray, stamps: np.ndarray, fps: float, horizon_s: float | None
+    targets: np.ndarray,
+    grips: np.ndarray,
+    stamps: np.ndarray,
+    fps: float,
+    horizon_s: float | None,
+    kinds: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Timestamped actions -> one row per tick at `fps` ([x, y, z, qw, qx, qy, qz, grip]), zero-order hold.
+    """Timestamped actions -> one row per tick at `fps` ([kind, 7 target values, grip]), zero-order hold.
 
     Tick `k` (time `k / fps` after the observation) takes the last action stamped at or before it; ticks run
-    up to the horizon (default: the last stamp). Stamps `i / fps` map one to one.
+    up to the horizon (default: the last stamp). Stamps `i / fps` map one to one. kinds: EE_TARGET or
+    JOINT_TARGET per action (default: all EE targets).
     """
+    kinds = np.full(len(stamps), EE_TARGET) if kinds is None else np.asarray(kinds)
     order = np.argsort(stamps, kind="stable")
-    poses, grips, stamps = poses[order], grips[order], stamps[order]
+    targets, grips, stamps, kinds = targets[order], grips[order], stamps[order], kinds[order]
     end = horizon_s if horizon_s is not None else float(stamps[-1]) + 0.5 / fps
     n = max(1, int(np.ceil(end * fps - 1e-6)))
     ticks = np.arange(n) / fps
     idx = np.clip(np.searchsorted(stamps, ticks + 1e-9, side="right") - 1, 0, len(stamps) - 1)
-    return np.concatenate([poses[idx], grips[idx, None]], axis=1).astype(np.float64)
+    return np.concatenate([kinds[idx, None], targets[idx], grips[idx, None]], axis=1).astype(np.float64)
+
+
+def valid_horizon(horizon_s: float | None, valid_until: float | None) -> float | None:
+    """The horizon the node executes: the node's, cut at the server's validity marker."""
+    if valid_until is None:
+        return horizon_s
+    return valid_until if horizon_s is None else min(horizon_s, valid_until)
 
 
 class RemotePolicyNode(PolicyNode):
     """A policy running on a Protocol v1 server; chunks executed like `policy.act`'s."""
 
     Params = RemoteNodeParams
+    outputs = ("ee_target", "joint_target", "grip")
 
     @classmethod
     def declare_inputs(cls, params: RemoteNodeParams) -> dict[str, Input]:
@@ -245,10 +280,15 @@ class RemotePolicyNode(PolicyNode):
                     pass
                 raise RemoteUnavailable(f"connection lost: {_one_line(e)}") from None
         try:
-            poses, grips, stamps = actions_from_wire(result)
+            chunk = actions_from_wire(result, self._fps)
         except ProtocolError as e:
             raise RemoteUnavailable(f"bad answer: {e}") from None
-        return chunk_to_ticks(poses, grips, stamps, self._fps, self._horizon), observation_ns
+        horizon = valid_horizon(self._horizon, chunk.valid_until)
+        if len(chunk) == 0 or (horizon is not None and horizon <= 0):
+            # A server may answer with no command (Positronic's stub), or a marker at 0: nothing is valid.
+            raise RemoteUnavailable("the answer holds no executable action")
+        ticks = chunk_to_ticks(chunk.targets, chunk.grips, chunk.stamps, self._fps, horizon, chunk.kinds)
+        return ticks, observation_ns
 
     def _new_session(self) -> None:
         """Episode start (run by the executor before its next chunk): a new session resets the server's
@@ -317,7 +357,7 @@ class RemotePolicyNode(PolicyNode):
     def act(self, latest: dict[str, Message], now_ns: int, observed_ns: int) -> None:
         episode = {self.codec.params.channels.task: self.episode_msg} if self.episode_msg is not None else {}
         task = self.codec.live_task(episode)
-        obs = wire_observation(latest, self._cameras, self._wire_keys, self._session_meta(), task)
+        obs = wire_observation(latest, self._cameras, self._wire_keys, self._session_meta(), task, observed_ns)
         try:
             action = self.executor.step(obs, now_ns, observed_ns)
         except RuntimeError as e:
@@ -330,8 +370,12 @@ class RemotePolicyNode(PolicyNode):
         if action is None:
             return  # no chunk covers now yet (first request of an episode in flight): do not act
         self._failures = 0
-        self.emit("ee_target", ee_pose=np.array(action[:7], dtype=np.float64))
-        self.emit("grip", width=float(np.clip(action[7], 0.0, 1.0)))
+        target = np.array(action[1:8], dtype=np.float64)
+        if int(action[0]) == EE_TARGET:
+            self.emit("ee_target", ee_pose=target)
+        else:
+            self.emit("joint_target", joint_pos=target)
+        self.emit("grip", width=float(np.clip(action[8], 0.0, 1.0)))
 
     def _session_meta(self) -> dict[str, Any]:
         session = self._session

@@ -1,10 +1,16 @@
-"""`robotflow serve`: LeRobot checkpoints of a robotflow run behind a Protocol v1 WebSocket server.
+"""`robotflow serve`: LeRobot checkpoints of a robotflow run behind Positronic's protocol (WebSocket).
 
-Routes (Positronic's Protocol v1): ``GET /api/v1/models`` -> ``{"models": [ids]}``; WebSocket
-``/api/v1/session`` (the default model) and ``/api/v1/session/{model_id}``. A session receives status
-messages until ``{"status": "ready", "meta": ...}``, then answers each observation with
-``{"result": [actions]}`` (the whole predicted chunk) or ``{"error": "..."}`` and carries on. A session that
-cannot start gets ``{"status": "error", "error": ...}`` and is closed with 1008.
+Routes: ``GET /api/v1/models`` -> ``{"models": [ids]}``; ``POST /api/v1/keepalive`` ->
+``{"alive_seconds": null}``; WebSocket ``/api/v1/session`` (the default model) and
+``/api/v1/session/{model_id}``. A session receives status messages until ``{"status": "ready",
+"protocol_version": 2, "session_id": ..., "meta": ...}``, then answers each request with ``{"result":
+[actions], "timing": {...}}`` (the whole predicted chunk) or ``{"error": "..."}`` and carries on. A
+request is a version 2 envelope ``{"session_id", "observation"}`` (unstamped rows: the declared
+``chunked_schedule`` spaces them) or a version 1 bare observation (Positronic 0.2.1's clients ignore the
+declared version: rows stamped ``i / fps``, and the validity marker only when the observation carries
+``wall_time_ns``, as current clients' version 1 path does; 0.2.1 reads a command in every row). ``{"session_id", "end_session": true}`` is acknowledged with the same map, and
+ends the session. A session that cannot start gets ``{"status": "error", "error": ...}`` and is closed
+with 1008.
 
 One model is resident at a time (one accelerator). A session for another checkpoint waits until the
 sessions on the current one have ended (``{"status": "waiting"}`` every 5 s), then the new checkpoint is
@@ -22,6 +28,7 @@ import itertools
 import logging
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,14 +54,29 @@ from robotflow.policies.inference import PolicyInference
 from robotflow.policies.loading import load_policy, resolve_device
 from robotflow.storage import StorageError, is_remote
 from robotflow.wire.protocol import (
+    ALIVE_SECONDS,
     CLOSE_POLICY_VIOLATION,
+    COMPRESS_IMAGES,
+    END_SESSION,
     IMAGE_PREFIX,
+    KEEPALIVE_PATH,
+    LOCAL_STACK,
     MODELS_PATH,
+    PROTOCOL_VERSION,
+    SERVER_VERSION,
+    SESSION_ID,
     SESSION_PATH,
+    TIMING,
+    TIMING_DECODE,
+    TIMING_INFER,
+    TIMING_QUEUED,
+    TIMING_SERVED,
+    V1,
     ProtocolError,
     actions_to_wire,
     channels_from_observation,
     pack,
+    parse_request,
     unpack,
 )
 
@@ -191,6 +213,18 @@ class ServedModel:
             "chunk_size": self.chunk_size,
             "n_action_steps": self.n_action_steps,
             "device": self.loaded.device,
+            COMPRESS_IMAGES: False,  # lossless by default: a remote rollout equals the in-process one
+        }
+        self._declare_stack()
+
+    def _declare_stack(self) -> None:
+        """The client stack Positronic 0.4's RemotePolicy runs around our answers: their chunked schedule
+        at our rate and horizon (the codec runs here, so the client needs nothing else)."""
+        horizon = self.n_action_steps / self.fps
+        self.meta[LOCAL_STACK] = {
+            "name": "chunked_schedule",
+            "version": 3,
+            "args": {"fps": self.fps, "horizon_sec": horizon},
         }
 
     def new_codec(self) -> Codec:
@@ -222,6 +256,7 @@ class ServedModel:
             n_action_steps=self.n_action_steps,
             action_horizon_sec=self.n_action_steps / self.fps,
         )
+        self._declare_stack()
         return elapsed
 
 
@@ -326,6 +361,13 @@ class InferenceServer:
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
             return {"models": self.catalog.ids()}
 
+        @app.post(KEEPALIVE_PATH)
+        async def keepalive(request: Request):
+            # Positronic's clients probe readiness here; this server has no idle timeout: null.
+            if not self._authorized(request.headers):
+                return JSONResponse({"detail": "Invalid or missing bearer token"}, status_code=401)
+            return {ALIVE_SECONDS: None}
+
         async def session(websocket: WebSocket, model_id: str | None = None):
             await self.session(websocket, model_id)
 
@@ -352,15 +394,18 @@ class InferenceServer:
             model = await self.manager.acquire(mid, lambda m: ws.send_bytes(pack(m)))
             codec = model.new_codec()
             state = await asyncio.get_running_loop().run_in_executor(self.executor, model.new_state)
-            await ws.send_bytes(pack({"status": "ready", "meta": model.meta}))
+            session_id = uuid.uuid4().hex
+            await ws.send_bytes(
+                pack({"status": "ready", PROTOCOL_VERSION: SERVER_VERSION, SESSION_ID: session_id, "meta": model.meta})
+            )
             while True:
                 msg = await ws.receive()
                 if msg["type"] == "websocket.disconnect":
                     break
                 requests += 1
                 try:
-                    chunk, state = await self._answer(msg.get("bytes"), codec, model, state)
-                    await ws.send_bytes(pack({"result": chunk}))
+                    reply, state = await self._answer(msg.get("bytes"), session_id, codec, model, state)
+                    await ws.send_bytes(pack(reply))
                 except (WebSocketDisconnect, asyncio.CancelledError):
                     raise
                 except Exception as e:  # one bad request never ends the session
@@ -369,6 +414,11 @@ class InferenceServer:
                     log.debug("session %d request %d failed", sid, requests, exc_info=True)
                     self.say(f"session {sid}: request {requests} refused: {text}")
                     await ws.send_bytes(pack({"error": text}))
+                    continue
+                if reply.get(END_SESSION) is True:
+                    requests -= 1  # the goodbye is no inference
+                    await ws.close()
+                    break
         except WebSocketDisconnect:
             pass
         except Exception as e:
@@ -385,21 +435,42 @@ class InferenceServer:
                 await self.manager.release()
                 self.say(f"session {sid} closed after {requests} request(s), {errors} refused")
 
-    async def _answer(self, data: bytes | None, codec: Codec, model: ServedModel, state: Any) -> tuple[list, Any]:
-        """One observation message -> (the wire result: the whole predicted chunk, the session's new state)."""
+    async def _answer(
+        self, data: bytes | None, session_id: str, codec: Codec, model: ServedModel, state: Any
+    ) -> tuple[dict[str, Any], Any]:
+        """One request message -> (the reply: the whole predicted chunk with its timing, or the end of the
+        session's acknowledgement; the session's new state)."""
+        started = time.perf_counter()
         if data is None:
             raise ProtocolError("send observations as binary msgpack messages, not text")
         if len(data) > self.cfg.max_message_bytes:
             raise ProtocolError(
                 f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
             )
-        latest, task = channels_from_observation(unpack(data), codec)
+        request = parse_request(unpack(data), session_id)
+        if request.end_session:
+            return {SESSION_ID: session_id, END_SESSION: True}, state
+        latest, task = channels_from_observation(request.observation, codec)
         frame: dict[str, Any] = codec.encode_live(latest)
         if task:
             frame["task"] = task
-        loop = asyncio.get_running_loop()
-        chunk, state = await loop.run_in_executor(self.executor, model.predict, frame, state)
-        return actions_to_wire([codec.decode(a) for a in chunk], model.fps), state
+        decoded = time.perf_counter()
+        timing: dict[str, float] = {TIMING_DECODE: (decoded - started) * 1e3}
+
+        def infer() -> tuple[np.ndarray, Any]:
+            called = time.perf_counter()
+            timing[TIMING_QUEUED] = (called - decoded) * 1e3
+            try:
+                return model.predict(frame, state)
+            finally:
+                timing[TIMING_INFER] = (time.perf_counter() - called) * 1e3
+
+        chunk, state = await asyncio.get_running_loop().run_in_executor(self.executor, infer)
+        # Version 2 rows are Positronic's own: unstamped, the horizon in the declared schedule, no marker.
+        valid = model.n_action_steps if request.reads_marker else None
+        result = actions_to_wire([codec.decode(a) for a in chunk], model.fps, valid, stamped=request.version == V1)
+        timing[TIMING_SERVED] = (time.perf_counter() - started) * 1e3
+        return {"result": result, TIMING: timing}, state
 
     def bind(self) -> socket.socket:
         """Bind the listening address (before loading: a taken port should not cost a model load).

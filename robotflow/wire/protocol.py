@@ -1,4 +1,12 @@
-"""Protocol v1 (Positronic's offboard inference protocol, as released in Positronic 0.2.1): the wire format.
+"""Positronic's offboard inference protocol, versions 1 to 3 (Positronic 0.2.1 to 0.4.1): the wire format.
+
+Version 1 (Positronic 0.2.1) sends a bare observation and gets ``{"result": [...]}``. Versions 2 and 3
+(Positronic 0.4.x; the server declares one as ``protocol_version`` in its ready message, beside a
+``session_id``) wrap each request as ``{"session_id", "observation"}``, end a session with
+``{"session_id", "end_session": True}`` (the server answers the same map), and answer with a ``timing``
+block beside the result. Version 2 serialises robot commands in a ``__cmd__`` envelope; version 3 is
+plain data. Images may travel JPEG-compressed (``__jpeg__``) when the server's meta sets
+``compress_images``.
 
 Every WebSocket message is one msgpack document. numpy values travel as maps with *binary* keys, exactly
 as Positronic's ``utils/serialization.py`` writes them::
@@ -10,7 +18,7 @@ Observations use Positronic's raw input names, so a robotflow client can talk to
 LeRobot servers and their clients to ours::
 
     robot_state.q (7,) rad, robot_state.dq (7,) rad/s, robot_state.ee_pose (7,) [x, y, z, qw, qx, qy, qz],
-    grip (float, 0..1), image.<camera> (H, W, 3) uint8, task (str)
+    grip (float, 0 open .. 1 closed), image.<camera> (H, W, 3) uint8, task (str)
 
 A result is a list of actions, each ``{"robot_command": {"type": "cartesian_pos", "pose": (12,)},
 "target_grip": float, "timestamp": i / fps}``; ``pose`` is the translation followed by the row-major
@@ -25,8 +33,10 @@ object/void/complex dtypes, inconsistent shapes and malformed msgpack with a :cl
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import msgpack
 import numpy as np
 
@@ -35,14 +45,54 @@ from robotflow.geometry import canonical_quat, matrix_to_quat, quat_to_matrix
 API_PREFIX = "/api/v1"
 MODELS_PATH = f"{API_PREFIX}/models"
 SESSION_PATH = f"{API_PREFIX}/session"
+KEEPALIVE_PATH = f"{API_PREFIX}/keepalive"
+ALIVE_SECONDS = "alive_seconds"
+
+# Protocol versions (Positronic's ProtocolVersion). A server declares one in its ready message; a client
+# that knows it follows it. robotflow serve declares V2, what Positronic 0.4.1's own PolicyServer declares,
+# and still answers a V1 client (one that ignores the field and sends bare observations).
+V1, V2, V3 = 1, 2, 3
+SUPPORTED_VERSIONS = (V1, V2, V3)
+SERVER_VERSION = V2
+
+# Message fields of versions 2 and 3.
+PROTOCOL_VERSION = "protocol_version"
+SESSION_ID = "session_id"
+OBSERVATION = "observation"
+END_SESSION = "end_session"
+TIMING = "timing"
+# The server's time on one request, in ms: served brackets the others (decode, queued, infer).
+TIMING_SERVED, TIMING_DECODE, TIMING_QUEUED, TIMING_INFER = "served_ms", "decode_ms", "queued_ms", "infer_ms"
+# Ready meta: the client processor stack Positronic's RemotePolicy runs (it refuses a server without one),
+# and whether clients should send JPEG images.
+LOCAL_STACK = "local_stack"
+COMPRESS_IMAGES = "compress_images"
+JPEG_QUALITY = 90
 
 # Raw observation keys (Positronic's harness names them so; their codecs read them).
 KEY_Q = "robot_state.q"
 KEY_DQ = "robot_state.dq"
 KEY_EE_POSE = "robot_state.ee_pose"
 KEY_GRIP = "grip"
+
+
+def grip_to_wire(width: float) -> float:
+    """robotflow's gripper width (0 closed .. 1 open) -> Positronic's grip and target_grip (0 open .. 1 closed)."""
+    return 1.0 - float(width)
+
+
+def width_from_wire(grip: float) -> float:
+    """Positronic's grip or target_grip (0 open .. 1 closed) -> robotflow's gripper width (0 closed .. 1 open)."""
+    return 1.0 - float(grip)
+
+
 KEY_TASK = "task"
 IMAGE_PREFIX = "image."
+# Keys Positronic 0.4's clients add and its servers read: the arm's status, the control clock's and the wall
+# clock's time of the observation.
+KEY_STATUS = "robot_state.status"
+KEY_OBS_TIME_NS = "obs_time_ns"
+KEY_WALL_TIME_NS = "wall_time_ns"
 
 # Positronic's codecs read two cameras, `image.wrist` and `image.exterior`; robotflow graphs call the
 # second one `front`. Servers accept either name for it.
@@ -93,9 +143,65 @@ def _dtype(text: Any) -> np.dtype:
     return dt
 
 
+def _has(obj: dict, name: bytes) -> bool:
+    return name in obj or name.decode() in obj
+
+
+# A JPEG message holds at most this many frames, each decoding to at most this many pixels: a client
+# cannot make the server allocate more than it could send as raw arrays under the size limit.
+MAX_JPEG_FRAMES = 64
+MAX_JPEG_PIXELS = 4096 * 4096
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> dict[bytes, Any]:
+    """An (H, W, 3) uint8 RGB image as Positronic's ``__jpeg__`` map (one frame, ``ndim`` 3)."""
+    ok, buf = cv2.imencode(
+        ".jpg",
+        cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
+        [
+            cv2.IMWRITE_JPEG_QUALITY,
+            int(quality),
+        ],
+    )
+    if not ok:
+        raise ProtocolError("JPEG encoding failed")
+    return {b"__jpeg__": True, b"frames": [buf.tobytes()], b"ndim": 3}
+
+
+def _decode_jpeg(obj: dict) -> np.ndarray:
+    try:
+        frames = _field(obj, b"frames")
+    except KeyError:
+        raise ProtocolError("a __jpeg__ value needs its 'frames'") from None
+    if not isinstance(frames, list) or not 1 <= len(frames) <= MAX_JPEG_FRAMES:
+        raise ProtocolError(f"a __jpeg__ value needs 1..{MAX_JPEG_FRAMES} frames")
+    images = []
+    for buf in frames:
+        if not isinstance(buf, (bytes, bytearray)):
+            raise ProtocolError("JPEG frames must be binary")
+        img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if img is None or img.shape[0] * img.shape[1] > MAX_JPEG_PIXELS:
+            raise ProtocolError("a JPEG frame does not decode to an RGB image of at most 4096x4096")
+        images.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    if len({im.shape for im in images}) != 1:
+        raise ProtocolError("the frames of one JPEG value differ in size")
+    stack = np.stack(images)
+    ndim = obj.get(b"ndim", obj.get("ndim", 3 if len(images) == 1 else 4))
+    if _has(obj, b"shape"):
+        try:
+            return stack.reshape(tuple(int(s) for s in _field(obj, b"shape")))
+        except (TypeError, ValueError):
+            raise ProtocolError("a __jpeg__ shape does not match its frames") from None
+    return stack[0] if ndim == 3 and len(images) == 1 else stack
+
+
 def _unpack_hook(obj: dict) -> Any:
-    is_array = b"__ndarray__" in obj or "__ndarray__" in obj
-    is_scalar = b"__npgeneric__" in obj or "__npgeneric__" in obj
+    if _has(obj, b"__cmd__"):  # Positronic's v2 envelope of a robot command: the command's own map
+        return _field(obj, b"__cmd__")
+    if _has(obj, b"__jpeg__"):
+        return _decode_jpeg(obj)
+    is_array = _has(obj, b"__ndarray__")
+    is_scalar = _has(obj, b"__npgeneric__")
     if not (is_array or is_scalar):
         return obj
     try:
@@ -203,7 +309,10 @@ def channels_from_observation(obs: Any, codec: Any) -> tuple[dict[str, dict[str,
     if needs_joints:
         arm["joint_pos"] = _array(need(KEY_Q), KEY_Q, 7)
     grip = _array(need(KEY_GRIP), KEY_GRIP, 1)[0]
-    latest: dict[str, dict[str, Any]] = {channels.arm_state: arm, channels.gripper_state: {"width": float(grip)}}
+    latest: dict[str, dict[str, Any]] = {
+        channels.arm_state: arm,
+        channels.gripper_state: {"width": width_from_wire(grip)},
+    }
     for cam, channel in codec.params.cameras.items():
         keys = [IMAGE_PREFIX + cam]
         if cam in POSITRONIC_CAMERA_ALIASES:
@@ -239,53 +348,161 @@ def pose_from_wire(pose: Any) -> np.ndarray:
     return np.concatenate([p[:3], canonical_quat(matrix_to_quat(p[3:].reshape(3, 3)))])
 
 
-def actions_to_wire(decoded: Sequence[Mapping[str, Any]], fps: float) -> list[dict[str, Any]]:
-    """Decoded robotflow actions (``{"ee_pose", "width"}``, one per control period) -> a Protocol v1 result."""
+def actions_to_wire(
+    decoded: Sequence[Mapping[str, Any]], fps: float, valid_steps: int | None = None, stamped: bool = True
+) -> list[dict[str, Any]]:
+    """Decoded robotflow actions (``{"ee_pose", "width"}``, one per control period) -> a result.
+
+    valid_steps: when set, the list ends with the command-less validity marker ``{"timestamp": K / fps}``:
+    no action at or past it should run (the policy's ``n_action_steps``).
+    stamped: rows carry ``timestamp`` (version 1). Version 2 rows carry none: the client's declared
+    ``chunked_schedule`` spaces them at the server's rate, and would take a ``timestamp`` for a command.
+    """
     if not decoded:
         return []
     poses = np.stack([np.asarray(a["ee_pose"], dtype=np.float64) for a in decoded])
     wire = np.concatenate([poses[:, :3], quat_to_matrix(poses[:, 3:7]).reshape(-1, 9)], axis=1)  # one batch
-    return [
+    rows: list[dict[str, Any]] = [
         {
             "robot_command": {"type": "cartesian_pos", "pose": wire[i]},
-            "target_grip": float(a["width"]),
+            "target_grip": grip_to_wire(a["width"]),
             "timestamp": i / fps,
         }
         for i, a in enumerate(decoded)
     ]
+    if not stamped:
+        for row in rows:
+            del row["timestamp"]
+    if valid_steps is not None:
+        rows.append({"timestamp": min(int(valid_steps), len(rows)) / fps})
+    return rows
 
 
-def actions_from_wire(result: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A Protocol v1 result -> (ee_poses (N, 7), grips (N,), timestamps (N,) seconds after the observation).
+# Command types policy.remote executes, and the robotflow output each drives.
+EE_TARGET, JOINT_TARGET = 0, 1
+COMMAND_KINDS = {"cartesian_pos": EE_TARGET, "joint_pos": JOINT_TARGET}
 
-    Only ``cartesian_pos`` commands map onto robotflow's ``ee_target``; any other command type is refused.
+
+@dataclass
+class WireChunk:
+    """A result as robotflow executes it: one row per commanded action.
+
+    kinds: EE_TARGET (target = [x, y, z, qw, qx, qy, qz]) or JOINT_TARGET (target = 7 joint positions).
+    grips: robotflow gripper widths (0 closed .. 1 open), from the wire's target_grip (0 open .. 1 closed).
+    stamps: seconds after the observation (``i / fps`` where the server sends none).
+    valid_until: the validity marker's time, if the result ends with one: no action at or past it runs.
+    """
+
+    kinds: np.ndarray
+    targets: np.ndarray
+    grips: np.ndarray
+    stamps: np.ndarray
+    valid_until: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+def _command_target(cmd: Any, i: int) -> tuple[int, np.ndarray]:
+    kind = cmd.get("type") if isinstance(cmd, Mapping) else None
+    if kind not in COMMAND_KINDS:
+        raise ProtocolError(
+            f"action {i}: command type {kind!r} cannot be executed (robotflow arms take cartesian_pos and joint_pos)"
+        )
+    mode = cmd.get("mode")
+    if mode is not None:
+        # Our arms run position control at their own gains: a mode asking for exactly that is honoured,
+        # any other control law (impedance, explicit stiffness) is refused rather than silently ignored.
+        if not (isinstance(mode, Mapping) and mode.get("type") == "position_control" and mode.get("stiffness") is None):
+            name = mode.get("type") if isinstance(mode, Mapping) else mode
+            raise ProtocolError(
+                f"action {i}: control mode {name!r} is not supported (robotflow arms: position control)"
+            )
+    if kind == "cartesian_pos":
+        # Converted to quaternions in one batch by actions_from_wire: per row it costs ms on a 100-step chunk.
+        return EE_TARGET, _array(cmd.get("pose"), "robot_command.pose", 12)
+    return JOINT_TARGET, _array(cmd.get("positions"), "robot_command.positions", 7)
+
+
+def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
+    """A result -> a :class:`WireChunk`.
+
+    Rows are ``{"robot_command", "target_grip", "timestamp"?}``; a row of only ``timestamp`` is the validity
+    marker (rows after it are dropped); a row with no command (Positronic's stub answers ``[{}]``) is
+    skipped. Rows without a timestamp are stamped ``i / fps`` (versions 2 and 3 send none). Command types
+    other than cartesian_pos and joint_pos, and control modes other than plain position control, are refused.
     """
     if isinstance(result, Mapping):
         result = [result]  # a server of a single-step policy may answer with one action
-    if not isinstance(result, list) or not result:
-        raise ProtocolError("a result must be a non-empty list of actions")
-    poses, grips, stamps = [], [], []
+    if not isinstance(result, list):
+        raise ProtocolError("a result must be a list of actions")
+    kinds, targets, grips, stamps = [], [], [], []
+    valid_until = None
     for i, action in enumerate(result):
-        if not isinstance(action, Mapping) or "robot_command" not in action or "target_grip" not in action:
-            raise ProtocolError(f"action {i} needs 'robot_command' and 'target_grip'")
-        cmd = action["robot_command"]
-        kind = cmd.get("type") if isinstance(cmd, Mapping) else None
-        if kind != "cartesian_pos":
-            raise ProtocolError(
-                f"action {i}: command type {kind!r} is not supported (policy.remote drives EE targets: cartesian_pos)"
-            )
-        poses.append(cmd.get("pose"))
-        grips.append(action["target_grip"])
-        stamps.append(action.get("timestamp", 0.0))
-    try:
-        pose = np.asarray(poses, dtype=np.float64).reshape(len(result), -1)
-        grip = np.asarray(grips, dtype=np.float64).reshape(len(result))
-        stamp = np.asarray(stamps, dtype=np.float64).reshape(len(result))
-    except (TypeError, ValueError):
-        raise ProtocolError("actions need numeric poses (12 values each), target_grip and timestamp") from None
-    if pose.shape[1] != 12:
-        raise ProtocolError(f"cartesian_pos pose must have 12 values (xyz + 3x3 matrix), got {pose.shape[1]}")
-    if not (np.isfinite(pose).all() and np.isfinite(grip).all() and np.isfinite(stamp).all()):
-        raise ProtocolError("actions have non-finite values")
-    quats = canonical_quat(matrix_to_quat(pose[:, 3:].reshape(-1, 3, 3)))
-    return np.concatenate([pose[:, :3], quats], axis=1), grip, stamp
+        if not isinstance(action, Mapping):
+            raise ProtocolError(f"action {i} must be a map")
+        if set(action) == {"timestamp"}:
+            valid_until = float(_array(action["timestamp"], "timestamp", 1)[0])
+            break
+        if "robot_command" not in action:
+            continue
+        if "target_grip" not in action:
+            raise ProtocolError(f"action {i} needs 'target_grip' beside its 'robot_command'")
+        kind, target = _command_target(action["robot_command"], i)
+        kinds.append(kind)
+        targets.append(target)
+        grips.append(width_from_wire(_array(action["target_grip"], "target_grip", 1)[0]))
+        if "timestamp" in action:
+            stamps.append(float(_array(action["timestamp"], "timestamp", 1)[0]))
+        elif fps:
+            stamps.append(i / fps)
+        else:
+            raise ProtocolError(f"action {i} has no timestamp and the server declares no action_fps")
+    if not kinds:
+        empty = np.zeros((0, 7))
+        return WireChunk(np.zeros(0, dtype=int), empty, np.zeros(0), np.zeros(0), valid_until)
+    kind_arr = np.asarray(kinds, dtype=int)
+    out = np.zeros((len(kinds), 7))
+    ee = kind_arr == EE_TARGET
+    if ee.any():
+        poses = np.stack([t for t, k in zip(targets, kinds, strict=True) if k == EE_TARGET])
+        quats = canonical_quat(matrix_to_quat(poses[:, 3:].reshape(-1, 3, 3)))
+        out[ee] = np.concatenate([poses[:, :3], quats], axis=1)
+    if not ee.all():
+        out[~ee] = np.stack([t for t, k in zip(targets, kinds, strict=True) if k != EE_TARGET])
+    return WireChunk(kind_arr, out, np.asarray(grips), np.asarray(stamps), valid_until)
+
+
+# ---- requests (server side) ------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """One message of a session, as the server reads it.
+
+    version: V1 for a bare observation, V2 for one in a ``{session_id, observation}`` envelope.
+    """
+
+    version: int
+    observation: Any = None
+    end_session: bool = False
+
+    @property
+    def reads_marker(self) -> bool:
+        """Whether the client drops the validity marker: a version 1 request stamped with ``wall_time_ns``
+        comes from Positronic 0.4's version 1 path (its ChunkFromV1Answer drops the marker), or from
+        robotflow. Positronic 0.2.1 stamps nothing and reads a command in every row."""
+        return self.version == V1 and isinstance(self.observation, Mapping) and KEY_WALL_TIME_NS in self.observation
+
+
+def parse_request(msg: Any, session_id: str) -> Request:
+    """A decoded client message -> :class:`Request`; a wrong session id raises :class:`ProtocolError`."""
+    if isinstance(msg, Mapping) and SESSION_ID in msg:
+        if msg[SESSION_ID] != session_id:
+            raise ProtocolError("the session id does not belong to this connection")
+        if msg.get(END_SESSION) is True:
+            return Request(V2, end_session=True)
+        if OBSERVATION not in msg:
+            raise ProtocolError("a request needs its 'observation' beside the 'session_id'")
+        return Request(V2, msg[OBSERVATION])
+    return Request(V1, msg)
