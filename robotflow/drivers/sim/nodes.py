@@ -296,6 +296,22 @@ class TaskParams:
     hold_s: float = non_negative(1.0)  # the goal must hold this long (objects resting, robot not touching)
 
 
+def runner_results(runner: TaskRunner | None) -> list[dict]:
+    """The per-episode results of a task runner (none before its setup)."""
+    return [r.as_dict() for r in runner.results] if runner is not None else []
+
+
+def task_report(task: str, results: list[dict]) -> dict:
+    """A task node's report: episodes scored (discarded ones left out), success rate, per-episode results."""
+    n = len([r for r in results if r["outcome"] != "discarded"])
+    return {
+        "task": task,
+        "episodes": n,
+        "success_rate": (sum(r["success"] for r in results) / n) if n else None,
+        "results": results,
+    }
+
+
 class SimTaskNode(_WorldUser):
     """Episode cycle of a simulated task: reset + randomise, success check, timeout, `episode` events.
 
@@ -316,18 +332,10 @@ class SimTaskNode(_WorldUser):
 
     @property
     def results(self) -> list[dict]:
-        runner = getattr(self, "runner", None)
-        return [r.as_dict() for r in runner.results] if runner is not None else []
+        return runner_results(getattr(self, "runner", None))
 
     def report(self) -> dict | None:
-        res = self.results
-        n = len([r for r in res if r["outcome"] != "discarded"])
-        return {
-            "task": self.params.task,
-            "episodes": n,
-            "success_rate": (sum(r["success"] for r in res) / n) if n else None,
-            "results": res,
-        }
+        return task_report(self.params.task, self.results)
 
     def step(self) -> None:
         control = None

@@ -40,7 +40,74 @@ def _compiled(task: str, timestep: float, visual_cell: float) -> mujoco.MjModel:
     return build_model(task, timestep, visual_cell)
 
 
-class SimWorld:
+class SceneObjects:
+    """The task objects of a MuJoCo world, read and placed: shared by `SimWorld` and the Franka twin's world.
+
+    A subclass provides `model`, `data`, `objects` (the task's objects), `object_body` (name -> body id) and
+    `robot_geoms` (the geoms of the robot subtree, see `robot_geoms_of`).
+    """
+
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    object_body: dict[str, int]
+    robot_geoms: frozenset[int]
+
+    def object_pose(self, name: str) -> np.ndarray:
+        b = self.object_body[name]
+        q = self.data.xquat[b].copy()
+        return np.concatenate([self.data.xpos[b], -q if q[0] < 0 else q])
+
+    def object_poses(self) -> np.ndarray:
+        return np.stack([self.object_pose(o.name) for o in self.objects])
+
+    def object_speed(self, name: str) -> float:
+        """Linear speed (m/s) of a free object; 0 for fixed ones."""
+        b = self.object_body[name]
+        if self.model.body_mocapid[b] >= 0:
+            return 0.0
+        vel = np.zeros(6)
+        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_BODY, b, vel, 0)
+        return float(np.linalg.norm(vel[3:]))
+
+    def set_object_pose(self, name: str, pose: np.ndarray) -> None:
+        b = self.object_body[name]
+        mocap = self.model.body_mocapid[b]
+        if mocap >= 0:
+            self.data.mocap_pos[mocap] = pose[:3]
+            self.data.mocap_quat[mocap] = pose[3:7]
+        else:
+            jnt = self.model.body_jntadr[b]
+            adr, dadr = self.model.jnt_qposadr[jnt], self.model.jnt_dofadr[jnt]
+            self.data.qpos[adr : adr + 7] = pose
+            self.data.qvel[dadr : dadr + 6] = 0.0
+
+    def touching_robot(self, name: str) -> bool:
+        """Whether any robot geom is in contact with object `name`."""
+        b = self.object_body[name]
+        d, m = self.data, self.model
+        for i in range(d.ncon):
+            g1, g2 = d.contact.geom1[i], d.contact.geom2[i]
+            if (m.geom_bodyid[g1] == b and g2 in self.robot_geoms) or (
+                m.geom_bodyid[g2] == b and g1 in self.robot_geoms
+            ):
+                return True
+        return False
+
+
+def robot_geoms_of(model: mujoco.MjModel, root: int) -> frozenset[int]:
+    """The geoms of every body under `root` (the robot's subtree)."""
+
+    def under(body: int) -> bool:
+        while body > 0:
+            if body == root:
+                return True
+            body = int(model.body_parentid[body])
+        return False
+
+    return frozenset(g for g in range(model.ngeom) if under(int(model.geom_bodyid[g])))
+
+
+class SimWorld(SceneObjects):
     """A MuJoCo model + data for one task scene, with the robot and objects addressed by name."""
 
     def __init__(self, task: str = "stack_cubes", timestep: float = 0.002, visual_cell: float = 0.004):
@@ -62,18 +129,9 @@ class SimWorld:
         self.ee_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, EE_SITE)
         self.objects = TASK_OBJECTS[task]
         self.object_body = {o.name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, o.name) for o in self.objects}
-        root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, ROBOT_ROOT)
-        robot_bodies = {b for b in range(m.nbody) if self._has_ancestor(b, root)}
-        self.robot_geoms = frozenset(g for g in range(m.ngeom) if m.geom_bodyid[g] in robot_bodies)
+        self.robot_geoms = robot_geoms_of(m, mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, ROBOT_ROOT))
         self.reset_count = 0  # bumped by reset_robot(); controllers drop their state when it changes
         self.reset_robot()
-
-    def _has_ancestor(self, body: int, ancestor: int) -> bool:
-        while body > 0:
-            if body == ancestor:
-                return True
-            body = int(self.model.body_parentid[body])
-        return False
 
     # ---- time -----------------------------------------------------------------------------------
     @property
@@ -132,50 +190,8 @@ class SimWorld:
     def set_gripper(self, width: float) -> None:
         self.data.ctrl[self.grip_act] = (1.0 - float(np.clip(width, 0.0, 1.0))) * GRIPPER_CTRL_CLOSED
 
-    # ---- objects --------------------------------------------------------------------------------
-    def object_pose(self, name: str) -> np.ndarray:
-        b = self.object_body[name]
-        q = self.data.xquat[b].copy()
-        return np.concatenate([self.data.xpos[b], -q if q[0] < 0 else q])
-
-    def object_poses(self) -> np.ndarray:
-        return np.stack([self.object_pose(o.name) for o in self.objects])
-
-    def object_speed(self, name: str) -> float:
-        """Linear speed (m/s) of a free object; 0 for fixed ones."""
-        b = self.object_body[name]
-        if self.model.body_mocapid[b] >= 0:
-            return 0.0
-        vel = np.zeros(6)
-        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_BODY, b, vel, 0)
-        return float(np.linalg.norm(vel[3:]))
-
-    def set_object_pose(self, name: str, pose: np.ndarray) -> None:
-        b = self.object_body[name]
-        mocap = self.model.body_mocapid[b]
-        if mocap >= 0:
-            self.data.mocap_pos[mocap] = pose[:3]
-            self.data.mocap_quat[mocap] = pose[3:7]
-        else:
-            jnt = self.model.body_jntadr[b]
-            adr, dadr = self.model.jnt_qposadr[jnt], self.model.jnt_dofadr[jnt]
-            self.data.qpos[adr : adr + 7] = pose
-            self.data.qvel[dadr : dadr + 6] = 0.0
-
     def forward(self) -> None:
         mujoco.mj_forward(self.model, self.data)
-
-    def touching_robot(self, name: str) -> bool:
-        """Whether any robot geom is in contact with object `name`."""
-        b = self.object_body[name]
-        d, m = self.data, self.model
-        for i in range(d.ncon):
-            g1, g2 = d.contact.geom1[i], d.contact.geom2[i]
-            if (m.geom_bodyid[g1] == b and g2 in self.robot_geoms) or (
-                m.geom_bodyid[g2] == b and g1 in self.robot_geoms
-            ):
-                return True
-        return False
 
 
 class ArmController:

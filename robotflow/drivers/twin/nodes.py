@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from robotflow.drivers.sim.nodes import SimCameraNode
+from robotflow.drivers.sim.nodes import SimCameraNode, runner_results, task_report
 from robotflow.drivers.sim.render import OffscreenCamera
 from robotflow.drivers.sim.tasks import TaskRunner
 from robotflow.network import is_loopback
@@ -173,18 +173,13 @@ class TwinTaskNode(Node):
 
     @property
     def results(self) -> list[dict]:
-        runner = getattr(self, "runner", None)
-        return [r.as_dict() for r in runner.results] if runner is not None else []
+        return runner_results(getattr(self, "runner", None))
 
     def report(self) -> dict | None:
-        res = self.results
-        n = len([r for r in res if r["outcome"] != "discarded"])
+        homing = getattr(self, "homing_s", None)
         return {
-            "task": self.params.task,
-            "episodes": n,
-            "success_rate": (sum(r["success"] for r in res) / n) if n else None,
-            "homing_s_max": round(max(self.homing_s), 2) if getattr(self, "homing_s", None) else None,
-            "results": res,
+            **task_report(self.params.task, self.results),
+            "homing_s_max": round(max(homing), 2) if homing else None,
         }
 
     def _drive_home(self, t: float) -> None:

@@ -28,6 +28,7 @@ from franky_sim import SimulationServer
 from franky_sim.mujoco_simulator import MujocoSimulator
 
 from robotflow.drivers.sim.scene import CUBE_HALF, CUBE_MASS, TABLE_TOP, TASK_OBJECTS, ObjectSpec
+from robotflow.drivers.sim.world import SceneObjects, robot_geoms_of
 
 STEP_S = 0.001  # franky-sim's physics step and libfranka's state period
 # Behind the wall clock by more than this, the loop gives up catching up (a stalled machine): the robot
@@ -108,7 +109,7 @@ def compile_scene(task: str) -> mujoco.MjModel:
     return mujoco.MjModel.from_xml_string(ET.tostring(build_scene(task).scene, encoding="unicode"))
 
 
-class TwinWorld:
+class TwinWorld(SceneObjects):
     """franky-sim's FR3 in the task's scene, served over libfranka on `host` while running."""
 
     def __init__(self, task: str, host: str, initial_joints: list[float] | None = None):
@@ -129,19 +130,10 @@ class TwinWorld:
         self._server.init()  # binds the robot and gripper servers, then compiles and starts the simulation
         m = self.model
         self.object_body = {o.name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, o.name) for o in self.objects}
-        root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"{ROBOT_PREFIX}base")
-        robot_bodies = {b for b in range(m.nbody) if self._has_ancestor(b, root)}
-        self.robot_geoms = frozenset(g for g in range(m.ngeom) if m.geom_bodyid[g] in robot_bodies)
+        self.robot_geoms = robot_geoms_of(m, mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"{ROBOT_PREFIX}base"))
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="twin-1kHz", daemon=True)
         self._thread.start()
-
-    def _has_ancestor(self, body: int, ancestor: int) -> bool:
-        while body > 0:
-            if body == ancestor:
-                return True
-            body = int(self.model.body_parentid[body])
-        return False
 
     @property
     def alive(self) -> bool:
@@ -208,34 +200,3 @@ class TwinWorld:
 
     def reset_robot(self) -> None:
         """The twin never moves its robot by hand: franky controls it, and the task homes it through franky."""
-
-    def object_pose(self, name: str) -> np.ndarray:
-        b = self.object_body[name]
-        q = self.data.xquat[b].copy()
-        return np.concatenate([self.data.xpos[b], -q if q[0] < 0 else q])
-
-    def object_poses(self) -> np.ndarray:
-        return np.stack([self.object_pose(o.name) for o in self.objects])
-
-    def object_speed(self, name: str) -> float:
-        vel = np.zeros(6)
-        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_BODY, self.object_body[name], vel, 0)
-        return float(np.linalg.norm(vel[3:]))
-
-    def set_object_pose(self, name: str, pose: np.ndarray) -> None:
-        b = self.object_body[name]
-        jnt = self.model.body_jntadr[b]
-        adr, dadr = self.model.jnt_qposadr[jnt], self.model.jnt_dofadr[jnt]
-        self.data.qpos[adr : adr + 7] = pose
-        self.data.qvel[dadr : dadr + 6] = 0.0
-
-    def touching_robot(self, name: str) -> bool:
-        b = self.object_body[name]
-        d, m = self.data, self.model
-        for i in range(d.ncon):
-            g1, g2 = d.contact.geom1[i], d.contact.geom2[i]
-            if (m.geom_bodyid[g1] == b and g2 in self.robot_geoms) or (
-                m.geom_bodyid[g2] == b and g1 in self.robot_geoms
-            ):
-                return True
-        return False
