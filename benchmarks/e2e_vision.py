@@ -191,6 +191,10 @@ def _stages(cfg: VisionConfig, tasks: tuple[str, ...], out: Path, say) -> dict[s
     starts = ", ".join(f"{t} from step {last_step(d[t] / 'runs' / RUN_NAME) or 0}" for t in todo)
     say(f"train up to step {cfg.steps}: {starts or 'done already'}")
     stages["train"] = _run_parallel({t: _train_cmd(cfg, d[t]) for t in todo}, logs, "train")
+    if cfg.eval_episodes < 1:  # train only (`--episodes 0`): the last rollout's results stand
+        say("roll out: skipped (--episodes 0)")
+        stages["rollout"] = 0.0
+        return stages
     say(f"roll out {cfg.eval_episodes} unseen seeds per task (from seed {cfg.eval_seed})")
     stages["rollout"] = _run_parallel({t: _rollout_cmd(cfg, t, d[t]) for t in tasks}, logs, "rollout")
     return stages
@@ -265,7 +269,12 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=None, help="tasks side by side (2), or 1: one after the other")
     p.add_argument("--steps", type=int, default=None, help="override the training steps (a longer --steps resumes)")
     p.add_argument("--demos", type=int, default=None, help="override the demonstrations per task")
-    p.add_argument("--episodes", type=int, default=None, help="override the evaluation episodes per task")
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="override the evaluation episodes per task (0: train only, keep the last rollout)",
+    )
     p.add_argument("--image-size", default=None, help="override the image size, HxW")
     args = p.parse_args()
     cfg = VisionConfig.small() if args.small else VisionConfig()
