@@ -68,14 +68,17 @@ def _robotflow() -> list[str]:
     return [sys.executable, "-m", "robotflow.scripts.cli"]
 
 
-def _run_parallel(cmds: dict[str, list[str]], logs: Path, stage: str) -> float:
-    """Run one command per task side by side; returns the stage's wall time. A failure ends the run."""
+def run_parallel(cmds: dict[str, list[str]], logs: Path, stage: str, name: str = "e2e-lowdim") -> float:
+    """Run one command per task side by side, each appending to its log after a `$ command` line; returns the
+    stage's wall time. A failure ends the run with the log's last line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.setdefault("WANDB_MODE", "disabled")
     t0 = time.perf_counter()
     procs = {}
     for task, cmd in cmds.items():
-        log = open(logs / f"{stage}_{task}.log", "w")  # noqa: SIM115 - closed below
+        log = open(logs / f"{stage}_{task}.log", "a")  # noqa: SIM115 - closed below
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
         procs[task] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     failed = []
     for task, (p, log) in procs.items():
@@ -84,7 +87,7 @@ def _run_parallel(cmds: dict[str, list[str]], logs: Path, stage: str) -> float:
         log.close()
     if failed:
         tail = (logs / f"{stage}_{failed[0]}.log").read_text().strip().splitlines()[-1:]
-        raise SystemExit(f"e2e-lowdim: {stage} failed for {failed[0]} (see {logs}/{stage}_{failed[0]}.log): {tail}")
+        raise SystemExit(f"{name}: {stage} failed for {failed[0]} (see {logs}/{stage}_{failed[0]}.log): {tail}")
     return time.perf_counter() - t0
 
 
@@ -100,7 +103,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
     d = {t: out / t for t in cfg.tasks}
 
     say(f"record {cfg.demos} demos per task: {', '.join(cfg.tasks)}")
-    stages["record"] = _run_parallel(
+    stages["record"] = run_parallel(
         {
             t: [
                 *rf,
@@ -121,7 +124,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
         "record",
     )
     say(f"convert (codec {cfg.codec})")
-    stages["convert"] = _run_parallel(
+    stages["convert"] = run_parallel(
         {
             t: [
                 *rf,
@@ -149,7 +152,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
         # ACT leaves ENV features unnormalised by default; object poses in metres need MEAN_STD like the state.
         f"--policy-arg=normalization_mapping={json.dumps(NORMALIZATION)}",
     ]
-    stages["train"] = _run_parallel(
+    stages["train"] = run_parallel(
         {
             t: [
                 *rf,
@@ -190,7 +193,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
         "train",
     )
     say(f"roll out {cfg.eval_episodes} unseen seeds per task (from seed {cfg.eval_seed})")
-    stages["rollout"] = _run_parallel(
+    stages["rollout"] = run_parallel(
         {
             t: [
                 *rf,
@@ -247,25 +250,37 @@ def _final_loss(log: Path) -> float | None:
     return float(losses[-1]) if losses else None
 
 
-def table(doc: dict) -> str:
+def table(doc: dict, checkpoint_column: bool = False, total_label: str = "total") -> str:
+    """The success table of a result document (e2e-vision adds the checkpoint step it rolled out)."""
+    ckpt_head, ckpt_rule = (" checkpoint |", "---|") if checkpoint_column else ("", "")
     lines = [
-        "| task | success (unseen seeds) | 95% Wilson interval | demos (frames) | final train loss |",
-        "|---|---|---|---|---|",
+        f"| task | success (unseen seeds) | 95% Wilson interval | demos (frames) |{ckpt_head} final train loss |",
+        f"|---|---|---|---|{ckpt_rule}---|",
     ]
     cfg = doc["config"]
     for t, r in doc["results"].items():
         lo, hi = r["wilson_95"]
+        ckpt = f" {r['checkpoint_step']} |" if checkpoint_column else ""
         lines.append(
             f"| {t} | {r['success']}/{r['episodes']} ({r['success_rate']:.0%}) | {lo:.0%} - {hi:.0%} "
-            f"| {cfg['demos']} ({r['demo_frames']}) | {r['final_loss']} |"
+            f"| {cfg['demos']} ({r['demo_frames']}) |{ckpt} {r['final_loss']} |"
         )
     st = doc["stages_s"]
     lines.append(
-        f"\ntotal {doc['total_s'] / 60:.1f} min (record {st['record']:.0f} s, convert {st['convert']:.0f} s, "
+        f"\n{total_label} {doc['total_s'] / 60:.1f} min (record {st['record']:.0f} s, convert {st['convert']:.0f} s, "
         f"train {st['train']:.0f} s, rollout {st['rollout']:.0f} s) on {doc['machine']['cpus']} CPUs; "
         f"load average {doc['loadavg_start'][0]} at start, {doc['loadavg_end'][0]} at end"
     )
     return "\n".join(lines)
+
+
+def report(doc: dict, out: Path, as_json: bool, text: str) -> None:
+    """Write result.json into the run's directory; print the document (--json) or its table."""
+    (out / "result.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        emit(doc, True)
+    else:
+        print(text)
 
 
 def main() -> None:
@@ -286,11 +301,7 @@ def main() -> None:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"e2e-lowdim: {out} is not empty; remove it or pass another --out")
     doc = run(cfg, out, progress=True)
-    (out / "result.json").write_text(json.dumps(doc, indent=2) + "\n")
-    if args.json:
-        emit(doc, True)
-    else:
-        print(table(doc))
+    report(doc, out, args.json, table(doc))
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks._util import emit, machine, parser
-from benchmarks.e2e_lowdim import TASK_TEXT, _final_loss, _robotflow
+from benchmarks._util import machine, parser
+from benchmarks.e2e_lowdim import TASK_TEXT, _final_loss, _robotflow, report, run_parallel
+from benchmarks.e2e_lowdim import table as lowdim_table
 
 NORMALIZATION = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
 RUN_NAME = "act_vision"
@@ -77,30 +77,8 @@ class VisionConfig:
         )
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    env.setdefault("WANDB_MODE", "disabled")
-    return env
-
-
-def _run_parallel(cmds: dict[str, list[str]], logs: Path, stage: str) -> float:
-    """Run one command per task side by side (appending to its log); returns the stage's wall time."""
-    t0 = time.perf_counter()
-    procs = {}
-    for task, cmd in cmds.items():
-        log = open(logs / f"{stage}_{task}.log", "a")  # noqa: SIM115 - closed below
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        procs[task] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env()), log)
-    failed = []
-    for task, (p, log) in procs.items():
-        if p.wait() != 0:
-            failed.append(task)
-        log.close()
-    if failed:
-        tail = (logs / f"{stage}_{failed[0]}.log").read_text().strip().splitlines()[-1:]
-        raise SystemExit(f"e2e-vision: {stage} failed for {failed[0]} (see {logs}/{stage}_{failed[0]}.log): {tail}")
-    return time.perf_counter() - t0
+def _run_vision(cmds: dict[str, list[str]], logs: Path, stage: str) -> float:
+    return run_parallel(cmds, logs, stage, name="e2e-vision")
 
 
 def last_step(run_dir: Path) -> int | None:
@@ -183,20 +161,20 @@ def _stages(cfg: VisionConfig, tasks: tuple[str, ...], out: Path, say) -> dict[s
     stages: dict[str, float] = {}
     todo = [t for t in tasks if len(list((d[t] / "demos").glob("episode_*.h5"))) < cfg.demos]
     say(f"record {cfg.demos} demos: {', '.join(todo) or 'done already'}")
-    stages["record"] = _run_parallel({t: _record_cmd(cfg, t, d[t] / "demos") for t in todo}, logs, "record")
+    stages["record"] = _run_vision({t: _record_cmd(cfg, t, d[t] / "demos") for t in todo}, logs, "record")
     todo = [t for t in tasks if not (d[t] / "dataset" / "meta" / "info.json").is_file()]
     say(f"convert (codec {cfg.codec}, {cfg.image_size}): {', '.join(todo) or 'done already'}")
-    stages["convert"] = _run_parallel({t: _convert_cmd(cfg, d[t]) for t in todo}, logs, "convert")
+    stages["convert"] = _run_vision({t: _convert_cmd(cfg, d[t]) for t in todo}, logs, "convert")
     todo = [t for t in tasks if (last_step(d[t] / "runs" / RUN_NAME) or 0) < cfg.steps]
     starts = ", ".join(f"{t} from step {last_step(d[t] / 'runs' / RUN_NAME) or 0}" for t in todo)
     say(f"train up to step {cfg.steps}: {starts or 'done already'}")
-    stages["train"] = _run_parallel({t: _train_cmd(cfg, d[t]) for t in todo}, logs, "train")
+    stages["train"] = _run_vision({t: _train_cmd(cfg, d[t]) for t in todo}, logs, "train")
     if cfg.eval_episodes < 1:  # train only (`--episodes 0`): the last rollout's results stand
         say("roll out: skipped (--episodes 0)")
         stages["rollout"] = 0.0
         return stages
     say(f"roll out {cfg.eval_episodes} unseen seeds per task (from seed {cfg.eval_seed})")
-    stages["rollout"] = _run_parallel({t: _rollout_cmd(cfg, t, d[t]) for t in tasks}, logs, "rollout")
+    stages["rollout"] = _run_vision({t: _rollout_cmd(cfg, t, d[t]) for t in tasks}, logs, "rollout")
     return stages
 
 
@@ -241,24 +219,7 @@ def run(cfg: VisionConfig, out: Path, progress: bool = True) -> dict:
 
 
 def table(doc: dict) -> str:
-    lines = [
-        "| task | success (unseen seeds) | 95% Wilson interval | demos (frames) | checkpoint | final train loss |",
-        "|---|---|---|---|---|---|",
-    ]
-    cfg = doc["config"]
-    for t, r in doc["results"].items():
-        lo, hi = r["wilson_95"]
-        lines.append(
-            f"| {t} | {r['success']}/{r['episodes']} ({r['success_rate']:.0%}) | {lo:.0%} - {hi:.0%} "
-            f"| {cfg['demos']} ({r['demo_frames']}) | {r['checkpoint_step']} | {r['final_loss']} |"
-        )
-    st = doc["stages_s"]
-    lines.append(
-        f"\nthis invocation {doc['total_s'] / 60:.1f} min (record {st['record']:.0f} s, convert {st['convert']:.0f} s, "
-        f"train {st['train']:.0f} s, rollout {st['rollout']:.0f} s) on {doc['machine']['cpus']} CPUs; "
-        f"load average {doc['loadavg_start'][0]} at start, {doc['loadavg_end'][0]} at end"
-    )
-    return "\n".join(lines)
+    return lowdim_table(doc, checkpoint_column=True, total_label="this invocation")
 
 
 def main() -> None:
@@ -290,11 +251,7 @@ def main() -> None:
             setattr(cfg, name, value)
     out = Path(args.out)
     doc = run(cfg, out, progress=True)
-    (out / "result.json").write_text(json.dumps(doc, indent=2) + "\n")
-    if args.json:
-        emit(doc, True)
-    else:
-        print(table(doc))
+    report(doc, out, args.json, table(doc))
 
 
 if __name__ == "__main__":
