@@ -296,6 +296,26 @@ class TaskParams:
     hold_s: float = non_negative(1.0)  # the goal must hold this long (objects resting, robot not touching)
 
 
+def emit_episode_events(node: Node, events: list[dict]) -> None:
+    """Publish a task runner's episode events on `episode`, logging each episode's end."""
+    for ev in events:
+        node.emit("episode", **ev)
+        if ev["event"] == "end":
+            node.log("episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"], ev["duration_s"])
+
+
+def stop_after_last_episode(node: Node, runner: TaskRunner) -> bool:
+    """Once the runner is done, end the graph one tick after the last `end` event, so the nodes after the task
+    (recorder, teleop) receive it. True when the stop was requested this tick."""
+    if not runner.done:
+        return False
+    if getattr(node, "_stop_next", False):
+        node.request_stop("done")
+        return True
+    node._stop_next = True
+    return False
+
+
 def runner_results(runner: TaskRunner | None) -> list[dict]:
     """The per-episode results of a task runner (none before its setup)."""
     return [r.as_dict() for r in runner.results] if runner is not None else []
@@ -343,17 +363,8 @@ class SimTaskNode(_WorldUser):
             if msg["event"] == "end":
                 control = "discard" if msg["outcome"] == "discarded" else "stop"
         t = self.now_ns() * 1e-9
-        for ev in self.runner.update(t, control):
-            self.emit("episode", **ev)
-            if ev["event"] == "end":
-                self.log(
-                    "episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"], ev["duration_s"]
-                )
-        if self.runner.done:
-            # Stop one tick after the last `end` event, so the nodes after us (recorder, teleop) receive it.
-            if self._stop_next:
-                self.request_stop("done")
-                return
-            self._stop_next = True
+        emit_episode_events(self, self.runner.update(t, control))
+        if stop_after_last_episode(self, self.runner):
+            return
         names, poses = self.runner.objects()
         self.emit("objects", names=names, poses=poses)

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from robotflow.drivers.sim.nodes import SimCameraNode, runner_results, task_report
+from robotflow.drivers.sim.nodes import (
+    SimCameraNode,
+    emit_episode_events,
+    runner_results,
+    stop_after_last_episode,
+    task_report,
+)
 from robotflow.drivers.sim.render import OffscreenCamera
 from robotflow.drivers.sim.tasks import TaskRunner
 from robotflow.network import is_loopback
@@ -217,17 +223,9 @@ class TwinTaskNode(Node):
         with self.twin.lock:
             events = self.runner.update(t, control, ready=self._homed)
             names, poses = self.runner.objects()
-        for ev in events:
-            self.emit("episode", **ev)
-            if ev["event"] == "end":
-                self._homed = False
-                self.log(
-                    "episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"], ev["duration_s"]
-                )
-        if self.runner.done:
-            # Stop one tick after the last `end` event, so the nodes after us (recorder, teleop) receive it.
-            if self._stop_next:
-                self.request_stop("done")
-                return
-            self._stop_next = True
+        emit_episode_events(self, events)
+        if any(ev["event"] == "end" for ev in events):
+            self._homed = False  # the next episode starts from home again
+        if stop_after_last_episode(self, self.runner):
+            return
         self.emit("objects", names=names, poses=poses)
