@@ -177,12 +177,31 @@ class TeleopDeviceNode(Node):
     never moves the arm). Outputs: `ee_target` {`ee_pose` (7,)} an absolute EE target, to the arm's
     `ee_target`; `grip` {`width` 0..1}, to the gripper's `target`. While the device is lost it emits
     neither (the arm keeps, or its watchdog holds, the last target).
+
+    Take-over (a policy graph with a `control.arbiter`, robotflow/drivers/arbiter.py): the device also emits
+    `takeover` {`active`: bool} every tick it is alive, True while the operator holds the device's take-over
+    button or clutch. The optional, delayed input `control` is the arbiter's `control` output
+    {`source`: "policy" | "human", `ee_pose` (7,), `width`}: what the arm is being sent now. While the policy
+    drives, the device keeps its target and grip at that command (`follow_control`), so a take-over starts
+    exactly where the arm is headed and never jumps.
     """
 
-    inputs = {"state": Input()}
-    outputs = ("ee_target", "grip")
+    inputs = {"state": Input(), "control": Input(delayed=True, required=False)}
+    outputs = ("ee_target", "grip", "takeover")
 
     def emit_target(self, ee_pose: np.ndarray, width: float) -> None:
         """Emit an EE target and a grip (a fresh pose array each time: receivers hold views of it)."""
         self.emit("ee_target", ee_pose=ee_pose)
         self.emit("grip", width=float(width))
+
+    def emit_takeover(self, active: bool) -> None:
+        """Whether the operator claims the arm now (the arbiter hands it over while this is True)."""
+        self.emit("takeover", active=bool(active))
+
+    def policy_command(self) -> tuple[np.ndarray, float] | None:
+        """The (EE pose, width) the arbiter sends while the policy drives, or None: no arbiter in the graph,
+        nothing sent yet, or the operator has the arm."""
+        msg = self.read("control")
+        if msg is None or msg["source"] != "policy":
+            return None
+        return np.asarray(msg["ee_pose"], float).copy(), float(msg["width"])

@@ -22,6 +22,9 @@ from robotflow.drivers.base import TeleopDeviceNode
 from robotflow.geometry import canonical_quat, quat_from_rotvec, quat_mul
 from robotflow.runtime.node import Input
 
+# The operator's label of an episode ended by each episode button (robotflow.recording.format.LABELS).
+LABEL_OF_BUTTON = {"stop": "success", "fail": "failure", "discard": "discarded"}
+
 WORKSPACE_LO = np.array([0.2, -0.5, 0.01])  # teleop targets stay in a box above the table (m)
 WORKSPACE_HI = np.array([0.8, 0.5, 0.6])
 
@@ -63,20 +66,21 @@ class EETarget:
 
 
 class EpisodeButtons:
-    """Start / stop / discard from device buttons, with the keyboard's rules: start only when idle, stop
-    or discard only while recording."""
+    """Start / stop / fail / discard from device buttons, with the keyboard's rules: start only when idle;
+    stop (keep it, labelled success), fail (keep it, labelled failure) or discard only while recording."""
 
     def __init__(self) -> None:
         self.recording = False
 
     def request(self, action: str) -> str | None:
-        """`start`, `stop`, `discard` or `toggle` (start when idle, stop when recording) -> the event or None."""
+        """`start`, `stop`, `fail`, `discard` or `toggle` (start when idle, stop when recording) -> the event
+        or None."""
         if action == "toggle":
             action = "stop" if self.recording else "start"
         if action == "start" and not self.recording:
             self.recording = True
             return "start"
-        if action in ("stop", "discard") and self.recording:
+        if action in ("stop", "fail", "discard") and self.recording:
             self.recording = False
             return action
         return None
@@ -112,7 +116,7 @@ class TeleopNode(TeleopDeviceNode):
 
     # state: the arm's measured pose, where the target starts. task_episode (optional): the sim task's
     # events; after its reset the target restarts from the arm.
-    inputs = {"state": Input(), "task_episode": Input(delivery="queue", required=False)}
+    inputs = {**TeleopDeviceNode.inputs, "task_episode": Input(delivery="queue", required=False)}
     outputs = (*TeleopDeviceNode.outputs, "episode")
 
     def setup(self) -> None:
@@ -148,27 +152,34 @@ class TeleopNode(TeleopDeviceNode):
         """Called when the sim task reset the robot (the target restarts from the arm)."""
 
     def episode(self, action: str) -> None:
-        """Apply an episode button (`start`, `stop`, `discard`, `toggle`) and emit the event it produces."""
+        """Apply an episode button (`start`, `stop`, `fail`, `discard`, `toggle`) and emit the event it produces."""
         ev = self.episodes.request(action)
         if ev is not None:
             self.emit_episode(ev)
             self.tell("episode %d: %s", self._index, ev)
 
     def emit_episode(self, ev: str) -> None:
-        """Emit the `episode` event for `start`, `stop` or `discard` (the task node's event fields)."""
+        """Emit the `episode` event for `start`, `stop`, `fail` or `discard` (the task node's event fields).
+
+        An end carries the operator's `label` (success, failure or discarded): on hardware it is the outcome;
+        in sim the task's scorer decides the outcome and the label is kept beside it."""
         now = self.now_ns()
         task = getattr(self.params, "task", "")
         if ev == "start":
             self._index += 1
             self._start_ns = now
-            self.emit("episode", event="start", index=self._index, seed=-1, outcome="", duration_s=0.0, task=task)
+            self.emit(
+                "episode", event="start", index=self._index, seed=-1, outcome="", label="", duration_s=0.0, task=task
+            )
         else:
+            label = LABEL_OF_BUTTON[ev]
             self.emit(
                 "episode",
                 event="end",
                 index=self._index,
                 seed=-1,
-                outcome="discarded" if ev == "discard" else "success",
+                outcome=label,
+                label=label,
                 duration_s=(now - self._start_ns) * 1e-9,
                 task=task,
             )

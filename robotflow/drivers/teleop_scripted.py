@@ -29,7 +29,7 @@ class ScriptedTeleop(TeleopDeviceNode):
     """Scripted expert teleop: plans from `task/objects` at each episode start, emits `ee_target` + `grip`."""
 
     Params = ScriptedTeleopParams
-    inputs = {"objects": Input(), "episode": Input(delivery="queue"), "state": Input()}
+    inputs = {**TeleopDeviceNode.inputs, "objects": Input(), "episode": Input(delivery="queue")}
 
     def setup(self) -> None:
         # Imported here, not at the top: the expert reads the MuJoCo scene (drivers.sim pulls in mujoco),

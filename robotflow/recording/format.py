@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 
 EPISODE_FORMAT = "robotflow.episode/1"
-OUTCOMES = ("success", "failure", "aborted", "discarded")
+# `fault`: the arm reported an error (reflex, lost connection) and the episode ended there, the arm held.
+OUTCOMES = ("success", "failure", "aborted", "discarded", "fault")
+# What an operator can label an episode with (a device's buttons, the WebXR page, `robotflow episodes label`).
+LABELS = ("success", "failure", "discarded")
 
 
 def package_version(pkg: str) -> str:

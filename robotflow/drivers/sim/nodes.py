@@ -304,6 +304,18 @@ def emit_episode_events(node: Node, events: list[dict]) -> None:
             node.log("episode %d (seed %d): %s after %.2f s", ev["index"], ev["seed"], ev["outcome"], ev["duration_s"])
 
 
+def operator_label(node: Node) -> str | None:
+    """The label of an episode end the operator sent on the task's `control` input this tick, or None.
+
+    Devices label their ends (teleop_base.LABEL_OF_BUTTON); an end without a label keeps the older rule:
+    `discarded` discards, anything else stops the episode."""
+    label = None
+    for msg in node.read_all("control"):
+        if msg["event"] == "end":
+            label = msg.get("label") or ("discarded" if msg["outcome"] == "discarded" else "success")
+    return label
+
+
 def stop_after_last_episode(node: Node, runner: TaskRunner) -> bool:
     """Once the runner is done, end the graph one tick after the last `end` event, so the nodes after the task
     (recorder, teleop) receive it. True when the stop was requested this tick."""
@@ -358,12 +370,9 @@ class SimTaskNode(_WorldUser):
         return task_report(self.params.task, self.results)
 
     def step(self) -> None:
-        control = None
-        for msg in self.read_all("control"):
-            if msg["event"] == "end":
-                control = "discard" if msg["outcome"] == "discarded" else "stop"
+        label = operator_label(self)
         t = self.now_ns() * 1e-9
-        emit_episode_events(self, self.runner.update(t, control))
+        emit_episode_events(self, self.runner.update(t, label))
         if stop_after_last_episode(self, self.runner):
             return
         names, poses = self.runner.objects()

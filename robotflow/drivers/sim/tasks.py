@@ -38,6 +38,7 @@ class EpisodeResult:
     success: bool
     outcome: str
     duration_s: float
+    label: str = ""  # the operator's label (success, failure, discarded), beside the scorer's outcome
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,32 +123,38 @@ class TaskRunner:
             "index": self.index,
             "seed": self.episode_seed,
             "outcome": "",
+            "label": "",
             "duration_s": 0.0,
             "task": self.task,
         }
 
-    def end(self, now_s: float, outcome: str) -> dict:
+    def end(self, now_s: float, outcome: str, label: str = "") -> dict:
         duration = now_s - self.start_s
-        self.results.append(EpisodeResult(self.index, self.episode_seed, outcome == "success", outcome, duration))
+        self.results.append(
+            EpisodeResult(self.index, self.episode_seed, outcome == "success", outcome, duration, label)
+        )
         self.active = False
         return {
             "event": "end",
             "index": self.index,
             "seed": self.episode_seed,
             "outcome": outcome,
+            "label": label,
             "duration_s": duration,
             "task": self.task,
         }
 
-    def update(self, now_s: float, control: str | None = None, ready: bool = True) -> list[dict]:
-        """Advance the episode cycle to `now_s`. `control` is an operator request: `stop` or `discard`.
+    def update(self, now_s: float, label: str | None = None, ready: bool = True) -> list[dict]:
+        """Advance the episode cycle to `now_s`. `label` is the operator ending the episode with a label
+        (success, failure or discarded): a discarded episode is dropped from the results; any other ends now,
+        scored by the task (success if the goal holds now, else aborted), the label kept beside the score.
         `ready` False holds the next start back (the Franka twin homes its arm through franky first)."""
         events: list[dict] = []
         if self.active:
             outcome = None
-            if control == "discard":
+            if label == "discarded":
                 outcome = "discarded"
-            elif control == "stop":
+            elif label is not None:
                 outcome = "success" if self.success_now() else "aborted"
             elif self.success_now():
                 self._ok_since = now_s if self._ok_since is None else self._ok_since
@@ -158,7 +165,7 @@ class TaskRunner:
             if outcome is None and now_s - self.start_s >= self.timeout_s:
                 outcome = "failure"
             if outcome is not None:
-                events.append(self.end(now_s, outcome))
+                events.append(self.end(now_s, outcome, label or ""))
         if not self.active and not self.done and ready:
             events.append(self.start(now_s))
         return events

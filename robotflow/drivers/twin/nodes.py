@@ -25,6 +25,7 @@ import numpy as np
 from robotflow.drivers.sim.nodes import (
     SimCameraNode,
     emit_episode_events,
+    operator_label,
     runner_results,
     stop_after_last_episode,
     task_report,
@@ -213,15 +214,12 @@ class TwinTaskNode(Node):
             )
 
     def step(self) -> None:
-        control = None
-        for msg in self.read_all("control"):
-            if msg["event"] == "end":
-                control = "discard" if msg["outcome"] == "discarded" else "stop"
+        label = operator_label(self)
         t = self.now_ns() * 1e-9
         if not self.runner.active and not self.runner.done and not self._homed:
             self._drive_home(t)
         with self.twin.lock:
-            events = self.runner.update(t, control, ready=self._homed)
+            events = self.runner.update(t, label, ready=self._homed)
             names, poses = self.runner.objects()
         emit_episode_events(self, events)
         if any(ev["event"] == "end" for ev in events):
