@@ -168,6 +168,22 @@ def quat_toward(start: np.ndarray, goal: np.ndarray, max_angle: float) -> np.nda
     return q / np.linalg.norm(q)
 
 
+def pose_toward(start: np.ndarray, goal: np.ndarray, max_m: float, max_angle: float) -> tuple[np.ndarray, bool]:
+    """`goal` (an `[x, y, z, qw, qx, qy, qz]` pose) moved no further than `max_m` and `max_angle` (rad) from
+    `start`, and whether that limited it."""
+    pos, quat = goal[:3], goal[3:]
+    d = pos - start[:3]
+    dist = float(np.linalg.norm(d))
+    limited = dist > max_m
+    if limited:
+        pos = start[:3] + d * (max_m / dist)
+    sq = start[3:] / np.linalg.norm(start[3:])
+    if rotation_angle(sq, quat) > max_angle:
+        quat = quat_toward(sq, quat, max_angle)
+        limited = True
+    return np.concatenate([pos, quat]), limited
+
+
 def quat_z_axis(q: np.ndarray) -> np.ndarray:
     """Where the z axis of the frame rotated by unit quaternion q points (third column of its matrix)."""
     w, x, y, z = q

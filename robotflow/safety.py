@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robotflow.geometry import quat_from_axis_angle, quat_mul, quat_toward, quat_z_axis, rotation_angle
+from robotflow.geometry import pose_toward, quat_from_axis_angle, quat_mul, quat_z_axis, rotation_angle
 from robotflow.runtime.params import ParamError, in_range, positive
 
 log = logging.getLogger("robotflow.safety")
@@ -215,24 +215,13 @@ class ArmSafety:
         return "joints", self._limit_joints(np.asarray(measured_q, float))
 
     def _limit_ee(self, measured: np.ndarray) -> np.ndarray:
-        want = self.desired
-        pos, quat = want[:3], want[3:]
-        d = pos - measured[:3]
-        dist = float(np.linalg.norm(d))
-        limited = False
-        if dist > self.p.max_step_m:
-            pos = measured[:3] + d * (self.p.max_step_m / dist)
-            limited = True
-        mq = measured[3:] / np.linalg.norm(measured[3:])
-        if rotation_angle(mq, quat) > self.max_rot:
-            quat = quat_toward(mq, quat, self.max_rot)
-            limited = True
-        if limited:
-            self.counts["step_limited"] += 1
-            # The box and the cone win over the step (they matter when the measured pose is outside them).
-            pos = np.clip(pos, self.lo, self.hi)
-            quat = self._in_cone(-quat if quat[0] < 0 else quat)
-        return np.concatenate([pos, quat])
+        pose, limited = pose_toward(measured, self.desired, self.p.max_step_m, self.max_rot)
+        if not limited:
+            return pose
+        self.counts["step_limited"] += 1
+        # The box and the cone win over the step (they matter when the measured pose is outside them).
+        pos, quat = np.clip(pose[:3], self.lo, self.hi), pose[3:]
+        return np.concatenate([pos, self._in_cone(-quat if quat[0] < 0 else quat)])
 
     def _limit_joints(self, measured_q: np.ndarray) -> np.ndarray:
         want = self.desired

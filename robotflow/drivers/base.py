@@ -202,6 +202,6 @@ class TeleopDeviceNode(Node):
         """The (EE pose, width) the arbiter sends while the policy drives, or None: no arbiter in the graph,
         nothing sent yet, or the operator has the arm."""
         msg = self.read("control")
-        if msg is None or msg["source"] != "policy":
+        if msg is None or msg["source"] != "policy" or msg.get("ee_pose") is None or msg.get("width") is None:
             return None
         return np.asarray(msg["ee_pose"], float).copy(), float(msg["width"])

@@ -110,7 +110,7 @@ class _PolicyNode(PolicyNode):
         if LAYOUTS[params.codec].objects:
             # Required: a graph without the simulated task's object poses is refused when it is loaded.
             inputs["objects"] = Input()
-        inputs["episode"] = Input(delivery="queue", required=False)
+        inputs.update(PolicyNode.GATING_INPUTS)
         return inputs
 
     def _make_runner(self, loaded: LoadedPolicy) -> Any:
@@ -152,6 +152,9 @@ class _PolicyNode(PolicyNode):
 
     def on_episode_end(self) -> None:
         self.runner.reset()  # a chunk in flight belongs to the episode that ended
+
+    def on_handback(self) -> None:
+        self.runner.reset()  # the queued chunk was planned before the operator moved the arm
 
     def act(self, latest: dict[str, Message], now_ns: int, observed_ns: int) -> None:
         by_channel = {self._channels[port]: msg for port, msg in latest.items()}

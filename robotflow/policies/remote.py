@@ -179,7 +179,7 @@ class RemotePolicyNode(PolicyNode):
         inputs = {"arm_state": Input(), "gripper_state": Input()}
         for cam in params.cameras if params.cameras is not None else get_codec(params.codec).params.cameras:
             inputs[cam] = Input()
-        inputs["episode"] = Input(delivery="queue", required=False)
+        inputs.update(PolicyNode.GATING_INPUTS)
         return inputs
 
     # ---- connection -------------------------------------------------------------------------------
@@ -348,6 +348,9 @@ class RemotePolicyNode(PolicyNode):
 
     def on_episode_end(self) -> None:
         self.executor.reset()  # a chunk in flight belongs to the episode that ended
+
+    def on_handback(self) -> None:
+        self.executor.reset()  # the chunk in flight was planned before the operator moved the arm
 
     def can_act(self) -> bool:
         if not self._connected:

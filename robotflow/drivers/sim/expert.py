@@ -71,8 +71,18 @@ class ScriptedExpert:
     def planned(self) -> bool:
         return bool(self.waypoints)
 
-    def plan(self, objects: dict[str, np.ndarray], ee_pose: np.ndarray, now_s: float, seed: int = 0) -> None:
-        """Make the waypoint plan for this episode from object poses and the current EE pose."""
+    def plan(
+        self,
+        objects: dict[str, np.ndarray],
+        ee_pose: np.ndarray,
+        now_s: float,
+        seed: int = 0,
+        takeover_width: float | None = None,
+    ) -> None:
+        """Make the waypoint plan for this episode from object poses and the current EE pose.
+
+        `takeover_width`: the plan starts mid-episode, taking over from another controller whose gripper
+        command is this width; the plan then starts from where the arm is (see `_take_over`)."""
         rng = np.random.default_rng(seed + 7919)  # own stream: independent of the task's placement draws
         n = self.noise
         jit = lambda s: float(np.clip(rng.normal(0.0, s * n), -2 * s * n, 2 * s * n)) if n > 0 else 0.0  # noqa: E731
@@ -114,10 +124,30 @@ class ScriptedExpert:
         ]
         self._carry_yaw = place_yaw - grasp_yaw
         yaw0 = cube_yaw_from_ee(ee_pose, self.down)
+        if takeover_width is not None:
+            self._take_over(objects[self._held], np.asarray(ee_pose, float), yaw0, grasp_yaw, takeover_width, v)
         self._seg_from = W(np.asarray(ee_pose[:3], float).copy(), yaw0, 1.0)
         self._i = 0
         self._seg_start_t = now_s
         self._arrived_t = None
+
+    def _take_over(
+        self, held: np.ndarray, ee_pose: np.ndarray, yaw0: float, grasp_yaw: float, width: float, v: float
+    ) -> None:
+        """Start the plan from a running episode. With the object in the closed hand (its centre within 3 cm of
+        the EE): lift it where it is and carry it on, the goal yaws turned by how the hand holds it now.
+        Otherwise: open and rise straight up first (never sweep low across the table), then the full plan."""
+        if width < 0.5 and np.linalg.norm(held[:3] - ee_pose[:3]) < 0.03:
+            turn = yaw0 - grasp_yaw
+            carry = [
+                Waypoint(wp.pos.copy(), wp.yaw + turn, wp.grip, wp.speed, wp.dwell, wp.reach_tol, wp.at_goal)
+                for wp in self.waypoints[5:]
+            ]
+            lift = Waypoint(np.array([*ee_pose[:2], self.waypoints[4].pos[2]]), yaw0, 0.0, 0.6 * v)
+            self.waypoints = [lift, *carry]
+        else:
+            rise = Waypoint(np.array([*ee_pose[:2], max(ee_pose[2], self.waypoints[0].pos[2])]), yaw0, 1.0, v)
+            self.waypoints = [rise, *self.waypoints]
 
     @property
     def finished(self) -> bool:
