@@ -91,60 +91,25 @@ def run_parallel(cmds: dict[str, list[str]], logs: Path, stage: str, name: str =
     return time.perf_counter() - t0
 
 
-def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
-    rf = _robotflow()
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    load0 = os.getloadavg()
-    t_all = time.perf_counter()
-    stages: dict[str, float] = {}
-    d = {t: out / t for t in cfg.tasks}
-
-    say(f"record {cfg.demos} demos per task: {', '.join(cfg.tasks)}")
-    stages["record"] = run_parallel(
-        {
-            t: [
-                *rf,
-                "record",
-                f"graphs/sim_{t}_lowdim.yaml",
-                "--episodes",
-                str(cfg.demos),
-                "--output-dir",
-                str(d[t] / "demos"),
-                "--task",
-                TASK_TEXT[t],
-                "--set",
-                f"teleop.noise={cfg.expert_noise}",
-            ]
-            for t in cfg.tasks
-        },
-        logs,
+def record_command(cfg: E2EConfig, task: str, out: Path, episodes: int | None = None) -> list[str]:
+    """`robotflow record` of the scripted expert's demos for `task` (seeds 0..)."""
+    return [
+        *_robotflow(),
         "record",
-    )
-    say(f"convert (codec {cfg.codec})")
-    stages["convert"] = run_parallel(
-        {
-            t: [
-                *rf,
-                "convert",
-                "--input",
-                str(d[t] / "demos"),
-                "--codec",
-                cfg.codec,
-                "--output-dir",
-                str(d[t] / "dataset"),
-                "--fps",
-                str(cfg.fps),
-                "--json",
-            ]
-            for t in cfg.tasks
-        },
-        logs,
-        "convert",
-    )
-    say(f"train {cfg.steps} steps per task")
+        f"graphs/sim_{task}_lowdim.yaml",
+        *("--episodes", str(episodes or cfg.demos), "--output-dir", str(out)),
+        *("--task", TASK_TEXT[task], "--set", f"teleop.noise={cfg.expert_noise}"),
+    ]
+
+
+def convert_command(cfg: E2EConfig, episodes: Path, dataset: Path, *extra: str) -> list[str]:
+    """`robotflow convert` (or `convert append` with extra flags) of episodes with the config's codec."""
+    args = ["--input", str(episodes), "--codec", cfg.codec, "--output-dir", str(dataset), "--json", *extra]
+    return [*_robotflow(), "convert", *args]
+
+
+def train_command(cfg: E2EConfig, dataset: Path, runs: Path, run_name: str, steps: int, *extra: str) -> list[str]:
+    """`robotflow train` of the config's ACT on `dataset` into runs/run_name, for `steps`."""
     policy_args = [
         f"--policy-arg=dim_feedforward={cfg.dim_feedforward}",
         f"--policy-arg=optimizer_lr={cfg.lr}",
@@ -152,72 +117,64 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
         # ACT leaves ENV features unnormalised by default; object poses in metres need MEAN_STD like the state.
         f"--policy-arg=normalization_mapping={json.dumps(NORMALIZATION)}",
     ]
-    stages["train"] = run_parallel(
-        {
-            t: [
-                *rf,
-                "train",
-                "--dataset-root",
-                str(d[t] / "dataset"),
-                "--run-name",
-                "act_lowdim",
-                "--output-dir",
-                str(d[t] / "runs"),
-                "--steps",
-                str(cfg.steps),
-                "--save-freq",
-                str(cfg.steps),
-                "--batch-size",
-                str(cfg.batch_size),
-                "--device",
-                "cpu",
-                "--dim-model",
-                str(cfg.dim_model),
-                "--chunk-size",
-                str(cfg.chunk_size),
-                "--n-action-steps",
-                str(cfg.n_action_steps),
-                "--num-workers",
-                "0",
-                "--no-pretrained-backbone",  # no images: nothing to load, and no network wait for it
-                "--log-freq",
-                str(max(1, min(500, cfg.steps // 10))),
-                "--lr-schedule",
-                cfg.lr_schedule,
-                *policy_args,
-                *cfg.train_args,
-            ]
-            for t in cfg.tasks
-        },
-        logs,
+    sizes = ["--dim-model", str(cfg.dim_model), "--chunk-size", str(cfg.chunk_size)]
+    return [
+        *_robotflow(),
         "train",
-    )
-    say(f"roll out {cfg.eval_episodes} unseen seeds per task (from seed {cfg.eval_seed})")
-    stages["rollout"] = run_parallel(
-        {
-            t: [
-                *rf,
-                "rollout",
-                "--checkpoints-dir",
-                str(d[t] / "runs" / "act_lowdim"),
-                "--graph",
-                f"graphs/sim_{t}_lowdim_policy.yaml",
-                "--episodes",
-                str(cfg.eval_episodes),
-                "--seed",
-                str(cfg.eval_seed),
-                "--workers",
-                str(cfg.workers),
-                "--set",
-                f"task.timeout_s={cfg.eval_timeout_s}",
-                "--summary",
-                str(d[t] / "rollout.json"),
-            ]
-            for t in cfg.tasks
-        },
-        logs,
+        *("--dataset-root", str(dataset), "--run-name", run_name, "--output-dir", str(runs)),
+        *("--steps", str(steps), "--save-freq", str(steps), "--batch-size", str(cfg.batch_size)),
+        *("--device", "cpu", "--n-action-steps", str(cfg.n_action_steps), "--num-workers", "0"),
+        "--no-pretrained-backbone",  # no images: nothing to load, and no network wait for it
+        *("--log-freq", str(max(1, min(500, steps // 10))), "--lr-schedule", cfg.lr_schedule),
+        *(extra or (*sizes, *policy_args)),  # a fine-tuning run (--init-from) takes sizes from its checkpoint
+        *cfg.train_args,
+    ]
+
+
+def rollout_command(
+    cfg: E2EConfig, run: Path, graph: str, summary: Path, seed: int, episodes: int, *extra: str
+) -> list[str]:
+    """`robotflow rollout` of a run's last checkpoint on `episodes` seeds from `seed`."""
+    return [
+        *_robotflow(),
         "rollout",
-    )
+        *("--checkpoints-dir", str(run), "--graph", graph, "--episodes", str(episodes)),
+        *("--seed", str(seed), "--workers", str(cfg.workers), "--set", f"task.timeout_s={cfg.eval_timeout_s}"),
+        *("--summary", str(summary), *extra),
+    ]
+
+
+def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    load0 = os.getloadavg()
+    t_all = time.perf_counter()
+    stages: dict[str, float] = {}
+    d = {t: out / t for t in cfg.tasks}
+
+    say(f"record {cfg.demos} demos per task: {', '.join(cfg.tasks)}")
+    stages["record"] = run_parallel({t: record_command(cfg, t, d[t] / "demos") for t in cfg.tasks}, logs, "record")
+    say(f"convert (codec {cfg.codec})")
+    convert = {t: convert_command(cfg, d[t] / "demos", d[t] / "dataset", "--fps", str(cfg.fps)) for t in cfg.tasks}
+    stages["convert"] = run_parallel(convert, logs, "convert")
+    say(f"train {cfg.steps} steps per task")
+    train = {t: train_command(cfg, d[t] / "dataset", d[t] / "runs", "act_lowdim", cfg.steps) for t in cfg.tasks}
+    stages["train"] = run_parallel(train, logs, "train")
+    say(f"roll out {cfg.eval_episodes} unseen seeds per task (from seed {cfg.eval_seed})")
+    rollout = {
+        t: rollout_command(
+            cfg,
+            d[t] / "runs" / "act_lowdim",
+            f"graphs/sim_{t}_lowdim_policy.yaml",
+            d[t] / "rollout.json",
+            cfg.eval_seed,
+            cfg.eval_episodes,
+        )
+        for t in cfg.tasks
+    }
+    stages["rollout"] = run_parallel(rollout, logs, "rollout")
     results = {}
     for t in cfg.tasks:
         roll = json.loads((d[t] / "rollout.json").read_text())

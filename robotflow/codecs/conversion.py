@@ -101,6 +101,23 @@ class EpisodesJob:
     )
     repo_id: str = field(default="robotflow/dataset", metadata={"help": "LeRobot repo id recorded in the dataset."})
     include_aborted: bool = field(default=False, metadata={"help": "Also convert episodes whose outcome is 'aborted'."})
+    interventions: bool = field(
+        default=False,
+        metadata={
+            "help": "Convert only the interventions (the stretches an operator drove after taking over from a "
+            "policy), each with its --lead-in, as episodes of their own; episodes without one are skipped."
+        },
+    )
+    lead_in_s: float = field(
+        default=1.0,
+        metadata={
+            "flag": "--lead-in",
+            "range": (0.0, 60.0),
+            "metavar": "SECONDS",
+            "help": "With --interventions: how long before each take-over its episode starts (the policy's "
+            "approach that needed the correction).",
+        },
+    )
     workers: int = field(
         default=1,
         metadata={
@@ -177,6 +194,7 @@ def _writer_options(job: EpisodesJob) -> ConvertOptions:
         task=job.task,
         repo_id=job.repo_id,
         include_aborted=job.include_aborted,
+        interventions_lead_in_s=job.lead_in_s if job.interventions else None,
         workers=job.workers,
         progress=job.progress,
     )

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from robotflow.codecs.codec import Codec, CodecError
-from robotflow.codecs.resample import FrameGrid, make_grid, zoh_indices
+from robotflow.codecs.resample import FrameGrid, grid_window, make_grid, zoh_indices
 from robotflow.codecs.spec import (
     CodecMismatchError,
     check_same_codec,
@@ -46,6 +46,7 @@ from robotflow.codecs.spec import (
     read_dataset_spec,
     write_dataset_spec,
 )
+from robotflow.recording.control import human_segments
 from robotflow.recording.reader import EpisodeError, EpisodeFile, EpisodeInfo, find_episode_files
 
 __all__ = [
@@ -93,6 +94,7 @@ class ConvertOptions:
     progress: bool = True
     robot_type: str | None = None
     encoder_threads: int | None = 1  # threads per camera encoder (None: codec default)
+    interventions_lead_in_s: float | None = None  # None: whole episodes; else each intervention from this long before
 
 
 @dataclass(frozen=True)
@@ -195,9 +197,19 @@ def _check_streams(ep: EpisodeFile, codec: Codec) -> None:
 
 
 def plan_episodes(
-    input_path: str | Path, codec: Codec, fps: int, *, task: str | None = None, include_aborted: bool = False
+    input_path: str | Path,
+    codec: Codec,
+    fps: int,
+    *,
+    task: str | None = None,
+    include_aborted: bool = False,
+    interventions_lead_in_s: float | None = None,
 ) -> tuple[list[PlannedEpisode], list[SkippedEpisode]]:
     """Find, open and validate every episode file; nothing is written.
+
+    With `interventions_lead_in_s` set, each intervention (a run of ticks an operator drove,
+    robotflow.recording.control) becomes a dataset episode of its own, from that long before the take-over to
+    the hand-back, and episodes without one are skipped: the data to learn from corrections.
 
     Raises :class:`ConvertError` with a one-line message for a missing input, a file that is not an
     episode, or an episode lacking a stream the codec needs.
@@ -230,12 +242,33 @@ def plan_episodes(
                         f"{ep.name}: streams overlap for {max(0, grid.end_ns - grid.start_ns) / 1e9:.3f} s only, "
                         f"fewer than 2 frames at {fps} fps"
                     )
-                planned.append(PlannedEpisode(path, ep.info, grid, _episode_task(ep, codec, task)))
+                episode_task = _episode_task(ep, codec, task)
+                if interventions_lead_in_s is None:
+                    planned.append(PlannedEpisode(path, ep.info, grid, episode_task))
+                    continue
+                windows = _intervention_grids(ep, grid, interventions_lead_in_s)
+                if not windows:
+                    skipped.append(SkippedEpisode(path, "no interventions"))
+                planned += [PlannedEpisode(path, ep.info, g, episode_task) for g in windows]
         except EpisodeError as exc:
             raise ConvertError(str(exc)) from None
     if not planned:
-        raise ConvertError(f"{input_path}: no episodes left to convert ({len(skipped)} skipped: discarded/aborted)")
+        raise ConvertError(
+            f"{input_path}: no episodes left to convert ({len(skipped)} skipped: "
+            + ", ".join(sorted({s.reason for s in skipped}))
+            + ")"
+        )
     return planned, skipped
+
+
+def _intervention_grids(ep: EpisodeFile, grid: FrameGrid, lead_in_s: float) -> list[FrameGrid]:
+    """The episode's frame grid cut to each intervention with its lead-in (those of at least 2 frames)."""
+    out = []
+    for seg in human_segments(ep):
+        window = grid_window(grid, seg.start_ns - int(lead_in_s * 1e9), seg.end_ns)
+        if window.num_frames >= 2:
+            out.append(window)
+    return out
 
 
 # Smallest std the low-dim observations are normalised with, in their units (m, quaternion components, grip).
@@ -535,7 +568,14 @@ def convert(
     fps = int(opts.fps or codec.params.fps)
     if fps != codec.params.fps:
         codec = Codec(codec.name, dataclasses.replace(codec.params, fps=fps))
-    planned, skipped = plan_episodes(input_path, codec, fps, task=opts.task, include_aborted=opts.include_aborted)
+    planned, skipped = plan_episodes(
+        input_path,
+        codec,
+        fps,
+        task=opts.task,
+        include_aborted=opts.include_aborted,
+        interventions_lead_in_s=opts.interventions_lead_in_s,
+    )
     if codec.layout.objects and not codec.params.objects:
         codec = codec.with_objects(_episode_objects(planned[0].path, codec))
     work = _fresh_workdir(output_dir, "convert")
@@ -624,7 +664,14 @@ def append(
     codec, existing_spec, info = _check_appendable(output_dir, codec, opts, inherit)
     fps = int(info["fps"])
     vcodec = _existing_vcodec(info) or opts.vcodec
-    planned, skipped = plan_episodes(input_path, codec, fps, task=opts.task, include_aborted=opts.include_aborted)
+    planned, skipped = plan_episodes(
+        input_path,
+        codec,
+        fps,
+        task=opts.task,
+        include_aborted=opts.include_aborted,
+        interventions_lead_in_s=opts.interventions_lead_in_s,
+    )
     run_opts = dataclasses.replace(opts, vcodec=vcodec, fps=fps, robot_type=info.get("robot_type"))
     work = _fresh_workdir(output_dir, "append")
     try:

@@ -38,6 +38,14 @@ class FrameGrid:
         return self.num_frames / self.fps
 
 
+def grid_window(grid: FrameGrid, start_ns: int, end_ns: int) -> FrameGrid:
+    """The frames of `grid` from `start_ns` to `end_ns` (inclusive), on the same times."""
+    ts = grid.timestamps_ns[(grid.timestamps_ns >= start_ns) & (grid.timestamps_ns <= end_ns)]
+    if ts.shape[0] == 0:
+        return FrameGrid(ts, grid.fps, start_ns, end_ns)
+    return FrameGrid(ts, grid.fps, int(ts[0]), int(ts[-1]))
+
+
 def make_grid(streams: Mapping[str, np.ndarray], fps: int) -> FrameGrid:
     """Grid from the latest stream start to the earliest stream end, one frame every ``1/fps`` s.
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from robotflow.codecs import video_backend
-from robotflow.policies.checkpoints import CHECKPOINTS_DIR, LAST_CHECKPOINT_LINK, PRETRAINED_MODEL_DIR
+from robotflow.policies.checkpoints import (
+    CHECKPOINTS_DIR,
+    LAST_CHECKPOINT_LINK,
+    PRETRAINED_MODEL_DIR,
+    CheckpointError,
+    resolve_checkpoint,
+)
 from robotflow.policies.loading import resolve_device
 from robotflow.training.errors import TrainError, warn
 from robotflow.training.launch import rank
@@ -154,8 +160,45 @@ def build_train_config(opts: TrainOptions) -> tuple[Any, list[str]]:
         eval_freq=0,  # no simulated env inside LeRobot: robotflow evaluates with `rollout`
         wandb=wandb,
     )
+    argv: list[str] = []
+    if opts.init_from:
+        cfg.policy, argv = _initial_policy(opts, resolve_device(opts.device))
     _apply_lr_schedule(cfg, opts)
-    return cfg, []
+    return cfg, argv
+
+
+def _initial_policy(opts: TrainOptions, device: str) -> tuple[Any, list[str]]:
+    """The config of the checkpoint a fine-tuning run starts from, and the argv that makes LeRobot load its
+    weights (`--policy.path`: validate() re-reads it; the processors then take this dataset's statistics)."""
+    from lerobot.configs.policies import PreTrainedConfig  # torch/lerobot: imported only to train
+
+    fixed = [f"--{n.replace('_', '-')}" for n in ("dim_model", "chunk_size") if getattr(opts, n) is not None]
+    if fixed or opts.policy_args:
+        raise TrainError(
+            f"--init-from takes the architecture from the checkpoint: drop {', '.join(fixed) or '--policy-arg'}"
+        )
+    try:
+        model_dir = resolve_checkpoint(opts.init_from).path
+    except CheckpointError as e:
+        raise TrainError(f"--init-from: {e}") from None
+    cfg = PreTrainedConfig.from_pretrained(model_dir)
+    if cfg.type != opts.policy:
+        raise TrainError(f"--init-from {opts.init_from} is a {cfg.type!r} policy, not --policy {opts.policy!r}")
+    # validate() rebuilds the config from --policy.path and the --policy.* overrides after it.
+    overrides: dict[str, Any] = {"device": device, "push_to_hub": False}
+    if opts.n_action_steps is not None:
+        overrides["n_action_steps"] = opts.n_action_steps
+    if getattr(cfg, "pretrained_backbone_weights", None):
+        overrides["pretrained_backbone_weights"] = None  # the checkpoint holds the trained backbone
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    log.info("fine-tuning from %s", model_dir)
+    return cfg, [f"--policy.path={model_dir}", *(f"--policy.{k}={_cli_value(v)}" for k, v in overrides.items())]
+
+
+def _cli_value(value: Any) -> str:
+    """A value as draccus parses it from a command line: strings bare, the rest as JSON (false, null, 10)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _apply_lr_schedule(cfg: Any, opts: TrainOptions) -> None:

@@ -43,6 +43,15 @@ class TrainOptions:
     resume: bool = field(
         default=False, metadata={"help": "Continue OUTPUT_DIR/RUN_NAME from its last checkpoint up to --steps."}
     )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "CHECKPOINT",
+            "help": "Fine-tune: start this new run from a checkpoint's weights and architecture (a run dir, its "
+            "checkpoints or a pretrained_model dir, or a URL; the newest step), with a fresh optimizer and "
+            "schedule. Normalisation comes from this run's dataset: fine-tune on demos plus corrections.",
+        },
+    )
     policy: str = field(default="act", metadata={"help": "LeRobot policy type (act, diffusion, ...)."})
     device: str = field(
         default="auto", metadata={"check": check_device, "help": "auto (CUDA when available), cpu, cuda, mps."}
