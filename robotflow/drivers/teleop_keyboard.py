@@ -167,11 +167,13 @@ class KeyboardTeleopNode(TeleopNode):
             if state is None or state.timestamp_ns <= self._reset_ns:
                 return
             self.keys.init_from(np.asarray(state["ee_pose"], float))
+        self.handle(self._read_keys())
+        # After the keys: while the policy drives they move nothing, and the tick `t` takes over the target
+        # is still the policy's last command.
         cmd = None if self.keys.takeover else self.policy_command()
-        if cmd is not None:  # the policy drives: keep the target where the arm is headed
+        if cmd is not None:
             self.keys.init_from(cmd[0])
             self.keys.grip = cmd[1]
-        self.handle(self._read_keys())
         self.emit_target(self.keys.target(), self.keys.grip)
         self.emit_takeover(self.keys.takeover)
 
