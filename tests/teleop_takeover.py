@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import fakes  # noqa: F401 - registers testdrv.collect, the log of nodes_yaml
 import numpy as np
 
 from robotflow.runtime.node import Input, Node, register

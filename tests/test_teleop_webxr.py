@@ -421,3 +421,26 @@ def test_clutch_takes_over_from_the_policy_without_a_jump_and_fail_labels_the_ep
     assert np.allclose(engaged[:, :3].max(axis=0) - COMMAND_B[:3], [0.05, 0, 0], atol=1e-6)
     assert not log["takeover"][-1]["active"] and np.allclose(log["t"][-1]["ee_pose"], COMMAND_B)
     check_failure(log)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install adds it as root)")
+def test_page_shows_who_drives():
+    """With an arbiter's `control`, the page says the policy drives, and that you do while you hold the clutch."""
+    from playwright.sync_api import sync_playwright
+    from teleop_takeover import nodes_yaml
+
+    shows = "(text) => document.getElementById('control').textContent === text"
+    with GraphThread("nodes:\n" + nodes_yaml("teleop.webxr", "{port: 0}", paced=True)) as g, sync_playwright() as pw:
+        g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(ignore_https_errors=True)
+        page.goto(g.sched.nodes["teleop"].url + "?source=test")
+        page.wait_for_function(shows, arg="policy drives", timeout=10_000)
+        assert page.is_visible("#control")
+        page.locator("#clutch").hover()
+        page.mouse.down()
+        page.wait_for_function(shows, arg="you drive", timeout=5000)
+        page.mouse.up()
+        page.wait_for_function(shows, arg="policy drives", timeout=5000)
+        browser.close()
+    assert g.result.ok, g.result
