@@ -82,3 +82,31 @@ nodes:
     assert np.linalg.norm(target[:3] - sim.ee_pose()[:3]) < 1e-3
     assert np.max(np.abs(sim.arm_qpos() - HOME_QPOS)) < 2e-3
     assert float(sink.last["g"]["width"]) == 1.0
+
+
+def test_t_toggles_the_takeover_from_the_policy_without_a_jump_and_b_fails(monkeypatch):
+    """With an arbiter's `control`: until `t` the target and grip follow the policy; `t` takes over from its
+    last command (the keys move on from there), `t` again hands back; `b` ends the episode labelled failure."""
+    from teleop_takeover import COMMAND_B, check_failure, check_takeover, nodes_yaml
+
+    from robotflow.drivers.teleop_keyboard import KeyboardTeleopNode
+    from robotflow.runtime.graph import parse_graph
+    from robotflow.runtime.scheduler import run_graph
+
+    pending = [(0.1, "n"), (0.4, "w"), (0.6, "t"), (0.7, "ww"), (1.0, "t"), (1.2, "b")]  # seconds, keys
+
+    def typed(node) -> str:  # the keys typed by now, in place of the terminal
+        node.t0 = getattr(node, "t0", node.now_ns())
+        keys = ""
+        while pending and pending[0][0] <= (node.now_ns() - node.t0) * 1e-9:
+            keys += pending.pop(0)[1]
+        return keys
+
+    monkeypatch.setattr(KeyboardTeleopNode, "_read_keys", typed)
+    result, sched = run_graph(parse_graph("nodes:\n" + nodes_yaml("teleop.keyboard")), duration_s=1.5)
+    assert result.ok, result
+    log = sched.nodes["log"].messages
+    engaged = check_takeover(log)  # the `w` at 0.4 s, while the policy drove, moved nothing
+    assert np.allclose(engaged[-1][:3] - COMMAND_B[:3], [0.02, 0, 0])
+    assert not log["takeover"][-1]["active"] and np.allclose(log["t"][-1]["ee_pose"], COMMAND_B)  # handed back
+    check_failure(log)

@@ -264,3 +264,37 @@ def test_gamepad_on_the_franka_graph(monkeypatch, tmp_path):
     zs = np.array([m.target.pose.end_effector_pose.translation[2] for m in cart])
     assert np.isclose(zs[0], 0.4)  # starts where the arm is
     assert 0.03 < zs.max() - zs[0] < 0.07  # right stick up for 0.5 s at 0.1 m/s (wall-clock ticks: loose)
+
+
+def test_rb_takes_over_from_the_policy_without_a_jump_and_x_fails_the_episode(monkeypatch):
+    """With an arbiter's `control`: released, the target follows the policy (the stick is ignored); RB held
+    takes over from the policy's last command; X ends the episode labelled failure."""
+    from teleop_takeover import COMMAND_B, check_failure, check_takeover, nodes_yaml
+
+    script = [
+        {"t": [0.1, 0.2], "buttons": [7]},  # Start
+        {"t": [0.35, 0.5], "axes": {"1": -1.0}},  # the stick while the policy drives: ignored
+        {"t": [0.6, 1.1], "buttons": [5]},  # RB held: take over ...
+        {"t": [0.7, 0.9], "axes": {"1": -1.0}},  # ... and drive +x at 0.1 m/s for 0.2 s
+        {"t": [1.2, 1.3], "buttons": [2]},  # X: fail
+    ]
+    hand = f"  - {{name: hand, type: testteleop.gamepad_hand, rate: 100, params: {{script: {json.dumps(script)}}}}}\n"
+    install(monkeypatch, "pygame")._plug()
+    graph = "nodes:\n" + hand + nodes_yaml("teleop.gamepad", "{max_speed: 0.1, deadband: 0.1}")
+    result, sched = run_graph(parse_graph(graph), duration_s=1.5)
+    assert result.ok, result
+    log = sched.nodes["log"].messages
+    engaged = check_takeover(log)
+    assert np.allclose(engaged[-1][:3] - COMMAND_B[:3], [0.02, 0, 0], atol=0.002)
+    assert not log["takeover"][-1]["active"] and np.allclose(log["t"][-1]["ee_pose"], COMMAND_B)  # handed back
+    check_failure(log)
+
+
+def test_two_actions_on_one_button_is_a_param_error():
+    import pytest
+
+    from robotflow.drivers.teleop_gamepad import GamepadParams
+    from robotflow.runtime.params import ParamError
+
+    with pytest.raises(ParamError, match="'button_takeover' is button 4, which `button_slow` already uses"):
+        GamepadParams(button_takeover=4)

@@ -299,3 +299,43 @@ def test_recording_a_sim_demonstration_with_the_spacemouse(monkeypatch, tmp_path
     assert len(files) == 1
     with EpisodeFile(files[0]) as ep:
         assert ep.info.outcome == "aborted" and 0.8 < ep.info.duration_s < 1.2 and ep.info.seed == 0
+
+
+def test_moving_the_puck_takes_over_from_the_policy_and_the_chord_fails_the_episode(monkeypatch):
+    """With an arbiter's `control`: at rest the target follows the policy; moving the puck takes over from
+    the policy's last command, `takeover_release_s` at rest hands back; episode button + grip button: fail."""
+    import json
+
+    from teleop_takeover import COMMAND_B, check_failure, check_takeover, nodes_yaml
+
+    script = [
+        {"t": [0.1, 0.2], "buttons": [0, 1]},  # short press of the episode button: start
+        {"t": [0.6, 0.8], "axes": {"y": 1.0}},  # pushed away: take over, +x at 0.1 m/s for 0.2 s
+        {"t": [1.2, 1.4], "buttons": [0, 1]},  # hold the episode button ...
+        {"t": [1.25, 1.3], "buttons": [1, 1]},  # ... and click the grip button: fail
+    ]
+    hand = (
+        f"  - {{name: hand, type: testteleop.spacemouse_hand, rate: 100, params: {{script: {json.dumps(script)}}}}}\n"
+    )
+    install(monkeypatch, "pyspacemouse")._plug()
+    params = "{max_speed: 0.1, max_rot_speed_deg: 0, deadband: 0.1, takeover_release_s: 0.3}"
+    result, sched = run_graph(parse_graph("nodes:\n" + hand + nodes_yaml("teleop.spacemouse", params)), duration_s=1.6)
+    assert result.ok, result
+    log = sched.nodes["log"].messages
+    engaged = check_takeover(log)
+    assert np.allclose(engaged[-1][:3] - COMMAND_B[:3], [0.02, 0, 0], atol=0.002)
+    on = [m.timestamp_ns * 1e-9 for m in log["takeover"] if m["active"]]
+    assert 0.25 < on[-1] - on[0] < 0.55  # 0.2 s of motion, then 0.3 s at rest
+    assert not log["takeover"][-1]["active"] and np.allclose(log["t"][-1]["ee_pose"], COMMAND_B)  # handed back
+    check_failure(log)
+
+
+def test_takeover_button_must_be_a_third_button():
+    import pytest
+
+    from robotflow.drivers.teleop_spacemouse import SpaceMouseParams
+    from robotflow.runtime.params import ParamError
+
+    with pytest.raises(ParamError, match="takeover_button"):
+        SpaceMouseParams(takeover_button=1)
+    assert SpaceMouseParams(takeover_button=2).takeover_button == 2

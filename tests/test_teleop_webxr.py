@@ -234,6 +234,10 @@ def test_headless_browser_drives_the_sim_arm_and_clutch_release_holds():
         page.click("#start")
         g.wait_for(lambda: sink.received.get("e", 0) == 1, 5, "the episode start")
         assert sink.last["e"]["event"] == "start"
+        assert page.is_hidden("#control")  # no arbiter in this graph: the page alone drives
+        page.click("#fail")
+        g.wait_for(lambda: sink.received.get("e", 0) == 2, 5, "the episode end")
+        assert (sink.last["e"]["event"], sink.last["e"]["label"]) == ("end", "failure")
 
         other = browser.new_page(ignore_https_errors=True)  # a second page may watch but not control
         other.goto(teleop.url)
@@ -376,3 +380,67 @@ def test_websocket_requires_the_token_and_off_loopback_one_is_always_set(tmp_pat
             assert json.loads(ws.recv(timeout=10))["type"] == "pong"
     finally:
         server.stop()
+
+
+def test_clutch_takes_over_from_the_policy_without_a_jump_and_fail_labels_the_episode():
+    """With an arbiter's `control`, over the page's WebSocket: released, the target and grip follow the policy
+    and the page is told the policy drives; the clutch takes over from the policy's last command (the gripper
+    keeps the policy's width until the slider moves); the page's fail button labels the episode failure."""
+    from teleop_takeover import COMMAND_B, WIDTH, check_failure, check_takeover, nodes_yaml
+    from websockets.sync.client import connect
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with GraphThread("nodes:\n" + nodes_yaml("teleop.webxr", "{port: 0}", paced=True)) as g:
+        g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
+        teleop = g.sched.nodes["teleop"]
+        with connect(teleop.url.replace("https", "wss") + "ws", ssl=ctx, open_timeout=10) as ws:
+
+            def hand(n, z0, z1, clutch, grip=1.0):  # n poses at 100 Hz, the hand from z0 to z1 (XR: -z = forward)
+                for i in range(n):
+                    ws.send(pose_msg([0, 1.2, z0 + (z1 - z0) * i / max(n - 1, 1)], clutch=clutch, grip=grip))
+                    time.sleep(0.01)
+
+            def shown():  # what the page shows: who drives
+                ws.send(json.dumps({"type": "ping", "t0": 0.0}))
+                return json.loads(ws.recv(timeout=10))["control"]
+
+            ws.send(json.dumps({"type": "episode", "action": "start"}))
+            hand(60, 0.0, 0.0, clutch=False)
+            assert shown() == "policy"
+            hand(40, 0.0, -0.05, clutch=True)  # the clutch held, the hand 5 cm forward
+            assert shown() == "human" and float(teleop.grip) == WIDTH  # the slider has not moved yet
+            hand(10, -0.05, -0.05, clutch=True, grip=0.0)
+            assert float(teleop.grip) == 0.0
+            ws.send(json.dumps({"type": "episode", "action": "fail"}))
+            hand(30, -0.05, -0.05, clutch=False)  # released: handed back
+    assert g.result.ok, g.result
+    log = g.sched.nodes["log"].messages
+    engaged = check_takeover(log)
+    assert np.allclose(engaged[:, :3].max(axis=0) - COMMAND_B[:3], [0.05, 0, 0], atol=1e-6)
+    assert not log["takeover"][-1]["active"] and np.allclose(log["t"][-1]["ee_pose"], COMMAND_B)
+    check_failure(log)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install adds it as root)")
+def test_page_shows_who_drives():
+    """With an arbiter's `control`, the page says the policy drives, and that you do while you hold the clutch."""
+    from playwright.sync_api import sync_playwright
+    from teleop_takeover import nodes_yaml
+
+    shows = "(text) => document.getElementById('control').textContent === text"
+    with GraphThread("nodes:\n" + nodes_yaml("teleop.webxr", "{port: 0}", paced=True)) as g, sync_playwright() as pw:
+        g.wait_for(lambda: hasattr(g.sched.nodes["teleop"], "url"), what="the page server")
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(ignore_https_errors=True)
+        page.goto(g.sched.nodes["teleop"].url + "?source=test")
+        page.wait_for_function(shows, arg="policy drives", timeout=10_000)
+        assert page.is_visible("#control")
+        page.locator("#clutch").hover()
+        page.mouse.down()
+        page.wait_for_function(shows, arg="you drive", timeout=5000)
+        page.mouse.up()
+        page.wait_for_function(shows, arg="policy drives", timeout=5000)
+        browser.close()
+    assert g.result.ok, g.result

@@ -9,6 +9,10 @@ graph swaps one device for another by changing the node's type and params.
 - While the device is lost (unplugged, page closed, no pose for a while) the node emits nothing on
   `ee_target` and `grip`: the arm keeps (or its watchdog holds) its last target. On reconnection the
   target continues from where it was, never from the device's new reading.
+- Take-over (a graph with a `control.arbiter`): every tick it is alive the device emits `takeover`, True
+  while the operator holds its take-over button or clutch. While it is False and the arbiter's `control`
+  says the policy drives, the target and grip follow the policy's command (`follow_control`), so taking
+  over starts exactly where the arm is headed. Without an arbiter nothing changes: the device drives.
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ class TeleopNode(TeleopDeviceNode):
         self._index = -1
         self._start_ns = 0
         self._reset_ns = -1
+        self._following = False  # the target followed the policy's command last tick
 
     def sync_target(self) -> bool:
         """Follow sim resets and start the target from the arm's pose; False until there is a target."""
@@ -143,6 +148,20 @@ class TeleopNode(TeleopDeviceNode):
                 return False
             self.target = EETarget.from_pose(state["ee_pose"])
         return True
+
+    def follow_control(self, engaged: bool) -> bool:
+        """While the operator has not taken over and the policy drives, set the target and grip to the
+        policy's command. Returns True when the device's own motion must not move the target this tick:
+        it followed the policy, or this is the tick the take-over starts (its first target is then exactly
+        the policy's last command, whatever the stick or puck already reads). Call after `sync_target`."""
+        was_following = self._following
+        cmd = None if engaged else self.policy_command()
+        self._following = cmd is not None
+        if cmd is not None:
+            self.target = EETarget.from_pose(cmd[0])
+            self.grip = cmd[1]
+            return True
+        return was_following
 
     def tell(self, message: str, *args) -> None:
         """What the person at the device must see (device lost or back, episodes), whatever the log level."""

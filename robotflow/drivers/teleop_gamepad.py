@@ -7,6 +7,10 @@ velocities (past a deadband) integrated into the absolute EE target at the node 
 The default map is SDL2's layout of an Xbox-style pad on Linux (axes 0/1 left stick, 3/4 right stick;
 buttons A=0 B=1 X=2 Y=3 LB=4 RB=5 Back=6 Start=7); every index is a param. It is printed at start.
 Unplugging the pad (SDL's JOYDEVICEREMOVED) stops `ee_target`/`grip` (the arm holds) until it is back.
+
+Take-over (a graph with a `control.arbiter`): RB is a dead-man switch. While it is held the operator drives
+(`takeover` True); released, the target follows the policy's command, so the next press starts where the
+arm is headed. X ends the episode labelled failure.
 """
 
 from __future__ import annotations
@@ -19,11 +23,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from robotflow.drivers.teleop_base import ButtonEdges, TeleopNode, deadband
-from robotflow.runtime.params import in_range, non_negative, positive
+from robotflow.runtime.params import ParamError, in_range, non_negative, positive
 
 PERMISSION_FIX = (
     "plug it in (check `ls /dev/input/js*`); your user needs read access to /dev/input/event*: "
     "`sudo usermod -aG input $USER`, then log in again"
+)
+
+BUTTONS = (
+    "button_grip",
+    "button_fail",
+    "button_discard",
+    "button_slow",
+    "button_stop",
+    "button_start",
+    "button_takeover",
 )
 
 
@@ -39,18 +53,29 @@ class GamepadParams:
     axis_up: int = 4  # right stick vertical: pushed away = up (+z)
     axis_yaw: int = 3  # right stick horizontal: pushed left = yaw left
     button_grip: int = 0  # A: toggle the gripper
+    button_fail: int = 2  # X: end the episode labelled failure
     button_discard: int = 3  # Y: discard the episode
     button_slow: int = 4  # LB (held): precision mode
     button_stop: int = 6  # Back: stop the episode (keep it)
     button_start: int = 7  # Start: start an episode
+    button_takeover: int = 5  # RB (held): take the arm over from the policy (a dead-man switch)
     task: str = ""  # written into episode events
+
+    def __post_init__(self) -> None:
+        seen: dict[int, str] = {}
+        for name in BUTTONS:
+            b = getattr(self, name)
+            if b in seen:
+                raise ParamError(name, f"is button {b}, which `{seen[b]}` already uses: give each a different button")
+            seen[b] = name
 
 
 HELP = """gamepad teleop ({name}):
   left stick      forward/back, left/right      right stick  up/down (vertical), yaw (horizontal)
   button {grip:<2}       toggle the gripper             button {slow:<2}    hold for precision ({slow_factor:g}x speed)
-  button {start:<2}       start an episode               button {stop:<2}    stop the episode (keep)
-  button {discard:<2}       discard the episode"""
+  button {start:<2}       start an episode               button {stop:<2}    stop the episode (keep, success)
+  button {fail:<2}       end the episode as a failure   button {discard:<2}    discard the episode
+  button {takeover:<2}       hold to take over from the policy (released: the policy drives)"""
 
 
 class GamepadTeleopNode(TeleopNode):
@@ -90,6 +115,8 @@ class GamepadTeleopNode(TeleopNode):
                 start=p.button_start,
                 stop=p.button_stop,
                 discard=p.button_discard,
+                fail=p.button_fail,
+                takeover=p.button_takeover,
             ),
             file=sys.stderr,
         )
@@ -140,7 +167,7 @@ class GamepadTeleopNode(TeleopNode):
             yaw = self._axis(p.axis_yaw)
             pressed = {
                 b: bool(self.pad.get_button(b))
-                for b in (p.button_grip, p.button_discard, p.button_slow, p.button_stop, p.button_start)
+                for b in (getattr(p, name) for name in BUTTONS)
                 if b < self.pad.get_numbuttons()
             }
         except pg.error as e:  # the pad went away between the event poll and the read
@@ -152,7 +179,9 @@ class GamepadTeleopNode(TeleopNode):
         lin = -deadband(sticks, p.deadband) * p.max_speed
         yaw_rate = -float(deadband(np.array([yaw]), p.deadband)[0]) * np.radians(p.max_yaw_speed_deg)
         scale = p.slow_factor if pressed.get(p.button_slow) else 1.0
-        self.target.integrate(scale * lin, np.array([0.0, 0.0, scale * yaw_rate]), dt)
+        engaged = bool(pressed.get(p.button_takeover))
+        if not self.follow_control(engaged):
+            self.target.integrate(scale * lin, np.array([0.0, 0.0, scale * yaw_rate]), dt)
         presses, _ = self.buttons.update(pressed, now * 1e-9)
         if p.button_grip in presses:
             self.grip = 0.0 if self.grip > 0.5 else 1.0
@@ -160,9 +189,12 @@ class GamepadTeleopNode(TeleopNode):
             self.episode("start")
         if p.button_stop in presses:
             self.episode("stop")
+        if p.button_fail in presses:
+            self.episode("fail")
         if p.button_discard in presses:
             self.episode("discard")
         self.emit_target(self.target.pose(), self.grip)
+        self.emit_takeover(engaged)
 
     def report(self) -> dict | None:
         return {"lost": getattr(self, "lost_count", 0)}

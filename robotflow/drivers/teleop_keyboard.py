@@ -1,8 +1,12 @@
 """`teleop.keyboard`: drive the arm from a terminal keyboard.
 
 Each key press moves the absolute EE target by a fixed step (x/y/z, yaw), opens or closes the gripper, or
-starts/stops/discards an episode. stdin is read without blocking in cbreak mode (termios/tty) and restored
-on teardown. The key -> command logic is the pure `KeyboardTeleop` class, testable without a terminal.
+starts/stops/fails/discards an episode. stdin is read without blocking in cbreak mode (termios/tty) and
+restored on teardown. The key -> command logic is the pure `KeyboardTeleop` class, testable without a terminal.
+
+Take-over (a graph with a `control.arbiter`): a terminal delivers key presses but no key releases, so no key
+can be held as a dead-man switch: `t` toggles the take-over instead. While it is off and the policy drives,
+the target and grip follow the policy's command, so the next `t` starts where the arm is headed.
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ KEYMAP: dict[str, tuple[str, object]] = {
     " ": ("grip", "toggle"),
     "n": ("episode", "start"),
     "m": ("episode", "stop"),
+    "b": ("episode", "fail"),  # `f` moves down
     "x": ("episode", "discard"),
+    "t": ("takeover", "toggle"),
 }
 HELP = """keyboard teleop keys:
   w/s  +x/-x (forward/back)     a/d  +y/-y (left/right)     r/f  up/down
   q/e  yaw left/right           o/c  open/close gripper     space  toggle gripper
-  n    start episode            m    stop episode (keep)    x  discard episode"""
+  n    start episode            m    stop episode (keep, success)
+  b    end episode as a failure x    discard episode
+  t    take over from the policy / hand back (with a control.arbiter in the graph)"""
 
 
 @dataclass
@@ -51,6 +59,7 @@ class KeyboardTeleop:
     yaw: float = 0.0
     grip: float = 1.0
     recording: bool = False
+    takeover: bool = False  # the operator has claimed the arm from the policy (`t` toggles it)
     events: list[str] = field(default_factory=list)
 
     @property
@@ -67,7 +76,7 @@ class KeyboardTeleop:
         return np.concatenate([self.pos, canonical_quat(quat_mul(yaw_quat(self.yaw), self.base_quat))])
 
     def press(self, key: str) -> str | None:
-        """Apply one key; returns an episode event (`start`, `stop`, `discard`) or None."""
+        """Apply one key; returns an episode event (`start`, `stop`, `fail`, `discard`) or None."""
         action = KEYMAP.get(key.lower())
         if action is None:
             return None
@@ -76,9 +85,12 @@ class KeyboardTeleop:
             if arg == "start" and not self.recording:
                 self.recording = True
                 return "start"
-            if arg in ("stop", "discard") and self.recording:
+            if arg in ("stop", "fail", "discard") and self.recording:
                 self.recording = False
                 return arg
+            return None
+        if kind == "takeover":
+            self.takeover = not self.takeover
             return None
         if kind == "grip":
             self.grip = (0.0 if self.grip > 0.5 else 1.0) if arg == "toggle" else float(arg)
@@ -136,10 +148,13 @@ class KeyboardTeleopNode(TeleopNode):
     def handle(self, keys: str) -> None:
         """Apply key presses and emit what they produce (used by step; callable from tests)."""
         for k in keys:
+            was = self.keys.takeover
             ev = self.keys.press(k)
-            if ev is None:
-                continue
-            self.emit_episode(ev)
+            if self.keys.takeover != was:
+                self.tell("take-over %s", "on: you drive" if self.keys.takeover else "off: the policy drives")
+            if ev is not None:
+                self.emit_episode(ev)
+                self.tell("episode %d: %s", self._index, ev)
 
     def step(self) -> None:
         for msg in self.read_all("task_episode"):
@@ -153,7 +168,14 @@ class KeyboardTeleopNode(TeleopNode):
                 return
             self.keys.init_from(np.asarray(state["ee_pose"], float))
         self.handle(self._read_keys())
+        # After the keys: while the policy drives they move nothing, and the tick `t` takes over the target
+        # is still the policy's last command.
+        cmd = None if self.keys.takeover else self.policy_command()
+        if cmd is not None:
+            self.keys.init_from(cmd[0])
+            self.keys.grip = cmd[1]
         self.emit_target(self.keys.target(), self.keys.grip)
+        self.emit_takeover(self.keys.takeover)
 
     def teardown(self) -> None:
         if self._fd is not None and self._saved is not None:

@@ -9,7 +9,12 @@ newest pose; the node's tick maps it onto the EE target:
   the hand's motion since the clutch was pressed moves the target from where it was then. Releasing it
   holds the arm, so the user can re-grip and continue (like lifting a mouse).
 - Grip: the page's slider, or a controller's trigger (pulled = closed).
-- Episodes: start / stop / discard buttons on the page.
+- Episodes: start / stop / fail / discard buttons on the page.
+- Take-over (a graph with a `control.arbiter`): the clutch is the take-over (`takeover` True while it is
+  engaged). Released, the target and grip follow the policy's command, so the next clutch press maps the
+  hand's motion from where the arm is headed. The page shows who drives (the arbiter's `control`). After
+  a take-over the gripper keeps the policy's width until the slider or trigger moves: a slider left at
+  "open" must not drop what the policy grasped.
 - Freshness: the page syncs its clock to the server's (ping/pong, the lowest round trip wins) and stamps
   every pose. A pose older than `max_age_ms` on arrival is dropped and counted. No pose for `timeout_s`
   (page closed, phone locked, network gone) and the node stops emitting `ee_target`/`grip`: the arm holds.
@@ -151,7 +156,8 @@ class PoseHub:
         self.received = 0
         self.dropped_stale = 0
         self.invalid = 0
-        self.status = {"recording": False, "following": False}  # shown by the page, set by the node
+        # Shown by the page, set by the node; control: who drives ("policy", "human"; "" without an arbiter).
+        self.status = {"recording": False, "following": False, "control": ""}
 
     def handle(self, text: str) -> dict | None:
         """One message from the page; returns the reply, if any."""
@@ -175,7 +181,7 @@ class PoseHub:
                     status = dict(self.status, dropped=self.dropped_stale, received=self.received)
                 return {"type": "pong", "t0": msg["t0"], "ts": now_ms, **status}
             elif kind == "episode":
-                if msg["action"] not in ("start", "stop", "discard"):
+                if msg["action"] not in ("start", "stop", "fail", "discard"):
                     raise ValueError(msg["action"])
                 with self._lock:
                     self._actions.append(msg["action"])
@@ -225,9 +231,9 @@ class PoseHub:
             self.client = client
             return True
 
-    def set_status(self, recording: bool, following: bool) -> None:
+    def set_status(self, recording: bool, following: bool, control: str = "") -> None:
         with self._lock:
-            self.status = {"recording": recording, "following": following}
+            self.status = {"recording": recording, "following": following, "control": control}
 
     def disconnect(self, client: object) -> None:
         with self._lock:
@@ -399,6 +405,7 @@ class WebXRTeleopNode(TeleopNode):
         self.url = urls[0]
         self.tell("open %s in the phone's or headset's browser (accept the self-signed certificate)", " or ".join(urls))
         self._lost = True
+        self._page_grip_then: float | None = None  # the page's grip while the policy held the gripper
         self.lost_count = 0
         self.lost_since_ns = self.now_ns()
         # The newest 100,000 poses (about half an hour at 60 Hz): page -> server, page -> ee_target emitted.
@@ -414,7 +421,7 @@ class WebXRTeleopNode(TeleopNode):
                 self.lost_since_ns = self.now_ns()  # no target is stamped after this until the page is back
                 self.tell("page lost (no pose for %.2f s): holding the arm", self.params.timeout_s)
             self.clutch.release()  # a pose after reconnecting re-anchors; it never jumps
-            hub.set_status(recording=self.episodes.recording, following=False)
+            hub.set_status(self.episodes.recording, False, self._control_source())
             return
         if self._lost:
             self._lost = False
@@ -422,16 +429,33 @@ class WebXRTeleopNode(TeleopNode):
         if not self.sync_target():
             return
         pose = hub.take()
+        # The clutch anchors at the target on its first engaged pose: following the policy up to that
+        # tick is all a take-over needs to start where the arm is headed.
+        followed = self.follow_control(self.clutch.engaged if pose is None else pose.clutch)
         if pose is not None:
             self.clutch.update(self.target, pose.p, pose.q, pose.clutch)
-            self.grip = pose.grip
+            self._page_grip(pose.grip, followed)
         for action in hub.actions():
             self.episode(action)
-        hub.set_status(recording=self.episodes.recording, following=self.clutch.engaged)
+        hub.set_status(self.episodes.recording, self.clutch.engaged, self._control_source())
         self.emit_target(self.target.pose(), self.grip)
+        self.emit_takeover(self.clutch.engaged)
         if pose is not None:
             self.latency_ms.append(server_clock_ms() - pose.t_ms)
             self.recv_ms.append(pose.recv_ms - pose.t_ms)
+
+    def _page_grip(self, grip: float, followed: bool) -> None:
+        """The page's grip drives the gripper, except that after a take-over it waits until the slider or
+        trigger moves away from where it was while the policy drove."""
+        if followed and self._following:
+            self._page_grip_then = grip
+        elif self._page_grip_then is None or abs(grip - self._page_grip_then) > 0.02:
+            self._page_grip_then = None
+            self.grip = grip
+
+    def _control_source(self) -> str:
+        msg = self.read("control")
+        return "" if msg is None else str(msg["source"])
 
     def report(self) -> dict | None:
         hub = getattr(self, "hub", None)

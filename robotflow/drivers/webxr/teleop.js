@@ -73,6 +73,15 @@ function onPong(m) {
   $("arm").textContent = m.following ? "following" : "holding";
   $("rec").textContent = m.recording ? "recording" : "idle";
   $("dropped").textContent = m.dropped;
+  showControl(m.control);
+}
+
+// Who drives the arm, from the arbiter's `control` ("" without one: the page alone drives, nothing to show).
+function showControl(source) {
+  const el = $("control");
+  el.hidden = !source;
+  el.dataset.source = source || "";
+  el.textContent = source === "policy" ? "policy drives" : source === "human" ? "you drive" : "-";
 }
 
 // The one path every pose takes. position: [x, y, z] m; orientation: [x, y, z, w] (WebXR's order);
@@ -106,6 +115,7 @@ $("grip").addEventListener("input", () => {
 });
 $("start").addEventListener("click", () => episode("start"));
 $("stop").addEventListener("click", () => episode("stop"));
+$("fail").addEventListener("click", () => episode("fail"));
 $("discard").addEventListener("click", () => episode("discard"));
 
 // ---- WebXR ----------------------------------------------------------------------------------------------
