@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from robotflow.codecs import video_backend
+from robotflow.codecs.codec import CodecError
+from robotflow.codecs.spec import check_same_codec, checkpoint_codec, load_dataset_codec
 from robotflow.policies.checkpoints import (
     CHECKPOINTS_DIR,
     LAST_CHECKPOINT_LINK,
@@ -162,14 +164,15 @@ def build_train_config(opts: TrainOptions) -> tuple[Any, list[str]]:
     )
     argv: list[str] = []
     if opts.init_from:
-        cfg.policy, argv = _initial_policy(opts, resolve_device(opts.device))
+        cfg.policy, argv = _initial_policy(opts, resolve_device(opts.device), root)
     _apply_lr_schedule(cfg, opts)
     return cfg, argv
 
 
-def _initial_policy(opts: TrainOptions, device: str) -> tuple[Any, list[str]]:
+def _initial_policy(opts: TrainOptions, device: str, dataset_root: Path) -> tuple[Any, list[str]]:
     """The config of the checkpoint a fine-tuning run starts from, and the argv that makes LeRobot load its
-    weights (`--policy.path`: validate() re-reads it; the processors then take this dataset's statistics)."""
+    weights (`--policy.path`: validate() re-reads it; the processors then take this dataset's statistics).
+    The checkpoint's codec must be the dataset's: the same features in the same order."""
     from lerobot.configs.policies import PreTrainedConfig  # torch/lerobot: imported only to train
 
     fixed = [f"--{n.replace('_', '-')}" for n in ("dim_model", "chunk_size") if getattr(opts, n) is not None]
@@ -181,6 +184,15 @@ def _initial_policy(opts: TrainOptions, device: str) -> tuple[Any, list[str]]:
         model_dir = resolve_checkpoint(opts.init_from).path
     except CheckpointError as e:
         raise TrainError(f"--init-from: {e}") from None
+    try:
+        check_same_codec(
+            checkpoint_codec(model_dir).spec,
+            load_dataset_codec(dataset_root).spec(),
+            have_what=f"--init-from {opts.init_from}",
+            want_what=f"dataset {dataset_root}",
+        )
+    except CodecError as e:
+        raise TrainError(str(e)) from None
     cfg = PreTrainedConfig.from_pretrained(model_dir)
     if cfg.type != opts.policy:
         raise TrainError(f"--init-from {opts.init_from} is a {cfg.type!r} policy, not --policy {opts.policy!r}")
