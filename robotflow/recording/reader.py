@@ -25,6 +25,7 @@ __all__ = [
     "EpisodeInfo",
     "EpisodeFile",
     "find_episode_files",
+    "episodes_left_out",
     "decode_jpeg",
 ]
 
@@ -243,9 +244,8 @@ def find_episode_files(path: str | Path, *, left_out: bool = False) -> list[Path
     """Episode files under ``path`` (a directory, searched recursively, or a single file), sorted.
 
     ``*.h5.partial`` files (an episode still being written, or a recorder that crashed) are not
-    returned: they are incomplete by definition. Nor, unless ``left_out``, are episodes their directory's
-    edit log (``robotflow episodes``, edits.py) leaves out: dropped, or labelled discarded. Raises EditError
-    for a damaged log.
+    returned: they are incomplete by definition. Nor, unless ``left_out``, are the episodes their directory's
+    edit log leaves out (episodes_left_out). Raises EditError for a damaged log.
     """
     p = Path(path)
     if p.is_file():
@@ -256,8 +256,23 @@ def find_episode_files(path: str | Path, *, left_out: bool = False) -> list[Path
         raise EpisodeError(f"{p}: input directory does not exist")
     if left_out:
         return found
+    out = _left_out(found)
+    return [f for f in found if f not in out]
+
+
+def episodes_left_out(path: str | Path) -> dict[Path, str]:
+    """The episode files under ``path`` their directory's edit log (``robotflow episodes``, edits.py) leaves out of
+    datasets, with why: dropped, or labelled discarded. Raises EpisodeError, EditError."""
+    return _left_out(find_episode_files(path, left_out=True))
+
+
+def _left_out(files: list[Path]) -> dict[Path, str]:
     logs: dict[Path, EpisodeEdits] = {}
-    for f in found:
+    out = {}
+    for f in files:
         if f.parent not in logs:
             logs[f.parent] = load_edits(f.parent)
-    return [f for f in found if logs[f.parent].left_out(f.name) is None]
+        reason = logs[f.parent].left_out(f.name)
+        if reason is not None:
+            out[f] = reason
+    return out

@@ -90,13 +90,12 @@ def summarize_episodes(directory: str | Path, warn=None) -> dict[str, Any]:
 
 
 def recorded_metrics(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """episode_metrics() of these episode files (a rollout's recordings), after the edit log beside each."""
+    """episode_metrics() of these episode files as recorded (a rollout's report of its own episodes, which an edit
+    log left by an earlier run into the same directory must not change)."""
     rows = []
     for path in paths:
         with EpisodeFile(path) as ep:
-            row = episode_row(ep, load_edits(Path(path).parent))
-        if not row["dropped"]:
-            rows.append(row)
+            rows.append(episode_row(ep, EpisodeEdits(Path(path).parent)))
     return episode_metrics(rows)
 
 
