@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,37 @@ def test_later_edits_win_undrop_reverses_drop_and_no_episode_file_changes(record
     ]
     assert all(e["time"].endswith("Z") for e in lines)
     assert digest(recorded) == before, "edits never rewrite an episode file"
+
+
+def _edit_many(directory: str, op: str, n: int) -> None:
+    for i in range(n):
+        edit_episodes(directory, op, [str(i % 4)])
+
+
+def test_concurrent_editors_append_whole_lines(recorded):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_edit_many, args=(str(recorded), op, 20)) for op in ("drop", "undrop", "drop")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = (recorded / EDITS_FILE).read_text().splitlines()
+    assert len(lines) == 60 and all(json.loads(line)["op"] in ("drop", "undrop") for line in lines)
+
+
+def test_a_log_applies_to_the_episodes_of_its_own_directory(recorded, tmp_path):
+    nested = recorded / "session2"
+    write_episode(nested / "episode_000000.h5", EpisodeSpec(duration_s=1.0, image_shape=SIZE))
+    edit_episodes(recorded, "drop", ["0"])
+    assert [p.relative_to(recorded).as_posix() for p in find_episode_files(recorded)] == [
+        "episode_000001.h5",
+        "episode_000002.h5",
+        "episode_000003.h5",
+        "session2/episode_000000.h5",
+    ]
+    edit_episodes(nested, "drop", ["0"])
+    assert len(find_episode_files(recorded)) == 3
 
 
 def test_cli_edits_and_their_errors_write_nothing(recorded, tmp_path):
