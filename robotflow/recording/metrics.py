@@ -35,20 +35,15 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-@dataclass(frozen=True)
-class SuccessRate:
-    successes: int
-    episodes: int
-
-    def to_json(self) -> dict[str, Any]:
-        lo, hi = wilson_interval(self.successes, self.episodes)
-        rate = self.successes / self.episodes if self.episodes else 0.0
-        return {
-            "successes": self.successes,
-            "episodes": self.episodes,
-            "rate": round(rate, 4),
-            "wilson_95": [round(lo, 4), round(hi, 4)],
-        }
+def success_json(successes: int, n: int) -> dict[str, Any]:
+    """A success rate as `info --json` and rollout summaries write it: counts, rate, 95% Wilson interval."""
+    lo, hi = wilson_interval(successes, n)
+    return {
+        "successes": successes,
+        "episodes": n,
+        "rate": round(successes / n if n else 0.0, 4),
+        "wilson_95": [round(lo, 4), round(hi, 4)],
+    }
 
 
 def success_text(successes: int, n: int) -> str:
@@ -112,10 +107,10 @@ def episode_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     controlled = [r for r in trials if r.get("interventions") is not None]
     return {
         "trials": len(trials),
-        "success_outcome": SuccessRate(sum(r["outcome"] == "success" for r in trials), len(trials)).to_json()
+        "success_outcome": success_json(sum(r["outcome"] == "success" for r in trials), len(trials))
         if trials
         else None,
-        "success_label": SuccessRate(sum(r["label"] == "success" for r in labelled), len(labelled)).to_json()
+        "success_label": success_json(sum(r["label"] == "success" for r in labelled), len(labelled))
         if labelled
         else None,
         "interventions": _control_totals(controlled) if controlled else None,
