@@ -115,6 +115,12 @@ class EpisodeSpec:
     image_encoding: str = "jpeg"  # or "raw"
     textured: bool = False  # camera-like textured frames instead of flat ones (benchmarks)
     outcome: str = "success"
+    label: str | None = None  # the operator's label attr; None: no attr (a file from before labels)
+    # the arbiter's `control` channel: (time s, source) where the source switches, "policy" or "human" until the
+    # next; empty: no control channel
+    control: Sequence[tuple[float, str]] = ()
+    control_channel: str = "arbiter/control"
+    control_rate: float = 50.0
     task: str = "pick up the red cube"
     episode_index: int = 0
     seed: int = 0
@@ -157,6 +163,9 @@ def write_episode(path: str | Path, spec: EpisodeSpec | None = None) -> Path:
         a["seed"] = spec.seed
         a["start_time_unix_ns"] = 1_763_000_000_000_000_000
         a["outcome"] = spec.outcome
+        if spec.label is not None:
+            a["label"] = spec.label
+        a["end_timestamp_ns"] = round((spec.t0_s + spec.duration_s) * 1e9)
         a["duration_s"] = spec.duration_s
         a["rates_json"] = json.dumps(spec.rates)
         channels = f.create_group("channels")
@@ -203,6 +212,8 @@ def write_episode(path: str | Path, spec: EpisodeSpec | None = None) -> Path:
                         ds[k] = encode_jpeg(img)
                     ds.attrs["encoding"] = "jpeg"
                 ds.attrs["shape"] = [h, w, 3]
+        if spec.control:
+            _write_control(group(spec.control_channel, _control_times(spec)), spec)
         # Episode start/end events, as sim.task emits them.
         if want("task/episode"):
             g = group("task/episode", np.array([0.0, spec.duration_s]))
@@ -215,6 +226,27 @@ def write_episode(path: str | Path, spec: EpisodeSpec | None = None) -> Path:
             g.create_dataset("task", data=np.array([spec.task] * 2, dtype=object), dtype=str_dt)
         a["counts_json"] = json.dumps(counts)
     return path
+
+
+def _control_times(spec: EpisodeSpec) -> np.ndarray:
+    return np.arange(int(np.floor(spec.duration_s * spec.control_rate + 1e-9)) + 1) / spec.control_rate
+
+
+def _write_control(g, spec: EpisodeSpec) -> None:
+    """The arbiter's output as recorded: `source` per tick, and its running totals (which, on the real arbiter,
+    span the run: here they start at 5 interventions and 100 s so a reader that trusts them is caught)."""
+    import h5py
+
+    t = _control_times(spec)
+    switch_t = np.array([s[0] for s in spec.control])
+    which = np.searchsorted(switch_t, t, side="right") - 1
+    source = np.array([spec.control[i][1] if i >= 0 else "policy" for i in which], dtype=object)
+    human = source == "human"
+    took = np.concatenate([[False], human[1:] & ~human[:-1]])
+    g.create_dataset("source", data=source, dtype=h5py.string_dtype())
+    g.create_dataset("interventions", data=5 + np.cumsum(took).astype(np.int64))
+    g.create_dataset("human_s", data=100.0 + np.cumsum(human) / spec.control_rate)
+    g.create_dataset("width", data=np.zeros(t.shape[0]))
 
 
 def write_episodes(directory: str | Path, n: int, **overrides: object) -> list[Path]:

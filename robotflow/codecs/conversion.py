@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from robotflow.codecs.codec import (
@@ -20,7 +21,9 @@ from robotflow.codecs.codec import (
     canonical_name,
     get_codec,
 )
-from robotflow.codecs.export import ConvertError, ConvertOptions, ConvertSummary, append, convert
+from robotflow.codecs.export import ConvertError, ConvertOptions, ConvertSummary, SkippedEpisode, append, convert
+from robotflow.recording.edits import EDITS_FILE, EditError
+from robotflow.recording.reader import EpisodeError, episodes_left_out, find_episode_files
 from robotflow.runtime.params import check_options
 from robotflow.storage import dataset_output, local_input
 
@@ -200,6 +203,22 @@ def _writer_options(job: EpisodesJob) -> ConvertOptions:
     )
 
 
+def _left_out_by_edits(local_input: Path) -> list[SkippedEpisode]:
+    """The episodes the edit log beside them leaves out (`robotflow episodes drop`, or labelled discarded), as
+    skipped episodes. export finds episode files without them; this reports them, and refuses an input that has
+    nothing else, saying so (export would only find no episode files)."""
+    try:
+        left = episodes_left_out(local_input)
+        if left and len(left) == len(find_episode_files(local_input, left_out=True)):
+            raise ConvertError(
+                f"{local_input}: every episode is dropped or labelled discarded in {EDITS_FILE} "
+                "(robotflow episodes undrop / label to keep some)"
+            )
+    except (EpisodeError, EditError) as e:
+        raise ConvertError(str(e)) from None
+    return [SkippedEpisode(path, f"{why} in {EDITS_FILE}") for path, why in left.items()]
+
+
 def convert_episodes(job: ConvertJob) -> ConvertSummary:
     """Convert the episodes of `job.input_path` into a new dataset at `job.output_dir` (either may be a URL)."""
     input_path, output_dir = _paths(job)
@@ -213,7 +232,11 @@ def convert_episodes(job: ConvertJob) -> ConvertSummary:
     )
     opts = dataclasses.replace(_writer_options(job), vcodec=job.vcodec)
     with dataset_output(output_dir, append=False) as local_out:
-        return convert(local_input(input_path), local_out, codec, opts)
+        local_in = local_input(input_path)
+        edited_out = _left_out_by_edits(local_in)
+        summary = convert(local_in, local_out, codec, opts)
+    summary.skipped = [*edited_out, *summary.skipped]
+    return summary
 
 
 def append_episodes(job: AppendJob) -> ConvertSummary:
@@ -238,4 +261,8 @@ def append_episodes(job: AppendJob) -> ConvertSummary:
         )
 
     with dataset_output(output_dir, append=True) as local_out:
-        return append(local_input(input_path), local_out, named, _writer_options(job), inherit=inherit)
+        local_in = local_input(input_path)
+        edited_out = _left_out_by_edits(local_in)
+        summary = append(local_in, local_out, named, _writer_options(job), inherit=inherit)
+    summary.skipped = [*edited_out, *summary.skipped]
+    return summary

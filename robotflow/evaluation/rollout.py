@@ -12,8 +12,9 @@ from pathlib import Path
 from robotflow.codecs import CodecError, CodecMismatchError, checkpoint_codec
 from robotflow.policies.checkpoints import CheckpointError, list_checkpoints, remote_checkpoints, resolve_checkpoint
 from robotflow.policies.nodes import LeRobotNodeParams
+from robotflow.recording.metrics import format_metrics
 from robotflow.recording.session import upload_episodes
-from robotflow.recording.summary import write_outcomes
+from robotflow.recording.summary import recorded_metrics, write_outcomes
 from robotflow.runtime.graph import SET_OPTION, GraphSpec, NodeDef, NodeSpec, load_graph
 from robotflow.runtime.params import check_options, in_range, non_negative, path_problem, path_writable
 from robotflow.storage import Cache, StorageError, is_remote, join
@@ -257,10 +258,20 @@ def _evaluate(
 
     outcomes = run_episodes(plan, jobs, opts.workers, progress)
     echo(format_table(outcomes))
+    metrics = _recorded(outcomes)
+    for line in format_metrics(metrics, with_outcome=False) if metrics else ():
+        echo(line)
     if rec_dir is not None and opts.video_channel:
         for path in write_failure_videos(outcomes, opts.video_channel):
             echo(f"failed episode video: {path}")
     return outcomes
+
+
+def _recorded(outcomes: list[EpisodeOutcome]) -> dict | None:
+    """What the recorded episodes say beyond the scorer's outcome (operator labels, interventions and time under
+    human control from an arbiter's control channel, faults); None when nothing was recorded."""
+    paths = [o.recording for o in outcomes if o.recording]
+    return recorded_metrics(paths) if paths else None
 
 
 def _write_summary(
@@ -281,6 +292,7 @@ def _write_summary(
         "graph": str(opts.graph_file),
         "recorded_to": recorded_to,
         "realtime": opts.realtime,
+        "recordings": _recorded(outcomes),
     }
     write_outcomes(opts.summary, [o.as_dict() for o in outcomes], extra)
 

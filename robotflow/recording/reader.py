@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .edits import EpisodeEdits, load_edits
 from .format import EPISODE_FORMAT, decode_jpeg
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "EpisodeInfo",
     "EpisodeFile",
     "find_episode_files",
+    "episodes_left_out",
     "decode_jpeg",
 ]
 
@@ -50,6 +52,7 @@ class EpisodeInfo:
     params_json: str = ""
     rates: dict[str, float] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    label: str = ""  # the operator's label at recording time (format.LABELS); '' when none or an older file
 
 
 def _attr_str(value: Any) -> str:
@@ -126,6 +129,7 @@ class EpisodeFile:
             episode_index=num("episode_index", int, -1),
             seed=num("seed", int, -1),
             outcome=_attr_str(a.get("outcome")) or "unknown",
+            label=_attr_str(a.get("label")),
             duration_s=num("duration_s", float, float("nan")),
             start_time_unix_ns=num("start_time_unix_ns", int, 0),
             robotflow_version=_attr_str(a.get("robotflow_version")),
@@ -236,15 +240,39 @@ class EpisodeFile:
             yield row
 
 
-def find_episode_files(path: str | Path) -> list[Path]:
+def find_episode_files(path: str | Path, *, left_out: bool = False) -> list[Path]:
     """Episode files under ``path`` (a directory, searched recursively, or a single file), sorted.
 
     ``*.h5.partial`` files (an episode still being written, or a recorder that crashed) are not
-    returned: they are incomplete by definition.
+    returned: they are incomplete by definition. Nor, unless ``left_out``, are the episodes their directory's
+    edit log leaves out (episodes_left_out). Raises EditError for a damaged log.
     """
     p = Path(path)
     if p.is_file():
-        return [p]
-    if not p.is_dir():
+        found = [p]
+    elif p.is_dir():
+        found = sorted(x for x in p.rglob("*.h5") if x.is_file())
+    else:
         raise EpisodeError(f"{p}: input directory does not exist")
-    return sorted(x for x in p.rglob("*.h5") if x.is_file())
+    if left_out:
+        return found
+    out = _left_out(found)
+    return [f for f in found if f not in out]
+
+
+def episodes_left_out(path: str | Path) -> dict[Path, str]:
+    """The episode files under ``path`` their directory's edit log (``robotflow episodes``, edits.py) leaves out of
+    datasets, with why: dropped, or labelled discarded. Raises EpisodeError, EditError."""
+    return _left_out(find_episode_files(path, left_out=True))
+
+
+def _left_out(files: list[Path]) -> dict[Path, str]:
+    logs: dict[Path, EpisodeEdits] = {}
+    out = {}
+    for f in files:
+        if f.parent not in logs:
+            logs[f.parent] = load_edits(f.parent)
+        reason = logs[f.parent].left_out(f.name)
+        if reason is not None:
+            out[f] = reason
+    return out

@@ -45,6 +45,7 @@ from robotflow.runtime.scheduler import TEARDOWN_S
 
 from .format import (
     EPISODE_FORMAT,
+    LABELS,
     OUTCOMES,
     encode_jpeg,
     episode_name,
@@ -374,11 +375,19 @@ class Recorder(Node):
         for p in self.data_ports:
             ch = self.channel_of[p]
             counts[ch] = {"received": ep["frames"].get(ch, 0), "gaps": ep["gaps"].get(ch, 0)}
-        attrs = {"outcome": outcome, "duration_s": duration, "end_timestamp_ns": t, "counts_json": json.dumps(counts)}
+        label = _label(fields.get("label"))
+        attrs = {
+            "outcome": outcome,
+            "label": label,
+            "duration_s": duration,
+            "end_timestamp_ns": t,
+            "counts_json": json.dumps(counts),
+        }
         info = {
             "index": ep["index"],
             "path": str(self.out_dir / episode_name(ep["index"])),
             "outcome": outcome,
+            "label": label,
             "duration_s": duration,
             "frames": dict(ep["frames"]),
             "gaps": sum(c["gaps"] for c in counts.values()),
@@ -493,6 +502,15 @@ class Recorder(Node):
                 self._writer_error = e
                 log.error("episode writer failed: %s", e)
                 return
+
+
+def _label(value: Any) -> str:
+    """The operator's label of an episode end event as stored ('' when none, or when it is not one of LABELS)."""
+    label = "" if value is None else str(value)
+    if label and label not in LABELS:
+        log.warning("episode end label %r is not one of %s; stored as no label", label, ", ".join(LABELS))
+        return ""
+    return label
 
 
 def h5py_check_vlen(ds) -> bool:

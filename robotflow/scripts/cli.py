@@ -116,6 +116,7 @@ def _attach_optional_commands() -> None:
         ("robotflow.scripts.record", "info", "info"),
         ("robotflow.scripts.record", "replay", "replay"),
         ("robotflow.scripts.record", "recover", "recover"),
+        ("robotflow.scripts.episodes", "episodes", "episodes"),
         ("robotflow.scripts.convert", "convert", "convert"),
         ("robotflow.scripts.train", "train_command", "train"),
         ("robotflow.scripts.rollout", "rollout", "rollout"),

@@ -11,6 +11,7 @@ import click
 
 from robotflow.evaluation import EvalError, RolloutUsageError
 from robotflow.recording import EpisodeError
+from robotflow.recording.edits import EditError
 from robotflow.recording.session import RecordError
 from robotflow.recording.summary import format_episode_table, success_line
 from robotflow.runtime.graph import SET_OPTION, GraphError, GraphSpec, load_graph
@@ -20,7 +21,7 @@ from robotflow.safety import format_safety
 from robotflow.storage import StorageError, local_input
 
 # Errors a user causes (a bad graph, a missing checkpoint, an unreadable episode): one line, no traceback.
-USER_ERRORS = (GraphError, EvalError, RecordError, EpisodeError, StorageError)
+USER_ERRORS = (GraphError, EvalError, RecordError, EpisodeError, EditError, StorageError)
 EPISODE_RESULT_COLUMNS = ("episode", "seed", "success", "duration")  # a task node's results
 
 

@@ -56,11 +56,18 @@ def record(graph: str, **params: Any) -> None:
 @click.command()
 @click.argument("directory")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def info(directory, as_json):
-    """Summarise the episodes in DIRECTORY (a directory or a URL): durations, outcomes, streams with rates, gaps."""
+@click.option("--show-dropped", is_flag=True, help="List dropped episodes in the table too (marked dropped).")
+def info(directory, as_json, show_dropped):
+    """Summarise the episodes in DIRECTORY (a directory or a URL): durations, outcomes and labels, success with its
+    95% Wilson interval, interventions and time under human control, faults, streams with rates, gaps.
+
+    Episodes dropped with `robotflow episodes drop` are left out of everything but a list of their names (JSON:
+    `dropped`); a label edited with `robotflow episodes label` replaces the recorded one (marked *).
+    """
     directory = local_path(directory, "directory")
-    summary = summarize_episodes(directory, warn=lambda m: click.echo(f"warning: {m}", err=True))
-    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    with user_errors():
+        summary = summarize_episodes(directory, warn=lambda m: click.echo(f"warning: {m}", err=True))
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary, show_dropped))
     if as_json:
         return
     for p in summary["partial_files"]:

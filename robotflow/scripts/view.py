@@ -1,4 +1,5 @@
-"""`robotflow view`: open a recorded episode or one episode of a converted dataset in Rerun."""
+"""`robotflow view`: open a recorded episode (a file, or one of a directory) or one episode of a converted dataset in
+Rerun."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from robotflow.views.options import ViewOptions
 
 
 @click.command("view")
-@click.argument("target", metavar="EPISODE|DATASET")
+@click.argument("target", metavar="EPISODE|DIR|DATASET")
 @dataclass_options(ViewOptions)
 def view(target: str, **params: Any) -> None:
-    """Show EPISODE (a recorded .h5 file) or an episode of DATASET (a LeRobot dataset directory) in Rerun.
+    """Show EPISODE (a recorded .h5 file), episode --episode of DIR (a directory of recorded episodes; those dropped
+    with `robotflow episodes drop` are left out) or of DATASET (a LeRobot dataset directory) in Rerun.
 
     Both may be URLs (s3://...). Cameras are images, `ee_pose` fields are also 3-D transforms, other numeric
     fields are plots, all on the recording's own timeline.

@@ -33,7 +33,13 @@ class LiveViewOptions:
 class ViewOptions:
     """`robotflow view`: which episode of a dataset, and where to (`show_recording(..., opts.episode, target)`)."""
 
-    episode: int = field(default=0, metadata={"help": "Dataset episode to show."})
+    episode: int = field(
+        default=0,
+        metadata={
+            "help": "Episode to show: of a dataset, its position; of a directory of recorded episodes, its number "
+            "(episode_NNNNNN.h5; dropped ones are left out)."
+        },
+    )
     save: str | None = field(
         default=None,
         metadata={"metavar": "FILE", "help": "Write a Rerun recording (.rrd) here instead of spawning a viewer."},

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import rerun as rr  # at import, so a view process has paid for it before the graph's clock starts
 
+from robotflow.recording.edits import EDITS_FILE, episode_files, load_edits
+from robotflow.recording.format import episode_name
 from robotflow.recording.reader import EpisodeFile
 from robotflow.recording.replay import is_image_field
 from robotflow.runtime.graph import GraphError, GraphSpec, NodeDef
@@ -247,12 +249,16 @@ class ViewError(Exception):
 
 
 def show_recording(path: Path, name: str, episode: int, target: str) -> str:
-    """Log an episode file, or episode `episode` of a LeRobot dataset directory, at `path` into `target` (a
-    .rrd file or `spawn`); `name` is how messages call it. Returns what was shown. Raises ViewError, EpisodeError."""
+    """Log an episode file, episode `episode` of a directory of recorded episodes (its number, unless its edit log
+    dropped it) or of a LeRobot dataset directory (its position), at `path` into `target` (a .rrd file or
+    `spawn`); `name` is how messages call it. Returns what was shown. Raises ViewError, EpisodeError, EditError."""
     is_dataset = (path / "meta" / "info.json").is_file()
-    if not is_dataset and not (path.is_file() and path.suffix == ".h5"):
+    if path.is_dir() and not is_dataset and episode_files(path):
+        path, name = _recorded_episode(path, name, episode), f"{name.rstrip('/')}/{episode_name(episode)}"
+    elif not is_dataset and not (path.is_file() and path.suffix == ".h5"):
         raise ViewError(
-            f"{name} is neither an episode file (.h5) nor a LeRobot dataset (a directory with meta/info.json)"
+            f"{name} is neither an episode file (.h5), a directory of them, nor a LeRobot dataset (a directory with "
+            "meta/info.json)"
         )
     if is_dataset:
         total = json.loads((path / "meta" / "info.json").read_text()).get("total_episodes", 0)
@@ -265,10 +271,35 @@ def show_recording(path: Path, name: str, episode: int, target: str) -> str:
     try:
         if is_dataset:
             return f"episode {episode} of {name}: {log_dataset_episode(rec, path, episode)} frames"
-        return f"{name}: {log_episode(rec, path)} messages"
+        return f"{name}{_edit_note(path)}: {log_episode(rec, path)} messages"
     finally:
         rec.flush(timeout_sec=30.0)
         rec.disconnect()
+
+
+def _recorded_episode(directory: Path, name: str, episode: int) -> Path:
+    """Episode number `episode` of a recording directory; a dropped one (edits.jsonl) is left out."""
+    edits = load_edits(directory)
+    kept = [n for n in episode_files(directory) if not edits.is_dropped(n)]
+    wanted = episode_name(episode)
+    if edits.is_dropped(wanted):
+        raise ViewError(
+            f"--episode {episode}: {wanted} is dropped in {EDITS_FILE} "
+            f"(`robotflow episodes undrop {name} {episode}` to view it, or give the file)"
+        )
+    if wanted not in kept:
+        listed = ", ".join(n.removeprefix("episode_").removesuffix(".h5").lstrip("0") or "0" for n in kept[:10])
+        raise ViewError(f"--episode {episode}: {name} has no {wanted} (episodes: {listed or 'none kept'})")
+    return directory / wanted
+
+
+def _edit_note(path: Path) -> str:
+    """` (label failure, dropped)`: what the episode's edit log and label say, to show beside its name."""
+    edits = load_edits(path.parent)
+    with EpisodeFile(path) as ep:
+        label = edits.label(ep.name, ep.info.label)
+    notes = ([f"label {label}"] if label else []) + (["dropped"] if edits.is_dropped(path.name) else [])
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 # ---- adding the view to a graph -----------------------------------------------------------------
