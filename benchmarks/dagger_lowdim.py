@@ -124,7 +124,7 @@ def _interventions(out: Path) -> dict:
     per_episode, human_s = [], 0.0
     for path in find_episode_files(out / "dagger"):
         with EpisodeFile(path) as ep:
-            segs = human_segments(ep)
+            segs = human_segments(ep) or []
         per_episode.append(len(segs))
         human_s += sum(s.duration_s for s in segs)
     n = len(per_episode)

@@ -15,17 +15,23 @@ import pytest
 pytest.importorskip("lerobot")
 
 import torch
+from click.testing import CliRunner
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.act.configuration_act import ACTConfig
 from lerobot.policies.act.modeling_act import ACTPolicy
 from lerobot.policies.factory import make_pre_post_processors
+from safetensors.torch import load_file
 
 from robotflow.codecs import get_codec, write_checkpoint_spec
+from robotflow.codecs.conversion import ConvertJob, convert_episodes
 from robotflow.drivers.sim.world import SimWorld
+from robotflow.policies.checkpoints import resolve_checkpoint
 from robotflow.recording.graph_transform import with_recorder
 from robotflow.recording.reader import EpisodeFile
+from robotflow.recording.summary import summarize_episodes
 from robotflow.runtime.graph import parse_graph
 from robotflow.runtime.scheduler import Scheduler
+from robotflow.scripts.train import train_command
 
 TAKEOVER_AT_S, TAKEOVER_FOR_S = 1.5, 2.5
 HANDOVER_STEP_M = 0.01
@@ -164,3 +170,42 @@ def test_takeover_is_counted_and_the_safety_layer_saw_nothing_unusual(takeover_r
         last = ep.field("arbiter/control", "human_s")[-1]
         interventions = ep.field("arbiter/control", "interventions")[-1]
     assert interventions == 1 and float(last) == pytest.approx(TAKEOVER_FOR_S, abs=0.1)
+
+
+def test_info_counts_the_intervention(takeover_run):
+    _, path = takeover_run
+    summary = summarize_episodes(path.parent)
+    (row,) = summary["episodes"]
+    assert row["interventions"] == 1
+    assert row["human_s"] == pytest.approx(TAKEOVER_FOR_S, abs=0.1)
+
+
+def test_interventions_convert_and_fine_tune_the_policy(takeover_run, tmp_path):
+    """`convert --interventions` makes one dataset episode of the take-over with its lead-in, and `train
+    --init-from` starts from the checkpoint's weights (a run from scratch would not be near them)."""
+    _, path = takeover_run
+    summary = convert_episodes(
+        ConvertJob(
+            input_path=str(path.parent),
+            output_dir=str(tmp_path / "corrections"),
+            codec="ee_objects",
+            interventions=True,
+            lead_in_s=1.0,
+            progress=False,
+        )
+    )
+    assert summary.episodes == 1
+    assert summary.frames == pytest.approx((TAKEOVER_FOR_S + 1.0) * 15, abs=2)
+    ckpt = path.parent.parent / "pretrained_model"
+    args = ["--dataset-root", str(tmp_path / "corrections"), "--run-name", "tuned", "--output-dir", str(tmp_path)]
+    args += ["--steps", "2", "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--init-from", str(ckpt)]
+    result = CliRunner().invoke(train_command, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    tuned = load_file(resolve_checkpoint(tmp_path / "tuned").path / "model.safetensors")
+    start = load_file(ckpt / "model.safetensors")
+    assert tuned.keys() == start.keys()
+    drift = max(float((tuned[k].float() - start[k].float()).abs().max()) for k in start)
+    assert drift < 1e-3, drift  # two AdamW steps at the checkpoint's 1e-5 learning rate
+    args[args.index("tuned")] = "again"
+    refused = CliRunner().invoke(train_command, [*args[:-1], str(tmp_path / "nowhere")])
+    assert refused.exit_code != 0 and "--init-from" in refused.output and "Traceback" not in refused.output

@@ -264,7 +264,7 @@ def plan_episodes(
 def _intervention_grids(ep: EpisodeFile, grid: FrameGrid, lead_in_s: float) -> list[FrameGrid]:
     """The episode's frame grid cut to each intervention with its lead-in (those of at least 2 frames)."""
     out = []
-    for seg in human_segments(ep):
+    for seg in human_segments(ep) or []:
         window = grid_window(grid, seg.start_ns - int(lead_in_s * 1e9), seg.end_ns)
         if window.num_frames >= 2:
             out.append(window)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .control import human_segments
 from .reader import EpisodeFile
 
 # Two-sided 95% normal quantile.
@@ -63,33 +64,12 @@ class ControlTime:
     human_s: float
 
 
-def control_channel(ep: EpisodeFile) -> str | None:
-    """The recorded arbiter output (`<arbiter>/control`, a string field `source`), if the episode has one."""
-    for ch in ep.channels():
-        if ch.rsplit("/", 1)[-1] == "control" and ep.has_field(ch, "source"):
-            return ch
-    return None
-
-
 def control_time(ep: EpisodeFile) -> ControlTime | None:
-    """Interventions and human time from the `source` of each recorded control message; None without a channel.
-
-    Counted from `source` rather than the arbiter's own running totals, which span the whole run, not the episode.
-    Each message's source holds until the next message; the last one until the episode's end.
-    """
-    ch = control_channel(ep)
-    if ch is None:
+    """Interventions and human time of one episode (robotflow.recording.control); None without a channel."""
+    segments = human_segments(ep)
+    if segments is None:
         return None
-    ts = ep.timestamps(ch)
-    if ts.size == 0:
-        return ControlTime(0, 0.0)
-    source = ep.field(ch, "source").astype(str)
-    end = ep.attr("end_timestamp_ns")
-    end_ns = max(int(end), int(ts[-1])) if end.lstrip("-").isdigit() else int(ts[-1])
-    human = source == "human"
-    held_ns = np.diff(np.append(ts, end_ns))
-    switches = int(np.sum(human[1:] & (source[:-1] == "policy")))
-    return ControlTime(switches, float(np.sum(held_ns[human])) / 1e9)
+    return ControlTime(len(segments), float(sum(s.duration_s for s in segments)))
 
 
 # ---- over a set of episodes ---------------------------------------------------------------------------------------
