@@ -182,7 +182,9 @@ nodes:
 def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_path):
     g = tmp_path / "kill.yaml"
     out = tmp_path / "eps"
-    g.write_text(KILL_GRAPH.replace("LEN", "0.6"))
+    # Episodes of 1 s, and the kill 0.1 s after the third one opened: under load the kill still lands inside
+    # it (with 0.6 s episodes and a 0.3 s wait it sometimes landed between episodes: no partial to recover).
+    g.write_text(KILL_GRAPH.replace("LEN", "1.0"))
     p = subprocess.Popen(
         [
             sys.executable,
@@ -195,7 +197,7 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
             "--output-dir",
             str(out),
             "--set",
-            "task.length_s=0.6",
+            "task.length_s=1.0",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -209,7 +211,7 @@ def test_sigkill_keeps_finished_episodes_and_recover_handles_the_partial(tmp_pat
         if len(done) >= 2 and partial:
             break
         time.sleep(0.05)
-    time.sleep(0.3)  # let the open episode get some data flushed (or not): both must be handled
+    time.sleep(0.1)  # let the open episode get some data flushed (or not): both must be handled
     os.killpg(p.pid, signal.SIGKILL)  # the runtime and its recorder process die at once, as in a crash
     p.wait(10)
     time.sleep(0.2)
