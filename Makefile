@@ -11,7 +11,7 @@ DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
 	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision clean
+.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision dagger-lowdim clean
 
 install: sysdeps $(STAMP)
 
@@ -91,6 +91,14 @@ e2e-lowdim: install
 VISION_DIR ?= out/e2e_vision
 e2e-vision: install
 	$(PY) -m benchmarks.e2e_vision --out $(VISION_DIR)
+
+# Learning from interventions (README, "Operator's loop result"): a weak low-dim policy, a scripted operator taking
+# over when it stalls, the interventions converted and the policy fine-tuned on demos + interventions (and, as a
+# control, on the demos alone), each rolled out on the same 50 unseen seeds.
+DAGGER_DIR ?= out/dagger_lowdim
+dagger-lowdim: install
+	rm -rf $(DAGGER_DIR)
+	$(PY) -m benchmarks.dagger_lowdim --out $(DAGGER_DIR)
 
 clean:
 	rm -rf $(VENV) .venv-peers .venv-positronic-* *.egg-info
