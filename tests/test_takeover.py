@@ -29,7 +29,7 @@ from robotflow.policies.checkpoints import resolve_checkpoint
 from robotflow.recording.graph_transform import with_recorder
 from robotflow.recording.reader import EpisodeFile
 from robotflow.recording.summary import summarize_episodes
-from robotflow.runtime.graph import parse_graph
+from robotflow.runtime.graph import load_graph, parse_graph
 from robotflow.runtime.scheduler import Scheduler
 from robotflow.scripts.train import train_command
 
@@ -209,3 +209,20 @@ def test_interventions_convert_and_fine_tune_the_policy(takeover_run, tmp_path):
     args[args.index("tuned")] = "again"
     refused = CliRunner().invoke(train_command, [*args[:-1], str(tmp_path / "nowhere")])
     assert refused.exit_code != 0 and "--init-from" in refused.output and "Traceback" not in refused.output
+
+
+def test_hardware_takeover_graph_keeps_the_policy_graphs_arm_and_policy():
+    """The Franka take-over graph changes only who commands the arm: the arm's params (safety layer included),
+    the gripper and the policy are the policy graph's, and the arm and gripper listen to the arbiter alone."""
+    root = Path(__file__).resolve().parents[1] / "graphs"
+    hw, takeover = (
+        load_graph(root / "franka_stack_cubes_policy.yaml"),
+        load_graph(root / "franka_stack_cubes_policy_takeover.yaml"),
+    )
+    assert takeover.node("arm").params == hw.node("arm").params
+    assert takeover.node("gripper").params == hw.node("gripper").params
+    assert takeover.node("policy").params == hw.node("policy").params
+    assert takeover.node("arm").inputs["ee_target"].source == "arbiter/ee_target"
+    assert takeover.node("gripper").inputs["target"].source == "arbiter/grip"
+    assert takeover.node("policy").inputs["control"].source == "arbiter/control"
+    assert takeover.node("teleop").inputs["control"].source == "arbiter/control"
