@@ -17,6 +17,7 @@ releases the device in the node's own thread and never raises for a device that 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -24,6 +25,9 @@ import numpy as np
 
 from robotflow.runtime.node import Input, Node
 from robotflow.safety import ArmSafety, ArmSafetyParams, GripperSafety
+
+# Waits between a stalled camera's reopen attempts (the last one repeats).
+RECONNECT_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
 
 # ---- arm ----------------------------------------------------------------------------------------------
 
@@ -158,12 +162,66 @@ class GripperNode(Node):
 
 class CameraNode(Node):
     """A camera (`sim.camera`, `realsense.camera`, `opencv.camera`): output `frame` {`image`: (H, W, 3) uint8
-    RGB}, a fresh array per frame, at most one frame per tick; a tick without a new frame emits nothing."""
+    RGB}, a fresh array per frame, at most one frame per tick; a tick without a new frame emits nothing.
+
+    A live camera that stops delivering (unplugged, a USB reset, a hung driver) never re-emits an old frame:
+    its readers see the last frame age, so a policy skips its ticks (max_observation_age_s) and the arm's
+    watchdog holds. After `timeout_s` without a frame the node reopens the device (`watch_stream`), with
+    backoff, for up to `reconnect_s`; frames resume when the device is back, and after that long without one
+    the node fails, which stops the graph safely. Stalls and reconnects are counted in the report.
+    """
 
     outputs = ("frame",)
 
     def emit_frame(self, image: np.ndarray) -> None:
         self.emit("frame", image=image)
+
+    # ---- stall watch and reconnect (live cameras) ------------------------------------------------------
+    def start_watch(self, timeout_s: float, reconnect_s: float) -> None:
+        """Begin watching the stream (end of setup): no frame for `timeout_s` is a stall."""
+        self._watch = (timeout_s, reconnect_s)
+        self._last_frame_t = time.monotonic()
+        self._stall_t: float | None = None  # when the current stall was detected
+        self._attempts = 0
+        self._next_attempt_t = 0.0
+        self.stream_counts = {"stalls": 0, "reconnects": 0, "reconnect_attempts": 0}
+
+    def frame_arrived(self, what: str) -> None:
+        """A new frame came from the device: a stall, if any, is over."""
+        now = time.monotonic()
+        if self._stall_t is not None:
+            self.log("%s delivering again after %.1f s without a frame", what, now - self._last_frame_t)
+            self._stall_t = None
+        self._last_frame_t = now
+
+    def watch_stream(self, what: str, hint: str, reopen: Callable[[], None]) -> None:
+        """A tick without a new frame: past `timeout_s` call `reopen()` (raises when the device is not
+        back) with backoff, and fail once `timeout_s + reconnect_s` have passed without a frame."""
+        timeout_s, reconnect_s = self._watch
+        now = time.monotonic()
+        silent = now - self._last_frame_t
+        if silent <= timeout_s:
+            return
+        if self._stall_t is None:
+            self._stall_t, self._attempts, self._next_attempt_t = now, 0, now
+            self.stream_counts["stalls"] += 1
+            if reconnect_s > 0:
+                self.log("%s: no frame for %.1f s: reopening it, for up to %g s", what, silent, reconnect_s)
+        if silent > timeout_s + reconnect_s:
+            tried = f"; {self._attempts} reopen attempt(s) failed" if self._attempts else ""
+            raise RuntimeError(f"{what}: no frame for {timeout_s + reconnect_s:g} s ({hint}){tried}")
+        if now < self._next_attempt_t:
+            return
+        self._attempts += 1
+        self.stream_counts["reconnect_attempts"] += 1
+        self._next_attempt_t = now + RECONNECT_BACKOFF_S[min(self._attempts - 1, len(RECONNECT_BACKOFF_S) - 1)]
+        try:
+            reopen()
+        except RuntimeError as e:
+            self.log("%s: reopen attempt %d failed: %s", what, self._attempts, str(e).splitlines()[0][:200])
+            return
+        self.stream_counts["reconnects"] += 1
+        self.log("%s: reopened (attempt %d), waiting for frames", what, self._attempts)
 
 
 # ---- teleop device ------------------------------------------------------------------------------------

@@ -3,16 +3,18 @@
 OpenCV delivers BGR; the BGR -> RGB conversion writes a fresh array, which is the only copy a frame
 gets before it travels zero-copy to its readers. `cap.read()` blocks until the camera's next frame, so
 set the node's `rate:` to the camera's fps.
+
+A live camera that stops delivering (`read()` returns False: unplugged, a USB reset) is reopened after
+`timeout_s` with backoff, for up to `reconnect_s` (CameraNode.watch_stream); meanwhile the node emits nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from robotflow.drivers.base import CameraNode
-from robotflow.runtime.params import positive
+from robotflow.runtime.params import non_negative, positive
 
 log = logging.getLogger("robotflow")
 
@@ -34,7 +36,8 @@ class OpenCVCameraParams:
     height: int = positive(480)
     fps: float = positive(30.0)  # requested from the device
     loop: bool = False  # files: restart at the end instead of ending the graph
-    timeout_s: float = positive(2.0)  # a live camera that delivers nothing for this long is an error
+    timeout_s: float = positive(2.0)  # a live camera that delivers nothing for this long is reopened ...
+    reconnect_s: float = non_negative(10.0)  # ... for up to this long before it is an error (0: fail at once)
 
 
 class OpenCVCameraNode(CameraNode):
@@ -44,10 +47,17 @@ class OpenCVCameraNode(CameraNode):
 
     def setup(self) -> None:
         p = self.params
-        cv2 = self.cv2 = import_cv2()
+        self.cv2 = import_cv2()
         self.cap = None
         src = p.source
         self._is_file = isinstance(src, str) and not src.startswith(("rtsp://", "http://", "https://", "/dev/"))
+        self.cap = self._open()
+        self._resize_logged = False
+        self.frames = 0
+        self.start_watch(p.timeout_s, p.reconnect_s)
+
+    def _open(self):
+        p, cv2, src = self.params, self.cv2, self.params.source
         cap = cv2.VideoCapture(src)
         if not cap.isOpened():
             raise RuntimeError(
@@ -58,18 +68,22 @@ class OpenCVCameraNode(CameraNode):
                     else "; check the path"
                 )
             )
-        self.cap = cap
         if not self._is_file:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, p.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, p.height)
             cap.set(cv2.CAP_PROP_FPS, p.fps)
-        self._last_frame_t = time.monotonic()
-        self._resize_logged = False
-        self.frames = 0
+        return cap
+
+    def _reopen(self) -> None:
+        """Release the device and open it again (RuntimeError while it is not back)."""
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+        self.cap = self._open()
 
     def step(self) -> None:
         p, cv2 = self.params, self.cv2
-        ok, bgr = self.cap.read()
+        ok, bgr = self.cap.read() if self.cap is not None else (False, None)
         if not ok:
             if self._is_file:
                 if p.loop and self.frames:
@@ -77,10 +91,9 @@ class OpenCVCameraNode(CameraNode):
                     return
                 self.request_stop(f"end of {p.source}")
                 return
-            if time.monotonic() - self._last_frame_t > p.timeout_s:
-                raise RuntimeError(f"OpenCV camera {p.source!r}: no frame for {p.timeout_s:g} s")
+            self.watch_stream(f"OpenCV camera {p.source!r}", "unplugged, or held by another program", self._reopen)
             return
-        self._last_frame_t = time.monotonic()
+        self.frame_arrived(f"OpenCV camera {p.source!r}")
         if bgr.shape[:2] != (p.height, p.width):
             if not self._resize_logged:
                 self.log("source delivers %dx%d, resizing to %dx%d", bgr.shape[1], bgr.shape[0], p.width, p.height)
@@ -99,4 +112,4 @@ class OpenCVCameraNode(CameraNode):
             self.cap = None
 
     def report(self) -> dict | None:
-        return {"frames": self.frames} if hasattr(self, "frames") else None
+        return {"frames": self.frames, **self.stream_counts} if hasattr(self, "stream_counts") else None

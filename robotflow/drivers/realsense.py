@@ -8,18 +8,21 @@ every other channel, so cameras and the arm share one time base in recordings.
 
 Give the node a `rate:` at or above the camera's fps (e.g. 60 for 30 fps): a poll that finds nothing new
 emits nothing, and device frames skipped between polls are counted (report()) rather than lost silently.
+
+A camera that stops delivering (unplugged, a USB reset) is reopened: after `timeout_s` without a frame the
+node restarts its pipeline as soon as the device is listed again, with backoff, for up to `reconnect_s`
+(CameraNode.watch_stream); meanwhile it emits nothing, so readers see the last frame age.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from robotflow.drivers.base import CameraNode
-from robotflow.runtime.params import positive
+from robotflow.runtime.params import non_negative, positive
 
 log = logging.getLogger("robotflow")
 
@@ -44,7 +47,8 @@ class RealSenseParams:
     width: int = positive(640)
     height: int = positive(480)
     fps: int = positive(30)  # a mode the camera supports at this resolution (6, 15, 30, 60)
-    timeout_s: float = positive(2.0)  # fail when no new frame arrives for this long (unplugged, USB2 bandwidth)
+    timeout_s: float = positive(2.0)  # no new frame for this long (unplugged, USB2 bandwidth): reopen the camera
+    reconnect_s: float = non_negative(10.0)  # ... and keep trying this long before failing (0: fail at timeout_s)
 
     def __post_init__(self) -> None:
         self.serial = str(self.serial)
@@ -74,37 +78,60 @@ class RealSenseCameraNode(CameraNode):
                 f"set params.serial of node {self.name!r}, quoted"
             )
         self.serial = serial
-        config = rs.config()
-        config.enable_device(serial)
-        config.enable_stream(rs.stream.color, p.width, p.height, rs.format.rgb8, p.fps)
-        pipeline = rs.pipeline()
         try:
-            pipeline.start(config)
+            self.pipeline = self._start_pipeline()
         except RuntimeError as e:
             raise RuntimeError(
                 f"RealSense {serial}: cannot start color {p.width}x{p.height} RGB8 at {p.fps} fps: "
                 f"{e}; pick a mode the camera lists (rs-enumerate-devices)"
             ) from None
-        self.pipeline = pipeline
-        self._last_frame_t = time.monotonic()
+        self.start_watch(p.timeout_s, p.reconnect_s)
         self.log("RealSense %s streaming %dx%d at %d fps", serial, p.width, p.height, p.fps)
+
+    def _start_pipeline(self):
+        p, rs = self.params, self.rs
+        config = rs.config()
+        config.enable_device(self.serial)
+        config.enable_stream(rs.stream.color, p.width, p.height, rs.format.rgb8, p.fps)
+        pipeline = rs.pipeline()
+        pipeline.start(config)
+        return pipeline
+
+    def _reopen(self) -> None:
+        """Restart the pipeline once the device is listed again (a replugged camera needs a new one);
+        RuntimeError while it is not back."""
+        serials = [dev.get_info(self.rs.camera_info.serial_number) for dev in self.rs.context().query_devices()]
+        if self.serial not in serials:
+            raise RuntimeError(f"RealSense {self.serial} is not connected")
+        self._stop_pipeline()
+        self.pipeline = self._start_pipeline()
+        self._last_number = None  # a new pipeline numbers its frames afresh
+
+    def _stop_pipeline(self) -> None:
+        if self.pipeline is not None:
+            try:
+                self.pipeline.stop()
+            except RuntimeError as e:  # the device is gone already
+                log.warning("[%s] pipeline.stop(): %s", self.name, e)
+            self.pipeline = None
 
     def step(self) -> None:
         p = self.params
-        frames = self.pipeline.poll_for_frames()
+        try:
+            frames = self.pipeline.poll_for_frames() if self.pipeline is not None else None
+        except RuntimeError:  # librealsense raises on a device that went away: the same as no frame
+            frames = None
         color = frames.get_color_frame() if frames else None
         if not color or color.get_frame_number() == self._last_number:
-            if time.monotonic() - self._last_frame_t > p.timeout_s:
-                raise RuntimeError(
-                    f"RealSense {self.serial}: no frame for {p.timeout_s:g} s "
-                    f"(unplugged, or a USB2 port without the bandwidth)"
-                )
+            self.watch_stream(
+                f"RealSense {self.serial}", "unplugged, or a USB2 port without the bandwidth", self._reopen
+            )
             return
         number = color.get_frame_number()
         if self._last_number is not None and number > self._last_number + 1:
             self.counts["device_frames_skipped"] += number - self._last_number - 1
         self._last_number = number
-        self._last_frame_t = time.monotonic()
+        self.frame_arrived(f"RealSense {self.serial}")
         # The one copy: out of librealsense's pooled buffer into an array this node owns and never touches
         # again after emitting it.
         image = np.array(np.asanyarray(color.get_data()), dtype=np.uint8, copy=True)
@@ -117,11 +144,7 @@ class RealSenseCameraNode(CameraNode):
 
     def teardown(self) -> None:
         if getattr(self, "pipeline", None) is not None:
-            try:
-                self.pipeline.stop()
-            except RuntimeError as e:
-                log.warning("[%s] pipeline.stop(): %s", self.name, e)
-            self.pipeline = None
+            self._stop_pipeline()
 
     def report(self) -> dict | None:
-        return dict(self.counts) if hasattr(self, "counts") else None
+        return {**self.counts, **self.stream_counts} if hasattr(self, "stream_counts") else None

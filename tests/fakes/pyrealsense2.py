@@ -16,6 +16,20 @@ import numpy as np
 _devices: list[str] = ["111111111111", "222222222222"]  # serial numbers of the connected cameras
 _pipelines: list = []
 _frozen = False  # test hook: cameras stop delivering frames
+_plugged_in: dict[str, int] = {}  # serial -> times it was plugged back in (_unplug/_plug)
+
+
+def _unplug(serial: str) -> None:
+    """Test hook: the camera disappears from the USB bus. As with librealsense, it is no longer listed, its
+    running pipeline delivers nothing from now on, and a new pipeline for it cannot start."""
+    _devices.remove(serial)
+
+
+def _plug(serial: str) -> None:
+    """Test hook: the camera is back on the bus (listed again). A pipeline started before the unplug stays
+    dead: as with librealsense, only a new (restarted) pipeline streams from it."""
+    _devices.append(serial)
+    _plugged_in[serial] = _plugged_in.get(serial, 0) + 1
 
 
 class stream:  # noqa: N801 - pyrealsense2's enum names are lower case
@@ -121,6 +135,10 @@ class pipeline:  # noqa: N801
             raise RuntimeError("start() cannot be called before stop()")
         if config._serial is not None and config._serial not in _devices:
             raise RuntimeError("No device connected")
+        if not _devices:
+            raise RuntimeError("No device connected")
+        self._serial = config._serial if config._serial is not None else _devices[0]
+        self._plug_count = _plugged_in.get(self._serial, 0)
         ((_, w, h, fmt, fps),) = [s for s in config._streams if s[0] is stream.color]
         self._config = config
         self._fps = fps
@@ -138,7 +156,8 @@ class pipeline:  # noqa: N801
         if not self._started:
             raise RuntimeError("poll_for_frames() cannot be called before start()")
         n = int((time.monotonic() - self._t0) * self._fps)
-        if _frozen or n <= self._delivered:
+        gone = self._serial not in _devices or _plugged_in.get(self._serial, 0) != self._plug_count
+        if _frozen or gone or n <= self._delivered:
             return composite_frame()
         self._delivered = n
         # rgb8: R counts frames, G and B are fixed, so tests can check channel order and freshness.
