@@ -10,6 +10,9 @@ server process gets SIGKILL, a write past RLIMIT_FSIZE fails with EFBIG.
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ from test_policy_node import save_checkpoint  # noqa: E402
 from test_serve import free_port  # noqa: E402
 from test_serve_remote_node import ThreadServer  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 WRIST, FRONT = "111111111111", "222222222222"
 COMMAND_TIMEOUT_S = 0.3  # the arm's watchdog
 MAX_AGE_S = 0.25  # the policy's max_observation_age_s
@@ -283,3 +287,64 @@ def test_opencv_camera_that_stops_delivering_is_reopened_and_fails_cleanly_when_
     assert not result.ok and result.failed_node == "cam"
     assert "no frame for 1.2 s" in result.error and "reopen attempt(s) failed" in result.error
     assert "\n" not in result.error
+
+
+# ---- disk ---------------------------------------------------------------------------------------------
+
+DISK_GRAPH = """
+nodes:
+  - {name: task, type: test.episodes, rate: 100, params: {episodes: 3, length_s: 1.0, gap_s: 0.1}}
+  - {name: cam, type: test.frames, rate: 30, params: {width: 64, height: 48}}
+  - {name: arm, type: test.counter, rate: 200}
+  - name: recorder
+    type: record.hdf5
+    rate: 50
+    params: {flush_s: 0.25, min_free_mb: 0.1}
+    inputs:
+      episode: {source: task/episode, delivery: queue}
+      cam: {source: cam/frame, delivery: queue}
+      arm: {source: arm/count, delivery: queue}
+"""
+
+
+def user_namespaces() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not user_namespaces(), reason="needs `unshare -rm` (user namespaces) to mount a small tmpfs")
+def test_disk_fills_during_recording(tmp_path):
+    """`robotflow record` onto a 700 kB tmpfs (mounted in a user namespace), room for two of its three
+    episodes: the first two are intact, the third is closed as far as it was written (aborted, readable),
+    and the run ends with one line saying what happened and what to do."""
+    graph = tmp_path / "g.yaml"
+    graph.write_text(DISK_GRAPH)
+    disk, saved = tmp_path / "disk", tmp_path / "saved"
+    disk.mkdir()
+    record = [sys.executable, "-m", "robotflow.scripts.cli", "record", str(graph), "--episodes", "3"]
+    script = (
+        f"mount -t tmpfs -o size=700k tmpfs {disk} && "
+        f"{shlex.join([*record, '--output-dir', str(disk / 'eps')])} >{tmp_path}/out 2>{tmp_path}/err; "
+        f"echo $? >{tmp_path}/rc; cp -a {disk}/eps {saved}"
+    )
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, check=True, timeout=120)
+    rc, err = int((tmp_path / "rc").read_text()), (tmp_path / "err").read_text()
+    assert rc != 0
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "recording stopped" in errors[0] and "free some space" in errors[0]
+    assert sorted(p.name for p in saved.iterdir()) == [f"episode_00000{i}.h5" for i in range(3)]
+    for i in range(2):
+        with EpisodeFile(saved / f"episode_00000{i}.h5") as ep:
+            assert ep.info.outcome == "success"
+            assert len(ep.timestamps("cam/frame")) >= 25 and np.all(np.diff(ep.seq("cam/frame")) == 1)
+    with EpisodeFile(saved / "episode_000002.h5") as ep:
+        assert ep.info.outcome == "aborted" and ep.attr("end_reason") == "disk full"
+        seq = ep.seq("arm/count")
+        assert len(seq) > 0 and np.all(np.diff(seq) == 1), "what was written is the episode's start, whole"
+    info = subprocess.run(
+        [sys.executable, "-m", "robotflow.scripts.cli", "info", str(saved)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert info.returncode == 0 and "aborted 1, success 2" in info.stdout, info.stdout + info.stderr

@@ -91,7 +91,11 @@ class EpisodeFile:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
             raise EpisodeError(f"{self.name}: not an HDF5 episode file ({exc.__class__.__name__})") from None
-        fmt = _attr_str(self._h5.attrs.get("format"))
+        try:
+            fmt = _attr_str(self._h5.attrs.get("format"))
+        except (OSError, RuntimeError) as exc:  # HDF5 metadata a failed write left half-updated
+            self._h5.close()
+            raise EpisodeError(f"{self.name}: damaged HDF5 file ({str(exc).splitlines()[0][:120]})") from None
         if fmt != EPISODE_FORMAT:
             self._h5.close()
             raise EpisodeError(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .reader import EpisodeError, EpisodeFile
+
 
 @dataclass
 class Recovered:
@@ -51,9 +53,12 @@ def recover_partials(directory: str | Path) -> list[Recovered]:
                 f.attrs["duration_s"] = float((t_last - t_first) / 1e9) if t_first is not None else 0.0
             if final.exists():
                 raise OSError(f"{final.name} already exists")
+            with EpisodeFile(p) as ep:  # what readers will do with it: a file HDF5 half-wrote can fail here
+                for channel in ep.channels():
+                    ep.timestamps(channel)
             p.rename(final)
             out.append(Recovered(p, final, True, sum(c["received"] for c in counts.values())))
-        except OSError as e:
+        except (OSError, RuntimeError, KeyError, ValueError, EpisodeError) as e:  # h5py's errors on a damaged file
             dest = Path(directory) / "unrecoverable"
             dest.mkdir(exist_ok=True)
             shutil.move(str(p), dest / p.name)

@@ -9,6 +9,11 @@ Nothing is lost and the control loop is not disturbed:
   `backpressure_ms`); its input queues then fill and ZeroMQ's losses show as counted gaps, never silently.
 - Episodes are written as `episode_NNNNNN.h5.partial`, flushed every `flush_s`, and renamed when the
   episode closes, so finished episodes are always complete files; `robotflow recover` handles a partial.
+- A filling disk stops the recording before a write can fail: HDF5 left with a failed write in the middle of
+  a flush can leave a file that no longer opens. Before each flush the writer checks that the output's free
+  space covers what it is about to write plus `min_free_mb`; when it does not, the open episode is closed
+  as far as it was written (outcome `aborted`, `end_reason` says why, the unflushed rest is dropped), and
+  the node fails with one line, which stops the graph safely.
 
 A loss shows as a sequence gap when the channel's next message arrives; a loss in the last instants of an
 episode is therefore counted in the channel's totals (the run's stats table) rather than in that episode.
@@ -29,6 +34,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -84,6 +90,8 @@ class EpisodeWriter:
         self.channels = self.file.require_group("channels")
         self.buffers: dict[str, _ChannelBuffer] = {}
         self.kinds: dict[tuple[str, str], str] = {}
+        self.t_first: int | None = None  # the first and last timestamp in the file
+        self.t_last: int | None = None
 
     def append(self, channel: str, msg: Message) -> None:
         buf = self.buffers.get(channel)
@@ -104,6 +112,8 @@ class EpisodeWriter:
             if not n:
                 continue
             grp = self.channels.require_group(channel)
+            self.t_first = min(buf.ts[0], self.t_first) if self.t_first is not None else buf.ts[0]
+            self.t_last = max(buf.ts[-1], self.t_last) if self.t_last is not None else buf.ts[-1]
             self._extend(grp, "timestamp_ns", np.asarray(buf.ts, dtype=np.int64))
             self._extend(grp, "seq", np.asarray(buf.seq, dtype=np.int64))
             for name, col in buf.fields.items():
@@ -124,6 +134,22 @@ class EpisodeWriter:
             for name in buf.fields:
                 buf.fields[name] = []
         self.file.flush()
+
+    def written_counts(self) -> dict[str, dict[str, int]]:
+        """Rows in the file per channel (counts_json of an episode closed early; gaps are not known here)."""
+        return {ch: {"received": buf.count, "gaps": 0} for ch, buf in self.buffers.items()}
+
+    def written_span_s(self) -> float:
+        """Seconds from the first to the last message in the file."""
+        return (self.t_last - self.t_first) / 1e9 if self.t_first is not None else 0.0
+
+    def drop_pending(self) -> None:
+        """Forget the rows not written yet (no room left for them)."""
+        for buf in self.buffers.values():
+            buf.ts.clear()
+            buf.seq.clear()
+            for name in buf.fields:
+                buf.fields[name] = []
 
     def _write_jpeg(self, grp: Any, name: str, col: list, rows_before: int, sample: Any) -> None:
         import h5py
@@ -221,6 +247,13 @@ class RecorderParams:
     # bound on the writer's backlog, in seconds of writing at its measured rate: at most half the teardown budget
     backlog_s: float = in_range(0, TEARDOWN_S / 2, 3.0, min_open=True)
     backlog_mb: int = in_range(1, None, 1024)  # and in memory
+    # free space on the output's disk kept beyond what the next flush writes; below it the recording stops,
+    # the open episode closed as far as it was written
+    min_free_mb: float = non_negative(100.0)
+
+
+class DiskFull(RuntimeError):
+    """The output's disk has no room for the next flush; the open episode was closed."""
 
 
 class Recorder(Node):
@@ -276,6 +309,8 @@ class Recorder(Node):
 
     # ---- node thread ----------------------------------------------------------------------------
     def step(self) -> None:
+        if isinstance(self._writer_error, DiskFull):
+            raise RuntimeError(str(self._writer_error)) from None
         if self._writer_error is not None:
             raise RuntimeError(f"episode writer failed: {self._writer_error}") from self._writer_error
         for port in self._subs:
@@ -470,12 +505,14 @@ class Recorder(Node):
                     if kind == "open":
                         if writer is not None:  # cannot happen: start closes first; keep the data anyway
                             writer.close({"outcome": "aborted"})
+                        self._check_room(None, 0)
                         writer = EpisodeWriter(a, b, self.params.image_encoding, self.params.jpeg_quality)
                     elif kind == "data":
                         unwritten += size
                         if writer is not None:
                             writer.append(a, b)
                     elif kind == "close" and writer is not None:
+                        self._check_room(writer, unwritten)
                         t0 = time.monotonic()
                         writer.close(a)
                         self._written(unwritten, time.monotonic() - t0)
@@ -486,6 +523,7 @@ class Recorder(Node):
                         self.episodes.append(b)
                     elif kind == "stop":
                         if writer is not None:
+                            self._check_room(writer, unwritten)
                             writer.close({"outcome": "aborted"})
                         return
                 # Flush on time (what a crash can lose), or early when half the backlog waits in the buffers.
@@ -494,14 +532,37 @@ class Recorder(Node):
                 ):
                     t0 = time.monotonic()
                     if writer is not None:
+                        self._check_room(writer, unwritten)
                         writer.flush()
                     last_flush = time.monotonic()
                     self._written(unwritten, last_flush - t0)
                     unwritten = 0
+            except DiskFull as e:
+                if writer is not None:
+                    writer.drop_pending()
+                    attrs = {"outcome": "aborted", "end_reason": "disk full", "duration_s": writer.written_span_s()}
+                    writer.close({**attrs, "counts_json": json.dumps(writer.written_counts())})
+                self._writer_error = e  # the node thread fails the run with this line
+                return
             except BaseException as e:  # noqa: BLE001 - surfaced on the node thread, which stops the graph
                 self._writer_error = e
                 log.error("episode writer failed: %s", e)
                 return
+
+    def _check_room(self, writer: EpisodeWriter | None, pending: int) -> None:
+        """DiskFull unless the output's disk has `pending` bytes (the next write, before encoding: an upper
+        bound) plus `min_free_mb` free."""
+        free = shutil.disk_usage(self.out_dir).free
+        reserve = self.params.min_free_mb * 2**20
+        if free >= pending + reserve:
+            return
+        where = f"episode {writer.final_path.name} closed as far as it was written (aborted)" if writer else ""
+        raise DiskFull(
+            f"recording stopped: {free / 2**20:.2f} MB free on {self.out_dir}, below the next write "
+            f"({pending / 2**20:.2f} MB) plus min_free_mb ({self.params.min_free_mb:g}); "
+            + (where + "; " if where else "")
+            + "free some space and record again"
+        )
 
 
 def _label(value: Any) -> str:
