@@ -10,6 +10,7 @@ server process gets SIGKILL, a write past RLIMIT_FSIZE fails with EFBIG.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -348,3 +349,32 @@ def test_disk_fills_during_recording(tmp_path):
         [sys.executable, "-m", "robotflow.scripts.cli", "info", str(saved)], cwd=ROOT, capture_output=True, text=True
     )
     assert info.returncode == 0 and "aborted 1, success 2" in info.stdout, info.stdout + info.stderr
+
+
+# ---- convert and append killed ------------------------------------------------------------------------
+
+
+def test_a_killed_append_or_convert_is_cleaned_up_and_the_dataset_put_back(tmp_path):
+    """What SIGKILL can leave beside a dataset (tests/test_faults_kill.py kills real runs): the work dir of a
+    convert (a half-built dataset) and of an append killed between its two renames (the output path gone, the
+    old dataset in `previous`). The next run removes the first and renames the dataset back from the second;
+    the work dir of a process still running is left alone."""
+    from robotflow.codecs.export import clear_interrupted
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    out = tmp_path / "ds"
+    appended = tmp_path / f".ds.append-{dead.pid}-x1"
+    (appended / "previous" / "meta").mkdir(parents=True)
+    (appended / "previous" / "meta" / "info.json").write_text("{}")
+    (appended / "merged" / "meta").mkdir(parents=True)
+    converted = tmp_path / f".ds.convert-{dead.pid}-x2"
+    (converted / "dataset" / "data").mkdir(parents=True)
+    live = tmp_path / f".ds.convert-{os.getpid()}-x3"
+    live.mkdir()
+    other = tmp_path / f".other.convert-{dead.pid}-x4"
+    other.mkdir()
+    clear_interrupted(out)
+    assert (out / "meta" / "info.json").read_text() == "{}", "the dataset is back where it was"
+    assert not appended.exists() and not converted.exists()
+    assert live.exists() and other.exists()

@@ -27,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -546,9 +547,41 @@ def dir_size_bytes(path: Path) -> int:
 
 
 def _fresh_workdir(near: Path, tag: str) -> Path:
-    """A temp dir next to ``near`` (same filesystem, so the final rename is atomic)."""
+    """A temp dir next to ``near`` (same filesystem, so the final rename is atomic), named with this process's
+    id so that a later run can tell it from a live one's (clear_interrupted)."""
     near.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{near.name}.{tag}-", dir=near.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{near.name}.{tag}-{os.getpid()}-", dir=near.parent))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def clear_interrupted(output_dir: Path) -> None:
+    """Clean up after a convert or append that was killed (its process is gone) beside ``output_dir``.
+
+    Its work dir holds a half-built dataset, removed here. One case holds more: an append killed between its
+    two renames (_swap_in) left the output path empty and the old dataset in the work dir's `previous`; it is
+    renamed back, so the output path holds the dataset as it was before that append (untouched).
+    """
+    pattern = re.compile(rf"\.{re.escape(output_dir.name)}\.(convert|append)-(\d+)-.+")
+    if not output_dir.parent.is_dir():
+        return
+    for work in output_dir.parent.iterdir():
+        m = pattern.fullmatch(work.name)
+        if m is None or not work.is_dir() or _process_alive(int(m.group(2))):
+            continue
+        previous = work / "previous"
+        if previous.is_dir() and not output_dir.exists():
+            os.replace(previous, output_dir)
+            log.warning("%s: put back the dataset an interrupted append had moved aside", output_dir)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def convert(
@@ -561,6 +594,7 @@ def convert(
     """
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
+    clear_interrupted(output_dir)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise ConvertError(
             f"{output_dir}: output exists and is not empty (use 'robotflow convert append' to add episodes)"
@@ -635,7 +669,9 @@ def _check_appendable(
 
 def _swap_in(merged: Path, output_dir: Path, old: Path) -> None:
     """Replace ``output_dir`` by ``merged``: the old dataset moves aside only once the merged one is complete,
-    and comes back if the second rename fails, so the output path always holds a whole dataset."""
+    and comes back if the second rename fails, so the output path always holds a whole dataset. A process
+    killed between the two renames leaves it in ``old``; the next convert or append puts it back
+    (clear_interrupted)."""
     os.replace(output_dir, old)
     try:
         os.replace(merged, output_dir)
@@ -661,6 +697,7 @@ def append(
     """
     t0 = time.perf_counter()
     output_dir = Path(output_dir)
+    clear_interrupted(output_dir)
     codec, existing_spec, info = _check_appendable(output_dir, codec, opts, inherit)
     fps = int(info["fps"])
     vcodec = _existing_vcodec(info) or opts.vcodec
