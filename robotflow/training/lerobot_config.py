@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -132,6 +133,12 @@ def _resumed_config(opts: TrainOptions, root: Path, run_dir: Path, wandb: Any) -
     return cfg, [f"--config_path={cfg_file}"]
 
 
+def _never_saved(run_dir: Path) -> bool:
+    """A run dir that a killed run left before its first checkpoint dir appeared."""
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    return run_dir.is_dir() and not (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
 def build_train_config(opts: TrainOptions) -> tuple[Any, list[str]]:
     """The `TrainPipelineConfig` for a new run, or the saved one of the run being resumed, and the argv
     LeRobot's `validate()` must see (`robotflow.training.lerobot_patches.lerobot_argv`)."""
@@ -143,7 +150,12 @@ def build_train_config(opts: TrainOptions) -> tuple[Any, list[str]]:
         raise TrainError(f"{root} is not a LeRobot dataset (no meta/info.json); create one with `robotflow convert`")
     run_dir = opts.run_dir.resolve()
     wandb = wandb_config(opts, WandBConfig)
-    if opts.resume:
+    if opts.resume and _never_saved(run_dir):
+        # Stopped before its first checkpoint: nothing to continue from, and nothing in the dir worth keeping.
+        warn(f"{run_dir} has no checkpoint yet (stopped before its first save): starting it from step 0")
+        if rank() == 0:
+            shutil.rmtree(run_dir)
+    elif opts.resume:
         return _resumed_config(opts, root, run_dir, wandb)
     if run_dir.exists() and rank() == 0:  # other ranks start after rank 0 may have created it
         raise TrainError(f"run directory {run_dir} already exists: pass --resume to continue it, or another --run-name")
