@@ -36,6 +36,7 @@ from episode_factory import write_episodes  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from test_train import TINY, make_dataset  # noqa: E402
 
+from robotflow.codecs.export import clear_interrupted  # noqa: E402
 from robotflow.policies.checkpoints import list_checkpoints  # noqa: E402
 from robotflow.recording.reader import EpisodeFile  # noqa: E402
 from robotflow.recording.recover import recover_partials  # noqa: E402
@@ -48,30 +49,47 @@ SEED = 24
 KILLS = {"record": 20, "convert": 8, "append": 8, "train": 6}
 
 
-def kill_times(name: str, reference_s: float) -> list[float]:
+def kill_times(name: str, span_s: float) -> list[float]:
+    """KILLS[name] points from a fixed-seed RNG, uniform over the span plus a tenth (some after the end)."""
     rng = np.random.default_rng([SEED, sum(map(ord, name))])
-    return sorted(rng.uniform(0.2, 1.1, KILLS[name]) * reference_s)
+    return sorted(rng.uniform(0.0, 1.1, KILLS[name]) * span_s)
 
 
-def timed_run(cmd: list[str]) -> float:
-    t0 = time.monotonic()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+def _start(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_started(p: subprocess.Popen, started) -> float:
+    """Poll until `started()` (the command's work is under way) or the process ended; returns the time."""
+    while started is not None and not started() and p.poll() is None:
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+def timed_run(cmd: list[str], started=None) -> float:
+    """Run `cmd` to the end; seconds from `started()` first holding (None: from the start) to its exit."""
+    p = _start(cmd)
+    t0 = _wait_started(p, started)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err.decode()
     return time.monotonic() - t0
 
 
-def run_until(cmd: list[str], at_s: float, look=None) -> tuple[bool, object]:
-    """Start `cmd` in its own process group and SIGKILL the group `at_s` seconds later (unless it ended
-    first). Returns (killed, what `look()` saw just before the kill)."""
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def run_until(cmd: list[str], after_s: float, started=None, look=None) -> tuple[bool, object]:
+    """Start `cmd` in its own process group and SIGKILL the group `after_s` seconds after `started()` first
+    holds (None: after the start), unless it ended first. Returns (killed, what `look()` saw just before)."""
+    p = _start(cmd)
+    t0 = _wait_started(p, started)
     try:
-        p.wait(at_s)
+        p.wait(max(0.0, t0 + after_s - time.monotonic()))
         return False, None
     except subprocess.TimeoutExpired:
         seen = look() if look is not None else None
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(30)
         return True, seen
+    finally:
+        p.stderr.close()
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -117,13 +135,19 @@ def test_sigkill_during_record_keeps_every_finished_episode(tmp_path):
     def cmd(out: Path) -> list[str]:
         return [*CLI, "record", str(graph), "--episodes", "4", "--output-dir", str(out)]
 
-    reference = timed_run(cmd(tmp_path / "ref"))
-    landed = {"before the first episode closed": 0, "with an episode open": 0, "after the run": 0}
-    recovered = unrecoverable = 0
-    for i, at in enumerate(kill_times("record", reference)):
+    def first_episode(out: Path):
+        return lambda: out.exists() and any(out.glob("episode_*"))
+
+    ref = tmp_path / "ref"
+    span = timed_run(cmd(ref), started=first_episode(ref))  # from the first episode file to the end
+    landed = {"between episodes": 0, "with an episode open": 0, "after the run": 0}
+    recovered, messages, unrecoverable = 0, [], 0
+    for i, at in enumerate(kill_times("record", span)):
         out = tmp_path / f"k{i}"
-        killed, partial = run_until(cmd(out), at, look=lambda out=out: bool(list(out.glob("*.partial"))))
-        finished = sorted(out.glob("episode_*.h5")) if out.exists() else []
+        killed, partial = run_until(
+            cmd(out), at, started=first_episode(out), look=lambda out=out: bool(list(out.glob("*.partial")))
+        )
+        finished = sorted(out.glob("episode_*.h5"))
         assert [f.name for f in finished] == [f"episode_{k:06d}.h5" for k in range(len(finished))]
         for f in finished:
             with EpisodeFile(f) as ep:
@@ -131,28 +155,23 @@ def test_sigkill_during_record_keeps_every_finished_episode(tmp_path):
                 for ch, least in (("cam/frame", 12), ("arm/count", 80)):
                     seq = ep.seq(ch)
                     assert len(seq) >= least and np.all(np.diff(seq) == 1), (f, ch)
-        partials = sorted(out.glob("*.partial")) if out.exists() else []
-        assert len(partials) <= 1
-        for r in recover_partials(out) if out.exists() else []:
+        assert len(list(out.glob("*.partial"))) <= 1
+        for r in recover_partials(out):
             if r.ok:
                 recovered += 1
+                messages.append(r.messages)
                 with EpisodeFile(r.path) as ep:
                     assert ep.info.outcome == "aborted"
             else:
                 unrecoverable += 1
                 assert r.path.is_file() and r.path.parent.name == "unrecoverable"
-        key = (
-            "after the run"
-            if not killed
-            else ("with an episode open" if partial else "before the first episode closed")
-        )
-        landed[key] += 1
+        landed["after the run" if not killed else ("with an episode open" if partial else "between episodes")] += 1
         shutil.rmtree(out, ignore_errors=True)
     print(
-        f"record: {KILLS['record']} kills over {reference:.1f} s runs: {landed}; "
-        f"partials recovered {recovered}, moved aside {unrecoverable}"
+        f"record: {KILLS['record']} kills over the {span:.1f} s of episodes: {landed}; partials recovered "
+        f"{recovered} (messages {messages}), moved aside {unrecoverable}"
     )
-    assert landed["with an episode open"] >= KILLS["record"] // 4, "the kills landed inside episodes"
+    assert landed["with an episode open"] >= KILLS["record"] // 2, "the kills landed inside episodes"
 
 
 # ---- convert and append ---------------------------------------------------------------------------------
@@ -181,17 +200,16 @@ def work_dirs(out: Path) -> list[Path]:
 def test_sigkill_during_convert_leaves_nothing_or_the_whole_dataset(tmp_path, episodes):
     src, _ = episodes
     reference = tmp_path / "ref" / "ds"
-    took = timed_run(convert_cmd(src, reference))
-    landed = {"before building": 0, "while building": 0, "after the run": 0}
-    for i, at in enumerate(kill_times("convert", took)):
+    span = timed_run(convert_cmd(src, reference), started=lambda: bool(work_dirs(reference)))
+    landed = {"while building": 0, "after the run": 0}
+    for i, at in enumerate(kill_times("convert", span)):
         out = tmp_path / f"k{i}" / "ds"
-        killed, building = run_until(convert_cmd(src, out), at, look=lambda out=out: bool(work_dirs(out)))
+        killed, _ = run_until(convert_cmd(src, out), at, started=lambda out=out: bool(work_dirs(out)))
         if out.exists():
             assert_whole_dataset(out, reference)
-        landed["after the run" if not killed else ("while building" if building else "before building")] += 1
         assert killed or out.exists()
-    print(f"convert: {KILLS['convert']} kills over {took:.1f} s runs: {landed}")
-    assert landed["while building"] >= 1
+        landed["while building" if killed else "after the run"] += 1
+    print(f"convert: {KILLS['convert']} kills over the {span:.1f} s from its work dir to its end: {landed}")
 
 
 def test_sigkill_during_append_leaves_the_dataset_untouched_or_whole(tmp_path, episodes):
@@ -201,22 +219,21 @@ def test_sigkill_during_append_leaves_the_dataset_untouched_or_whole(tmp_path, e
     before = tree_digest(base)
     reference = tmp_path / "ref" / "ds"
     shutil.copytree(base, reference)
-    took = timed_run(append_cmd(more, reference))
-    landed = {"untouched": 0, "appended": 0}
-    building = 0
-    for i, at in enumerate(kill_times("append", took)):
+    span = timed_run(append_cmd(more, reference), started=lambda: bool(work_dirs(reference)))
+    landed = {"untouched": 0, "appended": 0, "put back": 0}
+    for i, at in enumerate(kill_times("append", span)):
         out = tmp_path / f"k{i}" / "ds"
         shutil.copytree(base, out)
-        killed, busy = run_until(append_cmd(more, out), at, look=lambda out=out: bool(work_dirs(out)))
-        building += bool(busy)
-        assert out.is_dir(), "the dataset is never missing (an append killed between its two renames is undone)"
+        run_until(append_cmd(more, out), at, started=lambda out=out: bool(work_dirs(out)))
+        if not out.exists():  # killed between its two renames: the next convert or append puts it back
+            clear_interrupted(out)
+            landed["put back"] += 1
         if tree_digest(out) == before:
             landed["untouched"] += 1
         else:
             assert_whole_dataset(out, reference)
             landed["appended"] += 1
-    print(f"convert append: {KILLS['append']} kills over {took:.1f} s runs: {landed}, {building} while building")
-    assert building >= 1
+    print(f"convert append: {KILLS['append']} kills over the {span:.1f} s from its work dir to its end: {landed}")
 
 
 # ---- train --------------------------------------------------------------------------------------------
@@ -256,7 +273,7 @@ def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_
     os.environ.pop("WANDB_API_KEY", None)
     took = timed_run(cmd(tmp_path / "ref"))
     resumed_from = []
-    for i, at in enumerate(kill_times("train", took)):
+    for i, at in enumerate(kill_times("train", took)):  # from the start: a kill before the run dir exists too
         runs = tmp_path / f"k{i}"
         killed, _ = run_until(cmd(runs), at)
         run = runs / "tiny"

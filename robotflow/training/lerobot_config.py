@@ -134,9 +134,11 @@ def _resumed_config(opts: TrainOptions, root: Path, run_dir: Path, wandb: Any) -
 
 
 def _never_saved(run_dir: Path) -> bool:
-    """A run dir that a killed run left before its first checkpoint dir appeared."""
+    """A run dir that a killed run left before its first checkpoint was whole: LeRobot points `last` at a
+    checkpoint once it is saved, so without `last` there is at most the first one, half-written."""
     checkpoints = run_dir / CHECKPOINTS_DIR
-    return run_dir.is_dir() and not (checkpoints.is_dir() and any(checkpoints.iterdir()))
+    steps = [p for p in checkpoints.iterdir() if p.name.isdigit()] if checkpoints.is_dir() else []
+    return run_dir.is_dir() and not (checkpoints / LAST_CHECKPOINT_LINK).exists() and len(steps) <= 1
 
 
 def build_train_config(opts: TrainOptions) -> tuple[Any, list[str]]:
@@ -151,7 +153,7 @@ def build_train_config(opts: TrainOptions) -> tuple[Any, list[str]]:
     run_dir = opts.run_dir.resolve()
     wandb = wandb_config(opts, WandBConfig)
     if opts.resume and _never_saved(run_dir):
-        # Stopped before its first checkpoint: nothing to continue from, and nothing in the dir worth keeping.
+        # Stopped before its first checkpoint was whole: nothing to continue from, nothing worth keeping.
         warn(f"{run_dir} has no checkpoint yet (stopped before its first save): starting it from step 0")
         if rank() == 0:
             shutil.rmtree(run_dir)
