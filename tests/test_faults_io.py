@@ -378,3 +378,29 @@ def test_a_killed_append_or_convert_is_cleaned_up_and_the_dataset_put_back(tmp_p
     assert (out / "meta" / "info.json").read_text() == "{}", "the dataset is back where it was"
     assert not appended.exists() and not converted.exists()
     assert live.exists() and other.exists()
+
+
+def test_recover_leaves_a_partial_that_a_live_recording_holds(tmp_path):
+    """`robotflow recover` beside a recording still running (or one whose process is still dying after a
+    kill): HDF5's file lock says the partial is in use, and it is left in place, not moved aside as damaged."""
+    from robotflow.recording.recover import recover_partials
+
+    partial = tmp_path / "episode_000000.h5.partial"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, sys, time; f = h5py.File({str(partial)!r}, 'w'); f.flush(); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        (result,) = recover_partials(tmp_path)
+        assert result.in_use and not result.ok and partial.exists()
+        assert not (tmp_path / "unrecoverable").exists()
+    finally:
+        holder.kill()
+        holder.wait()

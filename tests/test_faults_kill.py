@@ -87,6 +87,13 @@ def run_until(cmd: list[str], after_s: float, started=None, look=None) -> tuple[
         seen = look() if look is not None else None
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(30)
+        gone_by = time.monotonic() + 30  # the group's other processes (a recorder's) die a moment later
+        while time.monotonic() < gone_by:
+            try:
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
         return True, seen
     finally:
         p.stderr.close()

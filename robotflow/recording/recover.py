@@ -1,11 +1,14 @@
 """Recovery of episodes a crash left unfinished (`robotflow recover`).
 
 A partial file that HDF5 can still read keeps everything flushed before the crash and becomes an episode
-marked `aborted`; one that cannot be read is moved to `unrecoverable/` beside it, never deleted.
+marked `aborted`; one that cannot be read is moved to `unrecoverable/` beside it, never deleted; one that
+another process holds open (HDF5's file lock: a recording still running, or a killed one's recorder process
+not gone yet) is left as it is.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ class Recovered:
     ok: bool
     messages: int = 0
     error: str = ""
+    in_use: bool = False  # another process holds the file (a recording still running): left as it is
 
 
 def recover_partials(directory: str | Path) -> list[Recovered]:
@@ -58,9 +62,18 @@ def recover_partials(directory: str | Path) -> list[Recovered]:
                     ep.timestamps(channel)
             p.rename(final)
             out.append(Recovered(p, final, True, sum(c["received"] for c in counts.values())))
-        except (OSError, RuntimeError, KeyError, ValueError, EpisodeError) as e:  # h5py's errors on a damaged file
-            dest = Path(directory) / "unrecoverable"
-            dest.mkdir(exist_ok=True)
-            shutil.move(str(p), dest / p.name)
-            out.append(Recovered(p, dest / p.name, False, error=str(e).splitlines()[0]))
+        except OSError as e:
+            if e.errno == errno.EAGAIN or "unable to lock file" in str(e):  # HDF5's lock: a live writer
+                out.append(Recovered(p, p, False, error="in use by another process", in_use=True))
+                continue
+            out.append(_move_aside(p, directory, e))
+        except (RuntimeError, KeyError, ValueError, EpisodeError) as e:  # h5py's errors on a damaged file
+            out.append(_move_aside(p, directory, e))
     return out
+
+
+def _move_aside(p: Path, directory: str | Path, e: BaseException) -> Recovered:
+    dest = Path(directory) / "unrecoverable"
+    dest.mkdir(exist_ok=True)
+    shutil.move(str(p), dest / p.name)
+    return Recovered(p, dest / p.name, False, error=str(e).splitlines()[0])

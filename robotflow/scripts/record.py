@@ -140,5 +140,9 @@ def recover(directory):
     for r in results:
         if r.ok:
             click.echo(f"recovered {r.path.name}: {r.messages} messages, marked aborted")
+        elif r.in_use:
+            click.echo(
+                f"{r.source.name} is open in another process (a recording still running?); left as it is", err=True
+            )
         else:
             click.echo(f"{r.source.name} is not readable ({r.error}); moved to {r.path}", err=True)
