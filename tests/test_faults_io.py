@@ -278,7 +278,7 @@ def test_opencv_camera_that_stops_delivering_is_reopened_and_fails_cleanly_when_
     assert result.ok, result.error
     counts = sched.nodes["cam"].report()
     assert counts["stalls"] == 1 and counts["reconnects"] >= 1 and len(FakeCapture.opened) >= 2
-    assert counts["frames"] > 40  # about 1.9 s of 30 fps either side of the gap
+    assert counts["frames"] > 20  # about 1.9 s of 30 fps either side of the gap (fewer under load)
 
     # Away for good: the node fails after timeout_s + reconnect_s with one line, which stops the graph.
     fault = threading.Thread(target=unplug_for, args=(None,))
