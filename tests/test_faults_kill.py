@@ -1,8 +1,11 @@
 """SIGKILL at random points of `record`, `convert`, `convert append` and `train` (marked slow; `make test-all`).
 
-Each sweep runs the command once to the end (the reference, and its wall time T), then starts it again and
-again, killing its whole process group at a point drawn from a fixed-seed RNG between 0.2 T and 1.1 T (the
-first fifth is mostly imports), and checks what it left:
+Each sweep runs the command once to the end (the reference), timing the span where it writes (record: from
+its first episode file to its exit; convert and append: from LeRobot's first dataset file to the whole
+dataset at the output path; train: from its run dir's first checkpoint to its exit). Then it starts the
+command again and again, killing its whole process group at points drawn from a fixed-seed RNG, uniform over
+the same span of each run and a tenth beyond it (the start-up before it, imports mostly, writes nothing and is
+not a kill point), and checks what each kill left:
 - record: every finished episode is kept whole (numbered without holes, outcome success, no message lost in
   it); an episode in progress is a `.partial` that `robotflow recover` turns into an aborted episode or moves
   aside, never deletes.
@@ -46,7 +49,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "robotflow.scripts.cli"]
 SEED = 24
-KILLS = {"record": 20, "convert": 8, "append": 8, "train": 6}
+N_EPISODES = 6  # per source directory of the convert and append sweeps
+KILLS = {"record": 20, "convert": 8, "append": 8, "train": 4}
 
 
 def kill_times(name: str, span_s: float) -> list[float]:
@@ -66,13 +70,15 @@ def _wait_started(p: subprocess.Popen, started) -> float:
     return time.monotonic()
 
 
-def timed_run(cmd: list[str], started=None) -> float:
-    """Run `cmd` to the end; seconds from `started()` first holding (None: from the start) to its exit."""
+def timed_run(cmd: list[str], started=None, ended=None) -> float:
+    """Run `cmd` to the end; seconds from `started()` first holding (None: from the start) to `ended()` first
+    holding (None: to its exit)."""
     p = _start(cmd)
     t0 = _wait_started(p, started)
+    t1 = _wait_started(p, ended) if ended is not None else None
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err.decode()
-    return time.monotonic() - t0
+    return (t1 or time.monotonic()) - t0
 
 
 def run_until(cmd: list[str], after_s: float, started=None, look=None) -> tuple[bool, object]:
@@ -187,8 +193,9 @@ def test_sigkill_during_record_keeps_every_finished_episode(tmp_path):
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("episodes")
-    write_episodes(root / "a", 2, duration_s=1.0)
-    write_episodes(root / "b", 2, duration_s=1.0)
+    # Enough frames that writing the dataset takes a while (a second or two), so kills land inside it.
+    write_episodes(root / "a", N_EPISODES, duration_s=3.0)
+    write_episodes(root / "b", N_EPISODES, duration_s=3.0)
     return root / "a", root / "b"
 
 
@@ -204,19 +211,36 @@ def work_dirs(out: Path) -> list[Path]:
     return [p for p in out.parent.glob(f".{out.name}.*")] if out.parent.exists() else []
 
 
+def total_episodes(out: Path) -> int | None:
+    try:
+        return json.loads((out / "meta" / "info.json").read_text())["total_episodes"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def building(out: Path) -> bool:
+    """Dataset files are being written (LeRobot created a dataset in a work dir, or at the output)."""
+    return out.exists() or any(any(w.iterdir()) for w in work_dirs(out))
+
+
 def test_sigkill_during_convert_leaves_nothing_or_the_whole_dataset(tmp_path, episodes):
     src, _ = episodes
     reference = tmp_path / "ref" / "ds"
-    span = timed_run(convert_cmd(src, reference), started=lambda: bool(work_dirs(reference)))
+    # The span: from LeRobot's first dataset file to the whole dataset at the output path.
+    span = timed_run(
+        convert_cmd(src, reference), started=lambda: building(reference), ended=lambda: total_episodes(reference)
+    )
     landed = {"while building": 0, "after the run": 0}
     for i, at in enumerate(kill_times("convert", span)):
         out = tmp_path / f"k{i}" / "ds"
-        killed, _ = run_until(convert_cmd(src, out), at, started=lambda out=out: bool(work_dirs(out)))
+        killed, _ = run_until(convert_cmd(src, out), at, started=lambda out=out: building(out))
         if out.exists():
             assert_whole_dataset(out, reference)
         assert killed or out.exists()
         landed["while building" if killed else "after the run"] += 1
-    print(f"convert: {KILLS['convert']} kills over the {span:.1f} s from its work dir to its end: {landed}")
+    print(
+        f"convert: {KILLS['convert']} kills over the {span:.1f} s from its first dataset file to the whole dataset: {landed}"
+    )
 
 
 def test_sigkill_during_append_leaves_the_dataset_untouched_or_whole(tmp_path, episodes):
@@ -226,12 +250,17 @@ def test_sigkill_during_append_leaves_the_dataset_untouched_or_whole(tmp_path, e
     before = tree_digest(base)
     reference = tmp_path / "ref" / "ds"
     shutil.copytree(base, reference)
-    span = timed_run(append_cmd(more, reference), started=lambda: bool(work_dirs(reference)))
+    grown = total_episodes(base) + N_EPISODES
+    span = timed_run(
+        append_cmd(more, reference),
+        started=lambda: any(any(w.iterdir()) for w in work_dirs(reference)),
+        ended=lambda: total_episodes(reference) == grown,
+    )
     landed = {"untouched": 0, "appended": 0, "put back": 0}
     for i, at in enumerate(kill_times("append", span)):
         out = tmp_path / f"k{i}" / "ds"
         shutil.copytree(base, out)
-        run_until(append_cmd(more, out), at, started=lambda out=out: bool(work_dirs(out)))
+        run_until(append_cmd(more, out), at, started=lambda out=out: any(any(w.iterdir()) for w in work_dirs(out)))
         if not out.exists():  # killed between its two renames: the next convert or append puts it back
             clear_interrupted(out)
             landed["put back"] += 1
@@ -240,12 +269,15 @@ def test_sigkill_during_append_leaves_the_dataset_untouched_or_whole(tmp_path, e
         else:
             assert_whole_dataset(out, reference)
             landed["appended"] += 1
-    print(f"convert append: {KILLS['append']} kills over the {span:.1f} s from its work dir to its end: {landed}")
+    print(
+        f"convert append: {KILLS['append']} kills over the {span:.1f} s from its first dataset file to the whole dataset: {landed}"
+    )
 
 
 # ---- train --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(2400)  # a kill and its resume: two trainings' start-ups, about 2 min each under load
 def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_path):
     from robotflow.codecs import get_codec
 
@@ -278,11 +310,12 @@ def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_
         ]
 
     os.environ.pop("WANDB_API_KEY", None)
-    took = timed_run(cmd(tmp_path / "ref"))
+    # Timed from when the run dir appears (imports and dataset loading before it write nothing).
+    took = timed_run(cmd(tmp_path / "ref"), started=lambda: (tmp_path / "ref" / "tiny").exists())
     resumed_from = []
-    for i, at in enumerate(kill_times("train", took)):  # from the start: a kill before the run dir exists too
+    for i, at in enumerate(kill_times("train", took)):
         runs = tmp_path / f"k{i}"
-        killed, _ = run_until(cmd(runs), at)
+        killed, _ = run_until(cmd(runs), at, started=lambda runs=runs: (runs / "tiny").exists())
         run = runs / "tiny"
         last = run / "checkpoints" / "last"
         start = int(last.resolve().name) if last.exists() else 0
@@ -301,4 +334,7 @@ def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_
             load_file(c.path / "model.safetensors")  # whole: a kill mid-save was saved over
         # Continued from the last checkpoint: those up to it were not written again.
         assert {c.step: tree_digest(c.path.parent) for c in saved if c.step <= start} == kept
-    print(f"train: {KILLS['train']} kills over {took:.1f} s runs; resumed from steps {resumed_from}")
+    print(
+        f"train: {KILLS['train']} kills over the {took:.1f} s from its run dir to its end; resumed from steps "
+        f"{resumed_from} ({steps}: the run had ended)"
+    )
