@@ -11,8 +11,8 @@ not a kill point), and checks what each kill left:
   aside, never deletes.
 - convert: the output path holds nothing, or the whole dataset (the reference's data, loadable by LeRobot).
 - convert append: the dataset is byte for byte what it was, or the whole appended dataset.
-- train: `train --resume` finishes the run from its last checkpoint (or from step 0 when the kill came before
-  the first one), and every checkpoint left is loadable.
+- train: every checkpoint the run lists (what rollout and serve would load) is whole, and `train --resume`
+  finishes the run from its last checkpoint (or from step 0 when the kill came before the first one).
 
 How many kills each sweep gets is set by KILLS, sized for the 2-core machine under load (README, Reliability).
 Each test prints where its kills landed.
@@ -39,6 +39,7 @@ from episode_factory import write_episodes  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from test_train import TINY, make_dataset  # noqa: E402
 
+from robotflow.codecs import CHECKPOINT_SPEC_FILE  # noqa: E402
 from robotflow.codecs.export import clear_interrupted  # noqa: E402
 from robotflow.policies.checkpoints import list_checkpoints  # noqa: E402
 from robotflow.recording.reader import EpisodeFile  # noqa: E402
@@ -277,39 +278,49 @@ def test_sigkill_during_append_leaves_the_dataset_untouched_or_whole(tmp_path, e
 # ---- train --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(2400)  # a kill and its resume: two trainings' start-ups, about 2 min each under load
-def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_path):
+def train_cmd(data: Path, runs: Path, steps: int, *extra: str) -> list[str]:
+    return [
+        *CLI,
+        "train",
+        "--dataset-root",
+        str(data),
+        "--run-name",
+        "tiny",
+        "--output-dir",
+        str(runs),
+        "--steps",
+        str(steps),
+        "--save-freq",
+        "4",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-pretrained-backbone",
+        *TINY,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> Path:
     from robotflow.codecs import get_codec
 
-    make_dataset(tmp_path / "data", get_codec("ee", image_size=(48, 64)))
+    data = tmp_path_factory.mktemp("train") / "data"
+    make_dataset(data, get_codec("ee", image_size=(48, 64)))
+    os.environ.pop("WANDB_API_KEY", None)
+    return data
+
+
+@pytest.mark.timeout(2400)  # a kill and its resume: two trainings' start-ups, about 2.5 min under load
+def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_path, train_data):
     steps = 24
 
     def cmd(runs: Path, *extra: str) -> list[str]:
-        return [
-            *CLI,
-            "train",
-            "--dataset-root",
-            str(tmp_path / "data"),
-            "--run-name",
-            "tiny",
-            "--output-dir",
-            str(runs),
-            "--steps",
-            str(steps),
-            "--save-freq",
-            "4",
-            "--batch-size",
-            "2",
-            "--num-workers",
-            "0",
-            "--device",
-            "cpu",
-            "--no-pretrained-backbone",
-            *TINY,
-            *extra,
-        ]
+        return train_cmd(train_data, runs, steps, *extra)
 
-    os.environ.pop("WANDB_API_KEY", None)
     # Timed from when the run dir appears (imports and dataset loading before it write nothing).
     took = timed_run(cmd(tmp_path / "ref"), started=lambda: (tmp_path / "ref" / "tiny").exists())
     resumed_from = []
@@ -320,7 +331,9 @@ def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_
         last = run / "checkpoints" / "last"
         start = int(last.resolve().name) if last.exists() else 0
         resumed_from.append(start if killed else steps)
-        kept = {c.step: tree_digest(c.path.parent) for c in list_checkpoints(run) if run.exists() and c.step <= start}
+        for c in list_checkpoints(run):  # what rollout and serve would load now: whole, even after a kill mid-save
+            load_file(c.path / "model.safetensors")
+        kept = {c.step: tree_digest(c.path.parent) for c in list_checkpoints(run) if c.step <= start}
         if not run.exists():  # killed before the run dir appeared: a plain run starts it
             r = subprocess.run(cmd(runs), cwd=ROOT, capture_output=True, text=True, timeout=600)
         else:
@@ -338,3 +351,23 @@ def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_
         f"train: {KILLS['train']} kills over the {took:.1f} s from its run dir to its end; resumed from steps "
         f"{resumed_from} ({steps}: the run had ended)"
     )
+
+
+def test_resume_of_a_run_killed_inside_its_first_checkpoint_starts_it_again(tmp_path, train_data):
+    """What a kill in the middle of the first save leaves (a step dir without `last`, its weights cut short):
+    there is nothing to continue, so `train --resume` starts the run again from step 0 with a warning (it used
+    to refuse, as a plain `train` refuses the existing run dir)."""
+    runs = tmp_path / "runs"
+    timed_run(train_cmd(train_data, runs, 4))
+    checkpoints = runs / "tiny" / "checkpoints"
+    (checkpoints / "last").unlink()
+    weights = checkpoints / "000004" / "pretrained_model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (weights.parent / CHECKPOINT_SPEC_FILE).unlink()  # robotflow writes it once LeRobot's save is done
+    assert list_checkpoints(runs / "tiny") == [], "a half-written checkpoint is not offered to rollout or serve"
+    r = subprocess.run(train_cmd(train_data, runs, 8, "--resume"), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "has no checkpoint yet (stopped before its first save): starting it from step 0" in r.stderr
+    assert [c.step for c in list_checkpoints(runs / "tiny")] == [4, 8]
+    for c in list_checkpoints(runs / "tiny"):
+        load_file(c.path / "model.safetensors")

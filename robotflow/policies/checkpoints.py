@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from robotflow.codecs.spec import read_checkpoint_spec, spec_name
+from robotflow.codecs.spec import CHECKPOINT_SPEC_FILE, read_checkpoint_spec, spec_name
 from robotflow.storage import Cache, exists, is_remote, join, list_dir, local_input
 
 CHECKPOINTS_DIR = "checkpoints"  # lerobot.utils.constants.CHECKPOINTS_DIR
@@ -63,6 +63,8 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
     if not root.is_dir():
         return []
     found = []
+    last = root / LAST_CHECKPOINT_LINK
+    last_step = int(last.resolve().name) if last.exists() and last.resolve().name.isdigit() else None
     for child in root.iterdir():
         # Step dirs are zero-padded integers; `last` is a symlink to one of them and is skipped here.
         if child.is_symlink() or not child.name.isdigit():
@@ -70,6 +72,12 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
         model_dir = child / PRETRAINED_MODEL_DIR
         if not (model_dir / "config.json").is_file():
             continue  # a checkpoint being written, or a broken one
+        # Whole: LeRobot moved `last` to it or past it, or `robotflow train` wrote the codec spec, which it does
+        # after LeRobot's save. LeRobot writes config.json before the weights, so a run killed mid-save has a
+        # newest step dir with a config and cut-short weights: not a checkpoint (tests/test_faults_kill.py).
+        whole = (last_step is not None and int(child.name) <= last_step) or (model_dir / CHECKPOINT_SPEC_FILE).is_file()
+        if not whole:
+            continue
         found.append(_info(model_dir))
     return sorted(found, key=lambda c: c.step)
 
