@@ -10,8 +10,10 @@ LeRobot's training loop writes a run as::
             000500/training_state/...
             last -> 000500
 
-These helpers read that layout (and nothing else), locally or in object storage (`robotflow.storage`):
-`resolve_checkpoint` is the one resolver every loader uses (`load_policy`, the policy nodes, the server's
+These helpers read that layout (and nothing else), locally or in object storage (`robotflow.storage`).
+A step dir counts as a checkpoint once it is whole: `last` points at it or a later one, or the codec spec that
+`robotflow train` writes after LeRobot's save is there (a run killed mid-save leaves a config.json beside
+cut-short weights). `resolve_checkpoint` is the one resolver every loader uses (`load_policy`, the policy nodes, the server's
 catalog, rollout); `list_checkpoints` / `remote_checkpoints` are what `robotflow rollout --list` prints. The codec spec beside a
 checkpoint, and where a checkpoint without one gets its codec, is `robotflow.codecs.spec`.
 """
