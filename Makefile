@@ -11,7 +11,7 @@ DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
 	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision dagger-lowdim clean
+.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision e2e-twin dagger-lowdim clean
 
 install: sysdeps $(STAMP)
 
@@ -95,6 +95,13 @@ e2e-vision: install
 # Learning from interventions (README, "Operator's loop result"): a weak low-dim policy, a scripted operator taking
 # over when it stalls, the interventions converted and the policy fine-tuned on demos + interventions (and, as a
 # control, on the demos alone), each rolled out on the same 50 unseen seeds.
+# The Franka twin through franky (README, "On the Franka twin"): the expert's demos, a low-dim policy trained on
+# them and one trained on sim.arm demos, both rolled out through franky on 20 unseen seeds.
+TWIN_DIR ?= out/e2e_twin
+e2e-twin: install
+	rm -rf $(TWIN_DIR)
+	$(PY) -m benchmarks.e2e_twin --out $(TWIN_DIR)
+
 DAGGER_DIR ?= out/dagger_lowdim
 dagger-lowdim: install
 	rm -rf $(DAGGER_DIR)
