@@ -526,7 +526,10 @@ class Robot:
     def move(self, motion, asynchronous=False, limit_rate=False, cutoff_frequency=100.0):
         with self._lock:
             self._advance()
-            if self._lost_at is not None:  # franky accepts the motion; its control thread fails on the dead link
+            if self._lost_at is not None and self._running is None:
+                # A new control loop starts with a Move command over TCP: franky accepts an asynchronous
+                # motion, and its control thread fails on the dead link. (A motion that replaces a running one
+                # is handed to the running loop, which fails at the receive timeout: _check_connection.)
                 self._error = NetworkException("libfranka: TCP send bytes: I/O error")
                 if asynchronous:
                     return
