@@ -339,7 +339,7 @@ def test_franky_sim_killed_mid_motion_ends_the_episode_with_fault(tmp_path, caps
     with franky_sim_server() as server:
         kill = {"name": "kill", "type": "faults.kill_robot", "rate": 100,
                 "params": {"pid": server.process.pid, "after_s": KILL_AFTER_S}}  # fmt: skip
-        g = recording_graph(tmp_path, server.host, FRANKY_SIM_ARM, {"amplitude_m": 0.05},
+        g = recording_graph(tmp_path, server.host, FRANKY_SIM_ARM, {"amplitude_m": 0.03, "period_s": 4.0},
                             {"episodes": 3, "length_s": 3.0, "gap_s": 0.2}, [kill])  # fmt: skip
         result, sched = run_graph(g, duration_s=40)
         ended = time.monotonic()

@@ -154,15 +154,16 @@ class FrankaArmParams(ArmSafetyParams):
     home_joints: list[float] = field(default_factory=lambda: list(READY_JOINTS))
     home_on_start: bool = False  # move to home_joints (blocking) before the graph starts
     recover_on_start: bool = True  # clear a previous reflex (robot.recover_from_errors)
-    # After a reflex or limit violation during the run (a ControlException): False stops the graph (read the
-    # error first); True clears it with robot.recover_from_errors(), holds, and goes on with the next fresh
-    # command. Either way the state of that tick carries the fault (the recorder ends the episode there). A lost
-    # connection always stops the graph.
+    # After a fault during the run (a reflex or limit violation, or a motion franky could not plan): False stops
+    # the graph (read the error first); True clears it with robot.recover_from_errors(), holds, and goes on with
+    # the next fresh command. Either way the state of that tick carries the fault (the recorder ends the episode
+    # there). A lost connection always stops the graph.
     auto_recover: bool = False
     torque_threshold: float = positive(20.0)  # collision reflex threshold, all joints (Nm)
     force_threshold: float = positive(30.0)  # collision reflex threshold, Cartesian (N)
     stop_timeout_s: float = positive(3.0)  # a stop waits this long for the arm to come to rest
     realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
+    limit_rate: bool = False  # EXPERIMENT
     connect_timeout_s: float = non_negative(
         0.0
     )  # keep retrying the connection this long (the twin starts with the graph)
@@ -192,8 +193,8 @@ class FrankaArmNode(ArmNode):
     Faults: any franky error (a reflex or limit violation raised by the running motion, a lost connection)
     puts the arm in mode "fault": no command is sent from then on, and the state of that tick carries the
     error (`fault`), so a recorder with `stop_on_fault` ends its episode with the outcome "fault". Then the
-    node stops the graph with one line that names the robot and the fix, unless `auto_recover` clears a
-    reflex (robot.recover_from_errors()) and the arm holds until the next fresh command. A lost connection
+    node stops the graph with one line that names the robot and the fix, unless `auto_recover` clears the
+    error (robot.recover_from_errors()) and the arm holds until the next fresh command. A lost connection
     shows as libfranka's UDP timeout (1 s) during a motion, or as a state read that fails; the robot stops
     itself when its controller hears nothing, so the node sends no stop and sends the last measured state
     with the fault.
@@ -279,7 +280,7 @@ class FrankaArmNode(ArmNode):
         else:
             # return_when_finished=False: hold the target until the next one replaces this motion.
             motion = franky.CartesianMotion(affine, franky.ReferenceType.Absolute, return_when_finished=False)
-            self.robot.move(motion, asynchronous=True)
+            self.robot.move(motion, asynchronous=True, limit_rate=self.params.limit_rate)
         self._mode = mode
         self._target = target
         self.counts["targets"] += 1
@@ -294,7 +295,7 @@ class FrankaArmNode(ArmNode):
             if self._halted:
                 return
         motion = franky.JointMotion(target, franky.ReferenceType.Absolute, return_when_finished=False)
-        self.robot.move(motion, asynchronous=True)
+        self.robot.move(motion, asynchronous=True, limit_rate=self.params.limit_rate)
         self._mode = "joints"
         self._target = target
         self.counts["targets"] += 1
@@ -360,9 +361,15 @@ class FrankaArmNode(ArmNode):
                 f"controller hears nothing. Check the network cable and that FCI is active in Desk, then restart "
                 f"the graph"
             )
+        if isinstance(error, self.franky.ControlException):
+            return (
+                f"the Franka at {host} faulted ({what}); the arm is held. Check for obstacles, then restart the "
+                f"graph (recover_on_start clears the error), or set auto_recover: true to clear reflexes and go on"
+            )
+        # franky's own failures (its motion planner, a rejected command): the motion ended, the robot has no reflex.
         return (
-            f"the Franka at {host} faulted ({what}); the arm is held. Check for obstacles, then restart the graph "
-            f"(recover_on_start clears the error), or set auto_recover: true to clear reflexes and go on"
+            f"the Franka at {host} stopped: franky's motion failed ({what}); the arm is held. Restart the graph, "
+            f"or set auto_recover: true to go on with the next target"
         )
 
     def _recover(self) -> bool:
@@ -427,8 +434,7 @@ class FrankaArmNode(ArmNode):
         self.emit_command("ee" if self._mode == "impedance" else self._mode, self._target)
         if error is None:
             return
-        recoverable = isinstance(error, self.franky.ControlException) and not self._lost
-        if not (self.params.auto_recover and recoverable and self._recover()):
+        if not (self.params.auto_recover and not self._lost and self._recover()):
             raise RuntimeError(self._fault_message(error))
 
     def stop_hardware(self) -> None:
