@@ -163,7 +163,13 @@ class FrankaArmParams(ArmSafetyParams):
     force_threshold: float = positive(30.0)  # collision reflex threshold, Cartesian (N)
     stop_timeout_s: float = positive(3.0)  # a stop waits this long for the arm to come to rest
     realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
-    limit_rate: bool = False  # EXPERIMENT
+    # libfranka's rate limiter on each position motion's control loop (libfranka's own default; franky turns it
+    # off). Each streamed target replaces the running motion, and franky plans the new one from the commanded
+    # velocity and acceleration the robot reports; when franky's 1 kHz thread is starved (a loaded machine, no
+    # PREEMPT_RT) its extrapolated command jumps, and the next plan starts outside the limits: "Motion planner
+    # failed with error code -101/-110/-111" (on a robot, also discontinuity reflexes). The limiter keeps the
+    # command within the robot's velocity/acceleration/jerk limits (it may bend the path slightly instead).
+    limit_rate: bool = True
     connect_timeout_s: float = non_negative(
         0.0
     )  # keep retrying the connection this long (the twin starts with the graph)
