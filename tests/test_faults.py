@@ -194,7 +194,7 @@ def one_line_exit(result, capsys) -> str:
 def test_every_state_carries_the_arm_mode_and_fault(monkeypatch, tmp_path):
     """idle before the first target, move while following, hold after the watchdog; never a fault here. The
     recorder stores both fields on every sample (strings, beside the arrays a codec reads)."""
-    franky = install(monkeypatch, "franky")
+    install(monkeypatch, "franky")
     g = recording_graph(tmp_path, HOST, {"command_timeout_s": 0.2}, {"stall_after_s": 0.6},
                         {"episodes": 1, "length_s": 1.4})  # fmt: skip
     result, sched = run_graph(g, duration_s=20)
@@ -207,10 +207,6 @@ def test_every_state_carries_the_arm_mode_and_fault(monkeypatch, tmp_path):
     [(outcome, rec_modes, rec_faults)] = episodes(tmp_path)
     assert outcome == "success" and "move" in rec_modes and "hold" in rec_modes and set(rec_faults) == {""}
     assert sched.reports["arm"]["faults"] == 0
-    # Streamed targets run under libfranka's rate limiter (FrankaArmParams.limit_rate: see test_franky_sim.py).
-    robot = franky.Robot._instances[0]
-    targets = [lr for m, lr in zip(robot._moves, robot._move_limit_rate) if type(m).__name__ == "CartesianMotion"]
-    assert targets and all(targets)
 
 
 def test_a_reflex_holds_the_arm_ends_the_episode_with_fault_and_stops_in_one_line(monkeypatch, tmp_path, capsys):
@@ -353,7 +349,8 @@ def test_franky_sim_killed_mid_motion_ends_the_episode_with_fault(tmp_path, caps
     faulted = log.first("fault")
     assert faulted is not None, result
     latency = faulted - killed_at
-    print(f"robot connection drop: fault reported {latency * 1e3:.0f} ms after the kill")
+    with capsys.disabled():
+        print(f"\nrobot connection drop: fault reported {latency * 1e3:.0f} ms after the kill")
     assert 0.5 < latency < 3.0, latency  # libfranka's 1 s timeout, with a generous margin for a loaded machine
     moving = [m for t, m, _ in log.rows if t < killed_at][-10:]
     assert moving == ["move"] * 10, moving  # it was mid-motion

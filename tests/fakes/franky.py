@@ -381,7 +381,6 @@ class Robot:
         self._t = time.monotonic()
         self._moves: list = []  # every motion passed to move(), in order
         self._move_times: list = []  # time.monotonic() of each move()
-        self._move_limit_rate: list = []  # the limit_rate of each move()
         self._running = None  # the motion in control, None when idle
         self._stop_until: float | None = None  # a stop motion or stop() decelerating until then
         self._error: builtins.Exception | None = None
@@ -542,7 +541,6 @@ class Robot:
                 raise InvalidMotionTypeException("the control signal type must not change during a motion")
             self._moves.append(motion)
             self._move_times.append(time.monotonic())
-            self._move_limit_rate.append(bool(limit_rate))
             if isinstance(motion, _STOP_MOTIONS):
                 self._running = motion if self._running is not None else None
                 if self._running is not None:
