@@ -271,12 +271,13 @@ def test_a_lost_connection_stops_the_graph_without_touching_the_robot(monkeypatc
     result, sched = run_graph(g, duration_s=20)
     assert not result.ok and result.failed_node == "arm", result
     err = one_line_exit(result, capsys)
-    assert f"lost the connection to the Franka at {HOST}" in err and "UDP receive: Timeout" in err
+    assert f"lost the connection to the Franka at {HOST}" in err and "NetworkException" in err
     assert "restart the graph" in err and "could not stop" not in err
     robot = franky.Robot._instances[0]
     assert robot._stop_calls == 0
     unplugged, faulted = sched.nodes["sway"].unplugged_at, sched.nodes["log"].first("fault")
-    assert 0.3 <= faulted - unplugged < 0.3 + 1.0, faulted - unplugged  # the timeout, and a tick or two
+    # The timeout during the motion; if the motion ended between two reads, a state read's timeout on top.
+    assert 0.3 <= faulted - unplugged < 2 * 0.3 + 1.0, faulted - unplugged
     (o0, m0, _), (o1, m1, f1) = episodes(tmp_path)
     assert o0 == "success" and "fault" not in m0
     assert o1 == "fault" and m1[-1] == "fault" and "NetworkException" in f1[-1]

@@ -416,6 +416,14 @@ class FrankaArmNode(ArmNode):
             self.clear_fault()
         return ok
 
+    def _motion_error(self) -> Exception | None:
+        """What the last motion ended with, if anything (franky keeps it for poll_motion)."""
+        try:
+            self.robot.poll_motion()
+        except Exception as e:  # noqa: BLE001
+            return e
+        return None
+
     def _read_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         js = self.robot.current_joint_state
         cs = self.robot.current_cartesian_state
@@ -438,7 +446,8 @@ class FrankaArmNode(ArmNode):
             try:
                 self._measured = self._read_state()
             except Exception as e:  # noqa: BLE001 - franky 2.0: RuntimeError("Net Exception") after libfranka's 1 s timeout
-                error, self._lost = error or e, True
+                # The motion may have ended meanwhile with the more telling error (libfranka's UDP timeout).
+                error, self._lost = error or self._motion_error() or e, True
         if self._measured is None:  # lost before the first state: nothing measured to publish
             raise RuntimeError(self._fault_message(error))
         q, dq, pose = self._measured
