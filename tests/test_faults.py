@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,17 @@ def episodes(out: Path, channel: str = "arm/state") -> list[tuple[str, list[str]
     return rows
 
 
+def can_use_sched_fifo() -> bool:
+    """Whether this process may raise a thread to SCHED_FIFO (root or CAP_SYS_NICE)."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError:
+        return False
+    os.sched_setscheduler(0, policy, param)
+    return True
+
+
 def one_line_exit(result, capsys) -> str:
     """What `robotflow record|run` prints for this result (robotflow/scripts/common.py), checked to be one line."""
     capsys.readouterr()
@@ -194,7 +206,7 @@ def one_line_exit(result, capsys) -> str:
 def test_every_state_carries_the_arm_mode_and_fault(monkeypatch, tmp_path):
     """idle before the first target, move while following, hold after the watchdog; never a fault here. The
     recorder stores both fields on every sample (strings, beside the arrays a codec reads)."""
-    install(monkeypatch, "franky")
+    franky = install(monkeypatch, "franky")
     g = recording_graph(tmp_path, HOST, {"command_timeout_s": 0.2}, {"stall_after_s": 0.6},
                         {"episodes": 1, "length_s": 1.4})  # fmt: skip
     result, sched = run_graph(g, duration_s=20)
@@ -207,6 +219,12 @@ def test_every_state_carries_the_arm_mode_and_fault(monkeypatch, tmp_path):
     [(outcome, rec_modes, rec_faults)] = episodes(tmp_path)
     assert outcome == "success" and "move" in rec_modes and "hold" in rec_modes and set(rec_faults) == {""}
     assert sched.reports["arm"]["faults"] == 0
+    # franky's control loops start at SCHED_FIFO where the process may (FrankaArmParams.control_thread_priority):
+    # a starved 1 kHz loop aborts streamed motions with planner errors (docs/hardware.md).
+    robot = franky.Robot._instances[0]
+    if can_use_sched_fifo():
+        assert robot._loop_policies and set(robot._loop_policies) == {os.SCHED_FIFO}, robot._loop_policies
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # no thread of the test's is left raised
 
 
 def test_a_reflex_holds_the_arm_ends_the_episode_with_fault_and_stops_in_one_line(monkeypatch, tmp_path, capsys):

@@ -10,6 +10,7 @@ Test hooks start with `_`.
 from __future__ import annotations
 
 import builtins
+import os
 import threading
 import time
 
@@ -381,6 +382,7 @@ class Robot:
         self._t = time.monotonic()
         self._moves: list = []  # every motion passed to move(), in order
         self._move_times: list = []  # time.monotonic() of each move()
+        self._loop_policies: list = []  # scheduling policy each new control loop's thread starts with
         self._running = None  # the motion in control, None when idle
         self._stop_until: float | None = None  # a stop motion or stop() decelerating until then
         self._error: builtins.Exception | None = None
@@ -539,6 +541,9 @@ class Robot:
                 raise ControlException("libfranka: Move command rejected: robot has errors; call recover_from_errors")
             if self._running is not None and self._running._signal != motion._signal:
                 raise InvalidMotionTypeException("the control signal type must not change during a motion")
+            if asynchronous and self._running is None and not isinstance(motion, _STOP_MOTIONS):
+                # franky starts a control-loop thread here; it inherits the caller's scheduling.
+                self._loop_policies.append(os.sched_getscheduler(0))
             self._moves.append(motion)
             self._move_times.append(time.monotonic())
             if isinstance(motion, _STOP_MOTIONS):
