@@ -184,7 +184,8 @@ class FrankaArmParams(ArmSafetyParams):
     # SCHED_FIFO priority of franky's 1 kHz control thread where the process may (0: leave it to libfranka). A
     # starved loop misses cycles; each streamed target then starts a new plan from a commanded state that jumped,
     # and franky aborts the motion ("Motion planner failed with error code -101/-110/-111"). Measured against
-    # franky-sim with `realtime_kernel: false` under load: 0/4 runs clean at normal priority, 3/3 at SCHED_FIFO.
+    # franky-sim with `realtime_kernel: false` at a load of 12-16 (benchmarks.franka): 2 of 3 runs aborted at
+    # normal priority, 0 of 3 at SCHED_FIFO 80 (docs/hardware.md, "What is verified").
     control_thread_priority: int = in_range(0, 99, 80)
     connect_timeout_s: float = non_negative(
         0.0
