@@ -240,6 +240,9 @@ def test_a_reflex_holds_the_arm_ends_the_episode_with_fault_and_stops_in_one_lin
     robot = franky.Robot._instances[0]
     assert len(robot._moves) == 120, "a command reached the arm after the reflex"
     assert robot._stop_calls == 1 and not robot.is_in_control  # stop_hardware's robot.stop()
+    # The robot keeps the reflex (franky 2.0's API) until recover_from_errors: recover_on_start on the next run.
+    assert robot.has_errors and robot.state.robot_mode == franky.RobotMode.Reflex
+    assert robot.state.last_motion_errors.cartesian_reflex and "cartesian_reflex" in repr(robot.state.current_errors)
     states = sched.nodes["log"].rows
     assert states[-1][1] == "fault" and "cartesian_reflex" in states[-1][2]
     (o0, m0, f0), (o1, m1, f1) = episodes(tmp_path)
@@ -293,6 +296,8 @@ def test_a_lost_connection_stops_the_graph_without_touching_the_robot(monkeypatc
     assert "restart the graph" in err and "could not stop" not in err
     robot = franky.Robot._instances[0]
     assert robot._stop_calls == 0
+    with pytest.raises(RuntimeError, match="Net Exception"):  # and it stays silent
+        _ = robot.state
     unplugged, faulted = sched.nodes["sway"].unplugged_at, sched.nodes["log"].first("fault")
     # The timeout during the motion; if the motion ended between two reads, a state read's timeout on top.
     assert 0.3 <= faulted - unplugged < 2 * 0.3 + 1.0, faulted - unplugged
