@@ -231,14 +231,15 @@ def test_a_reflex_holds_the_arm_ends_the_episode_with_fault_and_stops_in_one_lin
     """A reflex raised by the running motion: no command after it, the state of that tick carries it, the
     recorded episode ends with outcome fault (the one before it untouched), and the run ends in one line."""
     franky = install(monkeypatch, "franky")
-    franky.Robot._reflex_after_moves = 120  # ~2.4 s in at 50 targets/s: mid-way through the second episode
-    g = recording_graph(tmp_path, HOST, {}, {}, {"episodes": 5, "length_s": 1.5, "gap_s": 0.2})
+    # ~3.5 s in at 50 targets/s, in the second episode (2.7-5.2 s) for any rate from 34 to 64 targets/s.
+    franky.Robot._reflex_after_moves = 175
+    g = recording_graph(tmp_path, HOST, {}, {}, {"episodes": 5, "length_s": 2.5, "gap_s": 0.2})
     result, sched = run_graph(g, duration_s=20)
     assert not result.ok and result.failed_node == "arm", result
     err = one_line_exit(result, capsys)
     assert HOST in err and "reflex" in err and "auto_recover" in err and "Check for obstacles" in err
     robot = franky.Robot._instances[0]
-    assert len(robot._moves) == 120, "a command reached the arm after the reflex"
+    assert len(robot._moves) == 175, "a command reached the arm after the reflex"
     assert robot._stop_calls == 1 and not robot.is_in_control  # stop_hardware's robot.stop()
     # The robot keeps the reflex (franky 2.0's API) until recover_from_errors: recover_on_start on the next run.
     assert robot.has_errors and robot.state.robot_mode == franky.RobotMode.Reflex
@@ -288,7 +289,8 @@ def test_a_lost_connection_stops_the_graph_without_touching_the_robot(monkeypatc
     would raise, and turn the run's error into 'could not stop'), and the run ends in one line."""
     franky = install(monkeypatch, "franky")
     franky.Robot._network_timeout_s = 0.3
-    g = recording_graph(tmp_path, HOST, {}, {"pull_plug_after_s": 2.4}, {"episodes": 5, "length_s": 1.5, "gap_s": 0.2})
+    # Unplugged at 2.6 s, reported by ~3.2 s: in the second episode (2.2-4.2 s) with a second to spare.
+    g = recording_graph(tmp_path, HOST, {}, {"pull_plug_after_s": 2.6}, {"episodes": 5, "length_s": 2.0, "gap_s": 0.2})
     result, sched = run_graph(g, duration_s=20)
     assert not result.ok and result.failed_node == "arm", result
     err = one_line_exit(result, capsys)
@@ -353,7 +355,9 @@ FRANKY_SIM_ARM = {
     "workspace_min": [0.2, -0.5, 0.1],
     "workspace_max": [0.8, 0.5, 0.7],
 }
-KILL_AFTER_S = 4.0  # mid-way through the second episode (3 s long, from 3.2 s)
+# In the second episode (4.2-8.2 s): reported by ~6 s (libfranka's 1 s timeout; 2 s if the motion ends between two
+# reads and a state read times out too), with two seconds to spare.
+KILL_AFTER_S = 5.0
 
 
 def test_franky_sim_killed_mid_motion_ends_the_episode_with_fault(tmp_path, capsys):
@@ -364,7 +368,7 @@ def test_franky_sim_killed_mid_motion_ends_the_episode_with_fault(tmp_path, caps
         kill = {"name": "kill", "type": "faults.kill_robot", "rate": 100,
                 "params": {"pid": server.process.pid, "after_s": KILL_AFTER_S}}  # fmt: skip
         g = recording_graph(tmp_path, server.host, FRANKY_SIM_ARM, {"amplitude_m": 0.03, "period_s": 4.0},
-                            {"episodes": 3, "length_s": 3.0, "gap_s": 0.2}, [kill])  # fmt: skip
+                            {"episodes": 3, "length_s": 4.0, "gap_s": 0.2}, [kill])  # fmt: skip
         result, sched = run_graph(g, duration_s=40)
         ended = time.monotonic()
         assert server.process.poll() is not None  # it was killed, not stopped
@@ -384,8 +388,8 @@ def test_franky_sim_killed_mid_motion_ends_the_episode_with_fault(tmp_path, caps
     assert "could not stop" not in err
     (o0, m0, f0), (o1, m1, f1) = episodes(tmp_path)
     assert o0 == "success" and set(m0) <= {"idle", "move"} and set(f0) == {""}
-    with EpisodeFile(tmp_path / "episode_000000.h5") as ep:  # the finished episode is whole: 3 s of 100 Hz states
-        assert ep.info.outcome == "success" and len(ep.timestamps("arm/state")) > 250
+    with EpisodeFile(tmp_path / "episode_000000.h5") as ep:  # the finished episode is whole: 4 s of 100 Hz states
+        assert ep.info.outcome == "success" and len(ep.timestamps("arm/state")) > 300
         assert np.all(np.isfinite(ep.field("arm/state", "ee_pose")))
         assert np.all(np.diff(ep.seq("arm/state")) == 1)
     assert o1 == "fault" and m1[-1] == "fault" and "NetworkException" in f1[-1]
