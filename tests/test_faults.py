@@ -258,8 +258,8 @@ def test_auto_recover_reports_the_fault_then_holds_and_records_on(monkeypatch, t
     """auto_recover: the faulted tick is published and ends its episode; the robot recovers, the arm holds until
     the next fresh target moves it again, and the next episode records normally."""
     franky = install(monkeypatch, "franky")
-    franky.Robot._reflex_after_moves = 30  # ~0.6 s in: the first episode
-    g = recording_graph(tmp_path, HOST, {"auto_recover": True}, {}, {"episodes": 2, "length_s": 1.5, "gap_s": 0.2})
+    franky.Robot._reflex_after_moves = 30  # ~0.6 s in at 50 targets/s: the first episode (0-2 s) down to 15/s
+    g = recording_graph(tmp_path, HOST, {"auto_recover": True}, {}, {"episodes": 2, "length_s": 2.0, "gap_s": 0.2})
     result, sched = run_graph(g, duration_s=20)
     assert result.ok, result
     modes = [m for _, m, _ in sched.nodes["log"].rows]
@@ -277,7 +277,8 @@ def test_auto_recover_that_fails_stops_the_graph(monkeypatch, tmp_path):
     franky = install(monkeypatch, "franky")
     franky.Robot._reflex_after_moves = 30
     franky.Robot._recover_fails = True
-    g = recording_graph(tmp_path, HOST, {"auto_recover": True, "recover_on_start": False}, {}, {"episodes": 2})
+    g = recording_graph(tmp_path, HOST, {"auto_recover": True, "recover_on_start": False}, {},
+                        {"episodes": 2, "length_s": 3.0})  # fmt: skip
     result, sched = run_graph(g, duration_s=20)
     assert not result.ok and result.failed_node == "arm" and "reflex" in result.error, result
     assert sched.reports["arm"]["recoveries"] == 0 and episodes(tmp_path)[-1][0] == "fault"
