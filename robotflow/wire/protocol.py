@@ -32,6 +32,8 @@ object/void/complex dtypes, inconsistent shapes and malformed msgpack with a :cl
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,9 +128,10 @@ def _pack_default(obj: Any) -> Any:
 
 def _field(obj: dict, name: bytes) -> Any:
     # Positronic writes binary keys; a client in another language may well write text keys.
-    if name in obj:
+    try:
         return obj[name]
-    return obj[name.decode()]
+    except KeyError:
+        return obj[name.decode()]
 
 
 def _dtype(text: Any) -> np.dtype:
@@ -195,28 +198,37 @@ def _decode_jpeg(obj: dict) -> np.ndarray:
     return stack[0] if ndim == 3 and len(images) == 1 else stack
 
 
+# The marker keys of Positronic's typed values, binary as Positronic writes them and as text.
+_MARKERS = frozenset((b"__cmd__", "__cmd__", b"__jpeg__", "__jpeg__", b"__ndarray__", "__ndarray__"))
+_MARKERS |= {b"__npgeneric__", "__npgeneric__"}
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_cached(text: Any) -> np.dtype:
+    return _dtype(text)
+
+
 def _unpack_hook(obj: dict) -> Any:
+    # Called for every map of a message (three per row of a 100-row result): plain maps leave at once.
+    if obj.keys().isdisjoint(_MARKERS):
+        return obj
     if _has(obj, b"__cmd__"):  # Positronic's v2 envelope of a robot command: the command's own map
         return _field(obj, b"__cmd__")
     if _has(obj, b"__jpeg__"):
         return _decode_jpeg(obj)
-    is_array = _has(obj, b"__ndarray__")
-    is_scalar = _has(obj, b"__npgeneric__")
-    if not (is_array or is_scalar):
-        return obj
     try:
-        dt = _dtype(_field(obj, b"dtype"))
-        data = _field(obj, b"data")
-        if is_scalar:
+        dtype_text, data = _field(obj, b"dtype"), _field(obj, b"data")
+        dt = _dtype_cached(dtype_text) if isinstance(dtype_text, (str, bytes)) else _dtype(dtype_text)
+        if not _has(obj, b"__ndarray__"):  # __npgeneric__
             return dt.type(data)
-        shape = tuple(int(s) for s in _field(obj, b"shape"))
+        shape = tuple(map(int, _field(obj, b"shape")))
     except KeyError as e:
         raise ProtocolError(f"numpy value without its {e.args[0]!r} field") from None
     except (TypeError, ValueError, OverflowError) as e:
         raise ProtocolError(f"bad numpy value: {e}") from None
     if not isinstance(data, (bytes, bytearray)):
         raise ProtocolError("ndarray data must be binary")
-    if any(s < 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(data):
+    if min(shape, default=0) < 0 or math.prod(shape) * dt.itemsize != len(data):
         raise ProtocolError(f"ndarray of shape {list(shape)} {dt} does not match its {len(data)} data bytes")
     return np.frombuffer(data, dtype=dt).reshape(shape)
 
@@ -349,30 +361,32 @@ def pose_from_wire(pose: Any) -> np.ndarray:
 
 
 def actions_to_wire(
-    decoded: Sequence[Mapping[str, Any]], fps: float, valid_steps: int | None = None, stamped: bool = True
+    poses: np.ndarray, widths: np.ndarray, fps: float, valid_steps: int | None = None, stamped: bool = True
 ) -> list[dict[str, Any]]:
-    """Decoded robotflow actions (``{"ee_pose", "width"}``, one per control period) -> a result.
+    """Decoded robotflow actions (``Codec.decode_chunk``: (N, 7) EE poses, (N,) gripper widths, one per
+    control period) -> a result.
 
     valid_steps: when set, the list ends with the command-less validity marker ``{"timestamp": K / fps}``:
     no action at or past it should run (the policy's ``n_action_steps``).
     stamped: rows carry ``timestamp`` (version 1). Version 2 rows carry none: the client's declared
     ``chunked_schedule`` spaces them at the server's rate, and would take a ``timestamp`` for a command.
     """
-    if not decoded:
+    poses = np.asarray(poses, dtype=np.float64).reshape(-1, 7)
+    if not len(poses):
         return []
-    poses = np.stack([np.asarray(a["ee_pose"], dtype=np.float64) for a in decoded])
-    wire = np.concatenate([poses[:, :3], quat_to_matrix(poses[:, 3:7]).reshape(-1, 9)], axis=1)  # one batch
-    rows: list[dict[str, Any]] = [
-        {
-            "robot_command": {"type": "cartesian_pos", "pose": wire[i]},
-            "target_grip": grip_to_wire(a["width"]),
-            "timestamp": i / fps,
-        }
-        for i, a in enumerate(decoded)
-    ]
-    if not stamped:
-        for row in rows:
-            del row["timestamp"]
+    # One batch for the whole chunk: per row, numpy's call overhead costs ms on a 100-step chunk.
+    wire = np.concatenate([poses[:, :3], quat_to_matrix(poses[:, 3:7]).reshape(-1, 9)], axis=1)
+    grips = (1.0 - np.asarray(widths, dtype=np.float64).reshape(-1)).tolist()  # grip_to_wire, batched
+    if stamped:
+        rows = [
+            {"robot_command": {"type": "cartesian_pos", "pose": pose}, "target_grip": grip, "timestamp": i / fps}
+            for i, (pose, grip) in enumerate(zip(wire, grips, strict=True))
+        ]
+    else:
+        rows = [
+            {"robot_command": {"type": "cartesian_pos", "pose": pose}, "target_grip": grip}
+            for pose, grip in zip(wire, grips, strict=True)
+        ]
     if valid_steps is not None:
         rows.append({"timestamp": min(int(valid_steps), len(rows)) / fps})
     return rows
@@ -403,7 +417,7 @@ class WireChunk:
         return len(self.kinds)
 
 
-def _command_target(cmd: Any, i: int) -> tuple[int, np.ndarray]:
+def _command_kind(cmd: Any, i: int) -> int:
     kind = cmd.get("type") if isinstance(cmd, Mapping) else None
     if kind not in COMMAND_KINDS:
         raise ProtocolError(
@@ -418,10 +432,39 @@ def _command_target(cmd: Any, i: int) -> tuple[int, np.ndarray]:
             raise ProtocolError(
                 f"action {i}: control mode {name!r} is not supported (robotflow arms: position control)"
             )
-    if kind == "cartesian_pos":
-        # Converted to quaternions in one batch by actions_from_wire: per row it costs ms on a 100-step chunk.
-        return EE_TARGET, _array(cmd.get("pose"), "robot_command.pose", 12)
-    return JOINT_TARGET, _array(cmd.get("positions"), "robot_command.positions", 7)
+    return COMMAND_KINDS[kind]
+
+
+def _rows(values: list[Any], rows: list[int], key: str, size: int) -> np.ndarray:
+    """Per-row wire values -> a finite (len(values), size) float64 array, in one conversion; a row that does
+    not fit raises :class:`ProtocolError` naming its action and key (found only when the batch fails)."""
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(len(values), size)
+        if np.isfinite(arr).all():
+            return arr
+    except (TypeError, ValueError):
+        pass  # mixed forms (a scalar here, a 1-element array there) or a bad row: row by row
+    out = np.empty((len(values), size))
+    for j, (i, v) in enumerate(zip(rows, values, strict=True)):
+        try:
+            out[j] = _array(v, key, size)
+        except ProtocolError as e:
+            raise ProtocolError(f"action {i}: {e}") from None
+    return out
+
+
+# How far from orthonormal a commanded rotation may be: float32 rounding on the server is ~1e-7.
+ROTATION_TOLERANCE = 1e-3
+
+
+def _rotations(mats: np.ndarray, rows: list[int]) -> np.ndarray:
+    """(N, 3, 3) commanded rotations, refused unless each is a proper rotation matrix (R R^T = I, det +1):
+    anything else has no quaternion, and a nonsense orientation must not reach the arm."""
+    err = np.abs(mats @ np.swapaxes(mats, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    bad = (err > ROTATION_TOLERANCE) | (np.linalg.det(mats) < 0.0)
+    if bad.any():
+        raise ProtocolError(f"action {rows[int(np.argmax(bad))]}: robot_command.pose does not hold a rotation matrix")
+    return mats
 
 
 def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
@@ -431,29 +474,37 @@ def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
     marker (rows after it are dropped); a row with no command (Positronic's stub answers ``[{}]``) is
     skipped. Rows without a timestamp are stamped ``i / fps`` (versions 2 and 3 send none). Command types
     other than cartesian_pos and joint_pos, and control modes other than plain position control, are refused.
+    Non-finite or ill-shaped values are refused naming the action. One pass over the rows gathers the raw
+    values; they are checked and converted as arrays (a client reads 100-row chunks).
     """
     if isinstance(result, Mapping):
         result = [result]  # a server of a single-step policy may answer with one action
     if not isinstance(result, list):
         raise ProtocolError("a result must be a list of actions")
-    kinds, targets, grips, stamps = [], [], [], []
+    kinds: list[int] = []
+    rows: list[int] = []  # the index in `result` of each commanded action, for error messages
+    targets: list[Any] = []
+    grips: list[Any] = []
+    stamps: list[Any] = []
     valid_until = None
     for i, action in enumerate(result):
         if not isinstance(action, Mapping):
             raise ProtocolError(f"action {i} must be a map")
-        if set(action) == {"timestamp"}:
-            valid_until = float(_array(action["timestamp"], "timestamp", 1)[0])
-            break
-        if "robot_command" not in action:
+        cmd = action.get("robot_command")
+        if cmd is None:
+            if len(action) == 1 and "timestamp" in action:  # the validity marker
+                valid_until = float(_array(action["timestamp"], "timestamp", 1)[0])
+                break
             continue
         if "target_grip" not in action:
             raise ProtocolError(f"action {i} needs 'target_grip' beside its 'robot_command'")
-        kind, target = _command_target(action["robot_command"], i)
+        kind = _command_kind(cmd, i)
         kinds.append(kind)
-        targets.append(target)
-        grips.append(width_from_wire(_array(action["target_grip"], "target_grip", 1)[0]))
+        rows.append(i)
+        targets.append(cmd.get("pose") if kind == EE_TARGET else cmd.get("positions"))
+        grips.append(action["target_grip"])
         if "timestamp" in action:
-            stamps.append(float(_array(action["timestamp"], "timestamp", 1)[0]))
+            stamps.append(action["timestamp"])
         elif fps:
             stamps.append(i / fps)
         else:
@@ -465,12 +516,15 @@ def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
     out = np.zeros((len(kinds), 7))
     ee = kind_arr == EE_TARGET
     if ee.any():
-        poses = np.stack([t for t, k in zip(targets, kinds, strict=True) if k == EE_TARGET])
-        quats = canonical_quat(matrix_to_quat(poses[:, 3:].reshape(-1, 3, 3)))
+        sel = np.flatnonzero(ee).tolist()
+        poses = _rows([targets[j] for j in sel], [rows[j] for j in sel], "robot_command.pose", 12)
+        quats = canonical_quat(matrix_to_quat(_rotations(poses[:, 3:].reshape(-1, 3, 3), [rows[j] for j in sel])))
         out[ee] = np.concatenate([poses[:, :3], quats], axis=1)
     if not ee.all():
-        out[~ee] = np.stack([t for t, k in zip(targets, kinds, strict=True) if k != EE_TARGET])
-    return WireChunk(kind_arr, out, np.asarray(grips), np.asarray(stamps), valid_until)
+        sel = np.flatnonzero(~ee).tolist()
+        out[~ee] = _rows([targets[j] for j in sel], [rows[j] for j in sel], "robot_command.positions", 7)
+    widths = 1.0 - _rows(grips, rows, "target_grip", 1)[:, 0]  # width_from_wire, batched
+    return WireChunk(kind_arr, out, widths, _rows(stamps, rows, "timestamp", 1)[:, 0], valid_until)
 
 
 # ---- requests (server side) ------------------------------------------------------------------------
