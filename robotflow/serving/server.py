@@ -447,7 +447,8 @@ class InferenceServer:
             raise ProtocolError(
                 f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
             )
-        request = parse_request(unpack(data), session_id)
+        # JPEG frames decode to at most what the transport would take as raw arrays (4x the limit).
+        request = parse_request(unpack(data, max_jpeg_bytes=4 * self.cfg.max_message_bytes), session_id)
         if request.end_session:
             return {SESSION_ID: session_id, END_SESSION: True}, state
         latest, task = channels_from_observation(request.observation, codec)

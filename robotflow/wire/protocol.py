@@ -150,10 +150,43 @@ def _has(obj: dict, name: bytes) -> bool:
     return name in obj or name.decode() in obj
 
 
-# A JPEG message holds at most this many frames, each decoding to at most this many pixels: a client
-# cannot make the server allocate more than it could send as raw arrays under the size limit.
+# A JPEG value holds at most this many frames, each of at most this many pixels, and the frames of one
+# message decode to at most `max_jpeg_bytes` in all (`unpack`; the server passes four times its message
+# limit, what the transport would accept as raw arrays). Sizes are read from each frame's header before
+# anything is decoded: a few hundred bytes declaring a 20000x20000 image cost neither seconds nor gigabytes.
 MAX_JPEG_FRAMES = 64
 MAX_JPEG_PIXELS = 4096 * 4096
+MAX_JPEG_DECODED_BYTES = 64 * 1024 * 1024
+# Start-of-frame markers (baseline, progressive, lossless...; not DHT C4, JPG C8, DAC CC): they carry the size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(buf: bytes | bytearray) -> tuple[int, int] | None:
+    """(height, width) a JPEG declares in its frame header, read without decoding it; None for anything
+    that is not a JPEG with a frame header before its first scan."""
+    n = len(buf)
+    if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:  # SOI: cv2 would decode a PNG or TIFF as well
+        return None
+    i = 2
+    while i + 4 <= n:
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(buf[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            return int.from_bytes(buf[i + 5 : i + 7], "big"), int.from_bytes(buf[i + 7 : i + 9], "big")
+        if marker == 0xDA or length < 2:  # a scan before any frame header, or a broken segment
+            return None
+        i += 2 + length
+    return None
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> dict[bytes, Any]:
@@ -171,7 +204,8 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> dict[bytes, A
     return {b"__jpeg__": True, b"frames": [buf.tobytes()], b"ndim": 3}
 
 
-def _decode_jpeg(obj: dict) -> np.ndarray:
+def _decode_jpeg(obj: dict, budget: list[int]) -> np.ndarray:
+    """A ``__jpeg__`` value -> its frames; `budget` holds the bytes the message's frames may still decode to."""
     try:
         frames = _field(obj, b"frames")
     except KeyError:
@@ -182,9 +216,15 @@ def _decode_jpeg(obj: dict) -> np.ndarray:
     for buf in frames:
         if not isinstance(buf, (bytes, bytearray)):
             raise ProtocolError("JPEG frames must be binary")
+        size = jpeg_size(buf)
+        if size is None or not 0 < size[0] * size[1] <= MAX_JPEG_PIXELS:
+            raise ProtocolError("a JPEG frame does not declare an image of at most 4096x4096")
+        budget[0] -= size[0] * size[1] * 3
+        if budget[0] < 0:
+            raise ProtocolError("the JPEG frames of this message decode to more than the server accepts")
         img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None or img.shape[0] * img.shape[1] > MAX_JPEG_PIXELS:
-            raise ProtocolError("a JPEG frame does not decode to an RGB image of at most 4096x4096")
+        if img is None or img.shape[:2] != size:
+            raise ProtocolError("a JPEG frame does not decode to the RGB image its header declares")
         images.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     if len({im.shape for im in images}) != 1:
         raise ProtocolError("the frames of one JPEG value differ in size")
@@ -208,14 +248,14 @@ def _dtype_cached(text: Any) -> np.dtype:
     return _dtype(text)
 
 
-def _unpack_hook(obj: dict) -> Any:
+def _unpack_hook(jpeg_budget: list[int], obj: dict) -> Any:
     # Called for every map of a message (three per row of a 100-row result): plain maps leave at once.
     if obj.keys().isdisjoint(_MARKERS):
         return obj
     if _has(obj, b"__cmd__"):  # Positronic's v2 envelope of a robot command: the command's own map
         return _field(obj, b"__cmd__")
     if _has(obj, b"__jpeg__"):
-        return _decode_jpeg(obj)
+        return _decode_jpeg(obj, jpeg_budget)
     try:
         dtype_text, data = _field(obj, b"dtype"), _field(obj, b"data")
         dt = _dtype_cached(dtype_text) if isinstance(dtype_text, (str, bytes)) else _dtype(dtype_text)
@@ -238,10 +278,11 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_pack_default)
 
 
-def unpack(data: bytes | bytearray | memoryview) -> Any:
-    """Parse Protocol v1 bytes. Arrays come back read-only, viewing the message buffer (no copy)."""
+def unpack(data: bytes | bytearray | memoryview, max_jpeg_bytes: int = MAX_JPEG_DECODED_BYTES) -> Any:
+    """Parse Protocol v1 bytes. Arrays come back read-only, viewing the message buffer (no copy); JPEG
+    frames are decoded, at most `max_jpeg_bytes` of pixels in all."""
     try:
-        return msgpack.unpackb(data, object_hook=_unpack_hook, raw=False)
+        return msgpack.unpackb(data, object_hook=functools.partial(_unpack_hook, [max_jpeg_bytes]), raw=False)
     except ProtocolError:
         raise
     except Exception as e:  # msgpack raises a zoo of types (ExtraData, FormatError, StackError, ValueError...)

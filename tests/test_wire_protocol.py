@@ -1,8 +1,13 @@
-"""Whole action chunks through the wire, in one vectorised pass each way (no server): the codec's
-`decode_chunk`, `actions_to_wire` on the server and `actions_from_wire` on the client."""
+"""The wire format without a server: whole action chunks in one vectorised pass each way (the codec's
+`decode_chunk`, `actions_to_wire` on the server, `actions_from_wire` on the client), and hostile JPEG
+frames refused before they are decoded."""
 
 from __future__ import annotations
 
+import resource
+import time
+
+import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +18,8 @@ from robotflow.wire.protocol import (
     ProtocolError,
     actions_from_wire,
     actions_to_wire,
+    encode_jpeg,
+    jpeg_size,
     pack,
     pose_to_wire,
     unpack,
@@ -97,3 +104,60 @@ def test_a_bad_row_is_refused_naming_it(bad, text):
     """Nothing non-finite or non-rotational reaches a target: the whole answer is refused, naming the row."""
     with pytest.raises(ProtocolError, match=text):
         actions_from_wire([row() for _ in range(5)] + [bad] + [row()], fps=15.0)
+
+
+# ---- JPEG frames ------------------------------------------------------------------------------------
+
+
+def jpeg_value(frames: list[bytes]) -> dict:
+    return {b"__jpeg__": True, b"frames": frames, b"ndim": 3 if len(frames) == 1 else 4}
+
+
+def frame(h: int = 48, w: int = 64) -> bytes:
+    return encode_jpeg(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))[b"frames"][0]
+
+
+def declaring(h: int, w: int) -> bytes:
+    """A small JPEG whose frame header claims (h, w): what a decompression bomb looks like."""
+    buf = bytearray(frame(8, 8))
+    i = buf.find(b"\xff\xc0")
+    buf[i + 5 : i + 7], buf[i + 7 : i + 9] = h.to_bytes(2, "big"), w.to_bytes(2, "big")
+    return bytes(buf)
+
+
+def test_jpeg_size_reads_the_frame_header():
+    assert jpeg_size(frame(48, 64)) == (48, 64)
+    assert jpeg_size(declaring(20000, 30000)) == (20000, 30000)
+    _, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    assert jpeg_size(png.tobytes()) is None and jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None
+    assert jpeg_size(b"") is None and jpeg_size(frame()[:20]) is None
+
+
+def test_a_jpeg_declaring_a_huge_image_is_refused_before_decoding():
+    """631 bytes declaring 20000x20000 used to cost 10 s and 2.3 GB of decoding before the size check."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    with pytest.raises(ProtocolError, match="does not declare an image of at most 4096x4096"):
+        unpack(pack({"image.wrist": jpeg_value([declaring(20000, 20000)])}))
+    assert time.perf_counter() - t < 2.0
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024 < 300  # MB; decoding is 1,200
+    _, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ProtocolError, match="does not declare"):  # cv2 would decode a PNG bomb as well
+        unpack(pack({"image.wrist": jpeg_value([png.tobytes()])}))
+
+
+def test_the_jpeg_frames_of_a_message_share_one_budget():
+    """Three 48x64 frames decode within three frames' worth of bytes, not within two, whether in one value
+    or spread over several keys of the message."""
+    one = 48 * 64 * 3
+    back = unpack(pack({"v": jpeg_value([frame()] * 3)}), max_jpeg_bytes=3 * one)
+    assert back["v"].shape == (3, 48, 64, 3)
+    with pytest.raises(ProtocolError, match="decode to more than the server accepts"):
+        unpack(pack({"v": jpeg_value([frame()] * 3)}), max_jpeg_bytes=2 * one)
+    with pytest.raises(ProtocolError, match="decode to more than the server accepts"):
+        unpack(pack({k: jpeg_value([frame()]) for k in ("a", "b", "c")}), max_jpeg_bytes=2 * one)
+    assert unpack(pack({k: jpeg_value([frame()]) for k in ("a", "b")}), max_jpeg_bytes=2 * one)["b"].shape == (
+        48,
+        64,
+        3,
+    )
