@@ -161,3 +161,30 @@ def test_the_jpeg_frames_of_a_message_share_one_budget():
         64,
         3,
     )
+
+
+# ---- numpy values -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary_keys", [True, False])
+def test_arrays_whose_bytes_do_not_fit_are_refused(binary_keys):
+    """Positronic's binary-keyed maps (the short path) and text-keyed ones alike: the data must be exactly
+    shape x itemsize bytes of a numeric dtype; a view of the message comes back otherwise."""
+    import msgpack
+
+    def value(data: bytes, dtype: str, shape: list) -> bytes:
+        keys = ("__ndarray__", "data", "dtype", "shape")
+        keys = tuple(k.encode() for k in keys) if binary_keys else keys
+        return msgpack.packb({"a": dict(zip(keys, (True, data, dtype, shape), strict=True))})
+
+    np.testing.assert_array_equal(
+        unpack(value(np.arange(6.0).tobytes(), "<f8", [2, 3]))["a"], np.arange(6.0).reshape(2, 3)
+    )
+    for data, dtype, shape, text in [
+        (b"\0" * 40, "<f8", [2, 3], "does not match its 40 data bytes"),
+        (b"\0" * 48, "<f8", [-2, -3], "does not match"),
+        (b"\0" * 16, "|O", [2], "unsupported dtype"),
+        (b"\0" * 16, "<c16", [1], "unsupported dtype"),
+    ]:
+        with pytest.raises(ProtocolError, match=text):
+            unpack(value(data, dtype, shape))
