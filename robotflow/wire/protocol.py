@@ -254,7 +254,7 @@ _KNOWN_DTYPES = {np.dtype(c).newbyteorder(o).str: np.dtype(c).newbyteorder(o) fo
 
 def _unpack_hook(jpeg_budget: list[int], obj: dict) -> Any:
     # Called for every map of a message (three per row of a 100-row result): plain maps leave at once, and
-    # arrays as Positronic writes them (binary keys, a dtype text seen before) take the short path.
+    # arrays as Positronic writes them (binary keys, a numeric dtype text, int dims) take the short path.
     if obj.keys().isdisjoint(_MARKERS):
         return obj
     if b"__ndarray__" in obj:
