@@ -203,6 +203,7 @@ def test_positronic_041_with_the_token_is_served(token_server):
 def test_positronic_041_without_the_token_is_refused(token_server):
     """Without the header, or with a wrong token, their client reads our refusals as theirs: the upgrade
     answers 403 and the keepalive call 401, both `forbidden` to their wire; no session starts."""
+
     def sessions() -> int:  # the server's line for each session it starts: "session N from PEER: model M"
         return sum(": model " in line for line in token_server.lines)
 
