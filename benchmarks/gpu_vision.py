@@ -75,7 +75,7 @@ class GpuVisionConfig:
     train_workers: int = 7  # dataloader processes per training: two trainings fill the 16 cores
     record_shards: int = 7  # recording processes per task
     convert_workers: int = 7  # per task
-    rollout_workers: int = 7  # per task
+    rollout_workers: int = 8  # per task: the two rollouts fill the 16 cores
     eval_episodes: int = 50
     eval_seed: int = 1000  # unseen: the demos used seeds 0..demos-1
     eval_timeout_s: float = 30.0
@@ -224,15 +224,12 @@ def data_sample_s(cfg: GpuVisionConfig, root: Path, samples: int = 64) -> float:
     return rows + 2 * (time.process_time() - t0) / samples
 
 
-def calibrate(cfg: GpuVisionConfig, dataset: Path, timeout_s: float) -> dict:
-    """The model step (at once, while the demos record) and then, once `dataset` is converted, a sample's cost."""
+def calibrate(cfg: GpuVisionConfig, dataset: Path) -> dict:
+    """The model step (at once, while the demos record) and then, when a line on stdin says `dataset` is
+    converted, a sample's cost."""
     out: dict = {"step_s": model_step_s(cfg)}
-    t_end = time.monotonic() + timeout_s
-    while not (dataset / "meta" / "info.json").is_file():
-        if time.monotonic() > t_end:
-            return out
-        time.sleep(0.2)
-    out["sample_s"] = data_sample_s(cfg, dataset)
+    if sys.stdin.readline().strip() == "go":
+        out["sample_s"] = data_sample_s(cfg, dataset)
     return out
 
 
@@ -546,8 +543,9 @@ def run(cfg: GpuVisionConfig, work: Path, results: Path, started_at: float | Non
         calib = subprocess.Popen(
             [
                 *(sys.executable, "-m", "benchmarks.gpu_vision", "calibrate", "--config", json.dumps(asdict(cfg))),
-                *("--dataset", str(d[cfg.tasks[0]] / "dataset"), "--timeout-s", str(cfg.budget_s)),
+                *("--dataset", str(d[cfg.tasks[0]] / "dataset")),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=open(logs / "calibrate.log", "w"),  # noqa: SIM115 - the child holds it
             text=True,
@@ -558,7 +556,7 @@ def run(cfg: GpuVisionConfig, work: Path, results: Path, started_at: float | Non
         run_parallel({t: convert_cmd(cfg, d[t]) for t in cfg.tasks}, logs, "convert", name="gpu-vision")
         stage("convert", t0)
         try:
-            out, _ = calib.communicate(timeout=60)
+            out, _ = calib.communicate("go\n", timeout=60)
             measured = json.loads(out) if calib.returncode == 0 and out.strip() else {}
         except subprocess.TimeoutExpired:
             calib.kill()
@@ -645,8 +643,7 @@ def main() -> None:
     r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config field (JSON value)")
     c = sub.add_parser("calibrate", help="print a config's model-step time and a sample's cost as JSON")
     c.add_argument("--config", required=True)
-    c.add_argument("--dataset", required=True, help="the converted dataset whose samples are timed (waited for)")
-    c.add_argument("--timeout-s", type=float, default=600.0)
+    c.add_argument("--dataset", required=True, help="the converted dataset whose samples are timed, after `go`")
     j = sub.add_parser("join", help="checkpoint parts -> run directories `robotflow rollout` loads")
     j.add_argument("parts", help=f"directory holding {PART_PREFIX}NN")
     j.add_argument("--out", default="out/gpu_vision", help="where the run directories go")
@@ -654,7 +651,7 @@ def main() -> None:
     if args.cmd == "calibrate":
         raw = json.loads(args.config)
         raw["tasks"] = tuple(raw["tasks"])
-        print(json.dumps(calibrate(GpuVisionConfig(**raw), Path(args.dataset), args.timeout_s)))
+        print(json.dumps(calibrate(GpuVisionConfig(**raw), Path(args.dataset))))
     elif args.cmd == "join":
         for task, run_dir in join_parts(Path(args.parts), Path(args.out)).items():
             print(f"{task}: robotflow rollout --checkpoints-dir {run_dir} --graph graphs/sim_{task}_vision_policy.yaml")

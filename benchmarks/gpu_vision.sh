@@ -19,7 +19,7 @@ if [ -n "${REHEARSE:-}" ]; then
 else
   [ -d "$BUNDLE" ] || { echo "gpu_vision: no $BUNDLE here: run \`make gpu-bundle\` and carry $BUNDLE"; exit 2; }
   # MuJoCo renders through EGL; glvnd's loader comes from the bundle when the image has none.
-  if ! ldconfig -p | grep -q 'libEGL.so.1 '; then
+  if ! ldconfig -p | grep 'libEGL.so.1 ' >/dev/null; then  # not -q: an early exit would fail the pipe
     for f in "$BUNDLE"/gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
   fi

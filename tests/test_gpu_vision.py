@@ -159,15 +159,24 @@ def test_join_refuses_a_missing_part(tmp_path, capsys):
         join_parts(tmp_path / "parts", tmp_path / "here")
 
 
-def test_device_startup_hides_transformers_from_lerobot():
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "benchmarks" / "gpu_site")}
+def test_device_startup_hides_transformers_from_lerobot(tmp_path):
+    """The device's transformers 5 (here: a package of that name behind the shim on the path) is not found."""
+    (tmp_path / "transformers").mkdir()
+    (tmp_path / "transformers" / "__init__.py").write_text("raise RuntimeError('imported')\n")
     code = (
-        "import importlib.util\n"
+        "import importlib.util, sys\n"
         "assert importlib.util.find_spec('transformers') is None\n"
-        "try:\n    import transformers\nexcept ImportError:\n    print('hidden')\n"
+        "try:\n    import transformers\nexcept ModuleNotFoundError:\n    print('hidden')\n"
+        "assert 'transformers' not in sys.modules\n"
+        "import json; print(importlib.util.find_spec('json') is not None)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "hidden"
+    for path, expect in ((f"{ROOT / 'benchmarks' / 'gpu_site'}:{tmp_path}", "hidden\nTrue"), (str(tmp_path), None)):
+        env = {**os.environ, "PYTHONPATH": path}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if expect is None:  # without the shim the package is found: the check above can fail
+            assert out.returncode != 0
+        else:
+            assert out.returncode == 0 and out.stdout.strip() == expect, out.stderr
 
 
 def _record(name: str, data: bytes) -> str:

@@ -3,8 +3,9 @@
 The GPU machine's image has transformers 5, which LeRobot 0.4.4 cannot import beside it (`import lerobot.policies`
 fails: groot's config no longer subclasses transformers' PretrainedConfig cleanly), and transformers 5 in turn needs a
 newer huggingface-hub than LeRobot takes. ACT needs nothing of transformers, so every process sees it absent, as on
-this project's own machines: a None in sys.modules makes `importlib.util.find_spec` answer None (LeRobot's and
-diffusers' availability checks) and `import transformers` raise ImportError.
+this project's own machines: the path finder is swapped for one that does not find it, so
+`importlib.util.find_spec("transformers")` answers None (LeRobot's and diffusers' availability checks), `import
+transformers` raises ModuleNotFoundError, and it is never in sys.modules (datasets imports it when it is there).
 """
 
 import importlib.machinery
@@ -12,7 +13,18 @@ import importlib.util
 import os
 import sys
 
-sys.modules["transformers"] = None
+HIDDEN = ("transformers",)
+
+
+class _PathFinderWithout(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname.partition(".")[0] in HIDDEN:
+            return None
+        return super().find_spec(fullname, path, target)
+
+
+sys.meta_path[:] = [_PathFinderWithout if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 
 # A sitecustomize of the image's own, further along the path, still runs.
 _here = os.path.dirname(os.path.abspath(__file__))
