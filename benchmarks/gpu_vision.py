@@ -7,14 +7,14 @@
 `run` is `benchmarks.e2e_vision`'s pipeline at the size a GPU affords (resnet18 from random weights, two 240x320
 cameras, ACT dim 512 / feedforward 2048 / chunk 100, codec `ee_cams_rel`), made to fit one device command:
 - the demos are recorded in parallel shards (seed ranges) on the device's 16 cores, and converted with workers;
-- the model step is timed on the GPU while the demos record, and the training steps are the ones that fit the
-  time left before the rollout's reserve (`plan_steps`); a training still running at that deadline is stopped
-  and its last checkpoint rolled out;
+- the model step is timed on the GPU while the demos record, a sample's loading once the data is converted, and
+  the training steps are the ones that fit the time left before the rollout's reserve at the slower of the two
+  rates (`plan_steps`); a training still running at that deadline is stopped and its last checkpoint rolled out;
 - both tasks train side by side on the one GPU, then roll out 50 unseen seeds each with parallel workers;
 - what comes back fits the device's return limits (at most 8 files of 16 MiB, 64 MiB in all): `result.json`,
   `seeds.tsv` (one line per rollout episode), `logs.txt` (the logs' tails) and the final checkpoints, their large
-  weight matrices quantised to int8 (one scale per output row), split into parts. The parts are written before the rollout
-  starts, so a rollout cut short still brings the checkpoints back.
+  weight matrices quantised to int8 (one scale per output row), split into parts. The parts are written before
+  the rollout starts, so a rollout cut short still brings the checkpoints back.
 
 `join` turns the parts back into run directories (`<out>/<task>/runs/act_vision_gpu/checkpoints/<step>/...`,
 weights dequantised to float32) that `robotflow rollout --checkpoints-dir` loads here.
@@ -45,6 +45,7 @@ PACKED_MANIFEST = "robotflow_packed.json"  # beside each packed checkpoint: whic
 PART_PREFIX = "checkpoints.tar.part"
 RETURN_FILES = 8  # the device's return limits (README of the device tool)
 RETURN_FILE_BYTES = 16 * 2**20
+PART_BYTES = 15 * 2**20  # a margin under the per-file limit
 RETURN_TOTAL_BYTES = 64 * 2**20
 RESULT_FILES = ("result.json", "seeds.tsv", "logs.txt")  # what comes back beside the parts
 LOG_TAIL_BYTES = 200_000
@@ -82,7 +83,7 @@ class GpuVisionConfig:
     # The time budget of the whole command, counted from gpu_vision.sh's start (wheel install included).
     budget_s: float = 540.0
     rollout_reserve_s: float = 150.0  # rollout workers' start-up + 50 episodes per task
-    pack_reserve_s: float = 25.0  # quantise, compress and write the checkpoint parts
+    pack_reserve_s: float = 25.0  # quantise and write the checkpoint parts (2 s measured here)
     train_startup_s: float = 60.0  # imports, dataset load, frames decoded into memory, checkpoint writes
     train_efficiency: float = 0.8  # of the slower of the two measured rates: logging, checkpoints, stragglers
     fallback_step_s: float = 0.1  # assumed if timing the model step failed (logs/calibrate.log says why)
@@ -227,7 +228,11 @@ def data_sample_s(cfg: GpuVisionConfig, root: Path, samples: int = 64) -> float:
 def calibrate(cfg: GpuVisionConfig, dataset: Path) -> dict:
     """The model step (at once, while the demos record) and then, when a line on stdin says `dataset` is
     converted, a sample's cost."""
-    out: dict = {"step_s": model_step_s(cfg)}
+    import torch
+
+    out: dict = {"step_s": model_step_s(cfg), "torch": torch.__version__}
+    if cfg.device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name()
     if sys.stdin.readline().strip() == "go":
         out["sample_s"] = data_sample_s(cfg, dataset)
     return out
@@ -426,7 +431,7 @@ def _pack_task(model_dir: Path, arcroot: str, weights: str) -> bytes:
 
 def pack_checkpoints(checkpoints: dict[str, Path], dest: Path, weights: str, budget_bytes: int, max_parts: int) -> dict:
     """Write the checkpoints (task -> pretrained_model dir) as one tar each, split into parts of at most
-    RETURN_FILE_BYTES into `dest`, tasks in order, leaving out the last ones if the whole does not fit
+    PART_BYTES into `dest`, tasks in order, leaving out the last ones if the whole does not fit
     `budget_bytes` in `max_parts`. Returns {parts, bytes, tasks, left_out}."""
 
     def arcroot(task: str, model_dir: Path) -> str:
@@ -436,15 +441,15 @@ def pack_checkpoints(checkpoints: dict[str, Path], dest: Path, weights: str, bud
     # off a full-size checkpoint, in half a minute).
     blobs = {t: _pack_task(m, arcroot(t, m), weights) for t, m in checkpoints.items()}
     tasks = list(blobs)
-    limit = min(budget_bytes, max_parts * RETURN_FILE_BYTES)
+    limit = min(budget_bytes, max_parts * PART_BYTES)
     while tasks and sum(len(blobs[t]) for t in tasks) > limit:
         tasks.pop()
     data = b"".join(blobs[t] for t in tasks)
     dest.mkdir(parents=True, exist_ok=True)
     parts = []
-    for k in range(math.ceil(len(data) / RETURN_FILE_BYTES)):
+    for k in range(math.ceil(len(data) / PART_BYTES)):
         part = dest / f"{PART_PREFIX}{k:02d}"
-        part.write_bytes(data[k * RETURN_FILE_BYTES : (k + 1) * RETURN_FILE_BYTES])
+        part.write_bytes(data[k * PART_BYTES : (k + 1) * PART_BYTES])
         parts.append(part.name)
     return {"parts": parts, "bytes": len(data), "tasks": tasks, "left_out": [t for t in blobs if t not in tasks]}
 
