@@ -126,26 +126,31 @@ def build(bundle: Path, raw: Path) -> dict:
     gl.mkdir(parents=True, exist_ok=True)
     plats = [a for p in PLATFORMS for a in ("--platform", p)]
     _pip(
-        *("download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp"),
+        *("download", "-qq", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp"),
         *plats,
         *("-d", str(raw), *WHEELS),
     )
     for old in [*raw.glob("robotflow-*.whl"), *bundle.glob("robotflow-*.whl")]:
         old.unlink()
-    _pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(raw), str(ROOT))
+    _pip("wheel", "-qq", "--no-deps", "--no-build-isolation", "-w", str(raw), str(ROOT))
     for leftover in ("build", "robotflow.egg-info"):  # setuptools' staging; the egg-info would shadow the venv's
         shutil.rmtree(ROOT / leftover, ignore_errors=True)
-    wanted = {_dist_key(w) for w in WHEELS} | {"robotflow"}
+    # Exactly the pinned versions (and this robotflow): raw/ may keep older downloads, and two versions of one
+    # distribution in the bundle would stop the whole install on the device.
+    wanted = {_dist_key(w): w.split("==")[1] for w in WHEELS}
     sizes = {}
     for whl in sorted(raw.glob("*.whl")):
-        key = _dist_key(whl.name.split("-")[0])
-        if key not in wanted:
+        name, version = whl.name.split("-")[:2]
+        if _dist_key(name) != "robotflow" and wanted.get(_dist_key(name)) != version:
             continue
         dest = bundle / whl.name
-        if not dest.exists() or dest.stat().st_mtime < whl.stat().st_mtime or key == "robotflow":
+        if not dest.exists() or dest.stat().st_mtime < whl.stat().st_mtime or _dist_key(name) == "robotflow":
             slim_wheel(whl, dest)
         sizes[whl.name] = dest.stat().st_size
-    missing = wanted - {_dist_key(n.split("-")[0]) for n in sizes}
+    for stale in bundle.glob("*.whl"):
+        if stale.name not in sizes:
+            stale.unlink()
+    missing = {*wanted, "robotflow"} - {_dist_key(n.split("-")[0]) for n in sizes}
     if missing:
         raise SystemExit(f"gpu-bundle: no wheel for {', '.join(sorted(missing))} in {raw}")
     if not list(gl.glob("*.deb")):

@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from benchmarks.gpu_vision import (
     quantize_state,
     set_field,
     shard_seeds,
+    train_until,
 )
 from robotflow.codecs import get_codec, write_checkpoint_spec
 from robotflow.policies.loading import load_policy
@@ -73,6 +75,20 @@ def test_shards_cover_each_demo_seed_once():
         plan = shard_seeds(demos, shards)
         seeds = [s for first, n in plan for s in range(first, first + n)]
         assert seeds == list(range(demos)) and len(plan) == min(demos, shards) and all(n > 0 for _, n in plan)
+
+
+def test_a_training_still_running_at_the_deadline_is_stopped(tmp_path):
+    py = [sys.executable, "-c"]
+    cmds = {
+        "done": [*py, "print('step:1 loss:0.5')"],
+        "broken": [*py, "raise SystemExit(3)"],
+        "slow": [*py, "import time; time.sleep(60)"],
+    }
+    t0 = time.monotonic()
+    ending = train_until(cmds, tmp_path, deadline=t0 + 3.0, threads=1)
+    assert ending == {"done": "finished", "broken": "failed (exit 3)", "slow": "stopped at the deadline"}
+    assert time.monotonic() - t0 < 30  # not the minute the slow one would take
+    assert "step:1 loss:0.5" in (tmp_path / "train_done.log").read_text()
 
 
 def test_set_field_reads_json_and_refuses_unknown_fields():
