@@ -177,6 +177,9 @@ def model_step_s(cfg: GpuVisionConfig, steps: int = 12) -> float:
         device=cfg.device,
     )
     dev = torch.device(cfg.device)
+    if dev.type == "cuda":  # as LeRobot's training loop sets them
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     policy = ACTPolicy(act).to(dev)
     opt = torch.optim.AdamW(policy.parameters(), cfg.lr)
     b = cfg.batch_size
