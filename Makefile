@@ -11,7 +11,8 @@ DEB_PKGS := libegl1 libgl1-mesa-dri libosmesa6 libusb-1.0-0 \
 	libhidapi-hidraw0 libhidapi-libusb0 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision dagger-lowdim clean
+.PHONY: install sysdeps lint peers demo test test-all bench e2e-lowdim e2e-vision e2e-twin dagger-lowdim gpu-bundle \
+	gpu-rehearse gpu-join clean
 
 install: sysdeps $(STAMP)
 
@@ -92,13 +93,41 @@ VISION_DIR ?= out/e2e_vision
 e2e-vision: install
 	$(PY) -m benchmarks.e2e_vision --out $(VISION_DIR)
 
+# Camera-only ACT at full size on a lent GPU (README, "Camera-only result"): `make gpu-bundle` builds .whl/ here (the
+# cp312 wheels the device lacks, slimmed to fit a call's 64 MiB); the device runs `bash benchmarks/gpu_vision.sh`
+# with .whl carried (one call, under 9 minutes); `make gpu-join PARTS=<dir>` turns the checkpoint parts that came
+# back into run directories here. `make gpu-rehearse` runs the same script tiny on this CPU, joins its parts and
+# rolls the joined checkpoint out once.
+gpu-bundle: install
+	$(PY) -m benchmarks.gpu_bundle
+
+REHEARSE_DIR ?= out/gpu_rehearse
+gpu-rehearse: install
+	rm -rf $(REHEARSE_DIR)
+	REHEARSE=1 PYTHON=$(PY) WORK=$(REHEARSE_DIR)/work OUT=$(REHEARSE_DIR)/results bash benchmarks/gpu_vision.sh
+	$(PY) -m benchmarks.gpu_vision join $(REHEARSE_DIR)/results --out $(REHEARSE_DIR)/joined
+	$(PY) -m robotflow.scripts.cli rollout --checkpoints-dir $(REHEARSE_DIR)/joined/pick_place/runs/act_vision_gpu \
+		--graph graphs/sim_pick_place_vision_policy.yaml --episodes 1 --seed 1000 --no-record --set task.timeout_s=2
+
+GPU_DIR ?= out/gpu_vision
+gpu-join: install
+	@test -n "$(PARTS)" || { echo "usage: make gpu-join PARTS=<dir with checkpoints.tar.partNN> [GPU_DIR=$(GPU_DIR)]"; exit 2; }
+	$(PY) -m benchmarks.gpu_vision join $(PARTS) --out $(GPU_DIR)
+
 # Learning from interventions (README, "Operator's loop result"): a weak low-dim policy, a scripted operator taking
 # over when it stalls, the interventions converted and the policy fine-tuned on demos + interventions (and, as a
 # control, on the demos alone), each rolled out on the same 50 unseen seeds.
+# The Franka twin through franky (README, "On the Franka twin"): the expert's demos, a low-dim policy trained on
+# them and one trained on sim.arm demos, both rolled out through franky on 20 unseen seeds.
+TWIN_DIR ?= out/e2e_twin
+e2e-twin: install
+	rm -rf $(TWIN_DIR)
+	$(PY) -m benchmarks.e2e_twin --out $(TWIN_DIR)
+
 DAGGER_DIR ?= out/dagger_lowdim
 dagger-lowdim: install
 	rm -rf $(DAGGER_DIR)
 	$(PY) -m benchmarks.dagger_lowdim --out $(DAGGER_DIR)
 
 clean:
-	rm -rf $(VENV) .venv-peers .venv-positronic-* *.egg-info
+	rm -rf $(VENV) .venv-peers .venv-positronic-* *.egg-info .whl .whl-raw

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 START_TIMEOUT_S = 60.0
 
@@ -41,9 +42,28 @@ def _robot_priority() -> None:
         pass
 
 
+@dataclass
+class FrankySimServer:
+    """A running franky-sim: its address, and its process (a fault test kills it, as a cable is pulled)."""
+
+    host: str
+    process: subprocess.Popen
+
+    def kill(self) -> None:
+        """SIGKILL the server: the robot falls silent mid-whatever, with no goodbye on the wire."""
+        self.process.kill()
+
+
 @contextmanager
 def franky_sim(host: str | None = None) -> Iterator[str]:
     """Start `franky-sim -s mujoco` on a fresh loopback address; yields the address, kills the server after."""
+    with franky_sim_server(host) as server:
+        yield server.host
+
+
+@contextmanager
+def franky_sim_server(host: str | None = None) -> Iterator[FrankySimServer]:
+    """`franky_sim`, yielding the server itself (address and process)."""
     host = host or free_loopback_host()
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     cmd = [sys.executable, "-c", "from franky_sim.run_server import main; main()", "-s", "mujoco", "--hostname", host]
@@ -66,7 +86,7 @@ def franky_sim(host: str | None = None) -> Iterator[str]:
             proc.kill()
             raise RuntimeError("franky-sim did not start:\n" + "\n".join(lines[-20:]))
     try:
-        yield host
+        yield FrankySimServer(host, proc)
     finally:
         proc.terminate()
         try:

@@ -15,6 +15,9 @@ the failure to the EE at rest).
   measured EE is forward kinematics of the measured joints (`panda_fk(joint_pos)`, the same FR3/Hand kinematics as
   franky-sim's URDF); the figures from the published `ee_pose` are kept as `*_reported`. The stop is read by a
   thread polling the arm node's franky `Robot` after the failure, since the graph (and its log) stops with it.
+- franky at normal priority: the same as franky with `control_thread_priority: 0`, alternating with it: franky's
+  1 kHz control thread then runs at SCHED_OTHER (`realtime_kernel: false`) and competes with the load; a run whose
+  motion franky aborts (a planner error) is counted in `aborted_runs` and has no figures.
 - sim_arm: `sim.arm` (robotflow's MuJoCo Panda) on its own virtual clock, unpaced: the figures are the sim arm's
   model, independent of machine load, and the same every repetition. It has nothing to stop (ArmNode.stop_hardware):
   the world stops stepping with the graph, so it has no stop latency.
@@ -290,14 +293,20 @@ def _graph(arm: dict, probe: dict, extra: list[dict]) -> object:
     return parse_graph(yaml.safe_dump(doc, sort_keys=False), "benchmarks/franka.py")
 
 
-def run_franky(host: str, dynamics_factor: float) -> dict:
+def run_franky(host: str, dynamics_factor: float, control_thread_priority: int) -> dict:
     params = {"host": host, "realtime_kernel": False, "robot_model": "fr3", "home_on_start": True,
-              "control": "cartesian", "dynamics_factor": dynamics_factor, **SAFETY}  # fmt: skip
+              "control": "cartesian", "dynamics_factor": dynamics_factor,
+              "control_thread_priority": control_thread_priority, **SAFETY}  # fmt: skip
     graph = _graph({"type": "franka.arm", "params": params}, {"monitor_stop": True}, [])
     result, sched = run_graph(graph, duration_s=60)
+    if result.failed_node == "arm":  # franky aborted a motion (the arm faulted): counted, no figures
+        del sched
+        gc.collect()
+        return {"aborted": 1}
     assert result.failed_node == "probe", result  # the probe's failure, nothing else
     out = franky_figures(sched.nodes["probe"], sched.nodes["log"])
     out["watchdog_holds"] = sched.reports["arm"]["safety"]["timeouts"]
+    out["aborted"] = 0
     del sched
     gc.collect()  # drop the last franky Robot: libfranka serves one client, the next run connects again
     return out
@@ -319,7 +328,10 @@ def run_sim() -> dict:
 
 def medians(runs: list[dict]) -> dict:
     out = {}
-    for key in runs[0]:
+    for key in dict.fromkeys(k for r in runs for k in r):
+        if key == "aborted":
+            out["aborted_runs"] = sum(r.get(key, 0) for r in runs)
+            continue
         vals = [r[key] for r in runs if r.get(key) is not None]
         out[key] = round(float(np.median(vals)), 3) if vals else None
         if key.startswith(("hold_latency_ms", "command_to_motion_ms", "stop_latency_ms")):
@@ -332,16 +344,25 @@ def ratios(franky: dict, sim: dict) -> dict:
     return {k: round(franky[k] / sim[k], 2) if franky.get(k) and sim.get(k) else None for k in keys}
 
 
+CONTROL_THREAD_PRIORITY = 80  # FrankaArmParams' default
+
+
 def run(reps: int, dynamics_factor: float) -> dict:
     load_before = os.getloadavg()
     sim_runs = [run_sim() for _ in range(reps)]
+    franky_runs, normal_runs = [], []
     with franky_sim() as host:
-        franky_runs = [run_franky(host, dynamics_factor) for _ in range(reps)]
-    franky, sim = medians(franky_runs), medians(sim_runs)
+        for _ in range(reps):  # alternating: franky's control thread at SCHED_FIFO (the default), then at normal
+            franky_runs.append(run_franky(host, dynamics_factor, CONTROL_THREAD_PRIORITY))
+            normal_runs.append(run_franky(host, dynamics_factor, 0))
+    franky, sim, normal = medians(franky_runs), medians(sim_runs), medians(normal_runs)
     return {
         "franky": franky,
         "sim_arm": sim,
         "ratio_franky_over_sim": ratios(franky, sim),
+        # The same schedule with franky's control thread left at normal priority (control_thread_priority 0).
+        "franky_normal_priority": normal,
+        "ratio_fifo_over_normal_priority": ratios(franky, normal),
         "reps": reps,
         "franky_setup": f"franka.arm (cartesian, dynamics_factor {dynamics_factor}) -> franky-control -> franky-sim "
         "(FR3 + Hand) on loopback, wall clock; measured EE = panda_fk(joint_pos)",

@@ -1,11 +1,11 @@
 """Rollout throughput: the same checkpoint and seeds evaluated by 1 and by 2 worker processes.
 
-    python -m benchmarks.rollout --json [--checkpoints-dir RUN] [--episodes 8]
+    python -m benchmarks.rollout --json [--modality vision|lowdim] [--checkpoints-dir RUN --graph G] [--episodes 8]
 
-Without --checkpoints-dir the benchmark makes its own low-dim ACT checkpoint first (the small
-`benchmarks.e2e_lowdim` pipeline: 2 scripted demos, a few training steps), which is not a good policy:
-its episodes run to the timeout, so every episode simulates the same `--timeout-s` and the comparison
-is of equal work. Each episode is its own graph (robotflow.evaluation), so both runs must give identical
+Without --checkpoints-dir the benchmark makes its own ACT checkpoint first: `vision` (the default) the
+camera-only recipe's network and images (resnet18, two 96x128 cameras, dim 256) after 2 training steps on 2
+scripted demos, `lowdim` the small `benchmarks.e2e_lowdim` pipeline. Neither is a good policy: its episodes
+run to the timeout, so every episode simulates the same `--timeout-s` and the comparison is of equal work. Each episode is its own graph (robotflow.evaluation), so both runs must give identical
 per-seed results (`same_results`). Workers use one torch thread each; the 1-worker run too, so the
 speedup is the parallelism, not a thread-count change.
 """
@@ -20,20 +20,34 @@ from pathlib import Path
 
 from benchmarks._util import emit, machine, parser
 
+GRAPHS = {"vision": "graphs/sim_pick_place_vision_policy.yaml", "lowdim": "graphs/sim_stack_cubes_lowdim_policy.yaml"}
 
-def _checkpoint(work: Path) -> Path:
-    from benchmarks.e2e_lowdim import E2EConfig, run
 
-    cfg = E2EConfig.small()
-    cfg.eval_episodes = 1
-    run(cfg, work, progress=False)
-    return work / "stack_cubes" / "runs" / "act_lowdim"
+def _checkpoint(work: Path, modality: str) -> Path:
+    if modality == "lowdim":
+        from benchmarks.e2e_lowdim import E2EConfig, run
+
+        cfg = E2EConfig.small()
+        cfg.eval_episodes = 1
+        run(cfg, work, progress=False)
+        return work / "stack_cubes" / "runs" / "act_lowdim"
+    from benchmarks.e2e_vision import RUN_NAME, VisionConfig
+    from benchmarks.e2e_vision import run as run_vision
+
+    full = VisionConfig()
+    cfg = VisionConfig.small()
+    # The full recipe's images and network, so that an episode costs what a real vision rollout does.
+    cfg.image_size, cfg.dim_model, cfg.dim_feedforward = full.image_size, full.dim_model, full.dim_feedforward
+    cfg.eval_episodes, cfg.eval_timeout_s = 1, 1.0  # the pipeline's own rollout: short, not measured
+    run_vision(cfg, work, progress=False)
+    return work / "pick_place" / "runs" / RUN_NAME
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--checkpoints-dir", default=None, help="a training run of a low-dim ee_objects policy")
-    p.add_argument("--graph", default="graphs/sim_stack_cubes_lowdim_policy.yaml")
+    p.add_argument("--modality", choices=sorted(GRAPHS), default="vision", help="the policy made and its graph")
+    p.add_argument("--graph", default=None, help="the policy graph (default: the modality's)")
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--timeout-s", type=float, default=10.0, help="episode timeout (simulated seconds)")
     p.add_argument("--seed", type=int, default=1000)
@@ -59,9 +73,9 @@ def _measure(args) -> dict:
     from robotflow.runtime.graph import load_graph
 
     with tempfile.TemporaryDirectory(prefix="rf-bench-rollout-") as tmp:
-        run_dir = Path(args.checkpoints_dir) if args.checkpoints_dir else _checkpoint(Path(tmp) / "ckpt")
+        run_dir = Path(args.checkpoints_dir) if args.checkpoints_dir else _checkpoint(Path(tmp) / "ckpt", args.modality)
         model_dir = resolve_checkpoint(run_dir, None).path
-        graph = load_graph(args.graph).set_params("policy", {"checkpoint": str(model_dir)})
+        graph = load_graph(args.graph or GRAPHS[args.modality]).set_params("policy", {"checkpoint": str(model_dir)})
         plan = EvalPlan(graph.set_params("task", {"timeout_s": args.timeout_s}), "task", None, torch_threads=1)
         jobs = [EpisodeJob(i, args.seed + i) for i in range(args.episodes)]
         timings, outcomes = {}, {}
@@ -84,7 +98,9 @@ def _measure(args) -> dict:
         "same_results": key(outcomes[1]) == key(outcomes[2]),
         "successes": sum(o.success for o in outcomes[1]),
         "timeout_s": args.timeout_s,
-        "checkpoint": str(model_dir) if args.checkpoints_dir else "made by the benchmark (small e2e pipeline)",
+        "modality": args.modality,
+        "graph": args.graph or GRAPHS[args.modality],
+        "checkpoint": str(model_dir) if args.checkpoints_dir else f"made by the benchmark ({args.modality}, 2 demos)",
         **machine(),
     }
     return result

@@ -135,15 +135,19 @@ def observations(cfg: BenchConfig, n: int):
 
 
 class RobotflowClient:
+    """One session; each round trip is split into its phases (`phases`), the server's from its timing block."""
+
     def __init__(self, url: str):
         from robotflow.wire.client import RemoteSession
 
         self.session = RemoteSession(url, request_timeout=300.0)
         self.forward_ms: list[float] = []  # the server's forward pass of each request (its timing block)
+        self.phases: list[dict[str, float]] = []
 
     def roundtrip(self, q, grip, images) -> int:
-        from robotflow.wire.protocol import actions_from_wire
+        from robotflow.wire.protocol import actions_from_wire, unpack
 
+        t0 = time.perf_counter()
         obs = {
             "robot_state.q": q,
             "robot_state.dq": np.zeros(7),
@@ -151,8 +155,26 @@ class RobotflowClient:
             "grip": grip,
             **{f"image.{cam}": img for cam, img in images.items()},
         }
-        n = len(actions_from_wire(self.session.infer(obs), fps=self.session.meta["action_fps"]))
-        self.forward_ms.append(float(self.session.timing["infer_ms"]))
+        payload = self.session.request(obs)
+        t1 = time.perf_counter()
+        reply = self.session.exchange(payload)
+        t2 = time.perf_counter()
+        n = len(actions_from_wire(self.session.result(unpack(reply)), fps=self.session.meta["action_fps"]))
+        t3 = time.perf_counter()
+        timing = self.session.timing
+        served, infer = float(timing["served_ms"]), float(timing["infer_ms"])
+        self.forward_ms.append(infer)
+        self.phases.append(
+            {
+                "client_encode": (t1 - t0) * 1e3,
+                "server_decode": float(timing["decode_ms"]),
+                "server_queued": float(timing["queued_ms"]),
+                "forward": infer,
+                "server_reply": served - infer - float(timing["decode_ms"]) - float(timing["queued_ms"]),
+                "transport": (t2 - t1) * 1e3 - served,
+                "client_decode": (t3 - t2) * 1e3,
+            }
+        )
         return n
 
     def close(self) -> None:
@@ -213,6 +235,7 @@ def summarize(
     cfg: BenchConfig,
     times: dict[str, list[float]],
     forward_ms: list[float],
+    phases: list[dict[str, float]],
     lengths: dict[str, set[int]],
     load_before: float,
 ) -> dict:
@@ -231,6 +254,12 @@ def summarize(
         "lerobot_grpc_ms_p50": pct(theirs, 50),
         "lerobot_grpc_ms_p99": pct(theirs, 99),
         "ratio": round(float(np.percentile(ours, 50) / np.percentile(theirs, 50)), 3),
+        # Where a robotflow round trip goes, p50 of each phase (ms): the client's packing of the observation,
+        # the server's unpacking and encoding of it (decode), the wait for the inference thread (queued),
+        # the forward pass, the decoding of the chunk into the reply's rows (reply), the WebSocket both ways
+        # with the reply's packing and the event loop's hops (transport), the client's unpacking and
+        # reading of the reply (client_decode).
+        "breakdown_ms_p50": {k: pct([p[k] for p in phases[cfg.warmup :]], 50) for k in phases[0]},
         "actions_per_chunk": {k: sorted(v) for k, v in lengths.items()},
         "requests": cfg.requests,
         # Other processes on the machine change every number here; keep the load beside them.
@@ -279,13 +308,14 @@ def main(argv: list[str] | None = None) -> dict:
                     if i >= cfg.warmup:
                         times[name].append((time.perf_counter() - t) * 1e3)
             forward_ms = clients["robotflow"].forward_ms
+            phases = clients["robotflow"].phases
             for c in clients.values():
                 c.close()
         finally:
             rf.stop()
             lr.stop()
 
-    result = summarize(cfg, times, forward_ms, lengths, load_before)
+    result = summarize(cfg, times, forward_ms, phases, lengths, load_before)
     emit(result, args.json)
     return result
 

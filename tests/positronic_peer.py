@@ -3,8 +3,10 @@
     .venv-positronic-0.4.1/bin/python tests/positronic_peer.py MODE HOST PORT [TOKEN]
 
 MODE: `client` (their InferenceClient: one session, one inference, the end of the session), `policy`
-(their RemotePolicy, as their harness drives it) or `both` (one process, so one import of their stack:
-`{"client": ..., "policy": ...}`). Prints one JSON line describing what came back; a failure prints
+(their RemotePolicy, as their harness drives it), `both` (one process, so one import of their stack:
+`{"client": ..., "policy": ...}`) or `refused` (0.4: a session and a keepalive call without a token and
+with TOKEN as a wrong one, each refusal as their wire reads it). TOKEN goes in `Authorization: Bearer`,
+as their `authed_remote` sends it. Prints one JSON line describing what came back; a failure prints
 `{"error": ...}` and exits 1. It imports only Positronic's packages and numpy, never
 robotflow: it is the peer.
 """
@@ -93,6 +95,27 @@ def v04_client(host: str, port: int, token: str | None) -> dict:
     return out
 
 
+def v04_refused(host: str, port: int, token: str | None) -> dict:
+    """What their InferenceClient meets without the token, and with `token` (a wrong one): for the session
+    and the keepalive call, the refusal their wire reads (`forbidden` for a refused credential) and its text."""
+    from positronic.offboard.client import InferenceClient
+    from positronic_wire import registry, wire
+
+    out: dict = {}
+    for name, headers in (("none", None), ("wrong", _headers(token))):
+        client = InferenceClient(registry.client_wire("websocket"), _address(host, port), headers=headers)
+        for call in ("new_session", "keepalive"):
+            try:
+                result = getattr(client, call)()
+            except wire.ConnectRefused as e:
+                out[f"{name}_{call}"] = {"refusal": e.refusal.value, "message": str(e)}
+            else:
+                out[f"{name}_{call}"] = {"accepted": repr(result)}
+                if call == "new_session":
+                    result.close()
+    return out
+
+
 def v04_policy(host: str, port: int, token: str | None, seconds: float = 10.0, enough: int = 5) -> dict:
     from positronic.policy.executor import Executor
     from positronic.policy.remote import RemotePolicy
@@ -133,6 +156,8 @@ def main() -> None:
             out = client()
         elif mode == "policy":
             out = policy()
+        elif mode == "refused":
+            out = v04_refused(host, port, token)
         elif mode == "both":
             out = {"client": client(), "policy": policy()}
         else:

@@ -82,7 +82,9 @@ def test_arm_command_precedence_is_one_rule(make_arm, case, monkeypatch, sim_wor
     try:
         h = Harness(arm)
         state = h.tick()["state"]
-        assert {k: np.shape(v) for k, v in state.items()} == {"joint_pos": (7,), "joint_vel": (7,), "ee_pose": (7,)}
+        shapes = {k: np.shape(v) for k, v in state.items() if k not in ("mode", "fault")}
+        assert shapes == {"joint_pos": (7,), "joint_vel": (7,), "ee_pose": (7,)}
+        assert (state["mode"], state["fault"]) == ("idle", "")  # the arm's status, on every state
         assert "command" not in h.emitted  # no target yet: nothing echoed
         ee = np.asarray(state["ee_pose"], float) + np.array([0.01, 0, 0, 0, 0, 0, 0])
         if not ee_valid:
@@ -99,6 +101,7 @@ def test_arm_command_precedence_is_one_rule(make_arm, case, monkeypatch, sim_wor
         if winner is None:
             assert counts["rejected"] == 1 and "command" not in out  # never the older joint target instead
         else:
+            assert (out["state"]["mode"], out["state"]["fault"]) == ("move", "")
             assert out["command"]["mode"] == winner
             sent = out["command"]["ee_pose" if winner == "ee" else "joint_pos"]
             np.testing.assert_allclose(sent, ee if winner == "ee" else q, atol=1e-9)

@@ -109,6 +109,39 @@ def test_workers_give_the_same_per_seed_results(small_run, tmp_path):
             assert pa.shape == pb.shape and np.array_equal(pa, pb)
 
 
+def test_a_worker_loads_the_policy_once(small_run, monkeypatch):
+    """Episodes run one after another in a process share one loaded policy (reset between them); two nodes at
+    once never share one; a process that does not keep policies loads each time."""
+    from robotflow.evaluation import EpisodeJob, EvalPlan, run_episodes
+    from robotflow.policies import loading
+    from robotflow.runtime.graph import load_graph
+
+    out, _ = small_run
+    loads = []
+    real = loading.load_policy
+    monkeypatch.setattr(loading, "load_policy", lambda *a, **k: loads.append(a) or real(*a, **k))
+    model = loading.resolve_checkpoint(out / "stack_cubes/runs/act_lowdim", None).path
+    graph = load_graph(ROOT / "graphs/sim_stack_cubes_lowdim_policy.yaml").set_params(
+        "policy", {"checkpoint": str(model)}
+    )
+    plan = EvalPlan(graph.set_params("task", {"timeout_s": 0.5}), "task", None, torch_threads=1)
+    outcomes = run_episodes(plan, [EpisodeJob(0, 1000), EpisodeJob(1, 1001), EpisodeJob(2, 1002)], workers=1)
+    assert [o.seed for o in outcomes] == [1000, 1001, 1002] and len(loads) == 1
+    assert loading._shelf is None  # run_episodes empties the shelf when it is done
+
+    loading.keep_loaded_policies()
+    try:
+        a = loading.take_policy(model, device="cpu", codec="ee_objects_rel")
+        b = loading.take_policy(model, device="cpu", codec="ee_objects_rel")
+        assert b is not a  # a is in use
+        loading.release_policy(a)
+        assert loading.take_policy(model, device="cpu", codec="ee_objects_rel") is a
+    finally:
+        loading.keep_loaded_policies(False)
+    loading.release_policy(a)  # not kept: dropped
+    assert loading.take_policy(model, device="cpu", codec="ee_objects_rel") is not a
+
+
 def test_failed_episode_gets_a_front_camera_video(small_run, tmp_path):
     import av
 

@@ -8,6 +8,7 @@ against their 0.4.1 stub server (`python -m positronic.offboard.stub`). No Posit
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,8 +20,9 @@ import pytest
 
 pytest.importorskip("lerobot")
 
-from test_policy_node import save_checkpoint
+from test_policy_node import save_checkpoint  # also registers testpolicy.arm / .gripper
 from test_serve import GRAPH, SETS, ServeProcess, free_port, invoke
+from websockets.exceptions import InvalidStatus
 
 from robotflow.wire.client import RemoteSession
 from robotflow.wire.protocol import V2, actions_from_wire
@@ -38,7 +40,7 @@ def peer_python(version: str) -> Path:
 
 def run_peer(version: str, mode: str, port: int, token: str | None = None) -> dict:
     cmd = [str(peer_python(version)), str(PEER), mode, "127.0.0.1", str(port), *([token] if token else [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"positronic {version} {mode} printed nothing:\n{proc.stderr[-3000:]}"
     out = json.loads(lines[-1])
@@ -94,14 +96,18 @@ def test_positronic_041_remote_policy_runs_against_robotflow_serve(peer_runs):
 
 
 class StubServer:
-    """Positronic 0.4.1's stub model server (empty commands), from its side venv."""
+    """Positronic 0.4.1's stub model server (empty commands), from its side venv; with `token`, gated on it
+    the way their servers are (the AUTH_TOKEN environment variable: `Authorization: Bearer` required)."""
 
-    def __init__(self):
+    def __init__(self, token: str | None = None):
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         cmd = [str(peer_python("0.4.1")), "-m", "positronic.offboard.stub"]
         cmd += ["--websocket.served_address.host=127.0.0.1", f"--websocket.served_address.port={self.port}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "AUTH_TOKEN"}
+        if token:
+            env["AUTH_TOKEN"] = token
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []
         ready = threading.Event()
 
@@ -118,7 +124,7 @@ class StubServer:
             if ready.wait(0.2):
                 break
             try:  # uvicorn's banner may not reach a pipe: a connect answers as well
-                RemoteSession(self.url, open_timeout=1.0).close()
+                RemoteSession(self.url, token=token, open_timeout=1.0).close()
                 break
             except Exception:
                 continue
@@ -168,6 +174,101 @@ def test_models_endpoint_absent_is_no_obstacle(stub):
     assert e.value.code == 404
     with RemoteSession(stub.url) as s:
         assert s.statuses[-1] == "ready"
+
+
+# ---- the bearer token, both directions -------------------------------------------------------------
+
+TOKEN = "interop-s3cret"
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    save_checkpoint(root / "checkpoints" / "000001" / "pretrained_model")
+    srv = ServeProcess("--checkpoints-dir", str(root), "--device", "cpu", "--token", TOKEN)
+    yield srv
+    srv.stop()
+
+
+def test_positronic_041_with_the_token_is_served(token_server):
+    """Their InferenceClient and RemotePolicy send `Authorization: Bearer <token>` (the header their
+    `authed_remote` builds from AUTH_TOKEN) on the upgrade and on the keepalive call: `robotflow serve
+    --token` accepts both."""
+    out = run_peer("0.4.1", "both", token_server.port, TOKEN)
+    assert out["client"]["protocol_version"] == V2 and out["client"]["command_types"] == ["CartesianPosition"]
+    assert out["client"]["keepalive"] is None
+    assert out["policy"]["command_steps"] > 0
+
+
+def test_positronic_041_without_the_token_is_refused(token_server):
+    """Without the header, or with a wrong token, their client reads our refusals as theirs: the upgrade
+    answers 403 and the keepalive call 401, both `forbidden` to their wire; no session starts."""
+
+    def sessions() -> int:  # the server's line for each session it starts: "session N from PEER: model M"
+        return sum(": model " in line for line in token_server.lines)
+
+    before = sessions()
+    out = run_peer("0.4.1", "refused", token_server.port, "not-" + TOKEN)
+    for who in ("none", "wrong"):
+        session, keepalive = out[f"{who}_new_session"], out[f"{who}_keepalive"]
+        assert session.get("refusal") == "forbidden" and "403" in session["message"], session
+        assert keepalive.get("refusal") == "forbidden" and "401" in keepalive["message"], keepalive
+    assert "refused: missing or wrong bearer token" in token_server.wait_for_line("refused: missing")
+    assert sessions() == before
+
+
+@pytest.fixture(scope="module")
+def token_stub():
+    srv = StubServer(token=TOKEN)
+    yield srv
+    srv.stop()
+
+
+def test_robotflow_session_with_the_token_against_positronic_041_server(token_stub):
+    """Their server gated on AUTH_TOKEN: robotflow's client sends the bearer token and is served; without
+    it, or with a wrong one, their server refuses the upgrade (403)."""
+    with RemoteSession(token_stub.url, token=TOKEN) as s:
+        assert s.version == V2 and s.session_id
+        assert s.infer({"robot_state.ee_pose": np.zeros(7), "grip": 0.0}) == [{}]
+    for token in (None, "not-" + TOKEN):
+        with pytest.raises(InvalidStatus) as e:
+            RemoteSession(token_stub.url, token=token)
+        assert e.value.response.status_code == 403
+
+
+REMOTE_GRAPH = """
+nodes:
+  - {{name: arm, type: testpolicy.arm, rate: 30}}
+  - {{name: gripper, type: testpolicy.gripper, rate: 30}}
+  - {{name: wrist_camera, type: test.frames, rate: 15, params: {{width: 64, height: 48}}}}
+  - {{name: front_camera, type: test.frames, rate: 15, params: {{width: 64, height: 48}}}}
+  - name: policy
+    type: policy.remote
+    rate: 15
+    params: {{server: "{url}", codec: ee, request_timeout_s: 10.0{token}}}
+    inputs: {{arm_state: arm/state, gripper_state: gripper/state, wrist: wrist_camera/frame, front: front_camera/frame}}
+"""
+
+
+def run_remote_graph(url: str, token: str | None, seconds: float, monkeypatch) -> tuple[object, object]:
+    from robotflow.runtime.graph import parse_graph
+    from robotflow.runtime.scheduler import Scheduler
+
+    monkeypatch.delenv("ROBOTFLOW_TOKEN", raising=False)
+    graph = REMOTE_GRAPH.format(url=url, token=f", token: {token}" if token else "")
+    sched = Scheduler(parse_graph(graph), duration_s=seconds)
+    return sched, sched.run()
+
+
+def test_policy_remote_sends_the_token_to_positronic_041_server(token_stub, monkeypatch):
+    """`policy.remote` with `token` opens its session on their gated server and asks for chunks (the stub
+    answers none, so the node holds); without it the graph stops at setup with one line naming the 403."""
+    sched, result = run_remote_graph(token_stub.url, TOKEN, 3.0, monkeypatch)
+    assert result.ok, result.error
+    assert sched.nodes["policy"].counters["requests"] >= 1
+    sched, result = run_remote_graph(token_stub.url, None, 3.0, monkeypatch)
+    assert not result.ok and "cannot open a session" in str(result.error) and "403" in str(result.error)
+    assert "\n" not in str(result.error).strip()
 
 
 @pytest.mark.slow  # a simulated episode: 15 s on a quiet machine, minutes on a loaded one

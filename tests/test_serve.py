@@ -498,3 +498,37 @@ def test_version_1_requests_get_stamped_rows_and_current_clients_the_marker(serv
         assert stamped[-1] == {"timestamp": pytest.approx(valid)} and len(stamped) == 11
         assert actions_from_wire(stamped, fps=15).valid_until == pytest.approx(valid)
         s.end()  # raises unless the server echoes it
+
+
+def test_a_relative_codec_is_served_with_absolute_positions(tmp_path):
+    """ee_cams_rel predicts positions as offsets from the observed EE position; the server adds it back, as
+    policy.act's chunk executor does, so the answer is the in-process chunk and not the raw offsets."""
+    import torch
+    from lerobot.policies.utils import prepare_observation_for_inference
+
+    from robotflow.codecs import codec_from_spec
+    from robotflow.policies.loading import load_policy
+    from robotflow.wire.protocol import channels_from_observation
+
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "000001" / "pretrained_model", codec_name="ee_cams_rel")
+    srv = ServeProcess("--checkpoints-dir", str(run), "--device", "cpu")
+    try:
+        obs = {**observation(4), "robot_state.ee_pose": np.array([0.9, -0.7, 1.1, 0.0, 1.0, 0.0, 0.0])}
+        with RemoteSession(srv.url) as s:
+            assert s.meta["codec"] == "ee_cams_rel"
+            served = actions_from_wire(s.infer(obs), fps=s.meta["action_fps"]).targets
+    finally:
+        srv.stop()
+    loaded = load_policy(run, device="cpu")
+    codec = codec_from_spec(loaded.codec_spec)
+    frame = codec.encode_live(channels_from_observation(obs, codec)[0])
+    observed = frame["observation.state"][:3].copy()  # LeRobot's prepare turns the frame's arrays into tensors
+    with torch.inference_mode():
+        batch = loaded.preprocessor(prepare_observation_for_inference(frame, "cpu", None, None))
+        offsets = loaded.postprocessor(loaded.policy.predict_action_chunk(batch))[0].numpy()
+    absolute = offsets.copy()
+    absolute[:, :3] += observed
+    poses, _ = codec.decode_chunk(absolute)
+    np.testing.assert_allclose(served, poses, atol=1e-5)
+    assert np.abs(served[:, :3] - codec.decode_chunk(offsets)[0][:, :3]).min() > 0.5  # not the offsets

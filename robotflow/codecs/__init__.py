@@ -3,8 +3,8 @@
 Public API (see docs/codecs.md):
 
 - ``get_codec(name, **params)`` / ``codec_from_spec(spec)`` / ``load_dataset_codec(root)``
-- ``Codec.encode_live(latest)``, ``Codec.decode(action)``, ``Codec.reset()``, ``Codec.spec()``,
-  ``Codec.features()``
+- ``Codec.encode_live(latest)``, ``Codec.decode(action)``, ``Codec.decode_chunk(actions)``, ``Codec.reset()``,
+  ``Codec.spec()``, ``Codec.features()``
 - ``robotflow.codecs.spec``: spec files of datasets and checkpoints, ``checkpoint_codec(model_dir)``,
   the mismatch checks.
 - ``convert(...)`` / ``append(...)`` for recorded episodes -> LeRobot v3.0 datasets.

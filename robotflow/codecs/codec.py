@@ -636,13 +636,17 @@ class Codec:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape[0] != self.action_dim:
             raise CodecError(f"codec '{self.name}' decodes {self.action_dim}-d actions, got shape {np.shape(action)}")
-        if self.layout.rotation == "rot6d":
-            quat = rot6d_to_quat(a[3:9])
-        else:
-            quat = canonical_quat(a[3:7])
-        pose = np.concatenate([a[:3], quat])
-        width = float(np.clip(a[-1], 0.0, 1.0))
-        return {"ee_pose": pose, "width": width}
+        poses, widths = self.decode_chunk(a[None])
+        return {"ee_pose": poses[0], "width": float(widths[0])}
+
+    def decode_chunk(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A chunk of policy actions ``(N, action_dim)`` -> poses ``(N, 7)`` float64 and widths ``(N,)``, each
+        row what :meth:`decode` gives for it, in one vectorised pass (a server answers 100-step chunks)."""
+        a = np.asarray(actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.action_dim:
+            raise CodecError(f"codec '{self.name}' decodes (N, {self.action_dim}) chunks, got shape {a.shape}")
+        quats = rot6d_to_quat(a[:, 3:9]) if self.layout.rotation == "rot6d" else canonical_quat(a[:, 3:7])
+        return np.concatenate([a[:, :3], quats], axis=1), np.clip(a[:, -1], 0.0, 1.0)
 
 
 def get_codec(

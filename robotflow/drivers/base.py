@@ -31,6 +31,13 @@ RECONNECT_BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
 
 # ---- arm ----------------------------------------------------------------------------------------------
 
+# What an arm is doing, published with every state (`mode`):
+#   idle  - no target yet (since the start, or since the simulated robot was reset): at rest where it is;
+#   move  - following the newest target;
+#   hold  - the command watchdog fired, or the arm recovered from a fault: at rest, held, until a fresh target;
+#   fault - the robot reported an error (a reflex, a lost connection): no command is sent; `fault` says what.
+ARM_MODES = ("idle", "move", "hold", "fault")
+
 
 class ArmNode(Node):
     """An arm (`sim.arm`, `franka.arm`): EE or joint targets in, through `ArmSafety`, measured state out.
@@ -39,13 +46,19 @@ class ArmNode(Node):
       - `ee_target`: `ee_pose` (7,) absolute EE target.
       - `joint_target`: `joint_pos` (7,) absolute joint target (rad).
     Outputs:
-      - `state`: `joint_pos` (7,) rad, `joint_vel` (7,) rad/s, `ee_pose` (7,), measured, every tick.
+      - `state`: `joint_pos` (7,) rad, `joint_vel` (7,) rad/s, `ee_pose` (7,), measured, every tick; and the
+        arm's status: `mode` (one of ARM_MODES) and `fault` (str: the robot's error while `mode` is "fault",
+        else ""). After a lost connection the last measured joints and pose are sent with the fault.
       - `command`: the target the arm applies now, after the safety layer: `ee_pose` (7,) with `mode="ee"`
         or `joint_pos` (7,) with `mode="joints"`; absent until the first target is applied.
 
     Params derive from `ArmSafetyParams` (workspace box, tilt cone, step per tick, command watchdog). A
     subclass reads its measured state, calls `take_command` and then `apply_safety_tick`, which calls its
     `apply_ee` / `apply_joints` / `hold`, and emits with `emit_state` / `emit_command`.
+
+    Status: `arm_mode` and `arm_fault` are kept here: `apply_safety_tick` sets idle/move/hold, a subclass
+    calls `enter_fault` when its robot reports an error (nothing is commanded from then on) and `clear_fault`
+    when the error was cleared. `emit_state` requires the mode and the fault, so no arm publishes without them.
 
     `stop_hardware`: a real arm decelerates to rest now and no command follows (it raises when the arm does
     not stop); the simulated arm has nothing to stop. `teardown` ends any motion still running.
@@ -58,6 +71,23 @@ class ArmNode(Node):
     def init_safety(self, joint_limits: tuple[np.ndarray, np.ndarray], fk: Callable[[np.ndarray], np.ndarray]):
         """The arm's safety layer, from its params, its joint limits and its forward kinematics."""
         self.safety = ArmSafety(self.params, joint_limits, fk, self.name)
+        self.arm_mode = "idle"
+        self.arm_fault = ""
+
+    def enter_fault(self, error: str) -> None:
+        """The robot reported an error: from now on no command is sent (apply_safety_tick does nothing) and
+        the state carries `mode` "fault" with the error, until `clear_fault`."""
+        self.arm_mode, self.arm_fault = "fault", " ".join(str(error).split()) or "unknown error"
+        self.safety.reset()
+
+    def clear_fault(self) -> None:
+        """The error was cleared (the robot recovered): hold where the arm is until a fresh command."""
+        self.arm_mode, self.arm_fault = "hold", ""
+        self.safety.reset()
+
+    def reset_mode(self) -> None:
+        """The robot was reset (the simulation's episode reset): no target, nothing held."""
+        self.arm_mode, self.arm_fault = "idle", ""
 
     def take_command(self, now_ns: int, not_before_ns: int = -1) -> None:
         """Hand this tick's new target, if any, to the safety layer; messages stamped before `not_before_ns`
@@ -84,13 +114,17 @@ class ArmNode(Node):
 
     def apply_safety_tick(self, measured_pose: np.ndarray, measured_q: np.ndarray, now_ns: int) -> None:
         """Send this tick's command from the safety layer: a step-limited target, or a hold when the
-        command watchdog fired just now, or nothing."""
+        command watchdog fired just now, or nothing. A faulted arm is sent nothing."""
+        if self.arm_mode == "fault":
+            return
         cmd = self.safety.tick(measured_pose, measured_q, now_ns)
         if cmd is False:
             self.hold()
+            self.arm_mode = "hold"
         elif cmd is not None:
             mode, target = cmd
             (self.apply_joints if mode == "joints" else self.apply_ee)(target)
+            self.arm_mode = "move"
 
     def apply_ee(self, target: np.ndarray) -> None:
         """Drive the arm toward an EE pose target (already validated and step-limited)."""
@@ -104,8 +138,15 @@ class ArmNode(Node):
         """The command watchdog fired: stop the motion and hold where the arm is."""
         raise NotImplementedError
 
-    def emit_state(self, joint_pos: np.ndarray, joint_vel: np.ndarray, ee_pose: np.ndarray) -> None:
-        self.emit("state", joint_pos=joint_pos, joint_vel=joint_vel, ee_pose=ee_pose)
+    def emit_state(
+        self, joint_pos: np.ndarray, joint_vel: np.ndarray, ee_pose: np.ndarray, *, mode: str, fault: str
+    ) -> None:
+        """The measured state with the arm's status (pass `self.arm_mode`, `self.arm_fault`)."""
+        if mode not in ARM_MODES:
+            raise ValueError(f"{self.name}: arm mode {mode!r} is not one of {', '.join(ARM_MODES)}")
+        if (mode == "fault") != bool(fault):
+            raise ValueError(f"{self.name}: mode {mode!r} with fault {fault!r}: a fault goes with mode 'fault' only")
+        self.emit("state", joint_pos=joint_pos, joint_vel=joint_vel, ee_pose=ee_pose, mode=mode, fault=fault)
 
     def emit_command(self, mode: str | None, target: np.ndarray | None) -> None:
         """Echo the applied target (a copy: the node keeps its own); nothing before the first one."""

@@ -82,6 +82,24 @@ def keep_thread_scheduling():
             os.sched_setscheduler(0, policy, param)
 
 
+@contextlib.contextmanager
+def starting_threads_at(priority: int):
+    """Threads started inside this block start at SCHED_FIFO `priority` (they inherit the caller's scheduling),
+    where the process may (root, CAP_SYS_NICE); the caller's own scheduling is restored after. 0: no change.
+
+    franky runs each control loop (1 kHz) in a thread it starts when a motion begins. With a PREEMPT_RT kernel
+    (`realtime_kernel: true`) libfranka raises that thread itself; with `RealtimeConfig.Ignore` it stays at
+    normal priority (measured: SCHED_OTHER), and on a loaded machine it misses cycles.
+    """
+    if priority <= 0:
+        yield
+        return
+    with keep_thread_scheduling():
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        yield
+
+
 # ---- quaternion convention: the one place franky's [x, y, z, w] meets our [w, x, y, z] -------------
 
 
@@ -154,13 +172,21 @@ class FrankaArmParams(ArmSafetyParams):
     home_joints: list[float] = field(default_factory=lambda: list(READY_JOINTS))
     home_on_start: bool = False  # move to home_joints (blocking) before the graph starts
     recover_on_start: bool = True  # clear a previous reflex (robot.recover_from_errors)
-    # After a reflex during the run: False stops the graph (read the error first); True clears it with
-    # robot.recover_from_errors(), holds, and goes on with the next fresh command.
+    # After a fault during the run (a reflex or limit violation, or a motion franky could not plan): False stops
+    # the graph (read the error first); True clears it with robot.recover_from_errors(), holds, and goes on with
+    # the next fresh command. Either way the state of that tick carries the fault (the recorder ends the episode
+    # there). A lost connection always stops the graph.
     auto_recover: bool = False
     torque_threshold: float = positive(20.0)  # collision reflex threshold, all joints (Nm)
     force_threshold: float = positive(30.0)  # collision reflex threshold, Cartesian (N)
     stop_timeout_s: float = positive(3.0)  # a stop waits this long for the arm to come to rest
     realtime_kernel: bool = True  # False: let franky run without a PREEMPT_RT kernel
+    # SCHED_FIFO priority of franky's 1 kHz control thread where the process may (0: leave it to libfranka). A
+    # starved loop misses cycles; each streamed target then starts a new plan from a commanded state that jumped,
+    # and franky aborts the motion ("Motion planner failed with error code -101/-110/-111"). Measured against
+    # franky-sim with `realtime_kernel: false` at a load of 12-16 (benchmarks.franka): 2 of 3 runs aborted at
+    # normal priority, 0 of 3 at SCHED_FIFO 80 (docs/hardware.md, "What is verified").
+    control_thread_priority: int = in_range(0, 99, 80)
     connect_timeout_s: float = non_negative(
         0.0
     )  # keep retrying the connection this long (the twin starts with the graph)
@@ -183,10 +209,18 @@ class FrankaArmNode(ArmNode):
     clamped to the workspace box, the tilt cone and the joint limits, and each tick the target sent leads
     the measured pose by at most one step; without a fresh command for `command_timeout_s` the arm stops
     and holds. Targets go to franky as asynchronous motions that replace each other; an unchanged target is
-    not re-sent. Any franky error (a reflex, a limit violation, a lost connection) raises, which stops the
-    graph, unless `auto_recover` clears a reflex. When the graph stops, `stop_hardware` stops the arm first
-    (robot.stop(), before any other node's teardown); a stop that fails fails the run. Ports and command
-    precedence: `ArmNode` (robotflow/drivers/base.py).
+    not re-sent. When the graph stops, `stop_hardware` stops the arm first (robot.stop(), before any other
+    node's teardown); a stop that fails fails the run. Ports and command precedence: `ArmNode`
+    (robotflow/drivers/base.py).
+
+    Faults: any franky error (a reflex or limit violation raised by the running motion, a lost connection)
+    puts the arm in mode "fault": no command is sent from then on, and the state of that tick carries the
+    error (`fault`), so a recorder with `stop_on_fault` ends its episode with the outcome "fault". Then the
+    node stops the graph with one line that names the robot and the fix, unless `auto_recover` clears the
+    error (robot.recover_from_errors()) and the arm holds until the next fresh command. A lost connection
+    shows as libfranka's UDP timeout (1 s) during a motion, or as a state read that fails; the robot stops
+    itself when its controller hears nothing, so the node sends no stop and sends the last measured state
+    with the fault.
     """
 
     Params = FrankaArmParams
@@ -198,7 +232,9 @@ class FrankaArmNode(ArmNode):
         self._mode: str | None = None  # running motion: "ee" (cartesian), "impedance", "joints"
         self._motion = None  # the impedance tracking motion, updated in place
         self._target: np.ndarray | None = None
-        self.counts = {"targets": 0, "unchanged": 0, "mode_switches": 0, "holds": 0, "recoveries": 0}
+        self.counts = {"targets": 0, "unchanged": 0, "mode_switches": 0, "holds": 0, "faults": 0, "recoveries": 0}
+        self._lost = False  # the connection to the robot is gone: no call reaches it any more
+        self._measured: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # last (q, dq, pose)
         # step() applies commands under this lock; stop_hardware() takes it to make sure none follows a stop.
         self._hw_lock = threading.Lock()
         self._halted = False
@@ -261,13 +297,13 @@ class FrankaArmNode(ArmNode):
                     translational_stiffness=p.translational_stiffness, rotational_stiffness=p.rotational_stiffness
                 )
                 self._motion.set_reference(franky.CartesianReference(target=affine))
-                self.robot.move(self._motion, asynchronous=True)
+                self._move(self._motion)
             else:
                 self._motion.set_reference(franky.CartesianReference(target=affine))
         else:
             # return_when_finished=False: hold the target until the next one replaces this motion.
             motion = franky.CartesianMotion(affine, franky.ReferenceType.Absolute, return_when_finished=False)
-            self.robot.move(motion, asynchronous=True)
+            self._move(motion)
         self._mode = mode
         self._target = target
         self.counts["targets"] += 1
@@ -282,10 +318,16 @@ class FrankaArmNode(ArmNode):
             if self._halted:
                 return
         motion = franky.JointMotion(target, franky.ReferenceType.Absolute, return_when_finished=False)
-        self.robot.move(motion, asynchronous=True)
+        self._move(motion)
         self._mode = "joints"
         self._target = target
         self.counts["targets"] += 1
+
+    def _move(self, motion) -> None:
+        """Start or replace the running motion (asynchronous); a control loop franky starts for it runs at
+        `control_thread_priority`."""
+        with starting_threads_at(self.params.control_thread_priority):
+            self.robot.move(motion, asynchronous=True)
 
     def _switch_from(self) -> None:
         if self._mode is not None:
@@ -333,40 +375,105 @@ class FrankaArmNode(ArmNode):
             except Exception as e:  # noqa: BLE001 - the preemption itself surfaces as a ControlException
                 log.warning("[%s] after robot.stop(): %s: %s", self.name, type(e).__name__, e)
 
-    def _recover(self, error: Exception) -> None:
-        self.counts["recoveries"] += 1
-        log.warning("[%s] %s: %s; auto_recover: recover_from_errors() and hold", self.name, type(error).__name__, error)
-        self.robot.recover_from_errors()
-        self._mode, self._motion, self._target = None, None, None
-        self.safety.reset()
+    # ---- faults ---------------------------------------------------------------------------------
+    def _is_lost(self, error: Exception) -> bool:
+        """Whether an error means the connection is gone (not a reflex the robot can recover from)."""
+        return isinstance(error, self.franky.NetworkException)
+
+    def _fault_message(self, error: Exception) -> str:
+        """The one line the graph stops with: what happened to which robot, and what to do."""
+        what = " ".join(f"{type(error).__name__}: {error}".split())
+        host = self.params.host
+        if self._lost:
+            return (
+                f"lost the connection to the Franka at {host} ({what}); the robot stops by itself when its "
+                f"controller hears nothing. Check the network cable and that FCI is active in Desk, then restart "
+                f"the graph"
+            )
+        if isinstance(error, self.franky.ControlException):
+            return (
+                f"the Franka at {host} faulted ({what}); the arm is held. Check for obstacles, then restart the "
+                f"graph (recover_on_start clears the error), or set auto_recover: true to clear reflexes and go on"
+            )
+        # franky's own failures (its motion planner, a rejected command): the motion ended, the robot has no reflex.
+        return (
+            f"the Franka at {host} stopped: franky's motion failed ({what}); the arm is held. Restart the graph, "
+            f"or set auto_recover: true to go on with the next target"
+        )
+
+    def _recover(self) -> bool:
+        """auto_recover: clear a reflex with robot.recover_from_errors(); the arm then holds. False when the
+        robot cannot recover (the error stays, or the call itself fails)."""
+        try:
+            ok = bool(self.robot.recover_from_errors()) and not self.robot.has_errors
+        except Exception as e:  # noqa: BLE001 - a failed recovery stops the graph with the fault
+            log.warning("[%s] recover_from_errors(): %s: %s", self.name, type(e).__name__, e)
+            self._lost = self._lost or self._is_lost(e)
+            return False
+        if ok:
+            self.counts["recoveries"] += 1
+            log.warning("[%s] %s; auto_recover: recovered, holding until a fresh command", self.name, self.arm_fault)
+            self._mode, self._motion, self._target = None, None, None
+            self.clear_fault()
+        return ok
+
+    def _motion_error(self) -> Exception | None:
+        """What the last motion ended with, if anything (franky keeps it for poll_motion)."""
+        try:
+            self.robot.poll_motion()
+        except Exception as e:  # noqa: BLE001
+            return e
+        return None
+
+    def _read_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        js = self.robot.current_joint_state
+        cs = self.robot.current_cartesian_state
+        q = np.array(js.position, dtype=np.float64).reshape(7)
+        dq = np.array(js.velocity, dtype=np.float64).reshape(7)
+        return q, dq, pose_from_affine(cs.pose.end_effector_pose)
 
     # ---- tick -----------------------------------------------------------------------------------
     def step(self) -> None:
-        robot, franky = self.robot, self.franky
+        robot = self.robot
+        if self._halted:  # stop_hardware ran: what the stopped motion reports now is the stop itself
+            return
+        error: Exception | None = None
         try:
+            robot.poll_motion()  # re-raises what the running async motion hit (reflex, limits, network)
+        except Exception as e:  # noqa: BLE001 - every franky error is a fault of the arm
+            error = e
+        self._lost = error is not None and self._is_lost(error)
+        if not self._lost:
             try:
-                robot.poll_motion()  # re-raises what the running async motion hit (reflex, limits, network)
-            except franky.ControlException as e:
-                if not self.params.auto_recover or self._halted:
-                    raise
-                self._recover(e)
-            js = robot.current_joint_state
-            cs = robot.current_cartesian_state
-            q = np.array(js.position, dtype=np.float64).reshape(7)
-            pose = pose_from_affine(cs.pose.end_effector_pose)
+                self._measured = self._read_state()
+            except Exception as e:  # noqa: BLE001 - franky 2.0: RuntimeError("Net Exception") after libfranka's 1 s timeout
+                # The motion may have ended meanwhile with the more telling error (libfranka's UDP timeout).
+                error, self._lost = error or self._motion_error() or e, True
+        if self._measured is None:  # lost before the first state: nothing measured to publish
+            raise RuntimeError(self._fault_message(error))
+        q, dq, pose = self._measured
+        if error is None:
             now = self.now_ns()
             self.take_command(now)
             with self._hw_lock:
                 if not self._halted:
-                    self.apply_safety_tick(pose, q, now)
-        except Exception as e:  # noqa: BLE001 - franky's errors, reported with what to do next
-            raise RuntimeError(
-                f"Franka at {self.params.host}: {type(e).__name__}: {e} (the robot stopped; "
-                f"check for obstacles, then clear the error in Desk or restart the graph, which "
-                f"calls recover_from_errors)"
-            ) from e
-        self.emit_state(q, np.array(js.velocity, dtype=np.float64).reshape(7), pose)
+                    try:
+                        self.apply_safety_tick(pose, q, now)
+                    except Exception as e:  # noqa: BLE001 - a motion the robot refuses (it has errors, or is gone)
+                        error = e
+                        self._lost = self._is_lost(e)
+        if error is not None:
+            if self._halted:
+                return
+            self.counts["faults"] += 1
+            self.enter_fault(f"{type(error).__name__}: {error}")
+        # The state of a faulted tick carries the fault: the recorder ends its episode on it, before any stop.
+        self.emit_state(q, dq, pose, mode=self.arm_mode, fault=self.arm_fault)
         self.emit_command("ee" if self._mode == "impedance" else self._mode, self._target)
+        if error is None:
+            return
+        if not (self.params.auto_recover and not self._lost and self._recover()):
+            raise RuntimeError(self._fault_message(error))
 
     def stop_hardware(self) -> None:
         """Stop the arm now (robot.stop(): it decelerates to rest and the running motion ends), from the
@@ -380,6 +487,9 @@ class FrankaArmNode(ArmNode):
             lock.release()
         robot = self.robot
         if robot is None:
+            return
+        if self._lost:  # no call reaches the robot; its controller stopped the arm when the commands stopped
+            log.warning("[%s] connection lost: no robot.stop() possible; the robot stops by itself", self.name)
             return
         try:
             robot.stop()
@@ -401,6 +511,9 @@ class FrankaArmNode(ArmNode):
 
     def teardown(self) -> None:
         if getattr(self, "robot", None) is None:
+            return
+        if self._lost:
+            self.robot = None
             return
         try:
             self._stop_motion()

@@ -4,7 +4,9 @@ Every episode runs in a graph of its own (a fresh world, policy state and record
 seed. So an episode's outcome depends on its seed and the checkpoint only, never on which episodes ran
 before it in the same process: one worker or N give the same per-seed results (tested), and any failed
 seed can be re-run alone. A worker is a spawned process that imports torch, LeRobot and MuJoCo once and
-then runs its share of episodes one after another, each with one torch thread.
+then takes seeds from a queue and runs them one after another, each with one torch thread. It loads
+the policy once: a policy node releases its policy when its graph ends, and the worker hands the same one,
+reset, to the next episode's node (robotflow.policies.loading.keep_loaded_policies).
 """
 
 from __future__ import annotations
@@ -103,6 +105,9 @@ def _init_worker(plan: EvalPlan) -> None:
     global _PLAN
     _PLAN = plan
     logging.basicConfig(level=logging.WARNING)
+    from robotflow.policies.loading import keep_loaded_policies  # torch and LeRobot: only where policies run
+
+    keep_loaded_policies()
     if plan.torch_threads:
         import torch  # torch only where a policy sets its threads
 
@@ -125,17 +130,21 @@ def run_episodes(plan: EvalPlan, jobs: Sequence[EpisodeJob], workers: int = 1, p
         Path(plan.record_dir).mkdir(parents=True, exist_ok=True)
     out: list[EpisodeOutcome] = []
     if workers == 1 or len(jobs) <= 1:
+        from robotflow.policies.loading import keep_loaded_policies  # torch and LeRobot: only where policies run
+
         if plan.torch_threads:
             import torch  # torch only where a policy sets its threads
 
             saved = torch.get_num_threads()
             torch.set_num_threads(plan.torch_threads)
+        keep_loaded_policies()
         try:
             for job in jobs:
                 out.append(run_episode(plan, job))
                 if progress is not None:
                     progress(out[-1])
         finally:
+            keep_loaded_policies(False)  # this process may go on to other work: free the policies
             if plan.torch_threads:
                 torch.set_num_threads(saved)
     else:

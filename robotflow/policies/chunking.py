@@ -484,11 +484,13 @@ class ChunkExecutor:
         elif self._reset_source is not None:
             self._reset_source()
 
-    def close(self) -> None:
-        """Stop the worker thread."""
+    def close(self) -> bool:
+        """Stop the worker thread; False if it is still busy with the policy."""
+        stopped = True
         if self._worker is not None:
-            self._worker.close()
+            stopped = self._worker.close()
             self._worker = None
+        return stopped
 
     def __enter__(self) -> ChunkExecutor:
         return self

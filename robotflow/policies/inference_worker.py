@@ -93,11 +93,13 @@ class InferenceWorker:
             res, self._result = self._result, None
             return res
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Stop the thread; False if a forward pass still holds it (and the policy) after 30 s."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
         self._thread.join(timeout=30)
+        return not self._thread.is_alive()
 
 
 def default_threads() -> int:

@@ -50,6 +50,7 @@ class LoadedPolicy:
     codec_spec: dict[str, Any] | None  # None only with require_codec=False and no codec to be found
     codec_source: str | None = None  # where the spec came from (beside the checkpoint, its dataset, the caller)
     checkpoint: CheckpointInfo | None = None  # what `resolve_checkpoint` found (its step among them)
+    shelf_key: tuple | None = None  # set by take_policy: where release_policy shelves it
 
     @property
     def config(self) -> Any:
@@ -112,3 +113,44 @@ def load_policy(
     )
     log.info("loaded %s policy from %s on %s", cfg.type, model_dir, dev)
     return LoadedPolicy(policy, preprocessor, postprocessor, model_dir, dev, spec, source, found_ckpt)
+
+
+# Evaluation workers run one seeded episode graph after another in the same process (robotflow.evaluation).
+# Loading the policy for each one (LeRobot's config parsing, the model's construction and its weights: about
+# 1.5 s of a vision episode here) repeats the same work. A process that keeps loaded policies puts each one a
+# node releases on this shelf and hands it to the next node that loads the same checkpoint. A policy is on
+# the shelf or in one node, never in two: ACT's action queue is per policy.
+_shelf: dict[tuple, list[LoadedPolicy]] | None = None
+
+
+def keep_loaded_policies(keep: bool = True) -> None:
+    """Keep (or stop keeping, emptying the shelf) released policies in this process for later loads."""
+    global _shelf
+    _shelf = {} if keep else None
+
+
+def take_policy(
+    path: str | Path,
+    *,
+    step: int | str | None = None,
+    device: str = "auto",
+    codec: str | None = None,
+    cameras: Sequence[str] | None = None,
+) -> LoadedPolicy:
+    """`load_policy`, or a policy of the same checkpoint released earlier in this process when policies are
+    kept (`keep_loaded_policies`), reset for a new episode. Give it back with `release_policy`."""
+    key = (str(path), str(step), device, codec, tuple(cameras or ()))
+    kept = _shelf.get(key) if _shelf is not None else None
+    if kept:
+        loaded = kept.pop()
+        loaded.policy.reset()
+    else:
+        loaded = load_policy(path, step=step, device=device, codec=codec, cameras=cameras)
+    loaded.shelf_key = key
+    return loaded
+
+
+def release_policy(loaded: LoadedPolicy) -> None:
+    """A node is done with `loaded`: shelve it when this process keeps policies (else it is simply dropped)."""
+    if _shelf is not None and loaded.shelf_key is not None:
+        _shelf.setdefault(loaded.shelf_key, []).append(loaded)

@@ -38,7 +38,7 @@ from robotflow.runtime.node import Input
 from robotflow.runtime.params import in_range, non_negative, positive
 
 from .base import PolicyNode
-from .loading import LoadedPolicy, check_device, load_policy
+from .loading import LoadedPolicy, check_device, release_policy, take_policy
 
 log = logging.getLogger("robotflow.policies")
 
@@ -125,7 +125,7 @@ class _PolicyNode(PolicyNode):
             )
         # load_policy resolves the checkpoint (a local path or a URL); the codec is checked against the
         # graph's before torch reads any weights.
-        self.loaded = load_policy(
+        self.loaded = take_policy(
             p.checkpoint, step=p.checkpoint_step, device=p.device, codec=p.codec, cameras=p.camera_names()
         )
         self.codec = codec_from_spec(self.loaded.codec_spec)
@@ -184,10 +184,12 @@ class _PolicyNode(PolicyNode):
     def teardown(self) -> None:
         runner = getattr(self, "runner", None)
         if runner is not None:
-            runner.close()
+            idle = runner.close()
             stats = getattr(runner, "stats", None)
             if stats is not None:
                 self.log("policy stats: %s", stats.as_dict())
+            if idle:  # a policy still inside a forward pass is never handed to another node
+                release_policy(self.loaded)
 
 
 class ACTNode(_PolicyNode):

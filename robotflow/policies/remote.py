@@ -109,8 +109,8 @@ def wire_observation(
     """The newest message of each input port -> an observation (Positronic's raw key names).
 
     Grip: the gripper's width (1 open) travels as Positronic's grip (0 open, 1 closed). The arm's status is
-    `robot_state.status` (`ok`: robotflow arms hold on a fault instead of reporting
-    one); observed_ns,
+    `robot_state.status`, always `ok`: a faulted arm sends nothing to the robot and stops the graph or recovers
+    (its state's `mode`/`fault` fields stay in the recording); observed_ns,
     the control clock's time of the observation, is `obs_time_ns` beside the wall clock's `wall_time_ns`.
     """
 

@@ -45,5 +45,5 @@ class SyncPolicyRunner:
     def reset(self) -> None:
         self.policy.reset()
 
-    def close(self) -> None:
-        pass
+    def close(self) -> bool:
+        return True  # no thread of its own: the policy is idle once the node's tick returns

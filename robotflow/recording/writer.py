@@ -21,7 +21,8 @@ episode is therefore counted in the channel's totals (the run's stats table) rat
 Episode boundaries come from `task/episode` events (`event: start|end`, see docs/contracts.md). Messages
 are routed by their runtime timestamp, after a short reorder window, so a frame stamped just before an
 `end` event still lands in its episode even if it reaches the recorder a moment later. Without an
-episode input, the whole run is one episode. The node's counts (in the run's stats) say what was not
+episode input, the whole run is one episode. A fault (a message with a non-empty `fault` field: an arm's state in
+mode "fault") ends the open episode with the outcome `fault` (`stop_on_fault`). The node's counts (in the run's stats) say what was not
 written: `outside_episode` (before the first, between or after episodes, or late for a closed one) and
 `late` (arrived after the reorder window; still written when its episode is open).
 """
@@ -250,6 +251,9 @@ class RecorderParams:
     # bound on the writer's backlog, in seconds of writing at its measured rate: at most half the teardown budget
     backlog_s: float = in_range(0, TEARDOWN_S / 2, 3.0, min_open=True)
     backlog_mb: int = in_range(1, None, 1024)  # and in memory
+    # A message with a non-empty `fault` field (an arm's state in mode "fault", docs/contracts.md) ends the open
+    # episode with the outcome "fault", that message included; False records through faults.
+    stop_on_fault: bool = True
     # free space on the output's disk kept beyond what the next flush writes; below it the recording stops,
     # the open episode closed as far as it was written
     min_free_mb: float = non_negative(100.0)
@@ -347,6 +351,15 @@ class Recorder(Node):
                 self._open["gaps"][ch] = self._open["gaps"].get(ch, 0) + msg.seq - prev - 1
             self._open["frames"][ch] = self._open["frames"].get(ch, 0) + 1
             self._put_data(ch, msg)
+            if self.params.stop_on_fault and _fault_of(msg):
+                log.warning(
+                    "[%s] %s reports a fault (%s): episode %d ends with outcome fault",
+                    self.name,
+                    ch,
+                    _fault_of(msg),
+                    self._open["index"],
+                )
+                self._end_episode(t, "fault", {})
         if until_ns is not None:
             self._watermark = max(self._watermark, until_ns)
 
@@ -566,6 +579,12 @@ class Recorder(Node):
             + (where + "; " if where else "")
             + "free some space and record again"
         )
+
+
+def _fault_of(msg: Message) -> str:
+    """The fault a message reports ('' when none): an arm's state carries `fault`, a string, every tick."""
+    fault = msg.fields.get("fault")
+    return fault if isinstance(fault, str) else ""
 
 
 def _label(value: Any) -> str:

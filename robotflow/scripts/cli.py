@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -109,32 +108,28 @@ def graph_show(graph_file, sets, dot):
     click.echo(graph_dot(spec) if dot else graph_text(spec))
 
 
-def _attach_optional_commands() -> None:
-    """Commands owned by other subpackages; attached when their module is present."""
-    for mod_name, attr, name in [
-        ("robotflow.scripts.record", "record", "record"),
-        ("robotflow.scripts.record", "info", "info"),
-        ("robotflow.scripts.record", "replay", "replay"),
-        ("robotflow.scripts.record", "recover", "recover"),
-        ("robotflow.scripts.episodes", "episodes", "episodes"),
-        ("robotflow.scripts.convert", "convert", "convert"),
-        ("robotflow.scripts.train", "train_command", "train"),
-        ("robotflow.scripts.rollout", "rollout", "rollout"),
-        ("robotflow.scripts.view", "view", "view"),
-        ("robotflow.scripts.serve", "serve", "serve"),
-    ]:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue
-            raise
-        cmd = getattr(mod, attr, None)
-        if isinstance(cmd, click.Command):
-            main.add_command(cmd, name)
+# The other commands live beside their subject; they are imported here, after `main` exists, and attached.
+from robotflow.scripts.convert import convert  # noqa: E402
+from robotflow.scripts.episodes import episodes  # noqa: E402
+from robotflow.scripts.record import info, record, recover, replay  # noqa: E402
+from robotflow.scripts.rollout import rollout  # noqa: E402
+from robotflow.scripts.serve import serve  # noqa: E402
+from robotflow.scripts.train import train_command  # noqa: E402
+from robotflow.scripts.view import view  # noqa: E402
 
-
-_attach_optional_commands()
+for _name, _command in [
+    ("record", record),
+    ("info", info),
+    ("replay", replay),
+    ("recover", recover),
+    ("episodes", episodes),
+    ("convert", convert),
+    ("train", train_command),
+    ("rollout", rollout),
+    ("view", view),
+    ("serve", serve),
+]:
+    main.add_command(_command, _name)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -42,6 +42,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from robotflow.codecs import Codec, CodecError, checkpoint_codec, codec_from_spec
+from robotflow.codecs.spec import CHECKPOINT_SPEC_FILE
 from robotflow.network import bearer_token, token_matches, unauthenticated_bind_error
 from robotflow.policies.checkpoints import (
     PRETRAINED_MODEL_DIR,
@@ -196,6 +197,15 @@ class ServedModel:
         self.n_action_steps = int(getattr(cfg, "n_action_steps", self.chunk_size))
         codec_obj = self.new_codec()
         self.codec_name = codec_obj.name
+        # Codecs with relative positions: the policy predicts each chunk's positions as offsets from the EE
+        # position it observed, and the chunk executor of policy.act adds that position back. The server
+        # must too, or a client would drive the arm to the offsets themselves, around the robot's base.
+        self.relative = codec_obj.layout.relative
+        if self.relative and not (self.loaded.codec_source or "").startswith(CHECKPOINT_SPEC_FILE):
+            raise ServeError(
+                f"model {model_id}: {path} was not trained by `robotflow train` (no {CHECKPOINT_SPEC_FILE} beside "
+                f"it), and codec '{codec_obj.name}' needs the relative action chunks only it trains"
+            )
         self.cameras = dict(codec_obj.params.cameras)
         self.fps = float(codec_obj.params.fps)
         h, w = codec_obj.params.image_size
@@ -238,10 +248,14 @@ class ServedModel:
         return self.inference.new_history()
 
     def predict(self, frame: dict[str, Any], state: Any) -> tuple[np.ndarray, Any]:
-        """One forward pass: (chunk_size, action_dim) unnormalized actions, and the session's new state."""
+        """One forward pass: (chunk_size, action_dim) unnormalized, absolute actions, and the session's new
+        state (relative positions made absolute as ChunkExecutor does: + the observed EE position)."""
         with torch.inference_mode():
             chunk = self.inference.predict_chunk(self.inference.batch(frame), state)
-            return self.inference.unnormalize(chunk), state
+            actions = self.inference.unnormalize(chunk)
+        if self.relative:
+            actions[:, :3] += np.asarray(frame["observation.state"], np.float32)[:3]
+        return actions, state
 
     def warmup(self) -> float:
         """One forward pass on zeros; the chunk it returns is the size every answer will have."""
@@ -447,7 +461,8 @@ class InferenceServer:
             raise ProtocolError(
                 f"message of {len(data)} bytes is over the server's limit of {self.cfg.max_message_bytes}"
             )
-        request = parse_request(unpack(data), session_id)
+        # JPEG frames decode to at most what the transport would take as raw arrays (4x the limit).
+        request = parse_request(unpack(data, max_jpeg_bytes=4 * self.cfg.max_message_bytes), session_id)
         if request.end_session:
             return {SESSION_ID: session_id, END_SESSION: True}, state
         latest, task = channels_from_observation(request.observation, codec)
@@ -468,7 +483,8 @@ class InferenceServer:
         chunk, state = await asyncio.get_running_loop().run_in_executor(self.executor, infer)
         # Version 2 rows are Positronic's own: unstamped, the horizon in the declared schedule, no marker.
         valid = model.n_action_steps if request.reads_marker else None
-        result = actions_to_wire([codec.decode(a) for a in chunk], model.fps, valid, stamped=request.version == V1)
+        poses, widths = codec.decode_chunk(chunk)  # the whole chunk in one pass, not a decode per step
+        result = actions_to_wire(poses, widths, model.fps, valid, stamped=request.version == V1)
         timing[TIMING_SERVED] = (time.perf_counter() - started) * 1e3
         return {"result": result, TIMING: timing}, state
 

@@ -159,14 +159,17 @@ class RemoteSession:
             return pack(observation)
         return pack({SESSION_ID: self.session_id, OBSERVATION: observation})
 
+    def exchange(self, payload: bytes) -> bytes:
+        """Send already-packed bytes; return the reply's bytes, not yet unpacked."""
+        self._ws.send(payload)
+        return self._ws.recv(timeout=self.request_timeout)
+
     def infer_raw(self, payload: bytes) -> Any:
         """Send already-packed bytes; return the unpacked reply (a dict with `result` or `error`)."""
-        self._ws.send(payload)
-        return unpack(self._ws.recv(timeout=self.request_timeout))
+        return unpack(self.exchange(payload))
 
-    def infer(self, observation: dict[str, Any]) -> list[dict[str, Any]]:
-        """Send one observation, return the server's action list; a server-side error raises `ServerError`."""
-        reply = self.infer_raw(self.request(observation))
+    def result(self, reply: Any) -> list[dict[str, Any]]:
+        """An unpacked reply -> its action list (keeping its timing block); an error raises `ServerError`."""
         if isinstance(reply, dict) and "error" in reply:
             raise ServerError(str(reply["error"]))
         if not isinstance(reply, dict) or "result" not in reply:
@@ -174,6 +177,10 @@ class RemoteSession:
         timing = reply.get(TIMING)
         self.timing = dict(timing) if isinstance(timing, dict) else {}
         return reply["result"]
+
+    def infer(self, observation: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send one observation, return the server's action list; a server-side error raises `ServerError`."""
+        return self.result(self.infer_raw(self.request(observation)))
 
     def end(self, timeout: float = 5.0) -> None:
         """End a version 2/3 session and wait for the server's acknowledgement (a no-op on version 1)."""

@@ -32,6 +32,8 @@ object/void/complex dtypes, inconsistent shapes and malformed msgpack with a :cl
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -126,9 +128,10 @@ def _pack_default(obj: Any) -> Any:
 
 def _field(obj: dict, name: bytes) -> Any:
     # Positronic writes binary keys; a client in another language may well write text keys.
-    if name in obj:
+    try:
         return obj[name]
-    return obj[name.decode()]
+    except KeyError:
+        return obj[name.decode()]
 
 
 def _dtype(text: Any) -> np.dtype:
@@ -147,10 +150,43 @@ def _has(obj: dict, name: bytes) -> bool:
     return name in obj or name.decode() in obj
 
 
-# A JPEG message holds at most this many frames, each decoding to at most this many pixels: a client
-# cannot make the server allocate more than it could send as raw arrays under the size limit.
+# A JPEG value holds at most this many frames, each of at most this many pixels, and the frames of one
+# message decode to at most `max_jpeg_bytes` in all (`unpack`; the server passes four times its message
+# limit, what the transport would accept as raw arrays). Sizes are read from each frame's header before
+# anything is decoded: a few hundred bytes declaring a 20000x20000 image cost neither seconds nor gigabytes.
 MAX_JPEG_FRAMES = 64
 MAX_JPEG_PIXELS = 4096 * 4096
+MAX_JPEG_DECODED_BYTES = 64 * 1024 * 1024
+# Start-of-frame markers (baseline, progressive, lossless...; not DHT C4, JPG C8, DAC CC): they carry the size.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_size(buf: bytes | bytearray) -> tuple[int, int] | None:
+    """(height, width) a JPEG declares in its frame header, read without decoding it; None for anything
+    that is not a JPEG with a frame header before its first scan."""
+    n = len(buf)
+    if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:  # SOI: cv2 would decode a PNG or TIFF as well
+        return None
+    i = 2
+    while i + 4 <= n:
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(buf[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            return int.from_bytes(buf[i + 5 : i + 7], "big"), int.from_bytes(buf[i + 7 : i + 9], "big")
+        if marker == 0xDA or length < 2:  # a scan before any frame header, or a broken segment
+            return None
+        i += 2 + length
+    return None
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> dict[bytes, Any]:
@@ -168,7 +204,8 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> dict[bytes, A
     return {b"__jpeg__": True, b"frames": [buf.tobytes()], b"ndim": 3}
 
 
-def _decode_jpeg(obj: dict) -> np.ndarray:
+def _decode_jpeg(obj: dict, budget: list[int]) -> np.ndarray:
+    """A ``__jpeg__`` value -> its frames; `budget` holds the bytes the message's frames may still decode to."""
     try:
         frames = _field(obj, b"frames")
     except KeyError:
@@ -179,9 +216,15 @@ def _decode_jpeg(obj: dict) -> np.ndarray:
     for buf in frames:
         if not isinstance(buf, (bytes, bytearray)):
             raise ProtocolError("JPEG frames must be binary")
+        size = jpeg_size(buf)
+        if size is None or not 0 < size[0] * size[1] <= MAX_JPEG_PIXELS:
+            raise ProtocolError("a JPEG frame does not declare an image of at most 4096x4096")
+        budget[0] -= size[0] * size[1] * 3
+        if budget[0] < 0:
+            raise ProtocolError("the JPEG frames of this message decode to more than the server accepts")
         img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if img is None or img.shape[0] * img.shape[1] > MAX_JPEG_PIXELS:
-            raise ProtocolError("a JPEG frame does not decode to an RGB image of at most 4096x4096")
+        if img is None or img.shape[:2] != size:
+            raise ProtocolError("a JPEG frame does not decode to the RGB image its header declares")
         images.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     if len({im.shape for im in images}) != 1:
         raise ProtocolError("the frames of one JPEG value differ in size")
@@ -195,28 +238,48 @@ def _decode_jpeg(obj: dict) -> np.ndarray:
     return stack[0] if ndim == 3 and len(images) == 1 else stack
 
 
-def _unpack_hook(obj: dict) -> Any:
+# The marker keys of Positronic's typed values, binary as Positronic writes them and as text.
+_MARKERS = frozenset((b"__cmd__", "__cmd__", b"__jpeg__", "__jpeg__", b"__ndarray__", "__ndarray__"))
+_MARKERS |= {b"__npgeneric__", "__npgeneric__"}
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_cached(text: Any) -> np.dtype:
+    return _dtype(text)
+
+
+# The dtype texts numpy writes for the numeric dtypes (`dtype.str`), for the short path of `_unpack_hook`.
+_KNOWN_DTYPES = {np.dtype(c).newbyteorder(o).str: np.dtype(c).newbyteorder(o) for c in "?bBhHiIlLqQefd" for o in "<>"}
+
+
+def _unpack_hook(jpeg_budget: list[int], obj: dict) -> Any:
+    # Called for every map of a message (three per row of a 100-row result): plain maps leave at once, and
+    # arrays as Positronic writes them (binary keys, a numeric dtype text, int dims) take the short path.
+    if obj.keys().isdisjoint(_MARKERS):
+        return obj
+    if b"__ndarray__" in obj:
+        data, dt, shape = obj.get(b"data"), _KNOWN_DTYPES.get(obj.get(b"dtype")), obj.get(b"shape")
+        if dt is not None and type(data) is bytes and type(shape) is list and all(type(n) is int for n in shape):
+            if min(shape, default=0) < 0 or math.prod(shape) * dt.itemsize != len(data):
+                raise ProtocolError(f"ndarray of shape {shape} {dt} does not match its {len(data)} data bytes")
+            return np.frombuffer(data, dtype=dt).reshape(shape)
     if _has(obj, b"__cmd__"):  # Positronic's v2 envelope of a robot command: the command's own map
         return _field(obj, b"__cmd__")
     if _has(obj, b"__jpeg__"):
-        return _decode_jpeg(obj)
-    is_array = _has(obj, b"__ndarray__")
-    is_scalar = _has(obj, b"__npgeneric__")
-    if not (is_array or is_scalar):
-        return obj
+        return _decode_jpeg(obj, jpeg_budget)
     try:
-        dt = _dtype(_field(obj, b"dtype"))
-        data = _field(obj, b"data")
-        if is_scalar:
+        dtype_text, data = _field(obj, b"dtype"), _field(obj, b"data")
+        dt = _dtype_cached(dtype_text) if isinstance(dtype_text, (str, bytes)) else _dtype(dtype_text)
+        if not _has(obj, b"__ndarray__"):  # __npgeneric__
             return dt.type(data)
-        shape = tuple(int(s) for s in _field(obj, b"shape"))
+        shape = tuple(map(int, _field(obj, b"shape")))
     except KeyError as e:
         raise ProtocolError(f"numpy value without its {e.args[0]!r} field") from None
     except (TypeError, ValueError, OverflowError) as e:
         raise ProtocolError(f"bad numpy value: {e}") from None
     if not isinstance(data, (bytes, bytearray)):
         raise ProtocolError("ndarray data must be binary")
-    if any(s < 0 for s in shape) or int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(data):
+    if min(shape, default=0) < 0 or math.prod(shape) * dt.itemsize != len(data):
         raise ProtocolError(f"ndarray of shape {list(shape)} {dt} does not match its {len(data)} data bytes")
     return np.frombuffer(data, dtype=dt).reshape(shape)
 
@@ -226,10 +289,11 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_pack_default)
 
 
-def unpack(data: bytes | bytearray | memoryview) -> Any:
-    """Parse Protocol v1 bytes. Arrays come back read-only, viewing the message buffer (no copy)."""
+def unpack(data: bytes | bytearray | memoryview, max_jpeg_bytes: int = MAX_JPEG_DECODED_BYTES) -> Any:
+    """Parse Protocol v1 bytes. Arrays come back read-only, viewing the message buffer (no copy); JPEG
+    frames are decoded, at most `max_jpeg_bytes` of pixels in all."""
     try:
-        return msgpack.unpackb(data, object_hook=_unpack_hook, raw=False)
+        return msgpack.unpackb(data, object_hook=functools.partial(_unpack_hook, [max_jpeg_bytes]), raw=False)
     except ProtocolError:
         raise
     except Exception as e:  # msgpack raises a zoo of types (ExtraData, FormatError, StackError, ValueError...)
@@ -349,30 +413,32 @@ def pose_from_wire(pose: Any) -> np.ndarray:
 
 
 def actions_to_wire(
-    decoded: Sequence[Mapping[str, Any]], fps: float, valid_steps: int | None = None, stamped: bool = True
+    poses: np.ndarray, widths: np.ndarray, fps: float, valid_steps: int | None = None, stamped: bool = True
 ) -> list[dict[str, Any]]:
-    """Decoded robotflow actions (``{"ee_pose", "width"}``, one per control period) -> a result.
+    """Decoded robotflow actions (``Codec.decode_chunk``: (N, 7) EE poses, (N,) gripper widths, one per
+    control period) -> a result.
 
     valid_steps: when set, the list ends with the command-less validity marker ``{"timestamp": K / fps}``:
     no action at or past it should run (the policy's ``n_action_steps``).
     stamped: rows carry ``timestamp`` (version 1). Version 2 rows carry none: the client's declared
     ``chunked_schedule`` spaces them at the server's rate, and would take a ``timestamp`` for a command.
     """
-    if not decoded:
+    poses = np.asarray(poses, dtype=np.float64).reshape(-1, 7)
+    if not len(poses):
         return []
-    poses = np.stack([np.asarray(a["ee_pose"], dtype=np.float64) for a in decoded])
-    wire = np.concatenate([poses[:, :3], quat_to_matrix(poses[:, 3:7]).reshape(-1, 9)], axis=1)  # one batch
-    rows: list[dict[str, Any]] = [
-        {
-            "robot_command": {"type": "cartesian_pos", "pose": wire[i]},
-            "target_grip": grip_to_wire(a["width"]),
-            "timestamp": i / fps,
-        }
-        for i, a in enumerate(decoded)
-    ]
-    if not stamped:
-        for row in rows:
-            del row["timestamp"]
+    # One batch for the whole chunk: per row, numpy's call overhead costs ms on a 100-step chunk.
+    wire = np.concatenate([poses[:, :3], quat_to_matrix(poses[:, 3:7]).reshape(-1, 9)], axis=1)
+    grips = (1.0 - np.asarray(widths, dtype=np.float64).reshape(-1)).tolist()  # grip_to_wire, batched
+    if stamped:
+        rows = [
+            {"robot_command": {"type": "cartesian_pos", "pose": pose}, "target_grip": grip, "timestamp": i / fps}
+            for i, (pose, grip) in enumerate(zip(wire, grips, strict=True))
+        ]
+    else:
+        rows = [
+            {"robot_command": {"type": "cartesian_pos", "pose": pose}, "target_grip": grip}
+            for pose, grip in zip(wire, grips, strict=True)
+        ]
     if valid_steps is not None:
         rows.append({"timestamp": min(int(valid_steps), len(rows)) / fps})
     return rows
@@ -403,7 +469,7 @@ class WireChunk:
         return len(self.kinds)
 
 
-def _command_target(cmd: Any, i: int) -> tuple[int, np.ndarray]:
+def _command_kind(cmd: Any, i: int) -> int:
     kind = cmd.get("type") if isinstance(cmd, Mapping) else None
     if kind not in COMMAND_KINDS:
         raise ProtocolError(
@@ -418,10 +484,39 @@ def _command_target(cmd: Any, i: int) -> tuple[int, np.ndarray]:
             raise ProtocolError(
                 f"action {i}: control mode {name!r} is not supported (robotflow arms: position control)"
             )
-    if kind == "cartesian_pos":
-        # Converted to quaternions in one batch by actions_from_wire: per row it costs ms on a 100-step chunk.
-        return EE_TARGET, _array(cmd.get("pose"), "robot_command.pose", 12)
-    return JOINT_TARGET, _array(cmd.get("positions"), "robot_command.positions", 7)
+    return COMMAND_KINDS[kind]
+
+
+def _rows(values: list[Any], rows: list[int], key: str, size: int) -> np.ndarray:
+    """Per-row wire values -> a finite (len(values), size) float64 array, in one conversion; a row that does
+    not fit raises :class:`ProtocolError` naming its action and key (found only when the batch fails)."""
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(len(values), size)
+        if np.isfinite(arr).all():
+            return arr
+    except (TypeError, ValueError):
+        pass  # mixed forms (a scalar here, a 1-element array there) or a bad row: row by row
+    out = np.empty((len(values), size))
+    for j, (i, v) in enumerate(zip(rows, values, strict=True)):
+        try:
+            out[j] = _array(v, key, size)
+        except ProtocolError as e:
+            raise ProtocolError(f"action {i}: {e}") from None
+    return out
+
+
+# How far from orthonormal a commanded rotation may be: float32 rounding on the server is ~1e-7.
+ROTATION_TOLERANCE = 1e-3
+
+
+def _rotations(mats: np.ndarray, rows: list[int]) -> np.ndarray:
+    """(N, 3, 3) commanded rotations, refused unless each is a proper rotation matrix (R R^T = I, det +1):
+    anything else has no quaternion, and a nonsense orientation must not reach the arm."""
+    err = np.abs(mats @ np.swapaxes(mats, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    bad = (err > ROTATION_TOLERANCE) | (np.linalg.det(mats) < 0.0)
+    if bad.any():
+        raise ProtocolError(f"action {rows[int(np.argmax(bad))]}: robot_command.pose does not hold a rotation matrix")
+    return mats
 
 
 def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
@@ -431,29 +526,37 @@ def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
     marker (rows after it are dropped); a row with no command (Positronic's stub answers ``[{}]``) is
     skipped. Rows without a timestamp are stamped ``i / fps`` (versions 2 and 3 send none). Command types
     other than cartesian_pos and joint_pos, and control modes other than plain position control, are refused.
+    Non-finite or ill-shaped values are refused naming the action. One pass over the rows gathers the raw
+    values; they are checked and converted as arrays (a client reads 100-row chunks).
     """
     if isinstance(result, Mapping):
         result = [result]  # a server of a single-step policy may answer with one action
     if not isinstance(result, list):
         raise ProtocolError("a result must be a list of actions")
-    kinds, targets, grips, stamps = [], [], [], []
+    kinds: list[int] = []
+    rows: list[int] = []  # the index in `result` of each commanded action, for error messages
+    targets: list[Any] = []
+    grips: list[Any] = []
+    stamps: list[Any] = []
     valid_until = None
     for i, action in enumerate(result):
         if not isinstance(action, Mapping):
             raise ProtocolError(f"action {i} must be a map")
-        if set(action) == {"timestamp"}:
-            valid_until = float(_array(action["timestamp"], "timestamp", 1)[0])
-            break
-        if "robot_command" not in action:
+        cmd = action.get("robot_command")
+        if cmd is None:
+            if len(action) == 1 and "timestamp" in action:  # the validity marker
+                valid_until = float(_array(action["timestamp"], "timestamp", 1)[0])
+                break
             continue
         if "target_grip" not in action:
             raise ProtocolError(f"action {i} needs 'target_grip' beside its 'robot_command'")
-        kind, target = _command_target(action["robot_command"], i)
+        kind = _command_kind(cmd, i)
         kinds.append(kind)
-        targets.append(target)
-        grips.append(width_from_wire(_array(action["target_grip"], "target_grip", 1)[0]))
+        rows.append(i)
+        targets.append(cmd.get("pose") if kind == EE_TARGET else cmd.get("positions"))
+        grips.append(action["target_grip"])
         if "timestamp" in action:
-            stamps.append(float(_array(action["timestamp"], "timestamp", 1)[0]))
+            stamps.append(action["timestamp"])
         elif fps:
             stamps.append(i / fps)
         else:
@@ -465,12 +568,15 @@ def actions_from_wire(result: Any, fps: float | None = None) -> WireChunk:
     out = np.zeros((len(kinds), 7))
     ee = kind_arr == EE_TARGET
     if ee.any():
-        poses = np.stack([t for t, k in zip(targets, kinds, strict=True) if k == EE_TARGET])
-        quats = canonical_quat(matrix_to_quat(poses[:, 3:].reshape(-1, 3, 3)))
+        sel = np.flatnonzero(ee).tolist()
+        poses = _rows([targets[j] for j in sel], [rows[j] for j in sel], "robot_command.pose", 12)
+        quats = canonical_quat(matrix_to_quat(_rotations(poses[:, 3:].reshape(-1, 3, 3), [rows[j] for j in sel])))
         out[ee] = np.concatenate([poses[:, :3], quats], axis=1)
     if not ee.all():
-        out[~ee] = np.stack([t for t, k in zip(targets, kinds, strict=True) if k != EE_TARGET])
-    return WireChunk(kind_arr, out, np.asarray(grips), np.asarray(stamps), valid_until)
+        sel = np.flatnonzero(~ee).tolist()
+        out[~ee] = _rows([targets[j] for j in sel], [rows[j] for j in sel], "robot_command.positions", 7)
+    widths = 1.0 - _rows(grips, rows, "target_grip", 1)[:, 0]  # width_from_wire, batched
+    return WireChunk(kind_arr, out, widths, _rows(stamps, rows, "timestamp", 1)[:, 0], valid_until)
 
 
 # ---- requests (server side) ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Test hooks start with `_`.
 from __future__ import annotations
 
 import builtins
+import os
 import threading
 import time
 
@@ -60,6 +61,90 @@ class RealtimeConfig:
 
 RealtimeConfig.Enforce = RealtimeConfig(0)
 RealtimeConfig.Ignore = RealtimeConfig(1)
+
+
+class RobotMode:
+    """The robot's mode, as franky's enum (the values are libfranka's)."""
+
+    def __init__(self, value):
+        self._value = int(value)
+
+    def __eq__(self, other):
+        return isinstance(other, RobotMode) and other._value == self._value
+
+    def __hash__(self):
+        return self._value
+
+    def __repr__(self):
+        return f"RobotMode.{_ROBOT_MODES[self._value]}"
+
+
+_ROBOT_MODES = ("Other", "Idle", "Move", "Guiding", "Reflex", "UserStopped", "AutomaticErrorRecovery")
+for _i, _n in enumerate(_ROBOT_MODES):
+    setattr(RobotMode, _n, RobotMode(_i))
+
+
+class Errors:
+    """The robot's error flags (franky's Errors: one bool property per libfranka error). The fake sets the
+    ones its test hooks raise; repr lists the true ones as libfranka prints them: `["cartesian_reflex"]`."""
+
+    _NAMES = ("cartesian_reflex", "joint_reflex", "communication_constraints_violation")
+
+    def __init__(self):
+        self._true: set[str] = set()
+
+    def __repr__(self):
+        return "[" + ", ".join(f'"{n}"' for n in self._NAMES if n in self._true) + "]"
+
+    @property
+    def cartesian_reflex(self):
+        return "cartesian_reflex" in self._true
+
+    @property
+    def joint_reflex(self):
+        return "joint_reflex" in self._true
+
+    @property
+    def communication_constraints_violation(self):
+        return "communication_constraints_violation" in self._true
+
+
+def _errors(*names):
+    e = Errors()
+    e._true = set(names)
+    return e
+
+
+class RobotState:
+    """What `Robot.state` returns (the fields robotflow reads or a test checks)."""
+
+    def __init__(self, q, dq, O_T_EE, robot_mode, current_errors, last_motion_errors):  # noqa: N803 - franky's name
+        self._q, self._dq, self._O_T_EE = q, dq, O_T_EE
+        self._robot_mode, self._current, self._last = robot_mode, current_errors, last_motion_errors
+
+    @property
+    def q(self):
+        return self._q.copy()
+
+    @property
+    def dq(self):
+        return self._dq.copy()
+
+    @property
+    def O_T_EE(self):  # noqa: N802 - franky's name
+        return self._O_T_EE
+
+    @property
+    def robot_mode(self):
+        return self._robot_mode
+
+    @property
+    def current_errors(self):
+        return self._current
+
+    @property
+    def last_motion_errors(self):
+        return self._last
 
 
 class RelativeDynamicsFactor:
@@ -263,6 +348,9 @@ class Robot:
     _instances: list = []
     _refuse_connection = False  # test hook: the constructor raises NetworkException
     _reflex_after_moves: int | None = None  # test hook: the motion of this move (1-based) faults at once
+    _recover_fails = False  # test hook: recover_from_errors() returns False and the errors stay
+    # libfranka's UDP receive timeout: after `_lose_connection()` a running motion fails this much later.
+    _network_timeout_s = 1.0
     # Velocity and deceleration limits at dynamics factor 1 (Franka datasheet, Cartesian and joint).
     _max_linear_speed = 1.7  # m/s
     _max_angular_speed = 2.5  # rad/s
@@ -294,6 +382,7 @@ class Robot:
         self._t = time.monotonic()
         self._moves: list = []  # every motion passed to move(), in order
         self._move_times: list = []  # time.monotonic() of each move()
+        self._loop_policies: list = []  # scheduling policy each new control loop's thread starts with
         self._running = None  # the motion in control, None when idle
         self._stop_until: float | None = None  # a stop motion or stop() decelerating until then
         self._error: builtins.Exception | None = None
@@ -301,7 +390,44 @@ class Robot:
         self._recovered = 0
         self._stop_calls = 0
         self._stop_times: list = []  # time.monotonic() at each stop() call
+        self._last_motion_errors = Errors()
+        self._lost_at: float | None = None  # _lose_connection(): when the robot went silent
         Robot._instances.append(self)
+
+    # ---- test hooks: a lost connection ----------------------------------------------------------
+    def _lose_connection(self):
+        """The robot goes silent (cable pulled, controller off), as franky-control 2.0 reports it (measured
+        against franky-sim killed mid-motion): a running motion fails `_network_timeout_s` later with
+        NetworkException('libfranka: UDP receive: Timeout') from poll_motion/join_motion; from then on state
+        reads block that long and raise RuntimeError('Net Exception'), and stop()/recover_from_errors() raise
+        NetworkException('libfranka: TCP send bytes: I/O error') at once."""
+        with self._lock:
+            self._advance()
+            self._lost_at = time.monotonic()
+
+    def _check_connection(self):
+        """Under the lock: fail a running motion once libfranka's timeout has passed since the loss."""
+        if self._lost_at is None or time.monotonic() < self._lost_at + Robot._network_timeout_s:
+            return
+        if self._running is not None:
+            self._running, self._stop_until = None, None
+            self._error = NetworkException("libfranka: UDP receive: Timeout")
+
+    def _read_lost(self):
+        """A state read on a silent robot: while a motion still runs franky returns its cached state; once
+        none runs, the read goes out and libfranka's receive times out."""
+        if self._lost_at is None:
+            return
+        with self._lock:
+            self._check_connection()
+            running = self._running is not None
+        if not running:
+            time.sleep(Robot._network_timeout_s)
+            raise RuntimeError("Net Exception")
+
+    def _send_lost(self):
+        if self._lost_at is not None:
+            raise NetworkException("libfranka: TCP send bytes: I/O error")
 
     def _factors(self):
         d = self._dynamics
@@ -311,7 +437,10 @@ class Robot:
 
     # ---- the motion law -------------------------------------------------------------------------
     def _advance(self):
-        """Move the measured state to now."""
+        """Move the measured state to now (a silent robot's last state stays what franky saw)."""
+        if self._lost_at is not None:
+            self._check_connection()
+            return
         now = time.monotonic()
         if now - self._t < 2e-4:  # nothing measurable moved; the time is kept for the next call
             return
@@ -387,7 +516,10 @@ class Robot:
         self._collision = (torque_thresholds, force_thresholds)
 
     def recover_from_errors(self):
+        self._send_lost()
         with self._lock:
+            if Robot._recover_fails:
+                return False
             self._has_errors = False
             self._error = None
             self._recovered += 1
@@ -396,10 +528,22 @@ class Robot:
     def move(self, motion, asynchronous=False, limit_rate=False, cutoff_frequency=100.0):
         with self._lock:
             self._advance()
+            if self._lost_at is not None and self._running is None:
+                # A new control loop starts with a Move command over TCP: franky accepts an asynchronous
+                # motion, and its control thread fails on the dead link. (A motion that replaces a running one
+                # is handed to the running loop, which fails at the receive timeout: _check_connection.)
+                self._error = NetworkException("libfranka: TCP send bytes: I/O error")
+                if asynchronous:
+                    return
+                err, self._error = self._error, None
+                raise err
             if self._has_errors:
                 raise ControlException("libfranka: Move command rejected: robot has errors; call recover_from_errors")
             if self._running is not None and self._running._signal != motion._signal:
                 raise InvalidMotionTypeException("the control signal type must not change during a motion")
+            if asynchronous and self._running is None and not isinstance(motion, _STOP_MOTIONS):
+                # franky starts a control-loop thread here; it inherits the caller's scheduling.
+                self._loop_policies.append(os.sched_getscheduler(0))
             self._moves.append(motion)
             self._move_times.append(time.monotonic())
             if isinstance(motion, _STOP_MOTIONS):
@@ -415,6 +559,7 @@ class Robot:
                     'libfranka: Move command aborted: motion aborted by reflex! ["cartesian_reflex"]'
                 )
                 self._has_errors = True
+                self._last_motion_errors = _errors("cartesian_reflex")
                 self._running, self._stop_until = None, None
                 self._v_lin[:], self._v_joint[:] = 0.0, 0.0
         if not asynchronous:
@@ -454,6 +599,7 @@ class Robot:
     def stop(self):
         """Preempt the running motion: the arm decelerates to rest (this call waits for it), and the motion
         ends with 'Move command preempted'."""
+        self._send_lost()
         with self._lock:
             self._stop_calls += 1
             self._stop_times.append(time.monotonic())
@@ -477,16 +623,39 @@ class Robot:
 
     @property
     def has_errors(self):
+        self._read_lost()
         return self._has_errors
 
     @property
+    def state(self):
+        """The full robot state; the fake fills q, dq, O_T_EE, the mode and the error flags."""
+        self._read_lost()
+        with self._lock:
+            self._advance()
+            if self._has_errors:
+                mode = RobotMode.Reflex
+            else:
+                mode = RobotMode.Move if self._running is not None else RobotMode.Idle
+            current = _errors(*self._last_motion_errors._true) if self._has_errors else Errors()
+            return RobotState(
+                self._q.copy(),
+                self._v_joint.copy(),
+                Affine(self._pos.copy(), self._quat.copy()),
+                mode,
+                current,
+                self._last_motion_errors,
+            )
+
+    @property
     def current_joint_state(self):
+        self._read_lost()
         with self._lock:
             self._advance()
             return JointState(self._q, self._v_joint)
 
     @property
     def current_cartesian_state(self):
+        self._read_lost()
         with self._lock:
             self._advance()
             return CartesianState(RobotPose(Affine(self._pos.copy(), self._quat.copy())))

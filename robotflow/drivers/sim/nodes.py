@@ -177,10 +177,12 @@ class SimArmNode(_WorldUser, ArmNode):
         if self._check_reset():
             self.controller.reset()
             self.safety.reset()
+            self.reset_mode()
         self.take_command(now, not_before_ns=self._valid_after_ns)
         self.apply_safety_tick(sim.ee_pose(), sim.arm_qpos(), now)
         self.controller.update(dt)
-        self.emit_state(sim.arm_qpos(), sim.arm_qvel(), sim.ee_pose())
+        # The simulated arm has no faults of its own: its mode is idle, move or hold.
+        self.emit_state(sim.arm_qpos(), sim.arm_qvel(), sim.ee_pose(), mode=self.arm_mode, fault=self.arm_fault)
         self.emit_command(self.controller.mode, self.controller.target)
 
     def apply_ee(self, target: np.ndarray) -> None:

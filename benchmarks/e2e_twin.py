@@ -1,0 +1,209 @@
+"""The Franka twin through franky: scripted demos, a low-dim policy trained on them, and the sim-to-twin gap.
+
+    python -m benchmarks.e2e_twin [--out out/e2e_twin] [--json]       # `make e2e-twin`
+    python -m benchmarks.e2e_twin --small --out /tmp/twin              # the pipeline check
+
+The twin (robotflow/drivers/twin) is franky-sim's MuJoCo FR3 serving libfranka's protocol on loopback, with the
+task's cubes; `franka.arm` and `franka.gripper` drive it through the real franky-control, on the wall clock.
+
+1. The scripted expert records 20 stack_cubes demos through franky (graphs/franka_twin_stack_cubes_lowdim.yaml,
+   seeds 0-19): the expert's success rate.
+2. The e2e-lowdim recipe (codec `ee_objects_rel`) is trained on them and rolled out through franky on 20 unseen
+   seeds (1000-1019, graphs/franka_twin_stack_cubes_lowdim_policy.yaml).
+3. The sim-to-twin gap: the same recipe trained on 20 `sim.arm` demos (graphs/sim_stack_cubes_lowdim.yaml, seeds
+   0-19) and rolled out on the same twin seeds.
+
+Every stage is the public command line. Goals (issue 20): the expert >= 90%, the twin-trained policy >= 80%.
+Twin rollouts run in real time (one at a time: two franky-sims on two loaded cores would starve their 1 kHz loops).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks._util import emit, machine, parser
+from benchmarks.e2e_lowdim import (
+    TASK_TEXT,
+    E2EConfig,
+    _final_loss,
+    _robotflow,
+    convert_command,
+    record_command,
+    rollout_command,
+    run_parallel,
+    train_command,
+)
+
+TASK = "stack_cubes"
+TWIN_RECORD_GRAPH = "graphs/franka_twin_stack_cubes_lowdim.yaml"
+TWIN_POLICY_GRAPH = "graphs/franka_twin_stack_cubes_lowdim_policy.yaml"
+
+
+@dataclass
+class TwinConfig(E2EConfig):
+    tasks: tuple[str, ...] = (TASK,)
+    demos: int = 20
+    eval_episodes: int = 20
+    sim_gap: bool = True  # also train on sim.arm demos and roll that policy out on the twin
+    record_timeout_s: float = 30.0  # the expert's episode limit on the twin
+
+    @classmethod
+    def small(cls) -> TwinConfig:
+        """The pipeline check: one short demo, a few steps, one short rollout; success is not expected."""
+        return cls(
+            demos=1,
+            steps=2,
+            batch_size=4,
+            dim_model=32,
+            dim_feedforward=64,
+            eval_episodes=1,
+            eval_timeout_s=3.0,
+            record_timeout_s=4.0,
+            sim_gap=False,
+        )
+
+
+def twin_record_command(cfg: TwinConfig, out: Path) -> list[str]:
+    """`robotflow record` of the scripted expert on the twin, through franky (seeds 0..)."""
+    return [
+        *_robotflow(),
+        "record",
+        TWIN_RECORD_GRAPH,
+        *("--episodes", str(cfg.demos), "--output-dir", str(out), "--task", TASK_TEXT[TASK]),
+        *("--set", f"teleop.noise={cfg.expert_noise}", "--set", f"task.timeout_s={cfg.record_timeout_s}"),
+    ]
+
+
+def _expert(demos: Path) -> dict:
+    """The expert's success over the recorded demos, from `robotflow info --json`."""
+    info = json.loads(
+        subprocess.run([*_robotflow(), "info", str(demos), "--json"], capture_output=True, text=True, check=True).stdout
+    )
+    s = info["metrics"]["success_outcome"]
+    return {
+        "success": s["successes"],
+        "episodes": s["episodes"],
+        "success_rate": s["rate"],
+        "wilson_95": s["wilson_95"],
+        "failed_seeds": [e["seed"] for e in info["episodes"] if e["outcome"] != "success"],
+        "durations_s": [e["duration_s"] for e in info["episodes"]],
+    }
+
+
+def _rollout_doc(path: Path) -> dict:
+    roll = json.loads(path.read_text())
+    return {
+        "success": roll["successes"],
+        "episodes": len(roll["episodes"]),
+        "success_rate": roll["success_rate"],
+        "wilson_95": roll["wilson_95"],
+        "failed_seeds": [e["seed"] for e in roll["episodes"] if not e["success"]],
+    }
+
+
+def run(cfg: TwinConfig, out: Path, say) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    load0, t_all, stages = os.getloadavg(), time.perf_counter(), {}
+    sources = {"twin": out / "twin_demos"}
+    if cfg.sim_gap:
+        sources["sim"] = out / "sim_demos"
+    say(f"record {cfg.demos} expert demos through franky on the twin" + (", and on sim.arm" if cfg.sim_gap else ""))
+    # One after the other: the twin runs on the wall clock, and a simulation beside it would take its CPU.
+    stages["record"] = run_parallel({"twin": twin_record_command(cfg, sources["twin"])}, logs, "record", "e2e-twin")
+    if cfg.sim_gap:
+        stages["record"] += run_parallel({"sim": record_command(cfg, TASK, sources["sim"])}, logs, "record", "e2e-twin")
+    say(f"convert (codec {cfg.codec}) and train {cfg.steps} steps on each")
+    convert = {k: convert_command(cfg, d, out / f"dataset_{k}", "--fps", str(cfg.fps)) for k, d in sources.items()}
+    stages["convert"] = run_parallel(convert, logs, "convert", "e2e-twin")
+    train = {k: train_command(cfg, out / f"dataset_{k}", out / "runs", k, cfg.steps) for k in sources}
+    stages["train"] = run_parallel(train, logs, "train", "e2e-twin")
+    stages["rollout"] = 0.0
+    for k in sources:
+        say(f"roll out the {k}-trained policy through franky on {cfg.eval_episodes} unseen seeds")
+        roll = rollout_command(
+            cfg,
+            out / "runs" / k,
+            TWIN_POLICY_GRAPH,
+            out / f"rollout_{k}.json",
+            cfg.eval_seed,
+            cfg.eval_episodes,
+            "--output-dir",
+            str(out / f"rollouts_{k}"),
+            "--video-channel",
+            "",
+        )
+        stages["rollout"] += run_parallel({k: roll}, logs, "rollout", "e2e-twin")
+    return {
+        "config": asdict(cfg),
+        "expert": _expert(sources["twin"]),
+        "results": {k: _rollout_doc(out / f"rollout_{k}.json") for k in sources},
+        "demo_frames": {
+            k: json.loads((logs / f"convert_{k}.log").read_text().strip().splitlines()[-1])["frames"] for k in sources
+        },
+        "losses": {k: _final_loss(logs / f"train_{k}.log") for k in sources},
+        "goal_met": _goal_met(cfg, out),
+        "stages_s": {k: round(v, 1) for k, v in stages.items()},
+        "total_s": round(time.perf_counter() - t_all, 1),
+        "loadavg_start": [round(x, 2) for x in load0],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(),
+        "out": str(out),
+    }
+
+
+def _goal_met(cfg: TwinConfig, out: Path) -> bool:
+    expert = _expert(out / "twin_demos")["success_rate"]
+    return expert >= 0.9 and _rollout_doc(out / "rollout_twin.json")["success_rate"] >= 0.8
+
+
+def table(doc: dict) -> str:
+    cfg = doc["config"]
+    names = {
+        "twin": f"ACT trained on the twin's {cfg['demos']} demos, rolled out through franky",
+        "sim": f"ACT trained on {cfg['demos']} `sim.arm` demos, rolled out through franky (sim-to-twin gap)",
+    }
+    e = doc["expert"]
+    rows = [
+        f"| what | success, {cfg['eval_episodes']} seeds | 95% Wilson interval |",
+        "|---|---|---|",
+        f"| scripted expert through franky, seeds 0-{cfg['demos'] - 1} | {e['success']}/{e['episodes']} "
+        f"({e['success_rate']:.0%}) | {e['wilson_95'][0]:.0%} - {e['wilson_95'][1]:.0%} |",
+    ]
+    for k, r in doc["results"].items():
+        lo, hi = r["wilson_95"]
+        rows.append(f"| {names[k]} | {r['success']}/{r['episodes']} ({r['success_rate']:.0%}) | {lo:.0%} - {hi:.0%} |")
+    rows.append(
+        f"\n{cfg['steps']} training steps; goal met: {doc['goal_met']}; total {doc['total_s'] / 60:.1f} min on "
+        f"{doc['machine']['cpus']} CPUs, load {doc['loadavg_start'][0]} at start, {doc['loadavg_end'][0]} at end"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/e2e_twin", help="working directory (must be empty)")
+    p.add_argument("--small", action="store_true", help="the quick pipeline check (no success expected)")
+    p.add_argument("--steps", type=int, default=None, help="override the training steps")
+    args = p.parse_args()
+    cfg = TwinConfig.small() if args.small else TwinConfig()
+    if args.steps is not None:
+        cfg.steps = args.steps
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"e2e-twin: {out} is not empty; remove it or pass another --out")
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.json else (lambda m: None)
+    doc = run(cfg, out, say)
+    (out / "result.json").write_text(json.dumps(doc, indent=2) + "\n")
+    emit(doc, True) if args.json else print(table(doc))
+
+
+if __name__ == "__main__":
+    main()
