@@ -89,7 +89,9 @@ def test_realsense_no_camera(monkeypatch):
 def test_realsense_stalled_stream_fails(monkeypatch):
     rs = install(monkeypatch, "pyrealsense2")
     rs._frozen = True
-    result, _ = run_graph(camera_graph("realsense.camera", {"width": 32, "height": 24, "timeout_s": 0.2, "reconnect_s": 0}), duration_s=3)
+    result, _ = run_graph(
+        camera_graph("realsense.camera", {"width": 32, "height": 24, "timeout_s": 0.2, "reconnect_s": 0}), duration_s=3
+    )
     assert not result.ok and result.failed_node == "cam" and "no frame for 0.2 s" in result.error
     assert rs._pipelines[0]._stopped
 
