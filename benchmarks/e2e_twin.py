@@ -13,7 +13,8 @@ task's cubes; `franka.arm` and `franka.gripper` drive it through the real franky
 3. The sim-to-twin gap: the same recipe trained on 20 `sim.arm` demos (graphs/sim_stack_cubes_lowdim.yaml, seeds
    0-19) and rolled out on the same twin seeds.
 
-Every stage is the public command line. Goals (issue 20): the expert >= 90%, the twin-trained policy >= 80%.
+Every stage is the public command line. Re-running with the same --out resumes: stages whose output is there
+(all the demos, a dataset, a finished training run, a rollout summary) are skipped and named in `resumed`. Goals (issue 20): the expert >= 90%, the twin-trained policy >= 80%.
 Twin rollouts run in real time (one at a time: two franky-sims on two loaded cores would starve their 1 kHz loops).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -107,26 +109,48 @@ def _rollout_doc(path: Path) -> dict:
     }
 
 
+def _done(path: Path, what: str, k: str, resumed: list[str]) -> bool:
+    """Whether a stage's output is already there (an earlier run in the same --out); noted in `resumed`."""
+    if path.exists():
+        resumed.append(f"{what} {k}")
+        return True
+    return False
+
+
 def run(cfg: TwinConfig, out: Path, say) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    load0, t_all, stages = os.getloadavg(), time.perf_counter(), {}
+    load0, t_all, resumed = os.getloadavg(), time.perf_counter(), []
+    stages = {"record": 0.0, "convert": 0.0, "train": 0.0, "rollout": 0.0}
     sources = {"twin": out / "twin_demos"}
     if cfg.sim_gap:
         sources["sim"] = out / "sim_demos"
     say(f"record {cfg.demos} expert demos through franky on the twin" + (", and on sim.arm" if cfg.sim_gap else ""))
     # One after the other: the twin runs on the wall clock, and a simulation beside it would take its CPU.
-    stages["record"] = run_parallel({"twin": twin_record_command(cfg, sources["twin"])}, logs, "record", "e2e-twin")
-    if cfg.sim_gap:
-        stages["record"] += run_parallel({"sim": record_command(cfg, TASK, sources["sim"])}, logs, "record", "e2e-twin")
+    for k, demos in sources.items():
+        if not _done(demos / f"episode_{cfg.demos - 1:06d}.h5", "record", k, resumed):
+            cmd = twin_record_command(cfg, demos) if k == "twin" else record_command(cfg, TASK, demos)
+            stages["record"] += run_parallel({k: cmd}, logs, "record", "e2e-twin")
     say(f"convert (codec {cfg.codec}) and train {cfg.steps} steps on each")
-    convert = {k: convert_command(cfg, d, out / f"dataset_{k}", "--fps", str(cfg.fps)) for k, d in sources.items()}
-    stages["convert"] = run_parallel(convert, logs, "convert", "e2e-twin")
-    train = {k: train_command(cfg, out / f"dataset_{k}", out / "runs", k, cfg.steps) for k in sources}
-    stages["train"] = run_parallel(train, logs, "train", "e2e-twin")
-    stages["rollout"] = 0.0
+    convert = {
+        k: convert_command(cfg, d, out / f"dataset_{k}", "--fps", str(cfg.fps))
+        for k, d in sources.items()
+        if not _done(out / f"dataset_{k}" / "meta" / "info.json", "convert", k, resumed)
+    }
+    if convert:
+        stages["convert"] = run_parallel(convert, logs, "convert", "e2e-twin")
+    train = {
+        k: train_command(cfg, out / f"dataset_{k}", out / "runs", k, cfg.steps)
+        for k in sources
+        if not _done(out / "runs" / k / "checkpoints" / f"{cfg.steps:06d}", "train", k, resumed)
+    }
+    if train:
+        stages["train"] = run_parallel(train, logs, "train", "e2e-twin")
     for k in sources:
+        if _done(out / f"rollout_{k}.json", "rollout", k, resumed):
+            continue
+        shutil.rmtree(out / f"rollouts_{k}", ignore_errors=True)  # an interrupted rollout's episodes
         say(f"roll out the {k}-trained policy through franky on {cfg.eval_episodes} unseen seeds")
         roll = rollout_command(
             cfg,
@@ -151,6 +175,7 @@ def run(cfg: TwinConfig, out: Path, say) -> dict:
         "losses": {k: _final_loss(logs / f"train_{k}.log") for k in sources},
         "goal_met": _goal_met(cfg, out),
         "stages_s": {k: round(v, 1) for k, v in stages.items()},
+        "resumed": resumed,
         "total_s": round(time.perf_counter() - t_all, 1),
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
@@ -189,7 +214,7 @@ def table(doc: dict) -> str:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/e2e_twin", help="working directory (must be empty)")
+    p.add_argument("--out", default="out/e2e_twin", help="working directory; an earlier run there is resumed")
     p.add_argument("--small", action="store_true", help="the quick pipeline check (no success expected)")
     p.add_argument("--steps", type=int, default=None, help="override the training steps")
     args = p.parse_args()
@@ -197,8 +222,6 @@ def main() -> None:
     if args.steps is not None:
         cfg.steps = args.steps
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"e2e-twin: {out} is not empty; remove it or pass another --out")
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.json else (lambda m: None)
     doc = run(cfg, out, say)
     (out / "result.json").write_text(json.dumps(doc, indent=2) + "\n")
