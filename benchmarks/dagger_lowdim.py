@@ -34,8 +34,10 @@ from benchmarks.e2e_lowdim import (
     E2EConfig,
     _final_loss,
     convert_command,
+    cost_line,
     record_command,
     rollout_command,
+    rollout_result,
     run_parallel,
     train_command,
 )
@@ -75,16 +77,6 @@ class DaggerConfig(E2EConfig):
             stall_s=1.0,
             give_up_s=1.0,
         )
-
-
-def _rollout_doc(path: Path) -> dict:
-    roll = json.loads(path.read_text())
-    return {
-        "success": roll["successes"],
-        "episodes": len(roll["episodes"]),
-        "success_rate": roll["success_rate"],
-        "wilson_95": roll["wilson_95"],
-    }
 
 
 def _collect(cfg: DaggerConfig, out: Path, logs: Path) -> float:
@@ -171,13 +163,13 @@ def run(cfg: DaggerConfig, out: Path, say) -> dict:
         for name in runs
     }
     stages["rollout_after"] = run_parallel(after, logs, "rollout_after", "dagger-lowdim")
-    results = {"weak": _rollout_doc(out / "rollout_weak.json")}
-    results.update({name: _rollout_doc(out / f"rollout_{name}.json") for name in runs})
+    results = {"weak": rollout_result(out / "rollout_weak.json")}
+    results.update({name: rollout_result(out / f"rollout_{name}.json") for name in runs})
     union = json.loads((logs / f"append_{TASK}.log").read_text().strip().splitlines()[-1])
     return {
         "config": asdict(cfg),
         "results": results,
-        "collection": {**_interventions(out), **_rollout_doc(out / "dagger_rollouts.json")},
+        "collection": {**_interventions(out), **rollout_result(out / "dagger_rollouts.json")},
         "intervention_frames": union["frames"],
         "losses": {name: _final_loss(logs / f"finetune_{name}.log") for name in runs},
         "goal_met": _goal_met(results),
@@ -216,9 +208,7 @@ def table(doc: dict) -> str:
     lines.append(
         f"\ncollection: {c['episodes']} episodes, {c['with_intervention']} taken over "
         f"({c['interventions_per_episode']} interventions per episode, {c['human_s']} s under the operator), "
-        f"{doc['intervention_frames']} intervention frames; goal met: {doc['goal_met']}; "
-        f"total {doc['total_s'] / 60:.1f} min on {doc['machine']['cpus']} CPUs, load {doc['loadavg_start'][0]} "
-        f"at start, {doc['loadavg_end'][0]} at end"
+        f"{doc['intervention_frames']} intervention frames; goal met: {doc['goal_met']}; {cost_line(doc)}"
     )
     return "\n".join(lines)
 

@@ -144,6 +144,26 @@ def rollout_command(
     ]
 
 
+def rollout_result(summary: Path) -> dict:
+    """Success, its Wilson interval and the failed seeds from a `robotflow rollout --summary` file."""
+    roll = json.loads(summary.read_text())
+    return {
+        "success": roll["successes"],
+        "episodes": len(roll["episodes"]),
+        "success_rate": roll["success_rate"],
+        "wilson_95": roll["wilson_95"],
+        "failed_seeds": [e["seed"] for e in roll["episodes"] if not e["success"]],
+    }
+
+
+def cost_line(doc: dict) -> str:
+    """A result document's wall time, CPUs and load, for the line under its table."""
+    return (
+        f"total {doc['total_s'] / 60:.1f} min on {doc['machine']['cpus']} CPUs, load {doc['loadavg_start'][0]} "
+        f"at start, {doc['loadavg_end'][0]} at end"
+    )
+
+
 def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -177,14 +197,9 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
     stages["rollout"] = run_parallel(rollout, logs, "rollout")
     results = {}
     for t in cfg.tasks:
-        roll = json.loads((d[t] / "rollout.json").read_text())
         conv = json.loads((logs / f"convert_{t}.log").read_text().strip().splitlines()[-1])
         results[t] = {
-            "success": roll["successes"],
-            "episodes": len(roll["episodes"]),
-            "success_rate": roll["success_rate"],
-            "wilson_95": roll["wilson_95"],
-            "failed_seeds": [e["seed"] for e in roll["episodes"] if not e["success"]],
+            **rollout_result(d[t] / "rollout.json"),
             "demo_frames": conv["frames"],
             "final_loss": _final_loss(logs / f"train_{t}.log"),
         }

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks._util import machine, parser
-from benchmarks.e2e_lowdim import TASK_TEXT, _final_loss, _robotflow, report, run_parallel
+from benchmarks.e2e_lowdim import TASK_TEXT, _final_loss, _robotflow, report, rollout_result, run_parallel
 from benchmarks.e2e_lowdim import table as lowdim_table
 
 NORMALIZATION = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
@@ -180,15 +180,10 @@ def _stages(cfg: VisionConfig, tasks: tuple[str, ...], out: Path, say) -> dict[s
 
 def _task_result(cfg: VisionConfig, task: str, out: Path) -> dict:
     d = out / task
-    roll = json.loads((d / "rollout.json").read_text())
     spec = json.loads((d / "dataset" / "meta" / "robotflow_codec.json").read_text())
     info = json.loads((d / "dataset" / "meta" / "info.json").read_text())
     return {
-        "success": roll["successes"],
-        "episodes": len(roll["episodes"]),
-        "success_rate": roll["success_rate"],
-        "wilson_95": roll["wilson_95"],
-        "failed_seeds": [e["seed"] for e in roll["episodes"] if not e["success"]],
+        **rollout_result(d / "rollout.json"),
         "demo_frames": info["total_frames"],
         "features": sorted(spec["features"]),
         "checkpoint_step": last_step(d / "runs" / RUN_NAME),
