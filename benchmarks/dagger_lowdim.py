@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks._util import emit, machine, parser
+from benchmarks._util import emit, parser
 from benchmarks.e2e_lowdim import (
     E2EConfig,
     _final_loss,
@@ -38,6 +38,7 @@ from benchmarks.e2e_lowdim import (
     record_command,
     rollout_command,
     rollout_result,
+    run_costs,
     run_parallel,
     train_command,
 )
@@ -173,12 +174,7 @@ def run(cfg: DaggerConfig, out: Path, say) -> dict:
         "intervention_frames": union["frames"],
         "losses": {name: _final_loss(logs / f"finetune_{name}.log") for name in runs},
         "goal_met": _goal_met(results),
-        "stages_s": {k: round(v, 1) for k, v in stages.items()},
-        "total_s": round(time.perf_counter() - t_all, 1),
-        "loadavg_start": [round(x, 2) for x in load0],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine(),
-        "out": str(out),
+        **run_costs(stages, t_all, load0, out),
     }
 
 

@@ -156,6 +156,18 @@ def rollout_result(summary: Path) -> dict:
     }
 
 
+def run_costs(stages: dict[str, float], t_all: float, load0: tuple[float, ...], out: Path) -> dict:
+    """What a result document says about its run: stage and total wall times, load, machine, where it ran."""
+    return {
+        "stages_s": {k: round(v, 1) for k, v in stages.items()},
+        "total_s": round(time.perf_counter() - t_all, 1),
+        "loadavg_start": [round(x, 2) for x in load0],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(),
+        "out": str(out),
+    }
+
+
 def cost_line(doc: dict) -> str:
     """A result document's wall time, CPUs and load, for the line under its table."""
     return (
@@ -206,12 +218,7 @@ def run(cfg: E2EConfig, out: Path, progress: bool = True) -> dict:
     return {
         "config": asdict(cfg),
         "results": results,
-        "stages_s": {k: round(v, 1) for k, v in stages.items()},
-        "total_s": round(time.perf_counter() - t_all, 1),
-        "loadavg_start": [round(x, 2) for x in load0],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine(),
-        "out": str(out),
+        **run_costs(stages, t_all, load0, out),
     }
 
 

@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks._util import emit, machine, parser
+from benchmarks._util import emit, parser
 from benchmarks.e2e_lowdim import (
     TASK_TEXT,
     E2EConfig,
@@ -40,6 +40,7 @@ from benchmarks.e2e_lowdim import (
     record_command,
     rollout_command,
     rollout_result,
+    run_costs,
     run_parallel,
     train_command,
 )
@@ -168,13 +169,8 @@ def run(cfg: TwinConfig, out: Path, say) -> dict:
         "losses": {k: _final_loss(logs / f"train_{k}.log") for k in sources},
         # The goals: the expert >= 90% through franky, the twin-trained policy >= 80%.
         "goal_met": expert["success_rate"] >= 0.9 and results["twin"]["success_rate"] >= 0.8,
-        "stages_s": {k: round(v, 1) for k, v in stages.items()},
         "resumed": resumed,
-        "total_s": round(time.perf_counter() - t_all, 1),
-        "loadavg_start": [round(x, 2) for x in load0],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine(),
-        "out": str(out),
+        **run_costs(stages, t_all, load0, out),
     }
 
 

@@ -24,8 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks._util import machine, parser
-from benchmarks.e2e_lowdim import TASK_TEXT, _final_loss, _robotflow, report, rollout_result, run_parallel
+from benchmarks._util import parser
+from benchmarks.e2e_lowdim import TASK_TEXT, _final_loss, _robotflow, report, rollout_result, run_costs, run_parallel
 from benchmarks.e2e_lowdim import table as lowdim_table
 
 NORMALIZATION = {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
@@ -204,12 +204,7 @@ def run(cfg: VisionConfig, out: Path, progress: bool = True) -> dict:
     return {
         "config": asdict(cfg),
         "results": {t: _task_result(cfg, t, out) for t in cfg.tasks},
-        "stages_s": {k: round(v, 1) for k, v in stages.items()},
-        "total_s": round(time.perf_counter() - t_all, 1),
-        "loadavg_start": [round(x, 2) for x in load0],
-        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine(),
-        "out": str(out),
+        **run_costs(stages, t_all, load0, out),
     }
 
 
