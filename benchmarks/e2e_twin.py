@@ -6,11 +6,11 @@
 The twin (robotflow/drivers/twin) is franky-sim's MuJoCo FR3 serving libfranka's protocol on loopback, with the
 task's cubes; `franka.arm` and `franka.gripper` drive it through the real franky-control, on the wall clock.
 
-1. The scripted expert records 20 stack_cubes demos through franky (graphs/franka_twin_stack_cubes_lowdim.yaml,
+1. The scripted expert records 100 stack_cubes demos (--demos) through franky (graphs/franka_twin_stack_cubes_lowdim.yaml,
    seeds 0-19): the expert's success rate.
 2. The e2e-lowdim recipe (codec `ee_objects_rel`) is trained on them and rolled out through franky on 20 unseen
    seeds (1000-1019, graphs/franka_twin_stack_cubes_lowdim_policy.yaml).
-3. The sim-to-twin gap: the same recipe trained on 20 `sim.arm` demos (graphs/sim_stack_cubes_lowdim.yaml, seeds
+3. The sim-to-twin gap: the same recipe trained on as many `sim.arm` demos (graphs/sim_stack_cubes_lowdim.yaml, seeds
    0-19) and rolled out on the same twin seeds.
 
 Every stage is the public command line. Re-running with the same --out resumes: stages whose output is there
@@ -53,7 +53,7 @@ TWIN_POLICY_GRAPH = "graphs/franka_twin_stack_cubes_lowdim_policy.yaml"
 @dataclass
 class TwinConfig(E2EConfig):
     tasks: tuple[str, ...] = (TASK,)
-    demos: int = 20
+    demos: int = 100  # the e2e-lowdim recipe's demo count (20 gave 1/20 through franky)
     eval_episodes: int = 20
     sim_gap: bool = True  # also train on sim.arm demos and roll that policy out on the twin
     record_timeout_s: float = 30.0  # the expert's episode limit on the twin
@@ -199,10 +199,15 @@ def main() -> None:
     p.add_argument("--out", default="out/e2e_twin", help="working directory; an earlier run there is resumed")
     p.add_argument("--small", action="store_true", help="the quick pipeline check (no success expected)")
     p.add_argument("--steps", type=int, default=None, help="override the training steps")
+    p.add_argument("--demos", type=int, default=None, help="override the expert demos per source (default 100)")
     args = p.parse_args()
     cfg = TwinConfig.small() if args.small else TwinConfig()
     if args.steps is not None:
         cfg.steps = args.steps
+    if args.demos is not None:
+        if args.demos < 1:
+            p.error("--demos must be at least 1")
+        cfg.demos = args.demos
     out = Path(args.out)
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if not args.json else (lambda m: None)
     doc = run(cfg, out, say)
