@@ -45,9 +45,9 @@ from .loading import load_policy
 
 log = logging.getLogger("robotflow.policies")
 
-# Slots are floor((t - start) / period): a tick stamped a few ns before its ideal instant (virtual clock
-# rounding) must still land in its own slot.
-_SLOT_TOLERANCE = 1e-3
+# The action for time t is the one whose timestamp is nearest to t: round((t - start) / period). Rounding, not
+# flooring: ticks jitter both ways around the grid of the chunk's observation, and a tick that started 0.1 ms
+# early would otherwise re-execute the previous action, a whole period late (a repeated slot).
 
 
 @dataclass
@@ -305,10 +305,11 @@ class ChunkExecutor:
         return time.perf_counter() - t
 
     # ---- the plan -------------------------------------------------------------------------------
-    def _slot(self, t_ns: int, origin_ns: int) -> int:
-        return math.floor((t_ns - origin_ns) / self.period_ns + _SLOT_TOLERANCE)
+    def _slot(self, t_ns: int, origin_ns: int, nearest: bool = True) -> int:
+        # nearest=False: the slot that contains t (a late tick's own slot), with a tolerance for clock rounding.
+        return math.floor((t_ns - origin_ns) / self.period_ns + (0.5 if nearest else 1e-3))
 
-    def _install(self, res: ChunkResult, now: int) -> None:
+    def _install(self, res: ChunkResult, now: int, nearest: bool = True) -> None:
         self.stats.chunks += 1
         self.stats.infer_ms.append(res.infer_s * 1e3)
         horizon = self.chunk_size if self.ensembling else len(res.chunk)
@@ -318,7 +319,7 @@ class ChunkExecutor:
             self._advance_ensembler(now)
             skip = max(0, self._ens_slot - self._slot(res.start_ns, self._epoch))
         else:
-            skip = max(0, self._slot(now, res.start_ns))
+            skip = max(0, self._slot(now, res.start_ns, nearest))
         if skip >= horizon:
             self.stats.stale_chunks += 1
             log.warning(
@@ -347,8 +348,9 @@ class ChunkExecutor:
             self._ensembler.drop(slot - self._ens_slot)
             self._ens_slot = slot
 
-    def _pick(self, now: int) -> Any:
-        """The action for now (None: none covers now), and sets last_action_ns."""
+    def _pick(self, now: int, nearest: bool = True) -> Any:
+        """The action for now (None: none covers now), and sets last_action_ns. nearest=False: the action whose
+        slot contains now, for a tick that waited for its chunk (the next tick takes the next slot)."""
         if self.ensembling:
             if self._epoch is None:
                 return None
@@ -360,7 +362,7 @@ class ChunkExecutor:
             return action if self._normalized_ensemble else action[0].numpy().astype(np.float32)
         if self._plan is None:
             return None
-        i = max(0, self._slot(now, self._plan_start))
+        i = max(0, self._slot(now, self._plan_start, nearest))
         if i >= len(self._plan):
             return None
         self.last_action_ns = int(self._plan_start + i * self.period_ns)
@@ -457,8 +459,8 @@ class ChunkExecutor:
                 res = self._collect(left / 1e9)
                 if res is not None:
                     now += (time.monotonic_ns() - t0) if timed else 0
-                    self._install(res, now)
-                    action = self._pick(now)
+                    self._install(res, now, nearest=False)
+                    action = self._pick(now, nearest=False)
         # Refill ahead of need: this observation is the freshest there is.
         if not self._inflight and (self.ensembling or self._remaining(now) <= self.refill_at):
             self._submit(observation, obs_ns, now)

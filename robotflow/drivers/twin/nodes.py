@@ -34,6 +34,7 @@ from robotflow.drivers.sim.render import OffscreenCamera
 from robotflow.drivers.sim.tasks import TaskRunner
 from robotflow.network import is_loopback
 from robotflow.runtime.node import Input, Node
+from robotflow.runtime.params import in_range
 
 from .world import TWIN_TASKS, TwinWorld, compile_scene
 
@@ -48,6 +49,8 @@ class TwinWorldParams:
     task: str = "stack_cubes"  # the scene's objects: must match twin.task
     # The joints the robot is powered up at (franky-sim starts there): home, as a robot left ready.
     initial_joints: list[float] = field(default_factory=lambda: list(TWIN_HOME))
+    # SCHED_FIFO priority of the world's 1 kHz loop (root or CAP_SYS_NICE; otherwise a warning), 0: normal.
+    loop_priority: int = in_range(0, 99, 80)
 
 
 class TwinWorldNode(Node):
@@ -71,7 +74,8 @@ class TwinWorldNode(Node):
     def world(self) -> TwinWorld:
         """The world, built and serving on first access (the twin's cameras and task may set up first)."""
         if self._world is None:
-            self._world = TwinWorld(self.params.task, self.params.host, self.params.initial_joints)
+            p = self.params
+            self._world = TwinWorld(p.task, p.host, p.initial_joints, p.loop_priority)
             self._world.start()
             self.log("franky-sim serving on %s", self.params.host)
         return self._world

@@ -29,6 +29,7 @@ from franky_sim.mujoco_simulator import MujocoSimulator
 
 from robotflow.drivers.sim.scene import CUBE_HALF, CUBE_MASS, TABLE_TOP, TASK_OBJECTS, ObjectSpec
 from robotflow.drivers.sim.world import SceneObjects, robot_geoms_of
+from robotflow.runtime.scheduler import set_realtime_priority
 
 STEP_S = 0.001  # franky-sim's physics step and libfranka's state period
 # Behind the wall clock by more than this, the loop gives up catching up (a stalled machine): the robot
@@ -112,8 +113,9 @@ def compile_scene(task: str) -> mujoco.MjModel:
 class TwinWorld(SceneObjects):
     """franky-sim's FR3 in the task's scene, served over libfranka on `host` while running."""
 
-    def __init__(self, task: str, host: str, initial_joints: list[float] | None = None):
+    def __init__(self, task: str, host: str, initial_joints: list[float] | None = None, loop_priority: int = 0):
         self.task, self.host = task, host
+        self.loop_priority = loop_priority
         self.objects = TASK_OBJECTS[task]
         self.lock = threading.Lock()
         self.stats = LoopStats()
@@ -140,6 +142,11 @@ class TwinWorld(SceneObjects):
         return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
+        # A robot's controller has a computer of its own; on a shared machine SCHED_FIFO stands in for it: at
+        # normal priority a core-saturating job beside the twin (a torch benchmark) starved this loop until
+        # libfranka dropped the connection mid-recording.
+        if self.loop_priority > 0:
+            set_realtime_priority("twin.world", self.loop_priority)
         # franky-sim's own loop sleeps 1 ms minus each step's duration, so every sleep's overshoot slows the
         # robot's clock; this one keeps an absolute schedule (slot k at wall0 + k ms).
         self._wall0 = next_t = time.perf_counter()
