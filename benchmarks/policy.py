@@ -6,7 +6,7 @@ One randomly initialised ACT (resnet18, dim 512, chunk 100, two 240x320 cameras 
 fake 15 Hz observation stream twice in the same process: first through LeRobot's own inference path
 (`predict_action`: prepare -> preprocessor -> select_action -> postprocessor, a forward pass inline
 every n_action_steps ticks), then through `ChunkExecutor` (forward passes on a worker thread, started
-when the plan falls to refill_at actions; each tick picks the action whose timestamp is now). Only the
+when the plan falls to refill_at actions; each tick picks the action whose timestamp is nearest now). Only the
 call that produces the tick's action is timed. Schedule keeping: `schedule_skipped_slots` /
 `schedule_repeated_slots` count ticks whose executed action jumped or repeated a slot of the action grid (the
 chunk's observation time + i periods), `schedule_error_ms_p99` is |tick time - executed action's timestamp|,

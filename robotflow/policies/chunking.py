@@ -96,28 +96,30 @@ class ScheduleKeeping:
     Each executed action has a slot on the action grid (its timestamp / period). Ticks should execute
     consecutive slots: a jump of k > 1 slots skips k - 1 planned actions, the same slot twice repeats one.
     `error_ms` is |tick time - the executed action's timestamp|: how far from its slot each action ran. (The
-    lateness of "the action whose slot contains now" is between 0 and one period by construction, so its p99
-    cannot show a schedule that slips; these counts can.)
+    lateness of an action picked for now is bounded by the pick rule by construction, so its p99 cannot show
+    a schedule that slips; these counts can.)
     """
 
     skipped_slots: int = 0
     repeated_slots: int = 0
     error_ms: deque = field(default_factory=lambda: deque(maxlen=10000))
-    _last_slot: int | None = None
+    _last_action_ns: int | None = None
 
     def record(self, now_ns: int, action_ns: int, period_ns: float) -> None:
         self.error_ms.append(abs(now_ns - action_ns) / 1e6)
-        slot = round(action_ns / period_ns)
-        if self._last_slot is not None:
-            gap = slot - self._last_slot
+        if self._last_action_ns is not None:
+            # Slots apart, from the two actions' timestamps: a new chunk's grid starts at its own observation, a
+            # fraction of a period off the old one's, which the difference rounds away (rounding each timestamp
+            # to an absolute grid would count a phase shift across a grid line as a skip or a repeat).
+            gap = round((action_ns - self._last_action_ns) / period_ns)
             if gap == 0:
                 self.repeated_slots += 1
             elif gap > 1:
                 self.skipped_slots += gap - 1
-        self._last_slot = slot
+        self._last_action_ns = action_ns
 
     def new_episode(self) -> None:
-        self._last_slot = None  # slots of different episodes are unrelated
+        self._last_action_ns = None  # slots of different episodes are unrelated
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"schedule_skipped_slots": self.skipped_slots}
