@@ -13,7 +13,7 @@ at its 200 ms action, and a late tick executes the action of the instant it runs
 what is left of the older one. With temporal ensembling, actions of every chunk are averaged per slot of
 the episode's time grid.
 
-A tick never blocks longer than one period (`max_wait_s`): when no action covers now (the first chunk of
+A tick never blocks longer than most of a period (`max_wait_s`): when no action covers now (the first chunk of
 an episode, or inference slower than the plan), `step()` returns None and the caller does not act.
 
 Chunks come from a `ChunkSource`: the local policy (the default constructor), or any callable run on the
@@ -45,6 +45,8 @@ from .loading import load_policy
 
 log = logging.getLogger("robotflow.policies")
 
+WAIT_FRACTION = 0.8  # of a period: the default longest wait of a tick for the chunk in flight
+
 # The action for time t is the one whose timestamp is nearest to t: round((t - start) / period). Rounding, not
 # flooring: ticks jitter both ways around the grid of the chunk's observation, and a tick that started 0.1 ms
 # early would otherwise re-execute the previous action, a whole period late (a repeated slot).
@@ -69,7 +71,8 @@ class ChunkExecutorConfig:
         loop and drivers keep a core while a chunk is inferred).
     fps: the rate the policy's actions were trained at (the dataset's fps): action i of a chunk is meant for
         start + i / fps.
-    max_wait_s: the longest a tick waits for a chunk in flight (None: one period, 1 / fps).
+    max_wait_s: the longest a tick waits for a chunk in flight (None: 0.8 / fps, so a tick that waits and gives
+        up still returns before the next tick is due, and the loop's schedule does not slip).
     relative_positions: the policy predicts action[:3] as offsets from observation.state[:3] of the
         observation its chunk came from (codecs with relative positions, e.g. `ee_objects_rel`); the
         executor adds that position back, so `step()` returns absolute actions either way.
@@ -224,7 +227,10 @@ class ChunkExecutor:
         if not 0 <= self.refill_at < max(n, 1) and not self.ensembling:
             raise ValueError(f"refill_at must be within 0..n_action_steps-1={n - 1}, got {self.refill_at}")
         self.period_ns = 1e9 / cfg.fps
-        self.max_wait_s = cfg.max_wait_s if cfg.max_wait_s is not None else 1.0 / cfg.fps
+        # Not a whole period: a tick starts a little after its deadline, so waiting a full period made every
+        # cold-start tick overrun the next deadline, and the loop's ticks slipped a few ms off the first
+        # chunk's grid (schedule error p99 3-7 ms on an idle machine).
+        self.max_wait_s = cfg.max_wait_s if cfg.max_wait_s is not None else WAIT_FRACTION / cfg.fps
         self.stats = ExecutorStats()
         self._source, self._reset_source = source, reset
         self._ensembler: TemporalEnsembler | None = None
@@ -453,7 +459,7 @@ class ChunkExecutor:
             self._count_missing()
             if not self._inflight:
                 self._submit(observation, obs_ns, now)
-            # Bounded: a tick never waits longer than max_wait_s (one period) for the chunk in flight. On a
+            # Bounded: a tick never waits longer than max_wait_s (most of a period) for the chunk in flight. On a
             # timed call, time passes while it waits: the action picked is the one for when the chunk arrived.
             t0 = time.monotonic_ns()
             deadline = t0 + int(self.max_wait_s * 1e9)
