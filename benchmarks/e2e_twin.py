@@ -48,6 +48,7 @@ from benchmarks.e2e_lowdim import (
 TASK = "stack_cubes"
 TWIN_RECORD_GRAPH = "graphs/franka_twin_stack_cubes_lowdim.yaml"
 TWIN_POLICY_GRAPH = "graphs/franka_twin_stack_cubes_lowdim_policy.yaml"
+RECORD_ATTEMPTS = 3  # runs of `robotflow record` on the twin before the benchmark gives up
 
 
 @dataclass
@@ -74,15 +75,38 @@ class TwinConfig(E2EConfig):
         )
 
 
-def twin_record_command(cfg: TwinConfig, out: Path) -> list[str]:
-    """`robotflow record` of the scripted expert on the twin, through franky (seeds 0..)."""
+def twin_record_command(cfg: TwinConfig, out: Path, first: int = 0) -> list[str]:
+    """`robotflow record` of the scripted expert on the twin, through franky: episodes first.. of cfg.demos, with
+    seeds first.. (the recorder numbers them on from the episodes already in `out`)."""
     return [
         *_robotflow(),
         "record",
         TWIN_RECORD_GRAPH,
-        *("--episodes", str(cfg.demos), "--output-dir", str(out), "--task", TASK_TEXT[TASK]),
+        *("--episodes", str(cfg.demos - first), "--output-dir", str(out), "--task", TASK_TEXT[TASK]),
         *("--set", f"teleop.noise={cfg.expert_noise}", "--set", f"task.timeout_s={cfg.record_timeout_s}"),
+        *("--set", f"task.seed={first}"),
     ]
+
+
+def record_twin(cfg: TwinConfig, demos: Path, logs: Path, resumed: list[str], say) -> float:
+    """Record the twin's demos, picking up after the episodes already there when a run stops early (the twin's
+    simulated robot is a thread on a shared machine, and a recording of 100 episodes is 25 minutes of it);
+    every episode kept is one the recorder closed. Up to RECORD_ATTEMPTS runs of `robotflow record`."""
+    took = 0.0
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        have = len(list(demos.glob("episode_*.h5"))) if demos.exists() else 0
+        if have >= cfg.demos:
+            break
+        if have:
+            resumed.append(f"record twin from episode {have}")
+            say(f"record the twin's demos {have}..{cfg.demos - 1} (attempt {attempt})")
+        try:
+            took += run_parallel({"twin": twin_record_command(cfg, demos, have)}, logs, "record", "e2e-twin")
+        except SystemExit as e:
+            if attempt == RECORD_ATTEMPTS:
+                raise
+            say(f"{e}; resuming")
+    return took
 
 
 def _expert(demos: Path) -> dict:
@@ -122,8 +146,10 @@ def run(cfg: TwinConfig, out: Path, say) -> dict:
     # One after the other: the twin runs on the wall clock, and a simulation beside it would take its CPU.
     for k, demos in sources.items():
         if not _done(demos / f"episode_{cfg.demos - 1:06d}.h5", "record", k, resumed):
-            cmd = twin_record_command(cfg, demos) if k == "twin" else record_command(cfg, TASK, demos)
-            stages["record"] += run_parallel({k: cmd}, logs, "record", "e2e-twin")
+            if k == "twin":
+                stages["record"] += record_twin(cfg, demos, logs, resumed, say)
+            else:
+                stages["record"] += run_parallel({k: record_command(cfg, TASK, demos)}, logs, "record", "e2e-twin")
     say(f"convert (codec {cfg.codec}) and train {cfg.steps} steps on each")
     convert = {
         k: convert_command(cfg, d, out / f"dataset_{k}", "--fps", str(cfg.fps))

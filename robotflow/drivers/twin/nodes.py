@@ -212,9 +212,15 @@ class TwinTaskNode(Node):
             self.homing_s.append(t - self._homing_from)
             self._homing_from = None
         if not self._homed and t - self._homing_from > p.home_timeout_s:
+            where = "no arm state received"
+            if state is not None:
+                err = np.abs(np.asarray(state["joint_pos"]) - self._home)
+                where = (
+                    f"joint {int(np.argmax(err)) + 1} {float(np.max(err)):.3f} rad away, arm mode {state.get('mode')}"
+                )
             raise RuntimeError(
-                f"the arm did not reach the home joints within {p.home_timeout_s:g} s; wire `{self.name}/home` "
-                f"to the arm's joint_target and check the arm's workspace box contains the home pose"
+                f"the arm did not reach the home joints within {p.home_timeout_s:g} s ({where}); wire "
+                f"`{self.name}/home` to the arm's joint_target and check the arm's workspace box contains the home pose"
             )
 
     def step(self) -> None:
