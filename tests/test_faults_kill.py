@@ -14,8 +14,8 @@ not a kill point), and checks what each kill left:
 - train: every checkpoint the run lists (what rollout and serve would load) is whole, and `train --resume`
   finishes the run from its last checkpoint (or from step 0 when the kill came before the first one).
 
-How many kills each sweep gets is set by KILLS, sized for the 2-core machine under load (README, Reliability).
-Each test prints where its kills landed.
+Each sweep kills its command at 20 points (KILLS); ROBOTFLOW_KILLS=N sets another count for every sweep (a quick
+look: the train sweep's 20 kills take 20-50 minutes on 2 cores). Each test prints where its kills landed.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "robotflow.scripts.cli"]
 SEED = 24
 N_EPISODES = 6  # per source directory of the convert and append sweeps
-KILLS = {"record": 20, "convert": 8, "append": 8, "train": 4}
+KILLS = dict.fromkeys(("record", "convert", "append", "train"), int(os.environ.get("ROBOTFLOW_KILLS", "20")))
 
 
 def kill_times(name: str, span_s: float) -> list[float]:
@@ -314,7 +314,7 @@ def train_data(tmp_path_factory) -> Path:
     return data
 
 
-@pytest.mark.timeout(2400)  # a kill and its resume: two trainings' start-ups, about 2.5 min under load
+@pytest.mark.timeout(7200)  # a kill and its resume: two trainings' start-ups, about 2.5 min each under load
 def test_sigkill_during_train_then_resume_finishes_from_the_last_checkpoint(tmp_path, train_data):
     steps = 24
 
