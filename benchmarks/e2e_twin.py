@@ -48,7 +48,7 @@ from benchmarks.e2e_lowdim import (
 TASK = "stack_cubes"
 TWIN_RECORD_GRAPH = "graphs/franka_twin_stack_cubes_lowdim.yaml"
 TWIN_POLICY_GRAPH = "graphs/franka_twin_stack_cubes_lowdim_policy.yaml"
-RECORD_ATTEMPTS = 3  # runs of `robotflow record` on the twin before the benchmark gives up
+RECORD_ATTEMPTS = 3  # runs of `robotflow record` on the twin in a row that keep nothing before the benchmark gives up
 
 
 @dataclass
@@ -91,21 +91,21 @@ def twin_record_command(cfg: TwinConfig, out: Path, first: int = 0) -> list[str]
 def record_twin(cfg: TwinConfig, demos: Path, logs: Path, resumed: list[str], say) -> float:
     """Record the twin's demos, picking up after the episodes already there when a run stops early (the twin's
     simulated robot is a thread on a shared machine, and a recording of 100 episodes is 25 minutes of it);
-    every episode kept is one the recorder closed. Up to RECORD_ATTEMPTS runs of `robotflow record`."""
-    took = 0.0
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
-        have = len(list(demos.glob("episode_*.h5"))) if demos.exists() else 0
-        if have >= cfg.demos:
-            break
+    every episode kept is one the recorder closed. It gives up after RECORD_ATTEMPTS runs in a row that kept no
+    new episode."""
+    took, barren = 0.0, 0
+    while (have := len(list(demos.glob("episode_*.h5"))) if demos.exists() else 0) < cfg.demos:
         if have:
             resumed.append(f"record twin from episode {have}")
-            say(f"record the twin's demos {have}..{cfg.demos - 1} (attempt {attempt})")
+            say(f"record the twin's demos {have}..{cfg.demos - 1}")
         try:
             took += run_parallel({"twin": twin_record_command(cfg, demos, have)}, logs, "record", "e2e-twin")
         except SystemExit as e:
-            if attempt == RECORD_ATTEMPTS:
+            kept = len(list(demos.glob("episode_*.h5"))) - have
+            barren = 0 if kept else barren + 1
+            if barren >= RECORD_ATTEMPTS:
                 raise
-            say(f"{e}; resuming")
+            say(f"{e}; {kept} episode(s) kept, resuming")
     return took
 
 
