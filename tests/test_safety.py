@@ -200,6 +200,28 @@ def test_random_commands_through_the_layer_into_sim_arm(sim_arm):
     assert np.all(np.isfinite(sim.data.qpos))
 
 
+def test_joint_homing_from_the_box_ceiling_gets_home():
+    """From the workspace box's ceiling, the straight joint step toward home rises out of the box: the layer used to
+    find no safe step and keep the arm there for good (franky-sim's homing timed out). Each tick here sends what
+    the layer allows, and the arm is at the target where it would go; it must get home, never leaving the box."""
+    lo, hi = drv.JOINT_LIMITS["fr3"]
+    params = drv.FrankaArmParams(host=HOST, workspace_min=[0.25, -0.35, 0.02], workspace_max=[0.75, 0.35, 0.45])
+    safety = ArmSafety(params, (lo + drv.JOINT_LIMIT_MARGIN, hi - drv.JOINT_LIMIT_MARGIN), panda_fk)
+    home = np.array([0.0, -0.3, 0.0, -2.3, 0.0, 2.0, 0.785])
+    # Found by homing random in-box starts: the step toward home from here leaves the box at z 0.45.
+    q = home + np.array([0.006, -0.405, -0.165, -0.181, 0.301, -0.019, 0.472])
+    assert panda_fk(q)[2] == pytest.approx(0.45, abs=2e-3)
+    assert safety.command_joints(home, 0)
+    for tick in range(2000):
+        mode, q_next = safety.tick(panda_fk(q), q, tick)
+        assert mode == "joints"
+        assert safety._excess(panda_fk(q_next))[0] <= safety._excess(panda_fk(q))[0] + 1e-12
+        if np.array_equal(q_next, q):
+            break
+        q = q_next
+    np.testing.assert_allclose(q, home, atol=1e-9)
+
+
 def test_gripper_layer_rejects_and_clamps():
     g = GripperSafety()
     assert g.command(0.3) == 0.3 and g.command(np.float32(1.5)) == 1.0 and g.command(-2) == 0.0
