@@ -179,6 +179,7 @@ class TwinTaskNode(Node):
         self._homed = False
         self._home_since: float | None = None
         self._homing_from: float | None = None
+        self._homing_start_q: np.ndarray | None = None
         self._stop_next = False
         self.homing_s: list[float] = []
 
@@ -196,9 +197,11 @@ class TwinTaskNode(Node):
     def _drive_home(self, t: float) -> None:
         """Send the home joints; mark the arm homed once every joint has stayed within tolerance."""
         p = self.params
+        state = self.read("state")
         if self._homing_from is None:
             self._homing_from = t
-        state = self.read("state")
+            # Where homing began, for the timeout's message (an arm that moved away from home, or never moved).
+            self._homing_start_q = None if state is None else np.asarray(state["joint_pos"], float).copy()
         near = state is not None and np.max(np.abs(np.asarray(state["joint_pos"]) - self._home)) < p.home_tol_rad
         if not near:
             # Sent only while the arm is away: franky planning a joint motion of almost no length failed with
@@ -215,9 +218,10 @@ class TwinTaskNode(Node):
             where = "no arm state received"
             if state is not None:
                 err = np.abs(np.asarray(state["joint_pos"]) - self._home)
-                where = (
-                    f"joint {int(np.argmax(err)) + 1} {float(np.max(err)):.3f} rad away, arm mode {state.get('mode')}"
-                )
+                j = int(np.argmax(err))
+                where = f"joint {j + 1} {float(err[j]):.3f} rad away, arm mode {state.get('mode')}"
+                if self._homing_start_q is not None:
+                    where += f"; {abs(self._homing_start_q[j] - self._home[j]):.3f} rad away when homing began"
             raise RuntimeError(
                 f"the arm did not reach the home joints within {p.home_timeout_s:g} s ({where}); wire "
                 f"`{self.name}/home` to the arm's joint_target and check the arm's workspace box contains the home pose"
