@@ -33,6 +33,9 @@ class ScriptedTeleopParams:
     noise: float = non_negative(0.0)  # 0 = the same plan every time; 1 = a few mm / cm of per-episode variation
     speed: float = positive(0.25)  # EE travel speed (m/s)
     robot: Literal["sim", "franka"] = "sim"  # whose EE frame the targets are in: sim.arm's or franka.arm's
+    # How close (m) the EE must be to the grasp/release pose before the gripper acts (waits at most 1.5 s): above
+    # the arm's steady-state tracking error, or every grasp waits out the bound (franka twin graphs: 0.012).
+    grasp_tol_m: float = positive(0.004)
     drive: Literal["always", "window", "stall"] = "always"  # when it has the arm (module docs)
     takeover_at_s: float = non_negative(3.0)  # window: seconds into the episode when it takes over
     takeover_for_s: float = positive(2.0)  # window: how long it keeps the arm
@@ -64,7 +67,8 @@ class ScriptedTeleop(TeleopDeviceNode):
         for msg in self.read_all("episode"):
             if msg["event"] == "start":
                 task = self.params.task or str(msg["task"])
-                self.expert = self._expert_cls(task, self.params.noise, self.params.speed, self._down)
+                p = self.params
+                self.expert = self._expert_cls(task, p.noise, p.speed, self._down, p.grasp_tol_m)
                 self._episode = (msg.timestamp_ns, int(msg["seed"]))
             else:
                 self._episode = None

@@ -232,8 +232,12 @@ class TwinTaskNode(Node):
         t = self.now_ns() * 1e-9
         if not self.runner.active and not self.runner.done and not self._homed:
             self._drive_home(t)
+        # Never end one episode and start the next in the same update: the arm must go home in between (with
+        # ready=self._homed alone, still True from the last homing, every other episode started where the last
+        # one ended, and the wrist wound up until a homing timed out).
+        ready = self._homed and not self.runner.active
         with self.twin.lock:
-            events = self.runner.update(t, label, ready=self._homed)
+            events = self.runner.update(t, label, ready=ready)
             names, poses = self.runner.objects()
         emit_episode_events(self, events)
         if any(ev["event"] == "end" for ev in events):
