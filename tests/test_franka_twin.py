@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks._franky_sim import free_loopback_host
-from robotflow.drivers.twin.nodes import TwinCameraNode, TwinTaskNode, TwinWorldNode
+from robotflow.drivers.twin.nodes import TWIN_HOME, TwinCameraNode, TwinTaskNode, TwinWorldNode
 from robotflow.recording.reader import EpisodeFile
 from robotflow.runtime.graph import load_graph
 from robotflow.runtime.node import known_types, register
@@ -69,13 +69,13 @@ def test_twin_graphs_keep_the_hardware_graphs_nodes_and_safety_params(name):
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """One expert episode through franky, cut short (4 s): the pipeline, not a demonstration."""
+    """Two expert episodes through franky, cut short (4 s each): the pipeline, not demonstrations."""
     out = tmp_path_factory.mktemp("twin")
     _cli(
         "record",
         str(ROOT / "graphs/franka_twin_stack_cubes_lowdim.yaml"),
         "--episodes",
-        "1",
+        "2",
         "--output-dir",
         str(out / "demos"),
         "--task",
@@ -87,20 +87,24 @@ def recorded(tmp_path_factory):
     return out
 
 
-def test_expert_episode_recorded_through_franky(recorded):
+def test_expert_episodes_recorded_through_franky(recorded):
     files = sorted((recorded / "demos").glob("episode_*.h5"))
-    assert len(files) == 1
-    with EpisodeFile(files[0]) as ep:
-        assert ep.info.seed == 0
-        pose = ep.field("arm/state", "ee_pose")
-        objects = ep.field("task/objects", "poses")
-        targets = ep.field("teleop/ee_target", "ee_pose")
-    assert len(pose) > 150  # 4 s at franka.arm's 100 Hz
-    assert objects.shape[1:] == (2, 7) and len(targets) > 50
-    # The arm followed the expert toward the red cube: franky moved the twin's robot.
-    assert np.linalg.norm(pose[-1, :3] - pose[0, :3]) > 0.05
-    # The episode started with the arm home (driven there through franky, never teleported).
-    assert np.linalg.norm(pose[0, :3] - np.array([0.457, 0.0, 0.364])) < 0.02
+    assert len(files) == 2
+    for seed, f in enumerate(files):
+        with EpisodeFile(f) as ep:
+            assert ep.info.seed == seed
+            pose = ep.field("arm/state", "ee_pose")
+            joints = ep.field("arm/state", "joint_pos")
+            objects = ep.field("task/objects", "poses")
+            targets = ep.field("teleop/ee_target", "ee_pose")
+        assert len(pose) > 150  # 4 s at franka.arm's 100 Hz
+        assert objects.shape[1:] == (2, 7) and len(targets) > 50
+        # The arm followed the expert toward the red cube: franky moved the twin's robot.
+        assert np.linalg.norm(pose[-1, :3] - pose[0, :3]) > 0.05
+        # Every episode started with the arm home, driven there through franky between episodes, never
+        # teleported (the second one used to start where the first ended).
+        assert np.linalg.norm(pose[0, :3] - np.array([0.457, 0.0, 0.364])) < 0.02
+        np.testing.assert_allclose(joints[0], TWIN_HOME, atol=0.03)
 
 
 def test_convert_train_and_roll_out_through_franky(recorded, tmp_path):
