@@ -220,6 +220,8 @@ class FakeCapture:
 
     def __init__(self, source, api_preference=None):
         self._open = FakeCapture.plugged
+        # What OpenCV's V4L2 backend would read for its per-frame select() wait, at the first capture.
+        self.select_timeout = os.environ.get("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT")
         self._n = 0
         self._t = time.monotonic()
         FakeCapture.opened.append(self)
@@ -248,6 +250,7 @@ def test_opencv_camera_that_stops_delivering_is_reopened_and_fails_cleanly_when_
 
     monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
     monkeypatch.setattr(FakeCapture, "opened", [])
+    monkeypatch.delenv("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", raising=False)
     graph = {
         "clock": "wall",
         "nodes": [
@@ -278,6 +281,8 @@ def test_opencv_camera_that_stops_delivering_is_reopened_and_fails_cleanly_when_
     assert result.ok, result.error
     counts = sched.nodes["cam"].report()
     assert counts["stalls"] == 1 and counts["reconnects"] >= 1 and len(FakeCapture.opened) >= 2
+    # A stalled V4L2 read gives up after 1 s (timeout_s 0.2, in whole seconds), not OpenCV's default 10 s.
+    assert FakeCapture.opened[0].select_timeout == "1"
     assert counts["frames"] > 20  # about 1.9 s of 30 fps either side of the gap (fewer under load)
 
     # Away for good: the node fails after timeout_s + reconnect_s with one line, which stops the graph.

@@ -6,11 +6,19 @@ set the node's `rate:` to the camera's fps.
 
 A live camera that stops delivering (`read()` returns False: unplugged, a USB reset) is reopened after
 `timeout_s` with backoff, for up to `reconnect_s` (CameraNode.watch_stream); meanwhile the node emits nothing.
+
+On Linux, OpenCV's V4L2 backend waits in `select()` up to OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT seconds (10 by default,
+read once per process at the first capture) for each frame of a stalled camera, and it ignores
+CAP_PROP_READ_TIMEOUT_MSEC: the node's thread would sit in `read()` for 10 s before it could see the stall. The
+node sets that variable to `timeout_s` (whole seconds, at least 1) before its first capture, unless it is already
+set: the first camera node of a process decides it for all.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 
 from robotflow.drivers.base import CameraNode
@@ -25,6 +33,14 @@ def import_cv2():
     except ImportError as e:
         raise RuntimeError(f"opencv.camera needs OpenCV: pip install opencv-python-headless [{e}]") from None
     return cv2
+
+
+V4L_SELECT_TIMEOUT = "OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT"
+
+
+def v4l_select_timeout_s(timeout_s: float) -> int:
+    """OpenCV's V4L2 frame wait for a node that calls a camera stalled after `timeout_s` (whole seconds, >= 1)."""
+    return max(1, math.ceil(timeout_s))
 
 
 @dataclass
@@ -47,6 +63,7 @@ class OpenCVCameraNode(CameraNode):
 
     def setup(self) -> None:
         p = self.params
+        os.environ.setdefault(V4L_SELECT_TIMEOUT, str(v4l_select_timeout_s(p.timeout_s)))
         self.cv2 = import_cv2()
         self.cap = None
         src = p.source
