@@ -336,3 +336,42 @@ def test_reads_files_written_by_the_recorder(tmp_path):
     assert ds[0]["task"] == "recorded"
     assert tuple(ds[21]["observation.images.wrist"].shape) == (3, *SIZE)
     assert ds[5]["action"].numpy()[7] == pytest.approx(1.0)
+
+
+class _CommandsEpisode:
+    """The reader's view of an arm/command channel: joint commands (homing) first, then EE commands."""
+
+    name = "episode_000000.h5"
+
+    def __init__(self):
+        self.ts = np.array([0, 10, 20, 30, 40], dtype=np.int64)
+        self.mode = np.array(["joints", "joints", "ee", "ee", "ee"])
+        pose = np.zeros((5, 7))  # joint rows: the file fills their ee_pose with zeros
+        pose[2:] = [
+            [0.5, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0],
+            [0.51, 0.0, 0.3, 0.0, 1.0, 0.0, 0.0],
+            [0.52, 0, 0.3, 0, 1, 0, 0],
+        ]
+        self.fields_ = {"ee_pose": pose, "mode": self.mode}
+
+    def timestamps(self, channel):
+        return self.ts
+
+    def field(self, channel, name):
+        return self.fields_[name]
+
+    def has_field(self, channel, name):
+        return name in self.fields_
+
+
+def test_command_labels_skip_the_arms_joint_commands():
+    """A hardware arm homed through joint_target starts an episode with joint commands: they are no EE labels (their
+    zero-filled ee_pose made a label at the origin); before the first EE command the label is the measured pose."""
+    from robotflow.codecs.export import held_ee_commands
+
+    grid = np.array([5, 15, 25, 35, 45], dtype=np.int64)
+    state = np.tile([0.45, 0.0, 0.36, 0.0, 1.0, 0.0, 0.0], (5, 1))
+    out = held_ee_commands(_CommandsEpisode(), "arm/command", grid, state)
+    np.testing.assert_allclose(out[:2], state[:2])  # before the first EE command: where the arm was
+    np.testing.assert_allclose(out[2:, 0], [0.5, 0.51, 0.52])
+    assert np.all(out[:, :3].any(axis=1)), "no label at the origin"

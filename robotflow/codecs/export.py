@@ -305,6 +305,28 @@ def _episode_objects(path: Path, codec: Codec) -> list[str]:
     return names
 
 
+def held_ee_commands(ep: EpisodeFile, channel: str, grid: np.ndarray, state_pose: np.ndarray) -> np.ndarray:
+    """The commanded EE pose held at each grid time, from the arm's EE commands only.
+
+    An arm echoes whichever target it applies: a hardware arm homed between episodes through `joint_target`
+    starts each episode with joint commands, whose `ee_pose` field the file fills with zeros. Those rows are
+    not EE labels (they made the first label of every Franka twin episode a pose at the origin, 0.46 m from
+    the hand). Grid times before the first EE command take the measured EE pose: the arm held where it was.
+    """
+    ts, poses = ep.timestamps(channel), ep.field(channel, "ee_pose")
+    if ep.has_field(channel, "mode"):
+        ee = np.asarray(ep.field(channel, "mode")).astype(str) == "ee"
+        ts, poses = ts[ee], poses[ee]
+    if len(ts) == 0:
+        raise ConvertError(
+            f"{ep.name}: channel '{channel}' has no EE command (the arm was only commanded in joint space)"
+        )
+    out = np.array(poses[zoh_indices(ts, grid)], dtype=np.float64)
+    before = grid < ts[0]
+    out[before] = state_pose[before]
+    return out
+
+
 def encode_episode(ep: EpisodeFile, planned: PlannedEpisode, codec: Codec) -> EncodedEpisode:
     """Resample the codec's streams onto the episode grid (zero-order hold) and encode state/action."""
     grid = planned.grid.timestamps_ns
@@ -321,7 +343,8 @@ def encode_episode(ep: EpisodeFile, planned: PlannedEpisode, codec: Codec) -> En
         "state_joints": held(ch.arm_state, "joint_pos") if "joints" in parts else None,
     }
     if codec.layout.labels == "command":
-        kwargs["command_ee_pose"] = held(ch.arm_command, "ee_pose")
+        state_pose = kwargs["state_ee_pose"] if kwargs["state_ee_pose"] is not None else held(ch.arm_state, "ee_pose")
+        kwargs["command_ee_pose"] = held_ee_commands(ep, ch.arm_command, grid, state_pose)
         kwargs["command_grip"] = held(ch.gripper_command, "width").astype(np.float64).reshape(-1)
     state, action = codec.encode_arrays(**kwargs)
     env = None
