@@ -98,14 +98,17 @@ def record_twin(cfg: TwinConfig, demos: Path, logs: Path, resumed: list[str], sa
         if have:
             resumed.append(f"record twin from episode {have}")
             say(f"record the twin's demos {have}..{cfg.demos - 1}")
+        t0 = time.perf_counter()
         try:
-            took += run_parallel({"twin": twin_record_command(cfg, demos, have)}, logs, "record", "e2e-twin")
+            run_parallel({"twin": twin_record_command(cfg, demos, have)}, logs, "record", "e2e-twin")
         except SystemExit as e:
             kept = len(list(demos.glob("episode_*.h5"))) - have
             barren = 0 if kept else barren + 1
             if barren >= RECORD_ATTEMPTS:
                 raise
             say(f"{e}; {kept} episode(s) kept, resuming")
+        finally:
+            took += time.perf_counter() - t0  # the failed runs' real time too
     return took
 
 
