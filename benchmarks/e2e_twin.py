@@ -8,7 +8,7 @@ task's cubes; `franka.arm` and `franka.gripper` drive it through the real franky
 
 1. The scripted expert records 100 stack_cubes demos (--demos) through franky (graphs/franka_twin_stack_cubes_lowdim.yaml,
    seeds 0-19): the expert's success rate.
-2. The e2e-lowdim recipe (codec `ee_objects_rel`) is trained on them and rolled out through franky on 20 unseen
+2. The e2e-lowdim recipe (codec `ee_objects_rel`; 12,000 steps, twice its own) is trained on them and rolled out through franky on 20 unseen
    seeds (1000-1019, graphs/franka_twin_stack_cubes_lowdim_policy.yaml).
 3. The sim-to-twin gap: the same recipe trained on as many `sim.arm` demos (graphs/sim_stack_cubes_lowdim.yaml, seeds
    0-19) and rolled out on the same twin seeds.
@@ -55,6 +55,9 @@ RECORD_ATTEMPTS = 3  # runs of `robotflow record` on the twin in a row that keep
 class TwinConfig(E2EConfig):
     tasks: tuple[str, ...] = (TASK,)
     demos: int = 100  # the e2e-lowdim recipe's demo count (20 gave 1/20 through franky)
+    # Twice the e2e-lowdim recipe's steps: on the twin's 100 demos 6,000 steps gave 15/20 and 14/20 through
+    # franky, 12,000 gave 18/20 (README, "On the Franka twin").
+    steps: int = 12000
     eval_episodes: int = 20
     sim_gap: bool = True  # also train on sim.arm demos and roll that policy out on the twin
     record_timeout_s: float = 30.0  # the expert's episode limit on the twin
