@@ -56,7 +56,7 @@ class TwinConfig(E2EConfig):
     tasks: tuple[str, ...] = (TASK,)
     demos: int = 100  # the e2e-lowdim recipe's demo count (20 gave 1/20 through franky)
     # Twice the e2e-lowdim recipe's steps: on the twin's 100 demos 6,000 steps gave 15/20 and 14/20 through
-    # franky, 12,000 gave 18/20 (README, "On the Franka twin").
+    # franky, 12,000 gave 18/20 and 16/20 (README, "On the Franka twin").
     steps: int = 12000
     eval_episodes: int = 20
     sim_gap: bool = True  # also train on sim.arm demos and roll that policy out on the twin
